@@ -1,0 +1,25 @@
+# The README's two commands. Both create .venv when it is missing and install the project there.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch 2.13.0 is pinned only when torch is not importable yet: on the development machines that
+# is the CPU build lying on disk; elsewhere an installed torch (CUDA or not) is kept as it is.
+TORCH := torch==2.13.0
+EXTRAS := cpu,images,plot,dev
+
+.PHONY: demo test clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m resnet
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

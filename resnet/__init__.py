@@ -1,0 +1,33 @@
+"""The ResNet model zoo: shortcuts, blocks, stems, `ResNet`, the registry and checkpoints.
+
+    import resnet
+    model = resnet.create(50)                      # torchvision's ResNet-50 layout, random weights
+    model = resnet.create(50, weights="rn50.pth")  # a checkpoint file (torchvision's loads as is)
+    model = resnet.create(20, "cifar10")           # the paper's CIFAR ResNet-20, Option A
+
+Depends on torch only.
+"""
+from .blocks import BasicBlock, Bottleneck, conv1x1, conv3x3
+from .checkpoint import check_state_dict, load_checkpoint, read_state_dict
+from .errors import CheckpointError, ToolkitError
+from .model import Architecture, ResNet, model_name
+from .registry import (
+    CIFAR_MODELS,
+    DATASETS,
+    IMAGENET_MODELS,
+    ModelEntry,
+    create,
+    model_entry,
+    registered_models,
+)
+from .shortcuts import SHORTCUT_KINDS, ShortcutA, ShortcutB, make_shortcut
+from .spec import CIFAR10, CIFAR100, DATASET_INPUTS, IMAGENET, InputSpec
+from .summary import ModelSummary, count_macs, count_parameters, summarize
+
+__all__ = [
+    "Architecture", "BasicBlock", "Bottleneck", "CIFAR10", "CIFAR100", "CIFAR_MODELS", "CheckpointError",
+    "DATASETS", "DATASET_INPUTS", "IMAGENET", "IMAGENET_MODELS", "InputSpec", "ModelEntry", "ModelSummary",
+    "ResNet", "SHORTCUT_KINDS", "ShortcutA", "ShortcutB", "ToolkitError", "check_state_dict", "conv1x1",
+    "conv3x3", "count_macs", "count_parameters", "create", "load_checkpoint", "make_shortcut",
+    "model_entry", "model_name", "read_state_dict", "registered_models", "summarize",
+]

@@ -1,0 +1,104 @@
+"""Loading weights from a checkpoint file, in the layouts training code commonly saves.
+
+Accepted: a plain state_dict; a dict holding it under "state_dict" or "model" (Lightning,
+timm and torchvision's reference scripts); keys prefixed "module." (DataParallel /
+DistributedDataParallel) or "_orig_mod." (torch.compile), in any combination. Files are read
+with `torch.load(weights_only=True)`, which never runs code from the file.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+WRAPPER_KEYS = ("state_dict", "model")
+KEY_PREFIXES = ("module.", "_orig_mod.")
+LISTED = 5  # keys shown per kind of mismatch
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint file, unwrapped and with wrapper prefixes removed."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch.load raises almost anything on a foreign file
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is not a readable PyTorch state_dict file ({first_line[:160]})"
+        ) from None
+    return unwrap_state_dict(data, source=str(path))
+
+
+def unwrap_state_dict(data: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Find the state_dict inside a loaded checkpoint and strip `module.`/`_orig_mod.` prefixes."""
+    while isinstance(data, Mapping) and not _is_state_dict(data):
+        inner = next((data[k] for k in WRAPPER_KEYS if k in data and isinstance(data[k], Mapping)), None)
+        if inner is None:
+            keys = ", ".join(sorted(map(str, data))[:8])
+            raise CheckpointError(
+                f"{source} holds neither a state_dict nor one under {' or '.join(map(repr, WRAPPER_KEYS))} (top-level keys: {keys})"
+            )
+        data = inner
+    if not isinstance(data, Mapping) or not data:
+        raise CheckpointError(f"{source} does not hold a state_dict (found {type(data).__name__})")
+    return {_strip_prefixes(key): value for key, value in data.items()}
+
+
+def _is_state_dict(data: Mapping) -> bool:
+    return bool(data) and all(isinstance(v, torch.Tensor) for v in data.values())
+
+
+def _strip_prefixes(key: str) -> str:
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in KEY_PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix):], True
+    return key
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise `CheckpointError` listing missing, unexpected and wrongly shaped keys, if any."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong_shape = [
+        f"{k} {tuple(state_dict[k].shape)} (model: {tuple(expected[k].shape)})"
+        for k in expected
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)
+    ]
+    if not (missing or unexpected or wrong_shape):
+        return
+    parts = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong_shape)):
+        if keys:
+            more = f", ... ({len(keys) - LISTED} more)" if len(keys) > LISTED else ""
+            parts.append(f"{len(keys)} {label}: {', '.join(keys[:LISTED])}{more}")
+    hint = _hint(model, state_dict, missing, unexpected, wrong_shape)
+    raise CheckpointError(f"{source} does not fit {getattr(model, 'name', 'the model')}: {'; '.join(parts)}{hint}")
+
+
+def _hint(model, state_dict, missing, unexpected, wrong_shape) -> str:
+    """A likely cause, when the mismatch has a recognisable pattern."""
+    if not missing and not unexpected and wrong_shape and all(k.startswith("fc.") for k in wrong_shape):
+        return f". The checkpoint has {state_dict['fc.weight'].shape[0]} classes: pass num_classes={state_dict['fc.weight'].shape[0]}"
+    if any(".downsample." in k for k in missing) and not any(".downsample." in k for k in unexpected):
+        return ". The checkpoint has no projection shortcuts: it may be an Option A model (shortcut='A')"
+    if any(".downsample." in k for k in unexpected) and not missing:
+        return ". The checkpoint has projection shortcuts: it may be an Option B model (shortcut='B')"
+    return ""
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a checkpoint file into `model` with strict key and shape checking; returns `model`."""
+    state_dict = read_state_dict(path)
+    check_state_dict(model, state_dict, source=f"checkpoint {path}")
+    model.load_state_dict(state_dict, strict=True)
+    return model

@@ -1,0 +1,97 @@
+"""The registered models and `create`, the one entry point to build them."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .blocks import BLOCKS
+from .errors import ToolkitError
+from .model import ResNet, model_name
+from .spec import DATASET_INPUTS, InputSpec
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One registered architecture: its depth, blocks and the dataset family it is shaped for."""
+
+    depth: int
+    family: str  # "imagenet" or "cifar"
+    block: str
+    layers: tuple[int, ...]
+    widths: tuple[int, ...]
+    default_shortcut: str
+
+
+IMAGENET_WIDTHS = (64, 128, 256, 512)
+CIFAR_WIDTHS = (16, 32, 64)
+
+# ImageNet: He et al. 2015, Table 1 (torchvision's layer counts). Shortcut B, as torchvision.
+IMAGENET_MODELS = {
+    18: ModelEntry(18, "imagenet", "basic", (2, 2, 2, 2), IMAGENET_WIDTHS, "B"),
+    34: ModelEntry(34, "imagenet", "basic", (3, 4, 6, 3), IMAGENET_WIDTHS, "B"),
+    50: ModelEntry(50, "imagenet", "bottleneck", (3, 4, 6, 3), IMAGENET_WIDTHS, "B"),
+    101: ModelEntry(101, "imagenet", "bottleneck", (3, 4, 23, 3), IMAGENET_WIDTHS, "B"),
+    152: ModelEntry(152, "imagenet", "bottleneck", (3, 8, 36, 3), IMAGENET_WIDTHS, "B"),
+}
+# CIFAR: He et al. 2015, section 4.2: depth 6n+2, n basic blocks per stage, widths 16/32/64,
+# shortcut A (the paper's choice for these models).
+CIFAR_MODELS = {
+    depth: ModelEntry(depth, "cifar", "basic", ((depth - 2) // 6,) * 3, CIFAR_WIDTHS, "A")
+    for depth in (20, 32, 44, 56, 110, 1202)
+}
+DATASETS = {"imagenet": "imagenet", "cifar10": "cifar", "cifar100": "cifar"}  # dataset -> family
+FAMILIES = {"imagenet": IMAGENET_MODELS, "cifar": CIFAR_MODELS}
+
+
+def model_entry(depth: int, dataset: str = "imagenet") -> ModelEntry:
+    """The registry entry for a depth and dataset; an error lists the valid choices."""
+    if dataset not in DATASETS:
+        raise ToolkitError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    models = FAMILIES[DATASETS[dataset]]
+    if depth not in models:
+        valid = ", ".join(str(d) for d in models)
+        raise ToolkitError(f"depth {depth} is not a registered {dataset} ResNet; choose one of {valid}")
+    return models[depth]
+
+
+def registered_models() -> list[tuple[int, str]]:
+    """(depth, dataset) for every registered model, ImageNet first."""
+    return [(d, "imagenet") for d in IMAGENET_MODELS] + [(d, "cifar10") for d in CIFAR_MODELS]
+
+
+def create(
+    depth: int,
+    dataset: str = "imagenet",
+    *,
+    shortcut: str | None = None,
+    num_classes: int | None = None,
+    weights: str | Path | None = None,
+    zero_init_residual: bool = False,
+    input_spec: InputSpec | None = None,
+) -> ResNet:
+    """Build a registered ResNet, e.g. `create(50)` or `create(20, "cifar10")`.
+
+    `shortcut` defaults to the family's choice (B for ImageNet, A for CIFAR); `num_classes` to the
+    dataset's (1000, 10, 100). `weights` is a checkpoint file path (see `load_checkpoint`); it is
+    loaded with strict key and shape checking. `input_spec` overrides the dataset's input size,
+    mean and std (its class count always follows `num_classes`). The model is returned in
+    training mode, as `torch.nn.Module` constructors do; call `.eval()` for inference.
+    """
+    entry = model_entry(depth, dataset)
+    spec = input_spec or DATASET_INPUTS[dataset]
+    model = ResNet(
+        BLOCKS[entry.block],
+        entry.layers,
+        widths=entry.widths,
+        stem=entry.family,
+        shortcut=shortcut or entry.default_shortcut,
+        num_classes=spec.num_classes if num_classes is None else num_classes,
+        zero_init_residual=zero_init_residual,
+        dataset=dataset,
+        input_spec=spec,
+    )
+    if weights is not None:
+        from .checkpoint import load_checkpoint
+
+        load_checkpoint(model, weights)
+    return model

@@ -1,0 +1,64 @@
+"""What a model expects at its input: image size, normalisation, class count.
+
+The input spec travels with every artifact (ONNX metadata, engine manifest, bundle manifest)
+so that later stages never ask the user again how the model was made.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from .errors import ToolkitError
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Input layout and preprocessing of a model: NCHW, RGB, values scaled to [0, 1] then normalised.
+
+    `resize` is the shorter-side size an image is resized to before the centre crop to
+    `height` x `width` (256 for ImageNet's 224 crop); None means resize straight to
+    `height` x `width` (CIFAR).
+    """
+
+    height: int
+    width: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    num_classes: int
+    resize: int | None = None
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        if self.height < 1 or self.width < 1:
+            raise ToolkitError(f"input size must be positive, got {self.height}x{self.width}")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ToolkitError(f"mean and std need three values (R, G, B), got {self.mean} and {self.std}")
+        if min(self.std) <= 0:
+            raise ToolkitError(f"std values must be positive, got {self.std}")
+        if self.num_classes < 1:
+            raise ToolkitError(f"num_classes must be a positive integer, got {self.num_classes}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    def with_classes(self, num_classes: int) -> "InputSpec":
+        return replace(self, num_classes=num_classes)
+
+    def with_size(self, height: int, width: int) -> "InputSpec":
+        """The same spec at another resolution; an ImageNet-style resize keeps its 256/224 ratio."""
+        resize = None if self.resize is None else round(min(height, width) * self.resize / min(self.height, self.width))
+        return replace(self, height=height, width=width, resize=resize)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "InputSpec":
+        fields = ("height", "width", "mean", "std", "num_classes", "resize", "channels")
+        return cls(**{k: (tuple(data[k]) if k in ("mean", "std") else data[k]) for k in fields if k in data})
+
+
+IMAGENET = InputSpec(224, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1000, resize=256)
+# Per-channel statistics of the CIFAR training sets.
+CIFAR10 = InputSpec(32, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 10)
+CIFAR100 = InputSpec(32, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 100)
+
+DATASET_INPUTS = {"imagenet": IMAGENET, "cifar10": CIFAR10, "cifar100": CIFAR100}

@@ -1,0 +1,39 @@
+"""Shared test helpers. Tests build real models, export real files and run real ONNX Runtime."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine parameters.
+
+    A freshly built model has running_mean 0 and running_var 1, which makes BatchNorm folding
+    (export) invisible; tests that compare exported graphs with PyTorch use this instead.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=generator) * 0.5 + 0.75)
+                module.weight.copy_(torch.rand(n, generator=generator) * 0.5 + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+    return model
+
+
+@pytest.fixture
+def bn_randomizer():
+    return randomize_batchnorm
+
+
+@pytest.fixture(scope="session")
+def torchvision_reference() -> dict:
+    # A copy of ../shared/reference/torchvision_resnet_state_dicts.json (torchvision 0.29.1).
+    return json.loads((DATA / "torchvision_resnet_state_dicts.json").read_text())
