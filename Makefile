@@ -15,11 +15,16 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
+DEMO := demo-output
+
 demo: $(VENV)/.installed
+	mkdir -p $(DEMO)
 	$(PY) -m resnet
+	@echo
+	$(VENV)/bin/resnet-export --depth 50 --opset 17 --output $(DEMO)/resnet50.onnx
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(DEMO) build *.egg-info .pytest_cache

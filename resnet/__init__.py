@@ -7,6 +7,9 @@
 
 Depends on torch only.
 """
+
+__version__ = "0.1.0"  # the toolkit's version (setup.cfg reads it from here)
+
 from .blocks import BasicBlock, Bottleneck, conv1x1, conv3x3
 from .checkpoint import check_state_dict, load_checkpoint, read_state_dict
 from .errors import CheckpointError, ToolkitError

@@ -37,6 +37,23 @@ class Architecture:
         convs_per_block = 2 if self.block == "basic" else 3
         return convs_per_block * sum(self.layers) + 2
 
+    @property
+    def expansion(self) -> int:
+        return BLOCKS[self.block].expansion
+
+    def shortcut_blocks(self) -> list[tuple[str, int, int, int]]:
+        """(block name, stride, in_channels, out_channels) of each block whose shortcut is not
+        the identity: the first block of a stage that changes resolution or width."""
+        result = []
+        in_channels = self.widths[0]
+        for index, width in enumerate(self.widths):
+            stride = 1 if index == 0 else 2
+            out_channels = width * self.expansion
+            if stride != 1 or in_channels != out_channels:
+                result.append((f"layer{index + 1}.0", stride, in_channels, out_channels))
+            in_channels = out_channels
+        return result
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -14,16 +14,23 @@ def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Modul
     """Give every BatchNorm non-trivial statistics and affine parameters.
 
     A freshly built model has running_mean 0 and running_var 1, which makes BatchNorm folding
-    (export) invisible; tests that compare exported graphs with PyTorch use this instead.
+    (export) invisible; tests that compare exported graphs with PyTorch use this instead. The
+    BatchNorm that ends each residual branch gets a small scale, as in a trained network, so
+    that activations stay finite even through ResNet-1202's 600 blocks (with torch's default
+    statistics its eval-mode logits overflow to NaN).
     """
+    from resnet import BasicBlock, Bottleneck
+
     generator = torch.Generator().manual_seed(seed)
+    branch_ends = {id(m.last_bn) for m in model.modules() if isinstance(m, (BasicBlock, Bottleneck))}
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 n = module.num_features
+                gamma = 0.2 if id(module) in branch_ends else 1.0
                 module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
                 module.running_var.copy_(torch.rand(n, generator=generator) * 0.5 + 0.75)
-                module.weight.copy_(torch.rand(n, generator=generator) * 0.5 + 0.5)
+                module.weight.copy_((torch.rand(n, generator=generator) * 0.5 + 0.5) * gamma)
                 module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
     return model
 

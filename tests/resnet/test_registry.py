@@ -100,3 +100,15 @@ def test_input_spec_override_and_resolution_change():
     assert resnet.InputSpec.from_dict(model.input_spec.to_dict()) == model.input_spec
     with pytest.raises(resnet.ToolkitError, match="std"):
         resnet.InputSpec(32, 32, (0, 0, 0), (1, 0, 1), 10)
+
+
+@pytest.mark.parametrize("depth,dataset", resnet.registered_models())
+def test_architecture_lists_the_blocks_that_need_a_shortcut(depth, dataset):
+    model = resnet.create(depth, dataset, shortcut="A")
+    built = [
+        (name, module.stride, module.in_channels, module.out_channels)
+        for name, module in model.named_modules()
+        if isinstance(module, resnet.ShortcutA)
+    ]
+    expected = [(f"{name}.downsample", *rest) for name, *rest in model.architecture.shortcut_blocks()]
+    assert built == expected

@@ -1,0 +1,98 @@
+"""Plumbing shared by the four commands' `cli.py` modules: errors, options, output.
+
+Every command is a `ToolkitCommand` (or `ToolkitGroup`): a user error, whether click's (a bad
+option value) or the library's (`ToolkitError`, a file that can't be read or written), becomes
+one line `PROG: what was wrong` on stderr and exit status 2. Anything else is a bug and keeps its
+traceback. The command's callback returns its exit status (0, or 1 for "ran, but a check
+failed", such as validation).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from resnet.errors import ToolkitError
+
+USAGE_ERROR = 2
+
+
+def _one_line(prog: str, message: str) -> None:
+    text = " ".join(str(message).split())
+    click.echo(f"{prog}: {text}", err=True)
+
+
+class _OneLineErrors:
+    """Mixin for click commands: user errors as one line and exit 2 (see the module docstring)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: D102
+        prog = prog_name or self.name
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as done:
+            sys.exit(done.exit_code)
+        except click.Abort:
+            _one_line(prog, "interrupted; nothing was written")
+            sys.exit(130)
+        except click.ClickException as error:
+            _one_line(prog, error.format_message())
+            sys.exit(USAGE_ERROR if isinstance(error, click.UsageError) else error.exit_code)
+        except ToolkitError as error:
+            _one_line(prog, str(error))
+            sys.exit(USAGE_ERROR)
+        except OSError as error:  # a file that can't be read or written, a full disk
+            where = f": {error.filename}" if error.filename else ""
+            _one_line(prog, f"{error.strerror or error}{where}")
+            sys.exit(USAGE_ERROR)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+class ToolkitCommand(_OneLineErrors, click.Command):
+    pass
+
+
+class ToolkitGroup(_OneLineErrors, click.Group):
+    command_class = ToolkitCommand
+
+
+def parse_floats(text: str, count: int, what: str) -> tuple[float, ...]:
+    """`"0.5,0.5,0.5"` -> (0.5, 0.5, 0.5); a `click.BadParameter` naming `what` otherwise."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != count:
+        raise click.BadParameter(f"{what} takes {count} comma-separated numbers, got {text!r}")
+    return values
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`"224"` -> (224, 224); `"256x192"` -> (256, 192) (height x width)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values, default=0) < 1:
+        raise click.BadParameter(f"input size is one positive number or HEIGHTxWIDTH, got {text!r}")
+    return (values[0], values[-1])
+
+
+def write_json(path: str, data: dict) -> None:
+    """`data` as indented JSON to `path`, or to stdout when `path` is "-"."""
+    text = json.dumps(data, indent=2, default=str) + "\n"
+    if path == "-":
+        click.echo(text, nl=False)
+        return
+    from .files import write_text_atomic
+
+    write_text_atomic(Path(path), text)
+
+
+def progress_printer(enabled: bool):
+    """A progress callback that prints to stderr when `enabled` and stderr is a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    return lambda message: click.echo(f"  ... {message}", err=True)

@@ -1,0 +1,109 @@
+"""`resnet-export`: a registered ResNet to one validated ONNX file."""
+from __future__ import annotations
+
+import click
+
+from deploy.cli_common import ToolkitCommand, parse_floats, parse_size, progress_printer, write_json
+from resnet.registry import DATASETS, create
+from resnet.spec import DATASET_INPUTS
+
+from .onnx_export import ExportReport, export_onnx
+from .onnx_graph import DEFAULT_OPSET, SUPPORTED_OPSETS
+from .validate import Thresholds, ValidationFailed
+
+_RANGE = f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}"
+
+
+@click.command("resnet-export", cls=ToolkitCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--depth", type=int, required=True, help="ImageNet 18, 34, 50, 101, 152; CIFAR 20, 32, 44, 56, 110, 1202.")
+@click.option("--dataset", type=click.Choice(list(DATASETS)), default="imagenet", show_default=True)
+@click.option("--shortcut", type=click.Choice(["A", "B"]), default=None, help="Option A (slice + zero pad) or B (1x1 projection). [default: B for ImageNet, A for CIFAR]")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="[default: the dataset's]")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Checkpoint file to load (state_dict, DataParallel or torch.compile layouts).")
+@click.option("--input-size", default=None, help="Input resolution, 224 or HEIGHTxWIDTH. [default: the dataset's]")
+@click.option("--mean", default=None, help="Normalisation mean R,G,B recorded in the file. [default: the dataset's]")
+@click.option("--std", default=None, help="Normalisation std R,G,B recorded in the file. [default: the dataset's]")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help=f"Default-domain opset of the file, exactly ({_RANGE}).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="Arithmetic of the graph; fp16 is what TensorRT builds an FP16 engine from.")
+@click.option("--io-dtype", type=click.Choice(["fp32", "fp16"]), default=None, help="Input/output element type. [default: fp32, with casts at the edges of an fp16 graph]")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Example batch (the fixed batch with --static-batch).")
+@click.option("--dynamic-batch/--static-batch", default=True, show_default=True, help="Symbolic batch axis 'batch', or fixed to --batch.")
+@click.option("--output", "-o", type=click.Path(), default=None, help="File to write. [default: ./NAME.onnx, ./NAME_fp16.onnx]")
+@click.option("--validate/--no-validate", default=True, show_default=True, help="Compare with PyTorch in ONNX Runtime before writing.")
+@click.option("--atol", type=float, default=Thresholds.atol, show_default=True, help="FP32: largest error, in units of the largest |logit|.")
+@click.option("--rtol", type=float, default=Thresholds.rtol, show_default=True, help="FP32: additional error allowed relative to each logit.")
+@click.option("--min-cosine", type=float, default=Thresholds.min_cosine, show_default=True, help="FP16: smallest per-image cosine similarity.")
+@click.option("--min-top1", type=float, default=Thresholds.min_top1, show_default=True, help="FP16: smallest top-1 agreement.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads for validation. [default: one per core]")
+@click.option("--json", "json_path", default=None, help="Write the whole report as JSON to this file ('-': stdout, nothing else printed).")
+def main(depth, dataset, shortcut, num_classes, weights, input_size, mean, std, opset, precision, io_dtype, batch,
+         dynamic_batch, output, validate, atol, rtol, min_cosine, min_top1, threads, json_path) -> int:
+    """Export a ResNet to ONNX at exactly --opset, check the graph contract, validate in ONNX Runtime.
+
+    \b
+    resnet-export --depth 50 --opset 17                 # ./resnet50.onnx
+    resnet-export --depth 50 --precision fp16           # ./resnet50_fp16.onnx, for TensorRT FP16
+    resnet-export --depth 20 --dataset cifar10 --weights ckpt.pth
+
+    Exit status: 0 exported, 1 validation failed (nothing written), 2 bad input.
+    """
+    thresholds = Thresholds(atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=min_top1)
+    spec = DATASET_INPUTS[dataset]
+    if input_size:
+        spec = spec.with_size(*parse_size(input_size))
+    if mean or std:
+        from dataclasses import replace
+
+        spec = replace(spec, mean=parse_floats(mean, 3, "--mean") if mean else spec.mean, std=parse_floats(std, 3, "--std") if std else spec.std)
+    model = create(depth, dataset, shortcut=shortcut, num_classes=num_classes, weights=weights, input_spec=spec)
+    quiet = json_path == "-"
+    try:
+        report = export_onnx(
+            model, output, opset=opset, precision=precision, io_dtype=io_dtype, batch=batch, dynamic_batch=dynamic_batch,
+            validate=validate, thresholds=thresholds, threads=threads, progress=progress_printer(not quiet),
+        )
+    except ValidationFailed as failed:
+        if json_path:
+            write_json(json_path, {"passed": False, "validation": failed.report.to_dict()})
+        click.echo(f"resnet-export: {failed}", err=True)
+        click.echo(f"  {failed.report.summary()}", err=True)
+        return 1
+    if json_path:
+        write_json(json_path, report.to_dict())
+    if not quiet:
+        click.echo(format_report(report))
+    return 0
+
+
+def format_report(report: ExportReport) -> str:
+    """The short human-readable report printed by `resnet-export`."""
+    info = report.model
+    size = report.file_bytes / 1e6
+    io_note = ""
+    if report.precision == "fp16":
+        io_note = " (FP32 I/O, cast to FP16 at the edges)" if report.io_dtype == "fp32" else " (FP16 I/O)"
+    lines = [
+        f"{report.path}: {info.name} ({info.dataset}, shortcut {info.shortcut}, {info.num_classes} classes), "
+        f"{report.parameters:,} parameters, {size:.1f} MB",
+        f"  format      ONNX opset {report.opset} (IR {report.ir_version}), {report.precision}{io_note}"
+        + (f", weights in {report.external_data}" if report.external_data else ""),
+        f"  input       {report.inputs[0]}",
+        f"  output      {report.outputs[0]}",
+        f"  nodes       {sum(report.op_counts.values())}: " + ", ".join(f"{op} {n}" for op, n in report.op_counts.items()),
+        f"  lint        passed ({len(report.lint.rules)} rules of the graph contract)",
+    ]
+    if report.validation is not None:
+        v = report.validation
+        checks = ", ".join(f"{c.name} {c.value:.3g} {c.relation} {c.limit:g}" for c in v.checks)
+        lines.append(f"  validation  passed ({checks}) against {v.reference}")
+        lines.append(f"              {v.summary()}")
+    else:
+        lines.append("  validation  skipped (--no-validate)")
+    t = report.timings
+    parts = [f"{name[:-2]} {t[name]:.2f}s" for name in ("build_s", "lint_s", "write_s", "validate_s") if name in t]
+    lines.append(f"  time        {', '.join(parts)}; total {t['total_s']:.2f}s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""`export_onnx`: write, lint and validate one ONNX file; the function behind `resnet-export`."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import torch
+
+from deploy.artifact import ModelInfo
+from deploy.files import check_writable, publish, staging_folder
+from deploy.runtime import OrtRuntime
+from resnet.model import ResNet
+from resnet.summary import count_parameters
+
+from .lint import LintReport, check_onnx
+from .onnx_graph import DEFAULT_OPSET, ExportError, check_opset, check_precision, resnet_to_onnx
+from .validate import Thresholds, ValidationFailed, ValidationReport, validate_runtime, validation_batches
+
+# A protobuf message can't exceed 2 GiB; above this many bytes of weights they go to a
+# `NAME.onnx.data` file beside the model (no registered model comes near: ResNet-152 is 240 MB).
+EXTERNAL_DATA_BYTES = 1_900_000_000
+_DTYPE_NAMES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: list  # ints, or the name of a symbolic dimension
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.dtype} [{', '.join(map(str, self.shape))}]"
+
+
+@dataclass
+class ExportReport:
+    """Everything `resnet-export` prints, as data (`to_dict` for JSON)."""
+
+    path: str
+    model: ModelInfo
+    opset: int
+    ir_version: int
+    precision: str
+    io_dtype: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    parameters: int
+    file_bytes: int
+    external_data: str | None
+    lint: LintReport
+    validation: ValidationReport | None
+    timings: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def op_counts(self) -> dict[str, int]:
+        return self.lint.op_counts
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "model": self.model.to_dict(),
+            "opset": self.opset,
+            "ir_version": self.ir_version,
+            "precision": self.precision,
+            "io_dtype": self.io_dtype,
+            "inputs": [asdict(t) for t in self.inputs],
+            "outputs": [asdict(t) for t in self.outputs],
+            "parameters": self.parameters,
+            "file_bytes": self.file_bytes,
+            "external_data": self.external_data,
+            "op_counts": self.op_counts,
+            "lint": self.lint.to_dict(),
+            "validation": None if self.validation is None else self.validation.to_dict(),
+            "timings": self.timings,
+            "versions": self.versions,
+        }
+
+
+def default_output(model: ResNet, precision: str) -> Path:
+    """`resnet50.onnx`, `resnet50_fp16.onnx`, `resnet20_cifar10.onnx` in the current folder."""
+    return Path(f"{model.name}{'' if precision == 'fp32' else '_' + precision}.onnx")
+
+
+def producer_versions() -> dict[str, str]:
+    import resnet
+
+    return {"resnet-deploy-toolkit": resnet.__version__, "torch": torch.__version__, "onnx": onnx.__version__}
+
+
+def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
+    tensor = value.type.tensor_type
+    shape = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
+    return TensorInfo(value.name, _DTYPE_NAMES.get(tensor.elem_type, str(tensor.elem_type)), shape)
+
+
+def export_onnx(
+    model: ResNet,
+    output: str | Path | None = None,
+    *,
+    opset: int = DEFAULT_OPSET,
+    precision: str = "fp32",
+    io_dtype: str | None = None,
+    batch: int = 1,
+    dynamic_batch: bool = True,
+    validate: bool = True,
+    thresholds: Thresholds = Thresholds(),
+    threads: int | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ExportReport:
+    """Export `model` to one ONNX file, lint it, validate it in ONNX Runtime, then move it into place.
+
+    The file is prepared in a hidden folder beside `output` and renamed onto it only after the
+    lint and the validation pass, so a failure (or Ctrl-C) leaves an existing file untouched.
+    Raises `ExportError` for options it can't honour, `GraphContractError` if the graph breaks
+    the contract, `ValidationFailed` (with the figures) if ONNX Runtime disagrees with PyTorch.
+    `progress` is called with a short description before each step.
+    """
+    step = progress or (lambda message: None)
+    check_opset(opset)
+    io_dtype = check_precision(precision, io_dtype)
+    if batch < 1:
+        raise ExportError(f"batch must be at least 1, got {batch}")
+    output = check_writable(Path(output) if output is not None else default_output(model, precision))
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+
+    step(f"writing the {precision} graph of {model.name} at opset {opset}")
+    producer = producer_versions()
+    proto = resnet_to_onnx(model, opset=opset, precision=precision, io_dtype=io_dtype, batch=batch, dynamic_batch=dynamic_batch, producer=producer)
+    timings["build_s"] = time.perf_counter() - started
+
+    step("checking the graph contract")
+    mark = time.perf_counter()
+    lint = check_onnx(proto, opset=opset, source=output.name)
+    timings["lint_s"] = time.perf_counter() - mark
+
+    info = ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props})
+    weight_bytes = sum(t.ByteSize() for t in proto.graph.initializer)
+    external = weight_bytes > EXTERNAL_DATA_BYTES
+    validation = None
+    with staging_folder(output.parent) as stage:
+        step(f"saving {output}")
+        mark = time.perf_counter()
+        staged = stage / output.name
+        data_name = f"{output.name}.data" if external else None
+        if external:
+            # Tensors under 1 KiB (the Slice and Pad constants) stay inline: ONNX Runtime's and
+            # TensorRT's shape inference read them while parsing.
+            onnx.save_model(proto, str(staged), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+        else:
+            staged.write_bytes(proto.SerializeToString())
+        timings["write_s"] = time.perf_counter() - mark
+
+        if validate:
+            batch_sizes = validation_batches(batch, dynamic_batch)
+            step(f"validating against PyTorch in ONNX Runtime (batches {', '.join(map(str, batch_sizes))})")
+            mark = time.perf_counter()
+            with OrtRuntime(staged, provider="cpu", threads=threads) as runtime:
+                validation = validate_runtime(model, runtime, precision=precision, batch_sizes=batch_sizes, thresholds=thresholds)
+            timings["validate_s"] = time.perf_counter() - mark
+            if not validation.passed:
+                raise ValidationFailed(validation, f"{output.name} (the file was not written; --no-validate writes it anyway)")
+
+        if data_name:
+            publish(stage / data_name, output.parent / data_name)
+        publish(staged, output)
+    timings["total_s"] = time.perf_counter() - started
+
+    if validation is not None:
+        import onnxruntime
+
+        producer = {**producer, "onnxruntime (validation)": onnxruntime.__version__}
+    return ExportReport(
+        path=str(output),
+        model=info,
+        opset=opset,
+        ir_version=proto.ir_version,
+        precision=precision,
+        io_dtype=io_dtype,
+        inputs=[_tensor_info(v) for v in proto.graph.input],
+        outputs=[_tensor_info(v) for v in proto.graph.output],
+        parameters=count_parameters(model),
+        file_bytes=output.stat().st_size + ((output.parent / data_name).stat().st_size if data_name else 0),
+        external_data=data_name,
+        lint=lint,
+        validation=validation,
+        timings=timings,
+        versions=producer,
+    )

@@ -1,0 +1,201 @@
+"""Numerical comparison of an artifact with the PyTorch model it came from.
+
+The candidate runs through `deploy`'s runtimes (the same classes the Predictor and the benchmark
+use), on several random batches; the reference is the PyTorch model in FP32, eval mode. What
+counts as passing depends on the precision of the artifact:
+
+- FP32: every logit within `atol x scale + rtol x |reference|`, where scale is the largest
+  |logit| of the reference (so the tolerance follows the logits' magnitude). Default atol 1e-4.
+- FP16: minimum per-sample cosine similarity >= 0.999 and top-1 agreement >= 99%.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from deploy.runtime import Runtime
+from resnet.errors import ToolkitError
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    atol: float = 1e-4  # FP32: in units of the logits' scale (largest |logit|)
+    rtol: float = 0.0  # FP32: relative to each reference logit
+    min_cosine: float = 0.999  # FP16
+    min_top1: float = 0.99  # FP16
+
+    def __post_init__(self) -> None:
+        for name in ("atol", "rtol"):
+            if getattr(self, name) < 0:
+                raise ToolkitError(f"{name} must be zero or positive, got {getattr(self, name)}")
+        for name in ("min_cosine", "min_top1"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ToolkitError(f"{name.replace('_', '-')} must be between 0 and 1, got {getattr(self, name)}")
+
+
+@dataclass
+class Check:
+    """One figure against its limit, e.g. cosine 0.9991 >= 0.999."""
+
+    name: str
+    value: float
+    relation: str  # "<=" or ">="
+    limit: float
+    passed: bool
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.value:.6g} (must be {self.relation} {self.limit:.6g})"
+
+
+@dataclass
+class ValidationReport:
+    """Figures of one comparison; `failures` names each figure that missed its threshold."""
+
+    reference: str
+    candidate: str
+    precision: str
+    batch_sizes: list[int]
+    samples: int
+    max_abs_error: float
+    max_rel_error: float  # over logits with |reference| >= 1% of the scale
+    logits_scale: float  # largest |reference logit|
+    scaled_error: float  # max_abs_error / logits_scale
+    cosine: float  # smallest per-sample cosine similarity
+    top1_agreement: float
+    top5_agreement: float  # fraction of samples whose top-5 sets are equal
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    @property
+    def failures(self) -> list[str]:
+        return [str(check) for check in self.checks if not check.passed]
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed, "failures": self.failures}
+
+    def summary(self) -> str:
+        return (
+            f"{self.samples} images in batches of {', '.join(map(str, self.batch_sizes))}: "
+            f"max abs error {self.max_abs_error:.3g} ({self.scaled_error:.2g} of logit scale {self.logits_scale:.3g}), "
+            f"max rel error {self.max_rel_error:.3g}, cosine {self.cosine:.7f}, "
+            f"top-1 {self.top1_agreement:.1%}, top-5 {self.top5_agreement:.1%}"
+        )
+
+
+class ValidationFailed(ToolkitError):
+    """An artifact whose outputs do not match the reference; `.report` has the figures."""
+
+    def __init__(self, report: ValidationReport, what: str = "the model") -> None:
+        self.report = report
+        super().__init__(f"validation of {what} failed: {'; '.join(report.failures)}")
+
+
+def compare_logits(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    *,
+    precision: str,
+    thresholds: Thresholds = Thresholds(),
+    reference_name: str = "reference",
+    candidate_name: str = "candidate",
+    batch_sizes: Sequence[int] = (),
+) -> ValidationReport:
+    """The figures and checks for `candidate` logits against `reference` logits (N, classes)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    out = np.asarray(candidate, dtype=np.float64)
+    if ref.shape != out.shape:
+        raise ToolkitError(f"output shapes differ: reference {ref.shape}, candidate {out.shape}")
+    if not np.isfinite(ref).all():
+        raise ToolkitError(
+            f"the {reference_name} logits are not finite (NaN or inf) on random inputs, so there is nothing to "
+            "compare against; the weights overflow (a randomly initialised very deep model does), or pass --no-validate"
+        )
+    finite = bool(np.isfinite(out).all())
+    diff = np.abs(out - ref)
+    scale = float(np.abs(ref).max()) or 1.0
+    significant = np.abs(ref) >= 0.01 * scale
+    max_rel = float((diff[significant] / np.abs(ref[significant])).max()) if significant.any() else 0.0
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    cosine = float(np.min(np.sum(ref * out, axis=1) / np.where(norms == 0, 1.0, norms))) if finite else float("nan")
+    k = min(5, ref.shape[1])
+    top1 = float(np.mean(ref.argmax(1) == out.argmax(1)))
+    ref_top = np.sort(np.argsort(-ref, axis=1)[:, :k], axis=1)
+    out_top = np.sort(np.argsort(-out, axis=1)[:, :k], axis=1)
+    top5 = float(np.mean(np.all(ref_top == out_top, axis=1)))
+    max_abs = float(diff.max()) if finite else float("inf")
+    report = ValidationReport(
+        reference=reference_name,
+        candidate=candidate_name,
+        precision=precision,
+        batch_sizes=list(batch_sizes),
+        samples=int(ref.shape[0]),
+        max_abs_error=max_abs,
+        max_rel_error=max_rel if finite else float("inf"),
+        logits_scale=scale,
+        scaled_error=max_abs / scale,
+        cosine=cosine,
+        top1_agreement=top1,
+        top5_agreement=top5,
+    )
+    if precision == "fp32":
+        # Elementwise, as numpy.allclose: |error| <= atol * scale + rtol * |reference|. The figure
+        # shown is the error in units of the scale, which is the whole test when rtol is 0.
+        within = finite and bool(np.all(diff <= thresholds.atol * scale + thresholds.rtol * np.abs(ref)))
+        name = "max-error/scale" if not thresholds.rtol else f"max-error/scale (rtol {thresholds.rtol:g})"
+        report.checks.append(Check(name, max_abs / scale, "<=", thresholds.atol, within))
+    else:
+        report.checks.append(Check("cosine", cosine, ">=", thresholds.min_cosine, finite and cosine >= thresholds.min_cosine))
+        report.checks.append(Check("top-1 agreement", top1, ">=", thresholds.min_top1, top1 >= thresholds.min_top1))
+    return report
+
+
+def validation_batches(example_batch: int, dynamic_batch: bool) -> list[int]:
+    """Batch sizes to validate with: 1, the example batch and another one when the batch is
+    dynamic (so the symbolic axis is exercised); three batches of the fixed size otherwise."""
+    if not dynamic_batch:
+        return [example_batch] * 3
+    return [1, example_batch, example_batch + 3]
+
+
+def reference_logits(model: torch.nn.Module, batches: Sequence[np.ndarray]) -> np.ndarray:
+    """The PyTorch model's FP32 eval-mode logits for `batches`, concatenated; the model's mode
+    is restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            outputs = [model.float()(torch.from_numpy(np.asarray(b, dtype=np.float32)).to(device)).cpu().numpy() for b in batches]
+    finally:
+        model.train(was_training)
+    return np.concatenate(outputs)
+
+
+def validate_runtime(
+    model: torch.nn.Module,
+    runtime: Runtime,
+    *,
+    precision: str,
+    batch_sizes: Sequence[int],
+    thresholds: Thresholds = Thresholds(),
+    seed: int = 0,
+) -> ValidationReport:
+    """Run `runtime` and the PyTorch `model` on the same random batches and compare."""
+    batches = [runtime.random_input(n, seed=seed + i).astype(np.float32) for i, n in enumerate(batch_sizes)]
+    candidate = np.concatenate([runtime.run(b) for b in batches])
+    reference = reference_logits(model, batches)
+    return compare_logits(
+        reference,
+        candidate,
+        precision=precision,
+        thresholds=thresholds,
+        reference_name="pytorch fp32 (eval)",
+        candidate_name=runtime.describe(),
+        batch_sizes=batch_sizes,
+    )
