@@ -55,7 +55,8 @@ class ModelInfo:
     @classmethod
     def from_model(cls, model, precision: str = "fp32", io_dtype: str = "fp32", producer: dict | None = None) -> "ModelInfo":
         """The info of a `resnet.ResNet` about to be exported."""
-        arch = model.architecture.to_dict()
+        # JSON-shaped (lists, not tuples), so that an info read back from a file compares equal.
+        arch = {k: list(v) if isinstance(v, tuple) else v for k, v in model.architecture.to_dict().items()}
         del arch["num_classes"]  # kept once, in the input spec
         return cls(
             name=model.name,

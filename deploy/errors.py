@@ -19,4 +19,4 @@ def require(module: str, install: str, purpose: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingDependencyError(f"{purpose} needs {module}, which is not installed: {install}") from None
+        raise MissingDependencyError(f"{purpose} needs the {module} package, which is not installed: {install}") from None

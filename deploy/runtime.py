@@ -74,7 +74,7 @@ class Runtime(ABC):
 
 
 def import_onnxruntime():
-    return require("onnxruntime", ORT_INSTALL, "running ONNX models")
+    return require("onnxruntime", ORT_INSTALL, "running an ONNX model")
 
 
 def available_ort_providers() -> list[str]:

@@ -4,9 +4,12 @@ from __future__ import annotations
 import click
 
 from deploy.cli_common import ToolkitCommand, parse_floats, parse_size, progress_printer, write_json
+from deploy.files import check_writable
+from deploy.tensorrt_runtime import import_tensorrt, require_cuda
 from resnet.registry import DATASETS, create
 from resnet.spec import DATASET_INPUTS
 
+from .engine import OPT_LEVELS, BuildReport, build_engine
 from .onnx_export import ExportReport, export_onnx
 from .onnx_graph import DEFAULT_OPSET, SUPPORTED_OPSETS
 from .validate import Thresholds, ValidationFailed
@@ -35,9 +38,10 @@ _RANGE = f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}"
 @click.option("--min-cosine", type=float, default=Thresholds.min_cosine, show_default=True, help="FP16: smallest per-image cosine similarity.")
 @click.option("--min-top1", type=float, default=Thresholds.min_top1, show_default=True, help="FP16: smallest top-1 agreement.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads for validation. [default: one per core]")
+@click.option("--engine", type=click.Path(dir_okay=False), default=None, help="Also build a TensorRT engine here from the exported file (needs TensorRT and a GPU; see resnet-build).")
 @click.option("--json", "json_path", default=None, help="Write the whole report as JSON to this file ('-': stdout, nothing else printed).")
 def main(depth, dataset, shortcut, num_classes, weights, input_size, mean, std, opset, precision, io_dtype, batch,
-         dynamic_batch, output, validate, atol, rtol, min_cosine, min_top1, threads, json_path) -> int:
+         dynamic_batch, output, validate, atol, rtol, min_cosine, min_top1, threads, engine, json_path) -> int:
     """Export a ResNet to ONNX at exactly --opset, check the graph contract, validate in ONNX Runtime.
 
     \b
@@ -56,6 +60,11 @@ def main(depth, dataset, shortcut, num_classes, weights, input_size, mean, std, 
 
         spec = replace(spec, mean=parse_floats(mean, 3, "--mean") if mean else spec.mean, std=parse_floats(std, 3, "--std") if std else spec.std)
     model = create(depth, dataset, shortcut=shortcut, num_classes=num_classes, weights=weights, input_spec=spec)
+    if engine:
+        # Fail before a long export, not after it.
+        check_writable(engine)
+        import_tensorrt()
+        require_cuda()
     quiet = json_path == "-"
     try:
         report = export_onnx(
@@ -68,10 +77,21 @@ def main(depth, dataset, shortcut, num_classes, weights, input_size, mean, std, 
         click.echo(f"resnet-export: {failed}", err=True)
         click.echo(f"  {failed.report.summary()}", err=True)
         return 1
+    build = None
+    if engine:
+        try:
+            build = build_engine(report.path, engine, precision=precision, validate=validate,
+                                 thresholds=thresholds, progress=progress_printer(not quiet))
+        except ValidationFailed as failed:
+            click.echo(format_report(report), err=quiet)
+            click.echo(f"resnet-export: {failed}", err=True)
+            return 1
     if json_path:
-        write_json(json_path, report.to_dict())
+        write_json(json_path, report.to_dict() if build is None else {**report.to_dict(), "engine": build.to_dict()})
     if not quiet:
         click.echo(format_report(report))
+        if build is not None:
+            click.echo(format_build_report(build))
     return 0
 
 
@@ -102,6 +122,83 @@ def format_report(report: ExportReport) -> str:
     t = report.timings
     parts = [f"{name[:-2]} {t[name]:.2f}s" for name in ("build_s", "lint_s", "write_s", "validate_s") if name in t]
     lines.append(f"  time        {', '.join(parts)}; total {t['total_s']:.2f}s")
+    return "\n".join(lines)
+
+
+@click.command("resnet-build", cls=ToolkitCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("onnx_file", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Engine file. [default: ./NAME.plan]")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
+              help="The engine precision you expect; the file decides, and a mismatch is an error that says how to get the right file.")
+@click.option("--min-batch", type=int, default=None, help="Smallest batch of the profile. [default: 1, or the file's fixed batch]")
+@click.option("--opt-batch", type=int, default=None, help="Batch the engine is tuned for. [default: 32]")
+@click.option("--max-batch", type=int, default=None, help="Largest batch of the profile. [default: 64]")
+@click.option("--workspace", type=int, default=None, help="Builder workspace memory-pool limit, MiB. [default: TensorRT's (the GPU's memory)]")
+@click.option("--opt-level", type=int, default=None, help=f"Builder optimization level {OPT_LEVELS.start}-{OPT_LEVELS.stop - 1}. [default: TensorRT's, 3]")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None, help="Timing cache file: loaded when present, saved after the build.")
+@click.option("--tf32/--no-tf32", default=True, show_default=True, help="Allow TF32 tensor cores for FP32 graphs.")
+@click.option("--validate/--no-validate", default=True, show_default=True, help="Compare the engine with ONNX Runtime (FP32) before writing.")
+@click.option("--reference", type=click.Path(dir_okay=False), default=None,
+              help="FP32 ONNX to validate against. [default: the source if FP32, else its FP32 twin]")
+@click.option("--min-cosine", type=float, default=Thresholds.min_cosine, show_default=True, help="FP16/TF32 engines: smallest per-image cosine.")
+@click.option("--min-top1", type=float, default=Thresholds.min_top1, show_default=True, help="FP16/TF32 engines: smallest top-1 agreement.")
+@click.option("--atol", type=float, default=Thresholds.atol, show_default=True, help="FP32 engines without TF32: largest error in units of the largest |logit|.")
+@click.option("--json", "json_path", default=None, help="Write the report as JSON to this file ('-': stdout, nothing else printed).")
+def build_main(onnx_file, output, precision, min_batch, opt_batch, max_batch, workspace, opt_level, timing_cache, tf32,
+               validate, reference, min_cosine, min_top1, atol, json_path) -> int:
+    """Build a TensorRT engine (and NAME.plan.json, its manifest) from an ONNX file, then validate it.
+
+    \b
+    resnet-export --depth 50 --precision fp16           # resnet50_fp16.onnx
+    resnet-build resnet50_fp16.onnx -o resnet50_fp16.plan --max-batch 128
+
+    The precision is the graph's (TensorRT 11 is strongly typed). Needs TensorRT and an NVIDIA
+    GPU: pip install '.[gpu]'. Build on the machine that will run the engine (a Jetson builds
+    its own). Exit status: 0 built, 1 validation failed (nothing written), 2 bad input.
+    """
+    thresholds = Thresholds(atol=atol, min_cosine=min_cosine, min_top1=min_top1)
+    quiet = json_path == "-"
+    try:
+        report = build_engine(
+            onnx_file, output, precision=precision, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
+            workspace_mib=workspace, opt_level=opt_level, timing_cache=timing_cache, tf32=tf32, validate=validate,
+            reference=reference, thresholds=thresholds, progress=progress_printer(not quiet),
+        )
+    except ValidationFailed as failed:
+        if json_path:
+            write_json(json_path, {"passed": False, "validation": failed.report.to_dict()})
+        click.echo(f"resnet-build: {failed}", err=True)
+        click.echo(f"  {failed.report.summary()}", err=True)
+        return 1
+    if json_path:
+        write_json(json_path, report.to_dict())
+    if not quiet:
+        click.echo(format_build_report(report))
+    return 0
+
+
+def format_build_report(report: BuildReport) -> str:
+    """The short human-readable report printed by `resnet-build`."""
+    m = report.manifest
+    env = m.environment
+    lines = [
+        f"{report.engine}: TensorRT {env.tensorrt_version} engine, {m.precision}{' (TF32 allowed)' if m.tf32 and m.precision == 'fp32' else ''}, "
+        f"{report.engine_bytes / 1e6:.1f} MB, for {env.gpu_name} (compute capability {env.compute_capability})",
+        f"  profile     batch {m.profile}",
+        f"  input       {m.inputs[0].name} {m.inputs[0].dtype} {m.inputs[0].shape}",
+        f"  output      {m.outputs[0].name} {m.outputs[0].dtype} {m.outputs[0].shape}",
+        f"  manifest    {report.manifest_file}",
+    ]
+    if report.validation is not None:
+        v = report.validation
+        checks = ", ".join(f"{c.name} {c.value:.6g} {c.relation} {c.limit:g}" for c in v.checks)
+        lines.append(f"  validation  passed ({checks}) against {v.reference}")
+        lines.append(f"              {v.summary()}")
+    else:
+        lines.append("  validation  skipped (--no-validate)")
+    lines.extend(f"  warning     {w}" for w in report.warnings)
+    t = report.timings
+    lines.append(f"  time        build {t['build_s']:.1f}s" + (f", validate {t['validate_s']:.1f}s" if "validate_s" in t else "") + f"; total {t['total_s']:.1f}s")
     return "\n".join(lines)
 
 

@@ -235,3 +235,27 @@ def resnet_to_onnx(
     info = ModelInfo.from_model(model, precision=precision, io_dtype=io_dtype, producer=producer)
     helper.set_model_props(proto, info.to_metadata())
     return proto
+
+
+def upcast_to_fp32(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The FP32 twin of an FP16 graph: the same (FP16-rounded) weights computed in FP32.
+
+    Every float16 initializer becomes float32, every Cast to float16 a Cast to float32 (a no-op)
+    and float16 inputs and outputs float32. Comparing an FP16 engine with the twin measures what
+    FP16 arithmetic costs, apart from the weight rounding that export's validation measured.
+    """
+    twin = onnx.ModelProto()
+    twin.CopyFrom(proto)
+    graph = twin.graph
+    for index, tensor in enumerate(graph.initializer):
+        if tensor.data_type == TensorProto.FLOAT16:
+            graph.initializer[index].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name))
+    for node in graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Cast" and attribute.name == "to" and attribute.i == TensorProto.FLOAT16:
+                attribute.i = TensorProto.FLOAT
+    for value in list(graph.input) + list(graph.output):
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT16:
+            value.type.tensor_type.elem_type = TensorProto.FLOAT
+    del twin.metadata_props[:]
+    return twin

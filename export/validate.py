@@ -6,7 +6,11 @@ counts as passing depends on the precision of the artifact:
 
 - FP32: every logit within `atol x scale + rtol x |reference|`, where scale is the largest
   |logit| of the reference (so the tolerance follows the logits' magnitude). Default atol 1e-4.
-- FP16: minimum per-sample cosine similarity >= 0.999 and top-1 agreement >= 99%.
+- FP16: minimum per-sample cosine similarity >= 0.999 and top-1 agreement >= 99%, and, when
+  the reference is the PyTorch model, every intermediate activation within FP16's range
+  (65504). ONNX Runtime on a CPU computes an FP16 graph in FP32 (its logits equal those of the
+  graph with the same weights in FP32, bit for bit), so on a CPU the comparison measures the
+  weight rounding; an activation that overflows FP16 on a GPU must be caught from the range.
 """
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ import torch
 
 from deploy.runtime import Runtime
 from resnet.errors import ToolkitError
+
+FP16_MAX = float(np.finfo(np.float16).max)
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class ValidationReport:
     cosine: float  # smallest per-sample cosine similarity
     top1_agreement: float
     top5_agreement: float  # fraction of samples whose top-5 sets are equal
+    activation_peak: float | None = None  # largest |activation| inside the PyTorch model, when measured
     checks: list[Check] = field(default_factory=list)
 
     @property
@@ -85,6 +92,7 @@ class ValidationReport:
             f"max abs error {self.max_abs_error:.3g} ({self.scaled_error:.2g} of logit scale {self.logits_scale:.3g}), "
             f"max rel error {self.max_rel_error:.3g}, cosine {self.cosine:.7f}, "
             f"top-1 {self.top1_agreement:.1%}, top-5 {self.top5_agreement:.1%}"
+            + (f", activation peak {self.activation_peak:.3g}" if self.activation_peak is not None else "")
         )
 
 
@@ -105,8 +113,12 @@ def compare_logits(
     reference_name: str = "reference",
     candidate_name: str = "candidate",
     batch_sizes: Sequence[int] = (),
+    activation_peak: float | None = None,
 ) -> ValidationReport:
-    """The figures and checks for `candidate` logits against `reference` logits (N, classes)."""
+    """The figures and checks for `candidate` logits against `reference` logits (N, classes).
+
+    `activation_peak`, the largest |activation| the reference model produced, is checked
+    against FP16's range for FP16 candidates."""
     ref = np.asarray(reference, dtype=np.float64)
     out = np.asarray(candidate, dtype=np.float64)
     if ref.shape != out.shape:
@@ -142,6 +154,7 @@ def compare_logits(
         cosine=cosine,
         top1_agreement=top1,
         top5_agreement=top5,
+        activation_peak=activation_peak,
     )
     if precision == "fp32":
         # Elementwise, as numpy.allclose: |error| <= atol * scale + rtol * |reference|. The figure
@@ -152,6 +165,8 @@ def compare_logits(
     else:
         report.checks.append(Check("cosine", cosine, ">=", thresholds.min_cosine, finite and cosine >= thresholds.min_cosine))
         report.checks.append(Check("top-1 agreement", top1, ">=", thresholds.min_top1, top1 >= thresholds.min_top1))
+        if precision == "fp16" and activation_peak is not None:
+            report.checks.append(Check("activation-peak", activation_peak, "<=", FP16_MAX, activation_peak <= FP16_MAX))
     return report
 
 
@@ -163,18 +178,46 @@ def validation_batches(example_batch: int, dynamic_batch: bool) -> list[int]:
     return [1, example_batch, example_batch + 3]
 
 
-def reference_logits(model: torch.nn.Module, batches: Sequence[np.ndarray]) -> np.ndarray:
-    """The PyTorch model's FP32 eval-mode logits for `batches`, concatenated; the model's mode
-    is restored afterwards."""
+def reference_logits(model: torch.nn.Module, batches: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
+    """The PyTorch model's FP32 eval-mode logits for `batches`, concatenated, and the largest
+    |value| any of its modules produced on the way. The model's mode is restored afterwards."""
+    peak = 0.0
+
+    def record(module, inputs, output):
+        nonlocal peak
+        if isinstance(output, torch.Tensor) and output.numel():
+            peak = max(peak, float(output.detach().abs().max()))
+
+    handles = [m.register_forward_hook(record) for m in model.modules()]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             device = next(model.parameters()).device
-            outputs = [model.float()(torch.from_numpy(np.asarray(b, dtype=np.float32)).to(device)).cpu().numpy() for b in batches]
+            outputs = [model(torch.from_numpy(np.asarray(b, dtype=np.float32)).to(device)).float().cpu().numpy() for b in batches]
     finally:
         model.train(was_training)
-    return np.concatenate(outputs)
+        for handle in handles:
+            handle.remove()
+    return np.concatenate(outputs), peak
+
+
+def _compare_on_random_batches(reference_fn, reference_name: str, runtime: Runtime, *, precision: str,
+                               batch_sizes: Sequence[int], thresholds: Thresholds, seed: int) -> ValidationReport:
+    """`reference_fn(batches)` gives (logits, activation peak or None)."""
+    batches = [runtime.random_input(n, seed=seed + i).astype(np.float32) for i, n in enumerate(batch_sizes)]
+    candidate = np.concatenate([runtime.run(b) for b in batches])
+    reference, peak = reference_fn(batches)
+    return compare_logits(
+        reference,
+        candidate,
+        activation_peak=peak,
+        precision=precision,
+        thresholds=thresholds,
+        reference_name=reference_name,
+        candidate_name=runtime.describe(),
+        batch_sizes=batch_sizes,
+    )
 
 
 def validate_runtime(
@@ -186,16 +229,22 @@ def validate_runtime(
     thresholds: Thresholds = Thresholds(),
     seed: int = 0,
 ) -> ValidationReport:
-    """Run `runtime` and the PyTorch `model` on the same random batches and compare."""
-    batches = [runtime.random_input(n, seed=seed + i).astype(np.float32) for i, n in enumerate(batch_sizes)]
-    candidate = np.concatenate([runtime.run(b) for b in batches])
-    reference = reference_logits(model, batches)
-    return compare_logits(
-        reference,
-        candidate,
-        precision=precision,
-        thresholds=thresholds,
-        reference_name="pytorch fp32 (eval)",
-        candidate_name=runtime.describe(),
-        batch_sizes=batch_sizes,
-    )
+    """Run `runtime` and the PyTorch `model` (FP32, eval) on the same random batches and compare."""
+    return _compare_on_random_batches(lambda batches: reference_logits(model, batches), "pytorch fp32 (eval)", runtime,
+                                      precision=precision, batch_sizes=batch_sizes, thresholds=thresholds, seed=seed)
+
+
+def compare_runtimes(
+    reference: Runtime,
+    runtime: Runtime,
+    *,
+    precision: str,
+    batch_sizes: Sequence[int],
+    thresholds: Thresholds = Thresholds(),
+    seed: int = 0,
+) -> ValidationReport:
+    """Run `runtime` and a `reference` runtime (an FP32 ONNX in ONNX Runtime, say) on the same
+    random batches and compare."""
+    return _compare_on_random_batches(lambda batches: (np.concatenate([reference.run(b) for b in batches]), None),
+                                      reference.describe(), runtime,
+                                      precision=precision, batch_sizes=batch_sizes, thresholds=thresholds, seed=seed)

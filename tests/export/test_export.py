@@ -2,6 +2,7 @@
 import numpy as np
 import onnx
 import pytest
+import torch
 
 import resnet
 from deploy import OrtRuntime, read_onnx_info
@@ -125,7 +126,8 @@ def test_fp16_is_a_strongly_typed_fp16_graph_with_fp32_edges(depth, dataset, tmp
     assert report.inputs[0].dtype == "float32" and report.outputs[0].dtype == "float32"
     v = report.validation
     assert v.passed and v.cosine >= 0.999 and v.top1_agreement >= 0.99
-    assert [c.name for c in v.checks] == ["cosine", "top-1 agreement"]
+    assert [c.name for c in v.checks] == ["cosine", "top-1 agreement", "activation-peak"]
+    assert 0 < v.activation_peak < 65504
     assert 0 < v.scaled_error < 0.05  # FP16 really rounds: not an FP32 graph in disguise
 
 
@@ -156,6 +158,15 @@ def test_failed_validation_writes_nothing_and_keeps_the_old_file(tmp_path):
     assert caught.value.report.scaled_error > 0 and not caught.value.report.passed
     assert target.read_bytes() == b"the user's previous file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_fp16_validation_catches_activations_beyond_fp16_range(tmp_path):
+    model = resnet.create(20, "cifar10")
+    with torch.no_grad():
+        model.bn1.weight.mul_(1e5)  # the stem's activations reach ~1e5: fine in FP32, inf in FP16
+    with pytest.raises(ValidationFailed, match="activation-peak"):
+        export_onnx(model, tmp_path / "m.onnx", precision="fp16")
+    assert export_onnx(model, tmp_path / "m.onnx").validation.passed  # FP32 is fine
 
 
 def test_fp16_validation_fails_on_its_own_thresholds(tmp_path):

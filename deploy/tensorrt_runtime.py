@@ -1,0 +1,239 @@
+"""TensorRT engines behind the `Runtime` interface, with the transfers exposed for benchmarking.
+
+Device memory, streams, events and CUDA graphs come from PyTorch (torch CUDA tensors) rather than
+cuda-python: torch is already a dependency of every install, its caching allocator and pinned
+host tensors are well tested, `torch.cuda.CUDAGraph` captures TensorRT's launches on our stream,
+and a tensor's `data_ptr()` is all `IExecutionContext.set_tensor_address` needs. cuda-python
+would add a second CUDA binding and hand-written memory management for no gain here.
+
+TensorRT is imported inside the functions that need it. TensorRT objects live in variables named
+after their class (`engine`, `context`, `trt_runtime`, ...): tests/deploy/test_tensorrt_api.py
+reads this file and checks every name used on them against TensorRT 11.4's and 10.13's bindings.
+"""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from resnet.errors import ToolkitError
+
+from .errors import ArtifactError, MissingDependencyError, require
+from .manifest import Environment, EngineManifest, Profile, check_compatible, read_manifest
+from .runtime import Runtime
+
+TENSORRT_INSTALL = "pip install '.[gpu]' on a machine with an NVIDIA GPU and CUDA"
+
+
+def import_tensorrt():
+    """The `tensorrt` module, or a `MissingDependencyError` saying what to install."""
+    return require("tensorrt", TENSORRT_INSTALL, "building or running a TensorRT engine")
+
+
+def require_cuda():
+    """torch, after checking that a CUDA GPU is visible."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise MissingDependencyError("TensorRT engines need an NVIDIA GPU, and torch sees none on this machine")
+    return torch
+
+
+def driver_version() -> str:
+    """The NVIDIA driver version from nvidia-smi, or "" when it can't be read."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else ""
+
+
+def current_environment(device: int = 0) -> Environment:
+    """The TensorRT release and GPU of this machine (needs both)."""
+    trt = import_tensorrt()
+    torch = require_cuda()
+    major, minor = torch.cuda.get_device_capability(device)
+    return Environment(
+        tensorrt_version=trt.__version__,
+        gpu_name=torch.cuda.get_device_name(device),
+        compute_capability=f"{major}.{minor}",
+        cuda_version=torch.version.cuda or "",
+        driver_version=driver_version(),
+    )
+
+
+def _torch_dtype(trt, dtype):
+    import torch
+
+    table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}
+    if dtype not in table:
+        raise ArtifactError(f"engine tensor type {dtype} is not supported (float32 and float16 are)")
+    return table[dtype]
+
+
+def make_logger(trt):
+    """A TensorRT logger that keeps warnings and errors, so that a failure can quote them."""
+
+    class KeepingLogger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.messages: list[str] = []
+
+        def log(self, severity, message):
+            if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR, trt.ILogger.WARNING):
+                self.messages.append(str(message))
+
+    return KeepingLogger()
+
+
+class TensorRTRuntime(Runtime):
+    """A serialized TensorRT engine on the GPU.
+
+    The manifest beside the engine (`NAME.plan.json`) is checked against this machine first; a
+    foreign engine is refused with a sentence saying to rebuild it here. An engine without a
+    manifest (from trtexec, say) is loaded as is, and TensorRT itself judges it.
+
+    `run(batch)` is the whole round trip. For measurements the three steps are separate:
+    `copy_in(host)` (host to device, asynchronous on `stream`), `execute(n)` (the engine, or the
+    CUDA graph captured for batch size n when `cuda_graphs=True`), `copy_out(n)` (device to a
+    pinned host tensor); `synchronize()` waits for the stream.
+    """
+
+    backend = "tensorrt"
+
+    def __init__(self, path: str | Path, *, cuda_graphs: bool = False, device: int = 0) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"engine file {path} does not exist")
+        self.manifest: EngineManifest | None = read_manifest(path)
+        data = path.read_bytes()
+        if self.manifest is not None and hashlib.sha256(data).hexdigest() != self.manifest.engine_sha256:
+            raise ArtifactError(f"{path.name}.json describes another engine (checksum differs); rebuild {path.name} with resnet-build")
+        trt = import_tensorrt()
+        torch = require_cuda()
+        self.warnings: list[str] = []
+        if self.manifest is not None:
+            self.warnings = check_compatible(self.manifest, current_environment(device), path)
+        self.path = path
+        self.device = f"cuda:{device}"
+        self.cuda_graphs = cuda_graphs
+        self._torch = torch
+        torch.cuda.set_device(device)
+        self._logger = make_logger(trt)
+        self.trt_runtime = trt.Runtime(self._logger)
+        self.engine = self.trt_runtime.deserialize_cuda_engine(data)
+        if self.engine is None:
+            said = "; ".join(self._logger.messages[-2:]) or "no reason given"
+            raise ArtifactError(f"TensorRT cannot load engine {path} ({said}); rebuild it on this machine with resnet-build")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ArtifactError(f"engine {path} has {len(inputs)} inputs and {len(outputs)} outputs; a classifier has one of each")
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        input_torch_dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(self.input_name))
+        output_torch_dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(self.output_name))
+        self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
+        shape = tuple(self.engine.get_tensor_shape(self.input_name))
+        self.input_shape = (None if shape[0] < 0 else shape[0], *shape[1:])
+        low, opt, high = (tuple(s) for s in self.engine.get_tensor_profile_shape(self.input_name, 0))
+        self.batch_profile = Profile(low[0], opt[0], high[0])
+        self.num_classes = tuple(self.engine.get_tensor_shape(self.output_name))[-1]
+        self.info = self.manifest.model if self.manifest is not None else None
+        # Buffers for the largest batch; calls use a prefix.
+        self.stream = torch.cuda.Stream()
+        self._input = torch.empty((self.batch_profile.max, *shape[1:]), dtype=input_torch_dtype, device=self.device)
+        self._output = torch.empty((self.batch_profile.max, self.num_classes), dtype=output_torch_dtype, device=self.device)
+        self._host_output = torch.empty(self._output.shape, dtype=output_torch_dtype, pin_memory=True)
+        self.context.set_tensor_address(self.input_name, self._input.data_ptr())
+        self.context.set_tensor_address(self.output_name, self._output.data_ptr())
+        self._graphs: dict[int, object] = {}
+        self._shape_set: int | None = None
+
+    @property
+    def batch_range(self) -> tuple[int, int]:
+        return (self.batch_profile.min, self.batch_profile.max)
+
+    def check_batch(self, batch_size: int) -> None:
+        if not self.batch_profile.min <= batch_size <= self.batch_profile.max:
+            raise ToolkitError(
+                f"batch {batch_size} is outside engine {self.path.name}'s profile ({self.batch_profile}); "
+                "rebuild with resnet-build --min-batch/--max-batch to cover it"
+            )
+
+    def pinned_input(self, batch: np.ndarray):
+        """`batch` as a pinned host tensor of the input dtype (what `copy_in` reads fastest)."""
+        host = self._torch.from_numpy(np.ascontiguousarray(batch, dtype=self.input_dtype))
+        return host.pin_memory()
+
+    def copy_in(self, host) -> int:
+        """Queue the host->device copy of a batch (NumPy array or pinned tensor); returns its size."""
+        if isinstance(host, np.ndarray):
+            host = self.pinned_input(host)
+        n = host.shape[0]
+        self.check_batch(n)
+        with self._torch.cuda.stream(self.stream):
+            self._input[:n].copy_(host, non_blocking=True)
+        return n
+
+    def _set_shape(self, n: int) -> None:
+        if self._shape_set != n:
+            if not self.context.set_input_shape(self.input_name, (n, *self.input_shape[1:])):
+                raise ToolkitError(f"TensorRT refused input shape batch {n} for {self.path.name} (profile {self.batch_profile})")
+            self._shape_set = n
+
+    def execute(self, n: int) -> None:
+        """Queue the engine for the first `n` images of the input buffer."""
+        self.check_batch(n)
+        torch = self._torch
+        if self.cuda_graphs:
+            graph = self._graphs.get(n)
+            if graph is None:
+                graph = self._capture(n)
+            with torch.cuda.stream(self.stream):
+                graph.replay()
+            return
+        self._set_shape(n)
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
+            raise ToolkitError(f"TensorRT failed to run {self.path.name} on batch {n}: {'; '.join(self._logger.messages[-2:])}")
+
+    def _capture(self, n: int):
+        torch = self._torch
+        self._set_shape(n)
+        self.context.execute_async_v3(self.stream.cuda_stream)  # first run: TensorRT sets itself up
+        self.stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self.stream):
+            self.context.execute_async_v3(self.stream.cuda_stream)
+        self._graphs[n] = graph
+        return graph
+
+    def copy_out(self, n: int):
+        """Queue the device->host copy of the first `n` logits; returns the pinned host tensor
+        (valid after `synchronize()`)."""
+        with self._torch.cuda.stream(self.stream):
+            self._host_output[:n].copy_(self._output[:n], non_blocking=True)
+        return self._host_output[:n]
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        n = self.copy_in(batch)
+        self.execute(n)
+        host = self.copy_out(n)
+        self.synchronize()
+        return host.numpy().copy()
+
+    def close(self) -> None:
+        self._graphs.clear()
+        for name in ("context", "engine", "trt_runtime"):
+            if hasattr(self, name):
+                delattr(self, name)
+
+    def describe(self) -> str:
+        return super().describe() + f" (engine profile {self.batch_profile}{', CUDA graphs' if self.cuda_graphs else ''})"

@@ -1,0 +1,347 @@
+"""`build_engine`: an ONNX file to a TensorRT engine and its manifest; the function behind `resnet-build`.
+
+Precision comes from the graph. TensorRT 11 is strongly typed only (no FP16/INT8 builder flags):
+it compiles the types the ONNX file declares. The network is created with the STRONGLY_TYPED flag
+wherever the flag exists (10.x honours it, 11.x always behaves so), so TensorRT 10 and 11 build
+the same engine precision from the same file, with one code path. An FP16 engine therefore
+comes from an FP16 ONNX (`resnet-export --precision fp16`).
+
+Everything up to the TensorRT calls is plain code (profile arithmetic, reading the ONNX, option
+checks), done before TensorRT is imported, so a mistake is reported the same way on a machine
+without TensorRT. TensorRT objects live in variables named after their class (`builder`,
+`network`, `parser`, `config`, `profile`, `cache`, `error`, `serialized`); the test
+tests/deploy/test_tensorrt_api.py checks every name used on them against the bindings' lists.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import onnx
+from onnx import TensorProto
+
+from deploy.artifact import ModelInfo
+from deploy.errors import ArtifactError
+from deploy.files import check_writable, publish, staging_folder, write_bytes_atomic
+from deploy.manifest import EngineManifest, Profile, TensorSpec, manifest_path, write_manifest
+from deploy.runtime import OrtRuntime
+from deploy.tensorrt_runtime import TensorRTRuntime, current_environment, import_tensorrt, make_logger, require_cuda
+import resnet
+from resnet.errors import ToolkitError
+
+from .onnx_graph import upcast_to_fp32
+from .validate import Thresholds, ValidationFailed, ValidationReport, compare_runtimes
+
+DEFAULT_MIN_BATCH, DEFAULT_OPT_BATCH, DEFAULT_MAX_BATCH = 1, 32, 64
+OPT_LEVELS = range(0, 6)
+_DTYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16"}
+
+
+class EngineBuildError(ToolkitError):
+    """TensorRT could not parse or build the model."""
+
+
+@dataclass
+class OnnxSource:
+    """What the builder needs to know about an ONNX file, read without TensorRT."""
+
+    path: Path
+    sha256: str
+    input_name: str
+    input_shape: tuple  # batch is None when dynamic
+    input_dtype: str
+    output_name: str
+    output_shape: tuple
+    output_dtype: str
+    precision: str  # "fp32" or "fp16": the graph's arithmetic
+    info: ModelInfo | None
+
+
+def inspect_onnx(path: str | Path) -> OnnxSource:
+    """Read names, shapes, types and precision of a classifier's ONNX file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"ONNX file {path} does not exist")
+    data = path.read_bytes()
+    try:
+        proto = onnx.load_from_string(data)
+    except Exception as error:  # noqa: BLE001 - protobuf raises several types on a foreign file
+        raise ArtifactError(f"{path} is not a readable ONNX file ({type(error).__name__})") from None
+    graph = proto.graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [v for v in graph.input if v.name not in initializers]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise ArtifactError(f"{path} has {len(inputs)} inputs and {len(graph.output)} outputs; a classifier has one of each")
+
+    def shape_of(value):
+        return tuple(d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim)
+
+    input_shape, output_shape = shape_of(inputs[0]), shape_of(graph.output[0])
+    if len(input_shape) != 4 or None in input_shape[1:]:
+        raise ArtifactError(f"{path} takes input of shape {input_shape}; expected (N, C, H, W) with fixed C, H, W")
+    props = {p.key: p.value for p in proto.metadata_props}
+    info = ModelInfo.from_metadata(props, source=str(path)) if "model_name" in props else None
+    has_fp16 = any(t.data_type == TensorProto.FLOAT16 for t in graph.initializer)
+    precision = info.precision if info is not None else ("fp16" if has_fp16 else "fp32")
+    element = lambda v: _DTYPES.get(v.type.tensor_type.elem_type, str(v.type.tensor_type.elem_type))  # noqa: E731
+    return OnnxSource(path, hashlib.sha256(data).hexdigest(), inputs[0].name, input_shape, element(inputs[0]),
+                      graph.output[0].name, output_shape, element(graph.output[0]), precision, info)
+
+
+def fp16_export_command(source: OnnxSource) -> str:
+    """The `resnet-export` command that writes the FP16 ONNX of the same model."""
+    info = source.info
+    if info is None:
+        return "resnet-export --depth DEPTH --precision fp16 (with your --weights)"
+    from resnet.registry import model_entry
+    from resnet.spec import DATASET_INPUTS
+
+    parts = ["resnet-export", "--depth", str(info.depth)]
+    if info.dataset != "imagenet":
+        parts += ["--dataset", info.dataset]
+    if info.shortcut != model_entry(info.depth, info.dataset).default_shortcut:
+        parts += ["--shortcut", info.shortcut]
+    if info.num_classes != DATASET_INPUTS[info.dataset].num_classes:
+        parts += ["--num-classes", str(info.num_classes)]
+    return " ".join(parts + ["--precision", "fp16"]) + " (with your --weights)"
+
+
+def resolve_profile(batch_dim: int | None, min_batch: int | None = None, opt_batch: int | None = None,
+                    max_batch: int | None = None) -> Profile:
+    """The batch profile: from the file when its batch is fixed, else the options over the
+    defaults 1 / 32 / 64 (a default that would fall outside the given bounds moves inside)."""
+    given = {"--min-batch": min_batch, "--opt-batch": opt_batch, "--max-batch": max_batch}
+    for option, value in given.items():
+        if value is not None and value < 1:
+            raise ToolkitError(f"{option} must be at least 1, got {value}")
+    if batch_dim is not None:
+        conflicting = [f"{option} {value}" for option, value in given.items() if value is not None and value != batch_dim]
+        if conflicting:
+            raise ToolkitError(
+                f"the ONNX file has a fixed batch of {batch_dim}, so its engine takes exactly {batch_dim} "
+                f"(got {', '.join(conflicting)}); export with --dynamic-batch for a range"
+            )
+        return Profile(batch_dim, batch_dim, batch_dim)
+    if min_batch is not None and max_batch is not None and min_batch > max_batch:
+        raise ToolkitError(f"--min-batch {min_batch} is larger than --max-batch {max_batch}")
+    low = min_batch if min_batch is not None else DEFAULT_MIN_BATCH
+    high = max_batch if max_batch is not None else max(DEFAULT_MAX_BATCH, low)
+    opt = opt_batch if opt_batch is not None else min(max(DEFAULT_OPT_BATCH, low), high)
+    if not low <= opt <= high:
+        raise ToolkitError(f"--opt-batch {opt} is outside the profile's range {low} to {high}")
+    return Profile(low, opt, high)
+
+
+@dataclass
+class BuildReport:
+    """What `resnet-build` prints: the engine, its manifest, timings and validation."""
+
+    engine: str
+    manifest_file: str
+    manifest: EngineManifest
+    engine_bytes: int
+    validation: ValidationReport | None
+    timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "engine": self.engine,
+            "manifest_file": self.manifest_file,
+            "manifest": self.manifest.to_dict(),
+            "engine_bytes": self.engine_bytes,
+            "validation": None if self.validation is None else self.validation.to_dict(),
+            "timings": self.timings,
+            "warnings": self.warnings,
+        }
+
+
+def make_progress_monitor(trt, report: Callable[[str], None]):
+    """A TensorRT progress monitor that reports the builder's phases (10.x and 11.x have one)."""
+
+    class PhaseReporter(trt.IProgressMonitor):
+        def __init__(self):
+            trt.IProgressMonitor.__init__(self)
+            self.depth: dict[str, int] = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            self.depth[phase_name] = self.depth.get(parent_phase, -1) + 1 if parent_phase else 0
+            if self.depth[phase_name] <= 1:
+                report(f"{'  ' * self.depth[phase_name]}{phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name, step):
+            return True  # keep building
+
+        def phase_finish(self, phase_name):
+            self.depth.pop(phase_name, None)
+
+    return PhaseReporter()
+
+
+def _build_serialized(source: OnnxSource, batch_profile: Profile, *, workspace_mib: int | None, opt_level: int | None,
+                      timing_cache: Path | None, tf32: bool, progress: Callable[[str], None] | None) -> tuple[bytes, bytes | None, list[str]]:
+    """Parse and build with TensorRT; returns the engine, the timing cache and the flags used."""
+    trt = import_tensorrt()
+    logger = make_logger(trt)
+    builder = trt.Builder(logger)
+    creation_flags = 0
+    used = []
+    if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        creation_flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        used.append("STRONGLY_TYPED")
+    network = builder.create_network(creation_flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(source.path)):
+        problems = []
+        for index in range(parser.num_errors):
+            error = parser.get_error(index)
+            problems.append(f"node {error.node_name() or error.node()} ({error.node_operator()}): {error.desc()}")
+        raise EngineBuildError(f"TensorRT's ONNX parser rejected {source.path.name}: {'; '.join(problems[:3]) or 'no reason given'}")
+
+    config = builder.create_builder_config()
+    if workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    if opt_level is not None:
+        config.builder_optimization_level = opt_level
+    if tf32:
+        config.set_flag(trt.BuilderFlag.TF32)
+        used.append("TF32")
+    else:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    profile = builder.create_optimization_profile()
+    c, h, w = source.input_shape[1:]
+    profile.set_shape(source.input_name, (batch_profile.min, c, h, w), (batch_profile.opt, c, h, w), (batch_profile.max, c, h, w))
+    config.add_optimization_profile(profile)
+    cache = None
+    if timing_cache is not None:
+        cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
+        config.set_timing_cache(cache, False)
+    monitor = None
+    if progress is not None:
+        monitor = make_progress_monitor(trt, progress)
+        config.progress_monitor = monitor
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EngineBuildError(f"TensorRT could not build {source.path.name}: {'; '.join(logger.messages[-3:]) or 'no reason given'}")
+    cache_bytes = None
+    if cache is not None:
+        cache = config.get_timing_cache()
+        cache_bytes = bytes(cache.serialize())
+    del monitor
+    return bytes(serialized), cache_bytes, used
+
+
+def build_engine(
+    onnx_path: str | Path,
+    output: str | Path | None = None,
+    *,
+    precision: str | None = None,
+    min_batch: int | None = None,
+    opt_batch: int | None = None,
+    max_batch: int | None = None,
+    workspace_mib: int | None = None,
+    opt_level: int | None = None,
+    timing_cache: str | Path | None = None,
+    tf32: bool = True,
+    validate: bool = True,
+    reference: str | Path | None = None,
+    thresholds: Thresholds = Thresholds(),
+    progress: Callable[[str], None] | None = None,
+) -> BuildReport:
+    """Build a TensorRT engine from an ONNX file, write it and its manifest, validate it.
+
+    `precision`, when given, is what the caller expects the engine to be; the graph decides, so
+    asking for "fp16" from an FP32 file is an error that gives the export command for the FP16
+    file. The engine is validated against ONNX Runtime on an FP32 ONNX of the same model:
+    `reference`, or the source itself when it is FP32, or the FP32 twin of an FP16 source (same
+    weights, FP32 arithmetic). Files are prepared beside `output` and moved into place only after
+    validation passes. Needs TensorRT and an NVIDIA GPU; every check that doesn't is done first.
+    """
+    step = progress or (lambda message: None)
+    source = inspect_onnx(onnx_path)
+    if precision is not None and precision != source.precision:
+        if precision == "fp16":
+            raise ToolkitError(
+                f"{source.path.name} is an {source.precision.upper()} graph, and TensorRT builds the precision the file "
+                f"declares; write the FP16 file first: {fp16_export_command(source)}, then resnet-build it"
+            )
+        raise ToolkitError(f"{source.path.name} is an {source.precision.upper()} graph, not {precision.upper()}")
+    batch_profile = resolve_profile(source.input_shape[0], min_batch, opt_batch, max_batch)
+    if opt_level is not None and opt_level not in OPT_LEVELS:
+        raise ToolkitError(f"--opt-level must be {OPT_LEVELS.start} to {OPT_LEVELS.stop - 1}, got {opt_level}")
+    if workspace_mib is not None and workspace_mib < 1:
+        raise ToolkitError(f"--workspace must be at least 1 MiB, got {workspace_mib}")
+    output = check_writable(Path(output) if output is not None else Path(source.path.stem + ".plan"))
+    cache_path = Path(timing_cache) if timing_cache is not None else None
+    if cache_path is not None:
+        check_writable(cache_path)
+    reference_path = Path(reference) if reference is not None else None
+    if reference_path is not None and not reference_path.is_file():
+        raise ArtifactError(f"reference ONNX file {reference_path} does not exist")
+
+    import_tensorrt()
+    require_cuda()
+    environment = current_environment()
+    timings: dict[str, float] = {}
+    step(f"building {output.name} from {source.path.name} ({source.precision}, batch {batch_profile}) on {environment.gpu_name}")
+    started = time.perf_counter()
+    engine_bytes, cache_bytes, flags = _build_serialized(source, batch_profile, workspace_mib=workspace_mib, opt_level=opt_level,
+                                                         timing_cache=cache_path, tf32=tf32, progress=progress)
+    timings["build_s"] = time.perf_counter() - started
+
+    def spec(name, shape, dtype):
+        return TensorSpec(name, [-1 if d is None else d for d in shape], dtype)
+
+    manifest = EngineManifest(
+        engine_file=output.name,
+        engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
+        environment=environment,
+        precision=source.precision,
+        tf32=tf32,
+        profile=batch_profile,
+        inputs=[spec(source.input_name, source.input_shape, source.input_dtype)],
+        outputs=[spec(source.output_name, source.output_shape, source.output_dtype)],
+        model=source.info,
+        source_onnx={"file": str(source.path), "sha256": source.sha256},
+        build={
+            "seconds": round(timings["build_s"], 3),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "workspace_mib": workspace_mib,
+            "opt_level": opt_level,
+            "timing_cache": str(cache_path) if cache_path else None,
+            "flags": flags,
+            "toolkit": resnet.__version__,
+        },
+    )
+    validation = None
+    with staging_folder(output.parent) as stage:
+        staged = stage / output.name
+        staged.write_bytes(engine_bytes)
+        write_manifest(manifest, staged)
+        warnings: list[str] = []
+        if validate:
+            step("validating the engine against ONNX Runtime (FP32)")
+            mark = time.perf_counter()
+            if reference_path is None and source.precision != "fp32":
+                reference_path = stage / "fp32_reference.onnx"
+                reference_path.write_bytes(upcast_to_fp32(onnx.load(str(source.path))).SerializeToString())
+            label = source.precision if source.precision != "fp32" else ("tf32" if tf32 else "fp32")
+            sizes = sorted({batch_profile.min, batch_profile.opt, batch_profile.max})
+            with OrtRuntime(reference_path or source.path, provider="cpu") as ort_runtime, TensorRTRuntime(staged) as engine_runtime:
+                warnings = engine_runtime.warnings
+                validation = compare_runtimes(ort_runtime, engine_runtime, precision=label, batch_sizes=sizes, thresholds=thresholds)
+            timings["validate_s"] = time.perf_counter() - mark
+            if not validation.passed:
+                raise ValidationFailed(validation, f"engine {output.name} (nothing was written)")
+        # Engine first: in the instant between the renames an old manifest names another
+        # checksum, and the runtime refuses the pair instead of trusting it.
+        publish(staged, output)
+        publish(manifest_path(staged), manifest_path(output))
+    if cache_path is not None and cache_bytes is not None:
+        write_bytes_atomic(cache_path, cache_bytes)
+    timings["total_s"] = time.perf_counter() - started
+    return BuildReport(str(output), str(manifest_path(output)), manifest, len(engine_bytes), validation, timings, warnings)
