@@ -22,6 +22,8 @@ demo: $(VENV)/.installed
 	$(PY) -m resnet
 	@echo
 	$(VENV)/bin/resnet-export --depth 50 --opset 17 --output $(DEMO)/resnet50.onnx
+	@echo
+	$(VENV)/bin/resnet-bench $(DEMO)/resnet50.onnx --vs pytorch --batch 1,8 --markdown $(DEMO)/benchmark.md
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -144,3 +144,42 @@ class OrtRuntime(Runtime):
 
     def describe(self) -> str:
         return super().describe() + f" ({self.session.get_providers()[0]})"
+
+
+class DeviceRuntime(Runtime):
+    """A runtime on a CUDA device, whose round trip is three queued steps on `stream`.
+
+    `copy_in(host)` (host to device; returns the batch size), `execute(n)` (the model on the
+    first n inputs), `copy_out(n)` (device to a pinned host tensor, valid after
+    `synchronize()`). The benchmark times them apart with CUDA events; `run` chains them.
+    """
+
+    stream = None  # a torch.cuda.Stream
+
+    def pinned_input(self, batch: np.ndarray):
+        """`batch` as a pinned host tensor of the input dtype (what `copy_in` reads fastest)."""
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(batch, dtype=self.input_dtype)).pin_memory()
+
+    @abstractmethod
+    def copy_in(self, host) -> int:
+        """Queue the host-to-device copy of a batch (NumPy array or pinned tensor)."""
+
+    @abstractmethod
+    def execute(self, n: int) -> None:
+        """Queue the model on the first `n` images of the device input."""
+
+    @abstractmethod
+    def copy_out(self, n: int):
+        """Queue the device-to-host copy of the first `n` outputs; returns the pinned tensor."""
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        n = self.copy_in(batch)
+        self.execute(n)
+        host = self.copy_out(n)
+        self.synchronize()
+        return host.numpy().copy()

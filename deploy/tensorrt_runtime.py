@@ -13,16 +13,16 @@ reads this file and checks every name used on them against TensorRT 11.4's and 1
 from __future__ import annotations
 
 import hashlib
-import subprocess
 from pathlib import Path
 
 import numpy as np
 
 from resnet.errors import ToolkitError
 
-from .errors import ArtifactError, MissingDependencyError, require
+from .errors import ArtifactError, require
+from .gpu import driver_version, require_cuda
 from .manifest import Environment, EngineManifest, Profile, check_compatible, read_manifest
-from .runtime import Runtime
+from .runtime import DeviceRuntime
 
 TENSORRT_INSTALL = "pip install '.[gpu]' on a machine with an NVIDIA GPU and CUDA"
 
@@ -30,25 +30,6 @@ TENSORRT_INSTALL = "pip install '.[gpu]' on a machine with an NVIDIA GPU and CUD
 def import_tensorrt():
     """The `tensorrt` module, or a `MissingDependencyError` saying what to install."""
     return require("tensorrt", TENSORRT_INSTALL, "building or running a TensorRT engine")
-
-
-def require_cuda():
-    """torch, after checking that a CUDA GPU is visible."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise MissingDependencyError("TensorRT engines need an NVIDIA GPU, and torch sees none on this machine")
-    return torch
-
-
-def driver_version() -> str:
-    """The NVIDIA driver version from nvidia-smi, or "" when it can't be read."""
-    try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else ""
 
 
 def current_environment(device: int = 0) -> Environment:
@@ -89,17 +70,16 @@ def make_logger(trt):
     return KeepingLogger()
 
 
-class TensorRTRuntime(Runtime):
+class TensorRTRuntime(DeviceRuntime):
     """A serialized TensorRT engine on the GPU.
 
     The manifest beside the engine (`NAME.plan.json`) is checked against this machine first; a
     foreign engine is refused with a sentence saying to rebuild it here. An engine without a
     manifest (from trtexec, say) is loaded as is, and TensorRT itself judges it.
 
-    `run(batch)` is the whole round trip. For measurements the three steps are separate:
-    `copy_in(host)` (host to device, asynchronous on `stream`), `execute(n)` (the engine, or the
-    CUDA graph captured for batch size n when `cuda_graphs=True`), `copy_out(n)` (device to a
-    pinned host tensor); `synchronize()` waits for the stream.
+    `run(batch)` is the whole round trip; `copy_in`, `execute` (the engine, or the CUDA graph
+    captured for batch size n when `cuda_graphs=True`) and `copy_out` are its three steps
+    (see `DeviceRuntime`).
     """
 
     backend = "tensorrt"
@@ -165,11 +145,6 @@ class TensorRTRuntime(Runtime):
                 "rebuild with resnet-build --min-batch/--max-batch to cover it"
             )
 
-    def pinned_input(self, batch: np.ndarray):
-        """`batch` as a pinned host tensor of the input dtype (what `copy_in` reads fastest)."""
-        host = self._torch.from_numpy(np.ascontiguousarray(batch, dtype=self.input_dtype))
-        return host.pin_memory()
-
     def copy_in(self, host) -> int:
         """Queue the host->device copy of a batch (NumPy array or pinned tensor); returns its size."""
         if isinstance(host, np.ndarray):
@@ -218,16 +193,6 @@ class TensorRTRuntime(Runtime):
         with self._torch.cuda.stream(self.stream):
             self._host_output[:n].copy_(self._output[:n], non_blocking=True)
         return self._host_output[:n]
-
-    def synchronize(self) -> None:
-        self.stream.synchronize()
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        n = self.copy_in(batch)
-        self.execute(n)
-        host = self.copy_out(n)
-        self.synchronize()
-        return host.numpy().copy()
 
     def close(self) -> None:
         self._graphs.clear()

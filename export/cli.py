@@ -5,7 +5,8 @@ import click
 
 from deploy.cli_common import ToolkitCommand, parse_floats, parse_size, progress_printer, write_json
 from deploy.files import check_writable
-from deploy.tensorrt_runtime import import_tensorrt, require_cuda
+from deploy.gpu import require_cuda
+from deploy.tensorrt_runtime import import_tensorrt
 from resnet.registry import DATASETS, create
 from resnet.spec import DATASET_INPUTS
 

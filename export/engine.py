@@ -29,7 +29,8 @@ from deploy.errors import ArtifactError
 from deploy.files import check_writable, publish, staging_folder, write_bytes_atomic
 from deploy.manifest import EngineManifest, Profile, TensorSpec, manifest_path, write_manifest
 from deploy.runtime import OrtRuntime
-from deploy.tensorrt_runtime import TensorRTRuntime, current_environment, import_tensorrt, make_logger, require_cuda
+from deploy.gpu import require_cuda
+from deploy.tensorrt_runtime import TensorRTRuntime, current_environment, import_tensorrt, make_logger
 import resnet
 from resnet.errors import ToolkitError
 

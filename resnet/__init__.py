@@ -11,7 +11,7 @@ Depends on torch only.
 __version__ = "0.1.0"  # the toolkit's version (setup.cfg reads it from here)
 
 from .blocks import BasicBlock, Bottleneck, conv1x1, conv3x3
-from .checkpoint import check_state_dict, load_checkpoint, read_state_dict
+from .checkpoint import check_state_dict, infer_architecture, load_checkpoint, load_model, read_state_dict
 from .errors import CheckpointError, ToolkitError
 from .model import Architecture, ResNet, model_name
 from .registry import (
@@ -31,6 +31,6 @@ __all__ = [
     "Architecture", "BasicBlock", "Bottleneck", "CIFAR10", "CIFAR100", "CIFAR_MODELS", "CheckpointError",
     "DATASETS", "DATASET_INPUTS", "IMAGENET", "IMAGENET_MODELS", "InputSpec", "ModelEntry", "ModelSummary",
     "ResNet", "SHORTCUT_KINDS", "ShortcutA", "ShortcutB", "ToolkitError", "check_state_dict", "conv1x1",
-    "conv3x3", "count_macs", "count_parameters", "create", "load_checkpoint", "make_shortcut",
+    "conv3x3", "count_macs", "count_parameters", "create", "infer_architecture", "load_checkpoint", "load_model", "make_shortcut",
     "model_entry", "model_name", "read_state_dict", "registered_models", "summarize",
 ]

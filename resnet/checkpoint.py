@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .model import Architecture, ResNet
 
 WRAPPER_KEYS = ("state_dict", "model")
 KEY_PREFIXES = ("module.", "_orig_mod.")
@@ -99,6 +100,53 @@ def _hint(model, state_dict, missing, unexpected, wrong_shape) -> str:
 def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a checkpoint file into `model` with strict key and shape checking; returns `model`."""
     state_dict = read_state_dict(path)
+    check_state_dict(model, state_dict, source=f"checkpoint {path}")
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def infer_architecture(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> Architecture:
+    """The ResNet architecture a torchvision-layout state_dict was saved from.
+
+    Read from the keys and shapes: the stem kernel (7x7: ImageNet, 3x3: CIFAR), blocks per
+    stage, Bottleneck when `conv3` exists, stage widths, shortcut B when any `downsample` exists,
+    classes from `fc.weight`.
+    """
+    try:
+        stem_kernel = state_dict["conv1.weight"].shape[-1]
+        num_classes = state_dict["fc.weight"].shape[0]
+        layers, widths = [], []
+        index = 1
+        while f"layer{index}.0.conv1.weight" in state_dict:
+            blocks = 0
+            while f"layer{index}.{blocks}.conv1.weight" in state_dict:
+                blocks += 1
+            layers.append(blocks)
+            widths.append(state_dict[f"layer{index}.0.conv1.weight"].shape[0])
+            index += 1
+    except (KeyError, AttributeError, IndexError):
+        raise CheckpointError(f"{source} does not have the torchvision ResNet layout (conv1, layer1..., fc)") from None
+    if not layers:
+        raise CheckpointError(f"{source} has no residual stages (layer1.0.conv1.weight is missing)")
+    block = "bottleneck" if "layer1.0.conv3.weight" in state_dict else "basic"
+    shortcut = "B" if any(".downsample." in key for key in state_dict) else "A"
+    stem = "imagenet" if stem_kernel == 7 else "cifar"
+    return Architecture(block, tuple(layers), tuple(widths), stem, shortcut, int(num_classes))
+
+
+def load_model(path: str | Path) -> ResNet:
+    """A `ResNet` with the architecture and weights of a checkpoint file (see `infer_architecture`).
+
+    The dataset (and so the input spec) is guessed from the stem and class count: ImageNet for
+    a 7x7 stem, CIFAR-100 for a 3x3 stem with 100 classes, CIFAR-10 otherwise.
+    """
+    state_dict = read_state_dict(path)
+    architecture = infer_architecture(state_dict, source=f"checkpoint {path}")
+    if architecture.stem == "imagenet":
+        dataset = "imagenet"
+    else:
+        dataset = "cifar100" if architecture.num_classes == 100 else "cifar10"
+    model = ResNet.from_architecture(architecture, dataset=dataset)
     check_state_dict(model, state_dict, source=f"checkpoint {path}")
     model.load_state_dict(state_dict, strict=True)
     return model

@@ -135,6 +135,14 @@ class ResNet(nn.Module):
                 if isinstance(module, (BasicBlock, Bottleneck)):
                     nn.init.zeros_(module.last_bn.weight)
 
+    @classmethod
+    def from_architecture(cls, architecture: Architecture, *, dataset: str | None = None,
+                          input_spec: InputSpec | None = None) -> "ResNet":
+        """A freshly initialised network of the given architecture."""
+        a = architecture
+        return cls(BLOCKS[a.block], a.layers, widths=a.widths, stem=a.stem, shortcut=a.shortcut,
+                   num_classes=a.num_classes, dataset=dataset, input_spec=input_spec)
+
     def make_stage(self, block: type[BasicBlock] | type[Bottleneck], channels: int, count: int, stride: int, shortcut: str) -> nn.Sequential:
         """`count` blocks; only the first takes the stride and the channel change (step 8)."""
         blocks = [block(self.in_channels, channels, stride, shortcut)]

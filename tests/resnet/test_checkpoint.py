@@ -91,3 +91,24 @@ def test_unreadable_and_missing_files(tmp_path):
     torch.save({"epoch": 3, "notes": "no weights here"}, other)
     with pytest.raises(resnet.CheckpointError, match="neither a state_dict"):
         resnet.create(18, weights=other)
+
+
+@pytest.mark.parametrize(
+    "depth,dataset,shortcut,classes",
+    [(18, "imagenet", "B", 1000), (50, "imagenet", "A", 7), (20, "cifar10", "A", 10), (32, "cifar100", "B", 100)],
+)
+def test_a_checkpoint_alone_gives_back_its_model(depth, dataset, shortcut, classes, tmp_path, bn_randomizer):
+    source = bn_randomizer(resnet.create(depth, dataset, shortcut=shortcut, num_classes=classes)).eval()
+    torch.save({"model": source.state_dict()}, tmp_path / "ckpt.pth")
+    model = resnet.load_model(tmp_path / "ckpt.pth").eval()
+    assert model.architecture == source.architecture
+    assert (model.name, model.dataset, model.depth) == (source.name, dataset, depth)
+    x = torch.randn(2, 3, model.input_spec.height, model.input_spec.width)
+    with torch.no_grad():
+        assert torch.equal(model(x), source(x))
+
+
+def test_a_foreign_state_dict_is_not_a_resnet(tmp_path):
+    torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
+    with pytest.raises(resnet.CheckpointError, match="torchvision ResNet layout"):
+        resnet.load_model(tmp_path / "other.pth")

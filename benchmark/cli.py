@@ -1,0 +1,132 @@
+"""`resnet-bench`: latency and throughput of TensorRT engines, ONNX Runtime and PyTorch."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from deploy.cli_common import ToolkitCommand, write_json
+from resnet.registry import DATASETS
+
+from .harness import LoopSettings
+from .report import format_table, write_outputs
+from .run import run_benchmark
+from .targets import TargetOptions, open_target
+
+
+def parse_batches(text: str) -> list[int]:
+    try:
+        batches = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise click.BadParameter(f"batch sizes are positive integers separated by commas, e.g. 1,8,32 (got {text!r})")
+    return list(dict.fromkeys(batches))
+
+
+def parse_warmup(text: str) -> tuple[int | None, float | None]:
+    """`"10"` -> 10 iterations; `"0.5s"` -> half a second."""
+    try:
+        if text.endswith("s"):
+            return None, float(text[:-1])
+        return int(text), None
+    except ValueError:
+        raise click.BadParameter(f"warm-up is a number of iterations (10) or seconds (0.5s), got {text!r}") from None
+
+
+class ProgressBar:
+    """One line on stderr, redrawn at most ten times a second (terminals only)."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+
+    def __call__(self, session, fraction: float) -> None:
+        now = time.monotonic()
+        if fraction < 1.0 and now - self.last < 0.1:
+            return
+        self.last = now
+        filled = int(fraction * 30)
+        sys.stderr.write(f"\r  {session.label[:48]:<48} batch {session.batch:<5} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}")
+        if fraction >= 1.0:
+            sys.stderr.write("\r" + " " * 100 + "\r")
+        sys.stderr.flush()
+
+
+@click.command("resnet-bench", cls=ToolkitCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("target", required=False)
+@click.option("--vs", "other", default=None, help="A second model to measure in the same run, interleaved: a file, or 'pytorch' for the same architecture in PyTorch.")
+@click.option("--batch", "batches", default=None, help="Batch size or comma-separated sweep, e.g. 1,8,32,128. [default: the engine's opt batch, else 1]")
+@click.option("--warmup", default="0.2s", show_default=True, help="Warm-up per target and batch: iterations (10) or seconds (0.5s).")
+@click.option("--iterations", type=click.IntRange(min=1), default=None, help="Timed iterations per target and batch (instead of --duration).")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True, help="Seconds of timed iterations per target and batch (at least 10 iterations).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for CPU backends (ONNX Runtime and PyTorch). [default: their own]")
+@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=None, help="ONNX Runtime execution provider. [default: the best installed]")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="PyTorch device. [default: cuda when available]")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True, help="PyTorch arithmetic.")
+@click.option("--compile", "compile_", is_flag=True, help="PyTorch: torch.compile the model.")
+@click.option("--channels-last", is_flag=True, help="PyTorch: channels-last memory format.")
+@click.option("--cuda-graph", is_flag=True, help="PyTorch on a GPU and TensorRT: replay a CUDA graph per batch size.")
+@click.option("--no-data-transfers", is_flag=True, help="GPU: time the execution alone, without host<->device copies.")
+@click.option("--depth", type=int, default=None, help="Benchmark a registered model in PyTorch instead of a file.")
+@click.option("--dataset", type=click.Choice(list(DATASETS)), default="imagenet", show_default=True, help="With --depth.")
+@click.option("--shortcut", type=click.Choice(["A", "B"]), default=None, help="With --depth.")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="With --depth.")
+@click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True), default=None, help="The machine's peak, for the fraction-of-peak column. [default: a measured matmul rate]")
+@click.option("--no-peak", is_flag=True, help="Skip the peak measurement (and the fraction-of-peak column).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--json", "json_path", default=None, help="Write the run as JSON ('-': stdout, nothing else printed).")
+@click.option("--csv", "csv_path", default=None, help="Write one CSV row per target and batch.")
+@click.option("--markdown", "markdown_path", default=None, help="Write the table as Markdown.")
+@click.option("--plot", "plot_path", default=None, help="Draw median latency against throughput over the sweep (PNG; needs matplotlib).")
+def main(target, other, batches, warmup, iterations, duration, threads, provider, device, precision, compile_, channels_last,
+         cuda_graph, no_data_transfers, depth, dataset, shortcut, num_classes, peak_tflops, no_peak, seed, json_path,
+         csv_path, markdown_path, plot_path) -> int:
+    """Measure latency and throughput of a model, the way trtexec reports them.
+
+    \b
+    resnet-bench resnet50_fp16.plan --batch 1,32,128         # TensorRT
+    resnet-bench resnet50.onnx --batch 1,8 --vs pytorch      # ONNX Runtime against PyTorch eager
+    resnet-bench --depth 50 --device cuda --precision fp16 --channels-last --cuda-graph --batch 32
+
+    The backend follows from the file: .plan/.engine TensorRT, .onnx ONNX Runtime, .pt/.pth
+    PyTorch. The input size and precision come from the file. Exit status: 0, or 2 for bad input.
+    """
+    warmup_iterations, warmup_seconds = parse_warmup(warmup)
+    settings = LoopSettings(warmup_iterations=warmup_iterations, warmup_seconds=warmup_seconds, iterations=iterations,
+                            duration=duration, data_transfers=not no_data_transfers)
+    if plot_path:  # say so before measuring for minutes
+        from deploy.errors import require
+
+        require("matplotlib", "pip install '.[plot]'", "--plot")
+    options = TargetOptions(provider=provider, device=device, precision=precision, compile=compile_,
+                            channels_last=channels_last, cuda_graphs=cuda_graph, threads=threads)
+    model_args = {"depth": depth, "dataset": dataset, "shortcut": shortcut, "num_classes": num_classes}
+    first = open_target(target, options, model_args=model_args)
+    targets = [first]
+    if other is not None:
+        targets.append(open_target(other, options, like=first, model_args=model_args))
+    if batches is None:
+        profile = getattr(first.runtime, "batch_profile", None)
+        sweep = [profile.opt] if profile is not None else [1]
+    else:
+        sweep = parse_batches(batches)
+    quiet = json_path == "-"
+    progress = ProgressBar() if not quiet and sys.stderr.isatty() else None
+    try:
+        run = run_benchmark(targets, sweep, settings, peak_tflops=peak_tflops, measure_peak=not no_peak,
+                            threads=threads, seed=seed, progress=progress)
+    finally:
+        for t in targets:
+            t.runtime.close()
+    write_outputs(run, json_path=json_path, csv_path=csv_path, markdown_path=markdown_path, plot_path=plot_path)
+    if quiet:
+        click.echo(json.dumps(run.to_dict(), indent=2))
+    else:
+        click.echo(format_table(run))
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The machine a benchmark ran on, and its peak arithmetic rate."""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+
+@dataclass
+class MachineInfo:
+    cpu: str
+    logical_cpus: int
+    threads: int | None  # threads the CPU backends were given (None: their defaults)
+    gpu: str | None
+    compute_capability: str | None
+    driver: str | None
+    versions: dict[str, str] = field(default_factory=dict)
+    peak_tflops: float | None = None
+    peak_source: str = ""  # "--peak-tflops", "matmul fp32 4096x4096 on cpu, 2 threads", ...
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def library_versions() -> dict[str, str]:
+    import importlib.metadata as metadata
+
+    import numpy
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
+    for module, dist in (("onnxruntime", ("onnxruntime", "onnxruntime-gpu")), ("tensorrt", ("tensorrt",)), ("onnx", ("onnx",))):
+        for name in dist:
+            try:
+                versions[module if name == dist[0] else name] = metadata.version(name)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    if torch.cuda.is_available():
+        versions["cuda (torch)"] = torch.version.cuda or ""
+        versions["cudnn"] = str(torch.backends.cudnn.version())
+    return versions
+
+
+def describe_machine(threads: int | None, device: str) -> MachineInfo:
+    gpu = capability = driver = None
+    if device.startswith("cuda") and torch.cuda.is_available():
+        from deploy.gpu import driver_version
+
+        gpu = torch.cuda.get_device_name(device)
+        capability = "{}.{}".format(*torch.cuda.get_device_capability(device))
+        driver = driver_version() or None
+    return MachineInfo(cpu_model(), os.cpu_count() or 1, threads, gpu, capability, driver, library_versions())
+
+
+def measure_matmul_tflops(device: str = "cpu", dtype: str = "fp32", size: int | None = None, repeats: int = 4,
+                          threads: int | None = None) -> tuple[float, str]:
+    """The best rate of repeated square matrix products (TFLOP/s), and a description of how.
+
+    A practical peak: what PyTorch's BLAS reaches on a large dense product, the yardstick
+    FACTS.md uses (4096x4096 FP32 on the CPU). It is a rate the machine demonstrably reaches,
+    not the vendor's theoretical figure, so a well-tuned runtime can come close to it (or, on
+    a shared machine whose speed drifts, pass it slightly).
+    """
+    dtypes = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    size = size or (4096 if device == "cpu" else 8192)
+    previous = torch.get_num_threads()
+    previous_tf32 = torch.backends.cuda.matmul.allow_tf32
+    if threads is not None and device == "cpu":
+        torch.set_num_threads(threads)
+    torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+    try:
+        a = torch.randn(size, size, device=device).to(dtypes[dtype])
+        b = torch.randn(size, size, device=device).to(dtypes[dtype])
+        best = float("inf")
+        for _ in range(repeats + 1):  # the first product warms up
+            if device != "cpu":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            torch.matmul(a, b)
+            if device != "cpu":
+                torch.cuda.synchronize(device)
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+        torch.backends.cuda.matmul.allow_tf32 = previous_tf32
+    where = f"{device}, {torch.get_num_threads() if threads is None else threads} threads" if device == "cpu" else device
+    return 2 * size**3 / best / 1e12, f"matmul {dtype} {size}x{size} on {where}"

@@ -1,0 +1,181 @@
+"""A benchmark run as data, and its renderings: terminal table, JSON, CSV, Markdown, plot."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from deploy.errors import require
+from deploy.files import atomic_path, write_text_atomic
+
+from .environment import MachineInfo
+from .harness import LoopSettings, Measurement
+
+CSV_COLUMNS = [
+    "label", "backend", "device", "batch", "iterations", "seconds", "images_per_second", "batches_per_second",
+    "latency_min_ms", "latency_mean_ms", "latency_median_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
+    "latency_max_ms", "h2d_median_ms", "compute_median_ms", "d2h_median_ms", "enqueue_median_ms",
+    "flops_per_image", "achieved_tflops", "peak_tflops", "fraction_of_peak",
+]
+
+
+@dataclass
+class Comparison:
+    """`first` against `second` at one batch size: ratios of their medians and throughputs."""
+
+    first: str
+    second: str
+    batch: int
+    latency_ratio: float  # first median / second median (below 1: first is faster)
+    throughput_ratio: float  # first images/s / second images/s
+
+
+@dataclass
+class BenchmarkRun:
+    machine: MachineInfo
+    settings: LoopSettings
+    measurements: list[Measurement]
+    comparisons: list[Comparison] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "machine": self.machine.to_dict(),
+            "settings": asdict(self.settings),
+            "measurements": [m.to_dict() for m in self.measurements],
+            "comparisons": [asdict(c) for c in self.comparisons],
+        }
+
+
+def compare(measurements: list[Measurement]) -> list[Comparison]:
+    """First target against each other one, batch by batch."""
+    labels = list(dict.fromkeys(m.label for m in measurements))
+    result = []
+    for other in labels[1:]:
+        for m in measurements:
+            if m.label != labels[0]:
+                continue
+            o = next((x for x in measurements if x.label == other and x.batch == m.batch), None)
+            if o is not None:
+                result.append(Comparison(labels[0], other, m.batch, m.latency.median / o.latency.median,
+                                         m.images_per_second / o.images_per_second))
+    return result
+
+
+def _row(m: Measurement) -> dict:
+    row = {"label": m.label, "backend": m.backend, "device": m.device, "batch": m.batch, "iterations": m.iterations,
+           "seconds": m.seconds, "images_per_second": m.images_per_second, "batches_per_second": m.batches_per_second}
+    for stat in ("min", "mean", "median", "p90", "p95", "p99", "max"):
+        row[f"latency_{stat}_ms"] = getattr(m.latency, stat)
+    for part in ("h2d", "compute", "d2h", "enqueue"):
+        stats = getattr(m, part)
+        row[f"{part}_median_ms"] = None if stats is None else stats.median
+    for key in ("flops_per_image", "achieved_tflops", "peak_tflops", "fraction_of_peak"):
+        row[key] = getattr(m, key)
+    return row
+
+
+def to_csv(run: BenchmarkRun) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for m in run.measurements:
+        writer.writerow({k: "" if v is None else v for k, v in _row(m).items()})
+    return buffer.getvalue()
+
+
+def _cells(m: Measurement, gpu: bool) -> list[str]:
+    l = m.latency
+    cells = [m.label, str(m.batch), f"{m.images_per_second:,.1f}", f"{m.batches_per_second:,.2f}"]
+    cells += [f"{v:.3f}" for v in (l.min, l.mean, l.median, l.p90, l.p95, l.p99, l.max)]
+    if gpu:
+        cells += ["-" if s is None else f"{s.median:.3f}" for s in (m.h2d, m.compute, m.d2h, m.enqueue)]
+    cells.append("-" if m.fraction_of_peak is None else f"{m.fraction_of_peak:.1%}")
+    return cells
+
+
+def _headers(gpu: bool) -> list[str]:
+    headers = ["target", "batch", "img/s", "batch/s", "min ms", "mean ms", "median ms", "p90 ms", "p95 ms", "p99 ms", "max ms"]
+    if gpu:
+        headers += ["h2d ms", "compute ms", "d2h ms", "enqueue ms"]
+    return headers + ["of peak"]
+
+
+def format_table(run: BenchmarkRun) -> str:
+    """The terminal table, with the machine above and the ratios below."""
+    gpu = any(m.compute is not None for m in run.measurements)
+    rows = [_headers(gpu)] + [_cells(m, gpu) for m in run.measurements]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    machine = run.machine
+    where = f"{machine.cpu} ({machine.logical_cpus} logical CPUs{', ' + str(machine.threads) + ' threads' if machine.threads else ''})"
+    if machine.gpu:
+        where += f"; {machine.gpu} (compute capability {machine.compute_capability}, driver {machine.driver or '?'})"
+    lines.append(f"machine: {where}")
+    if machine.peak_tflops:
+        lines.append(f"peak:    {machine.peak_tflops:.3g} TFLOP/s ({machine.peak_source})")
+    lines.append("")
+    for index, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    descriptions = list(dict.fromkeys(f"{m.label}: {m.description}" for m in run.measurements))
+    lines.append("")
+    lines.extend(descriptions)
+    for c in run.comparisons:
+        lines.append(f"vs: {c.first} / {c.second} at batch {c.batch}: median latency {c.latency_ratio:.3f}x, throughput {c.throughput_ratio:.3f}x")
+    return "\n".join(lines)
+
+
+def to_markdown(run: BenchmarkRun) -> str:
+    gpu = any(m.compute is not None for m in run.measurements)
+    headers = _headers(gpu)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
+    lines += ["| " + " | ".join(_cells(m, gpu)) + " |" for m in run.measurements]
+    machine = run.machine
+    lines.append("")
+    lines.append(f"Machine: {machine.cpu}, {machine.logical_cpus} logical CPUs" + (f", {machine.threads} threads" if machine.threads else "")
+                 + (f"; {machine.gpu} (driver {machine.driver})" if machine.gpu else "") + ".")
+    if machine.peak_tflops:
+        lines.append(f"Peak: {machine.peak_tflops:.3g} TFLOP/s ({machine.peak_source}).")
+    lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in machine.versions.items()) + ".")
+    for c in run.comparisons:
+        lines.append(f"- {c.first} / {c.second}, batch {c.batch}: median latency {c.latency_ratio:.3f}×, throughput {c.throughput_ratio:.3f}×")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(run: BenchmarkRun, *, json_path: str | None = None, csv_path: str | None = None,
+                  markdown_path: str | None = None, plot_path: str | None = None) -> None:
+    if json_path and json_path != "-":
+        write_text_atomic(Path(json_path), json.dumps(run.to_dict(), indent=2) + "\n")
+    if csv_path:
+        write_text_atomic(Path(csv_path), to_csv(run))
+    if markdown_path:
+        write_text_atomic(Path(markdown_path), to_markdown(run))
+    if plot_path:
+        plot(run, Path(plot_path))
+
+
+def plot(run: BenchmarkRun, path: Path) -> None:
+    """Median latency against throughput over the batch sweep, one line per target."""
+    matplotlib = require("matplotlib", "pip install '.[plot]'", "--plot")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for label in dict.fromkeys(m.label for m in run.measurements):
+        points = sorted((m for m in run.measurements if m.label == label), key=lambda m: m.batch)
+        xs, ys = [m.images_per_second for m in points], [m.latency.median for m in points]
+        axes.plot(xs, ys, marker="o", label=label)
+        for m, x, y in zip(points, xs, ys):
+            axes.annotate(f"b{m.batch}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    axes.set_xlabel("throughput (images/s)")
+    axes.set_ylabel("median latency (ms)")
+    axes.set_title("latency against throughput over the batch sweep")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png")
+    plt.close(figure)

@@ -1,0 +1,67 @@
+"""`run_benchmark`: targets x batch sizes, measured and compared; the function behind `resnet-bench`."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from .environment import describe_machine, measure_matmul_tflops
+from .harness import LoopSettings, Session, run_sessions
+from .report import BenchmarkRun, compare
+from .targets import Target, flops_per_image
+
+
+def peak_key(target: Target) -> tuple[str, str]:
+    """(device, arithmetic) whose matmul rate is this target's peak. ONNX Runtime on a CPU
+    computes FP16 graphs in FP32, and so does a CPU in general here; FP32 on a GPU may use TF32."""
+    device = target.runtime.device.split(":")[0]
+    if device == "cpu":
+        return ("cpu", "fp32")
+    precision = getattr(target.runtime, "precision", None) or (target.info.precision if target.info else "fp32")
+    return (target.runtime.device, {"fp16": "fp16", "bf16": "bf16"}.get(precision, "tf32"))
+
+
+def run_benchmark(
+    targets: Sequence[Target],
+    batches: Sequence[int],
+    settings: LoopSettings = LoopSettings(),
+    *,
+    peak_tflops: float | None = None,
+    measure_peak: bool = True,
+    threads: int | None = None,
+    seed: int = 0,
+    progress: Callable[[Session, float], None] | None = None,
+) -> BenchmarkRun:
+    """Measure every target at every batch size (targets interleaved), then add FLOP rates,
+    the fraction of peak (`peak_tflops`, or a measured matmul rate) and the ratios of the first
+    target to the others."""
+    for batch in batches:  # all batch sizes checked before anything runs
+        for target in targets:
+            target.runtime.check_batch(batch)
+    device = next((t.runtime.device for t in targets if t.runtime.device != "cpu"), "cpu")
+    machine = describe_machine(threads, device)
+    keys = list(dict.fromkeys(peak_key(t) for t in targets))
+    peaks: dict[tuple[str, str], tuple[float, str]] = {}
+    if peak_tflops is not None:
+        peaks = {key: (peak_tflops, "--peak-tflops") for key in keys}
+    elif measure_peak:  # measured before and after the runs; the better one counts (shared machines drift)
+        peaks = {key: measure_matmul_tflops(key[0], key[1], threads=threads) for key in keys}
+    measurements = []
+    for batch in batches:
+        sessions = [Session(t.label, t.runtime, batch, data_transfers=settings.data_transfers, seed=seed) for t in targets]
+        measurements += run_sessions(sessions, settings, progress)
+    if peak_tflops is None and measure_peak:
+        peaks = {key: max(peaks[key], measure_matmul_tflops(key[0], key[1], threads=threads)) for key in keys}
+    if peaks:
+        machine.peak_tflops, machine.peak_source = peaks[peak_key(targets[0])]
+    for target in targets:
+        flops = flops_per_image(target.info)
+        peak = peaks.get(peak_key(target), (None, ""))[0]
+        for m in measurements:
+            if m.label != target.label:
+                continue
+            m.flops_per_image = flops
+            if flops is not None:
+                m.achieved_tflops = flops * m.images_per_second / 1e12
+                if peak:
+                    m.peak_tflops = peak
+                    m.fraction_of_peak = m.achieved_tflops / peak
+    return BenchmarkRun(machine, settings, measurements, compare(measurements))

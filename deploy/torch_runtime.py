@@ -1,0 +1,165 @@
+"""A PyTorch model behind the `Runtime` interface: eager, channels-last, torch.compile, CUDA graphs.
+
+Used by the benchmark (the PyTorch baselines an engine must beat) and by `--vs pytorch`. On a
+CPU a call is one forward pass; on a GPU it is a `DeviceRuntime`, whose host-to-device copy,
+forward pass and device-to-host copy are timed apart.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from resnet.errors import ToolkitError
+from resnet.model import ResNet
+
+from .artifact import ModelInfo
+from .gpu import require_cuda
+from .runtime import DeviceRuntime, Runtime
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _prepare(model: ResNet, device: str, precision: str, channels_last: bool, compile: bool):
+    if precision not in PRECISIONS:
+        raise ToolkitError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    model = model.eval().to(device=device, dtype=PRECISIONS[precision])
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if compile else model
+    return model, forward
+
+
+def _describe_options(runtime) -> str:
+    options = [runtime.precision]
+    if runtime.channels_last:
+        options.append("channels-last")
+    if runtime.compiled:
+        options.append("torch.compile")
+    if getattr(runtime, "cuda_graphs", False):
+        options.append("CUDA graphs")
+    return ", ".join(options)
+
+
+def torch_runtime(model: ResNet, *, device: str = "cpu", precision: str = "fp32", channels_last: bool = False,
+                  compile: bool = False, cuda_graphs: bool = False, threads: int | None = None,
+                  max_batch: int = 256) -> Runtime:
+    """The right PyTorch runtime for `device` ("cpu" or "cuda[:i]")."""
+    if device.startswith("cuda"):
+        return TorchCudaRuntime(model, device=device, precision=precision, channels_last=channels_last,
+                                compile=compile, cuda_graphs=cuda_graphs, max_batch=max_batch)
+    if device != "cpu":
+        raise ToolkitError(f"device must be cpu or cuda, got {device!r}")
+    if cuda_graphs:
+        raise ToolkitError("CUDA graphs need a GPU (--device cuda)")
+    return TorchCpuRuntime(model, precision=precision, channels_last=channels_last, compile=compile, threads=threads)
+
+
+class TorchCpuRuntime(Runtime):
+    """A ResNet on the CPU. `threads` sets torch's intra-op threads (process-wide)."""
+
+    backend = "pytorch"
+    device = "cpu"
+
+    def __init__(self, model: ResNet, *, precision: str = "fp32", channels_last: bool = False, compile: bool = False,
+                 threads: int | None = None) -> None:
+        if threads is not None:
+            if threads < 1:
+                raise ToolkitError(f"threads must be at least 1, got {threads}")
+            torch.set_num_threads(threads)
+        self.precision, self.channels_last, self.compiled = precision, channels_last, compile
+        self.model, self._forward = _prepare(model, "cpu", precision, channels_last, compile)
+        spec = model.input_spec
+        self.input_name, self.output_name = "input", "logits"
+        self.input_shape = (None, spec.channels, spec.height, spec.width)
+        self.input_dtype = np.dtype(np.float32)
+        self.info = ModelInfo.from_model(model, precision=precision)
+        self._dtype = PRECISIONS[precision]
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return self._forward(x).float().numpy()
+
+    def describe(self) -> str:
+        return f"pytorch {torch.__version__} on cpu ({_describe_options(self)}, {torch.get_num_threads()} threads)"
+
+
+class TorchCudaRuntime(DeviceRuntime):
+    """A ResNet on a CUDA GPU, with static device buffers for batches up to `max_batch` and,
+    when `cuda_graphs=True`, one CUDA graph captured per batch size."""
+
+    backend = "pytorch"
+
+    def __init__(self, model: ResNet, *, device: str = "cuda", precision: str = "fp32", channels_last: bool = False,
+                 compile: bool = False, cuda_graphs: bool = False, max_batch: int = 256) -> None:
+        require_cuda("PyTorch on --device cuda")
+        self.device = device
+        self.precision, self.channels_last, self.compiled, self.cuda_graphs = precision, channels_last, compile, cuda_graphs
+        self.model, self._forward = _prepare(model, device, precision, channels_last, compile)
+        spec = model.input_spec
+        self.input_name, self.output_name = "input", "logits"
+        self.input_shape = (None, spec.channels, spec.height, spec.width)
+        # FP16 models take FP16 from the host (half the transfer); BF16 has no NumPy type.
+        self.input_dtype = np.dtype(np.float16 if precision == "fp16" else np.float32)
+        self.info = ModelInfo.from_model(model, precision=precision)
+        self.max_batch = max_batch
+        self.stream = torch.cuda.Stream(device=device)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        host_dtype = torch.float16 if precision == "fp16" else torch.float32
+        self._staging = torch.empty((max_batch, *self.input_shape[1:]), dtype=host_dtype, device=device)
+        self._input = torch.empty((max_batch, *self.input_shape[1:]), dtype=PRECISIONS[precision], device=device).contiguous(memory_format=memory_format)
+        self._output = torch.empty((max_batch, spec.num_classes), dtype=torch.float32, device=device)
+        self._host_output = torch.empty((max_batch, spec.num_classes), dtype=torch.float32, pin_memory=True)
+        self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
+
+    @property
+    def batch_range(self) -> tuple[int, int]:
+        return (1, self.max_batch)
+
+    def copy_in(self, host) -> int:
+        if isinstance(host, np.ndarray):
+            host = self.pinned_input(host)
+        n = host.shape[0]
+        self.check_batch(n)
+        with torch.cuda.stream(self.stream):
+            self._staging[:n].copy_(host, non_blocking=True)
+        return n
+
+    def _step(self, n: int) -> None:
+        # Conversion to the model's dtype and layout is part of the model's work, as in eager code.
+        self._input[:n].copy_(self._staging[:n])
+        self._output[:n].copy_(self._forward(self._input[:n]))
+
+    def execute(self, n: int) -> None:
+        self.check_batch(n)
+        with torch.cuda.stream(self.stream), torch.inference_mode():
+            if not self.cuda_graphs:
+                self._step(n)
+                return
+            graph = self._graphs.get(n)
+            if graph is None:
+                graph = self._capture(n)
+            graph.replay()
+
+    def _capture(self, n: int) -> torch.cuda.CUDAGraph:
+        for _ in range(3):  # warm up cuDNN's algorithm choice (and torch.compile) before capture
+            self._step(n)
+        self.stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=self.stream):
+            self._step(n)
+        self._graphs[n] = graph
+        return graph
+
+    def copy_out(self, n: int):
+        with torch.cuda.stream(self.stream):
+            self._host_output[:n].copy_(self._output[:n], non_blocking=True)
+        return self._host_output[:n]
+
+    def close(self) -> None:
+        self._graphs.clear()
+
+    def describe(self) -> str:
+        return f"pytorch {torch.__version__} on {torch.cuda.get_device_name(self.device)} ({_describe_options(self)})"

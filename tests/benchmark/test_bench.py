@@ -1,0 +1,197 @@
+"""The harness, reports and resnet-bench, on a small CIFAR model in ONNX Runtime and PyTorch (no timing assertions)."""
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import resnet
+from benchmark import LoopSettings, Session, TargetOptions, flops_per_image, open_target, run_benchmark, run_sessions
+from benchmark.cli import main
+from benchmark.report import CSV_COLUMNS, to_csv, to_markdown
+from deploy import OrtRuntime
+from deploy.torch_runtime import TorchCpuRuntime
+from export import export_onnx
+
+FAST = LoopSettings(warmup_iterations=1, warmup_seconds=None, iterations=4)
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bench")
+    model = resnet.create(20, "cifar10")
+    export_onnx(model, folder / "r20.onnx", validate=False)
+    export_onnx(model, folder / "r20_b8.onnx", batch=8, dynamic_batch=False, validate=False)
+    torch.save(model.state_dict(), folder / "r20.pth")
+    return folder
+
+
+def test_session_counts_iterations_and_throughput(cifar):
+    runtime = OrtRuntime(cifar / "r20.onnx", threads=1)
+    session = Session("r20", runtime, 3)
+    session.warm_up(FAST)
+    assert session.warmup_iterations == 1
+    (m,) = run_sessions([session], FAST)
+    assert m.iterations == 4 and m.latency.count == 4 and m.warmup_iterations == 1
+    assert m.images_per_second == pytest.approx(3 * 4 / m.seconds)
+    assert m.seconds == pytest.approx(sum(session.samples["latency"]) / 1e3)
+    assert m.h2d is None and m.compute is None  # CPU: no transfer split
+    assert len({x.tobytes() for x in session.inputs}) == len(session.inputs) and all(np.count_nonzero(x) for x in session.inputs)
+
+
+def test_duration_mode_runs_at_least_min_iterations(cifar):
+    runtime = OrtRuntime(cifar / "r20.onnx", threads=1)
+    (m,) = run_sessions([Session("r20", runtime, 1)], LoopSettings(warmup_seconds=0.0, duration=0.05, min_iterations=7))
+    assert m.iterations >= 7 and m.seconds >= 0.05
+
+
+def test_interleaved_targets_are_measured_alike(cifar):
+    options = TargetOptions(device="cpu", threads=1)
+    first = open_target(str(cifar / "r20.onnx"), options)
+    second = open_target("pytorch", options, like=first)
+    seen = []
+    run = run_benchmark([first, second], [1, 2], FAST, measure_peak=False,
+                        progress=lambda session, fraction: seen.append(session.label))
+    assert [(m.label, m.batch, m.iterations) for m in run.measurements] == [
+        (first.label, 1, 4), (second.label, 1, 4), (first.label, 2, 4), (second.label, 2, 4)]
+    # Interleaved: the two targets alternate, iteration by iteration.
+    assert seen[:4] == [first.label, second.label, first.label, second.label]
+    assert [(c.first, c.second, c.batch) for c in run.comparisons] == [(first.label, second.label, 1), (first.label, second.label, 2)]
+    m = run.measurements[0]
+    c = run.comparisons[0]
+    assert c.latency_ratio == pytest.approx(m.latency.median / run.measurements[1].latency.median)
+
+
+def test_flops_and_fraction_of_peak(cifar):
+    target = open_target(str(cifar / "r20.onnx"), TargetOptions(threads=1))
+    macs, _ = resnet.count_macs(resnet.create(20, "cifar10"), (1, 3, 32, 32))
+    assert flops_per_image(target.info) == 2 * macs
+    run = run_benchmark([target], [2], FAST, peak_tflops=0.5)
+    m = run.measurements[0]
+    assert m.achieved_tflops == pytest.approx(2 * macs * m.images_per_second / 1e12)
+    assert m.fraction_of_peak == pytest.approx(m.achieved_tflops / 0.5)
+    assert run.machine.peak_source == "--peak-tflops"
+
+
+def test_measured_peak_is_a_matmul_rate():
+    from benchmark.environment import measure_matmul_tflops
+
+    rate, how = measure_matmul_tflops("cpu", "fp32", size=256, repeats=1, threads=1)
+    assert rate > 0 and how == "matmul fp32 256x256 on cpu, 1 threads"
+
+
+def test_torch_cpu_runtime_computes_the_model(cifar):
+    model = resnet.create(20, "cifar10").eval()
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32), dtype=np.float32)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    assert np.allclose(TorchCpuRuntime(model).run(x), expected, atol=1e-5)
+    assert np.allclose(TorchCpuRuntime(model, channels_last=True).run(x), expected, atol=1e-4)
+    bf16 = TorchCpuRuntime(resnet.create(20, "cifar10").eval(), precision="bf16")
+    assert bf16.run(x).dtype == np.float32 and "bf16" in bf16.describe()
+
+
+def test_reports(cifar, tmp_path):
+    target = open_target(str(cifar / "r20.onnx"), TargetOptions(threads=1))
+    run = run_benchmark([target], [1, 4], FAST, peak_tflops=1.0)
+    data = json.loads(json.dumps(run.to_dict()))
+    assert set(data) == {"machine", "settings", "measurements", "comparisons"}
+    assert set(data["machine"]) >= {"cpu", "logical_cpus", "threads", "gpu", "driver", "versions", "peak_tflops", "peak_source"}
+    assert "onnxruntime" in data["machine"]["versions"] and "torch" in data["machine"]["versions"]
+    measurement = data["measurements"][0]
+    assert set(measurement["latency"]) == {"count", "min", "mean", "median", "p90", "p95", "p99", "max", "std"}
+    rows = list(csv.DictReader(io.StringIO(to_csv(run))))
+    assert list(rows[0]) == CSV_COLUMNS and [r["batch"] for r in rows] == ["1", "4"]
+    assert float(rows[1]["images_per_second"]) == pytest.approx(run.measurements[1].images_per_second)
+    markdown = to_markdown(run)
+    assert markdown.splitlines()[0].startswith("| target | batch | img/s") and markdown.count("r20.onnx") == 2
+
+
+def test_cli_writes_every_format(cifar, tmp_path):
+    result = CliRunner().invoke(main, [
+        str(cifar / "r20.onnx"), "--vs", "pytorch", "--device", "cpu", "--batch", "1,2", "--iterations", "3", "--warmup", "1",
+        "--threads", "1", "--no-peak", "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv"),
+        "--markdown", str(tmp_path / "r.md"), "--plot", str(tmp_path / "r.png")])
+    assert result.exit_code == 0, result.output
+    assert "r20.onnx (onnxruntime cpu)" in result.output and "resnet20_cifar10 (pytorch eager)" in result.output
+    assert "median latency" in result.output and "vs: " in result.output
+    assert len(json.loads((tmp_path / "r.json").read_text())["measurements"]) == 4
+    assert len((tmp_path / "r.csv").read_text().splitlines()) == 5
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "r.md").read_text().count("\n|") >= 5
+
+
+def test_cli_json_to_stdout_and_pytorch_sources(cifar):
+    result = CliRunner().invoke(main, ["--depth", "20", "--dataset", "cifar10", "--device", "cpu", "--iterations", "2",
+                                       "--warmup", "0", "--no-peak", "--json", "-"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["measurements"][0]["label"] == "resnet20_cifar10 (pytorch eager)"
+    result = CliRunner().invoke(main, [str(cifar / "r20.pth"), "--device", "cpu", "--iterations", "2", "--no-peak"])
+    assert result.exit_code == 0 and "r20.pth (pytorch eager)" in result.output
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["missing.onnx"], "model file missing.onnx does not exist"),
+        (["{folder}/r20.onnx", "--batch", "0"], "batch sizes are positive integers"),
+        (["{folder}/r20.onnx", "--batch", "one"], "batch sizes are positive integers"),
+        (["{folder}/r20_b8.onnx", "--batch", "4"], "batch 4 is outside what this onnxruntime model accepts (exactly 8)"),
+        (["{folder}/r20.onnx", "--no-data-transfers"], "--no-data-transfers applies to GPU runtimes"),
+        (["{folder}/r20.onnx", "--warmup", "soon"], "warm-up is a number of iterations"),
+        (["{folder}/r20.pth.txt"], "does not exist"),
+        (["pytorch"], "'pytorch' compares with the PyTorch model of the other target"),
+        ([], "name a model file"),
+    ],
+)
+def test_bad_input_is_one_sentence_and_exit_2(args, message, cifar):
+    result = CliRunner().invoke(main, [a.format(folder=cifar) for a in args] + ["--iterations", "1", "--no-peak"])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("resnet-bench: ") and message in line
+
+
+def test_corrupt_unknown_and_foreign_files(cifar, tmp_path):
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    (tmp_path / "m.tflite").write_bytes(b"x")
+    (tmp_path / "e.plan").write_bytes(b"serialized engine")
+    for name, message in [("bad.onnx", "ONNX Runtime cannot load"), ("m.tflite", "cannot tell the backend of m.tflite")]:
+        result = CliRunner().invoke(main, [str(tmp_path / name), "--no-peak"])
+        assert result.exit_code == 2 and message in result.output
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        result = CliRunner().invoke(main, [str(tmp_path / "e.plan"), "--no-peak"])
+        assert result.exit_code == 2 and "pip install '.[gpu]'" in result.output
+
+
+def test_provider_that_is_not_installed(cifar):
+    from deploy import available_ort_providers
+
+    if "cuda" in available_ort_providers():
+        pytest.skip("onnxruntime-gpu is installed here")
+    result = CliRunner().invoke(main, [str(cifar / "r20.onnx"), "--provider", "cuda", "--no-peak"])
+    assert result.exit_code == 2 and "provider 'cuda' is not available here" in result.output
+
+
+def test_gpu_baseline_script_runs_on_the_cpu(tmp_path):
+    from benchmark.gpu_baselines import main as baselines
+
+    assert baselines(["--device", "cpu", "--depth", "20", "--dataset", "cifar10", "--batches", "1,2", "--precisions", "fp32",
+                      "--duration", "0.02", "--warmup", "0", "--peak-tflops", "0.1", "--output-dir", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "gpu-baselines-cpu.json").read_text())
+    assert len(data["runs"]) == 2 and data["card"] == "cpu"
+    assert all(m["fraction_of_peak"] > 0 for run in data["runs"] for m in run["measurements"])
+    assert "channels-last" in (tmp_path / "gpu-baselines-cpu.md").read_text()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_harness_splits_transfers_and_compute():
+    target = open_target(None, TargetOptions(device="cuda", cuda_graphs=True), model_args={"depth": 20, "dataset": "cifar10"})
+    run = run_benchmark([target], [8], FAST, measure_peak=False)
+    m = run.measurements[0]
+    assert m.h2d.median > 0 and m.compute.median > 0 and m.d2h.median > 0 and m.enqueue.median > 0
+    assert m.latency.median >= m.compute.median
