@@ -7,7 +7,7 @@ import time
 
 import click
 
-from deploy.cli_common import ToolkitCommand, write_json
+from deploy.cli_common import ToolkitCommand, parse_ints
 from resnet.registry import DATASETS
 
 from .harness import LoopSettings
@@ -18,8 +18,8 @@ from .targets import TargetOptions, open_target
 
 def parse_batches(text: str) -> list[int]:
     try:
-        batches = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
+        batches = parse_ints(text, "--batch")
+    except click.BadParameter:
         batches = []
     if not batches or min(batches) < 1:
         raise click.BadParameter(f"batch sizes are positive integers separated by commas, e.g. 1,8,32 (got {text!r})")

@@ -96,3 +96,11 @@ def progress_printer(enabled: bool):
     if not enabled or not sys.stderr.isatty():
         return None
     return lambda message: click.echo(f"  ... {message}", err=True)
+
+
+def parse_ints(text: str, what: str) -> list[int]:
+    """`"8,32"` -> [8, 32]; a `click.BadParameter` naming `what` otherwise."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{what} takes comma-separated integers, got {text!r}") from None

@@ -35,7 +35,7 @@ def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Modul
     return model
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def bn_randomizer():
     return randomize_batchnorm
 

@@ -1,0 +1,207 @@
+"""Deployment bundles: one self-contained folder to copy onto a board.
+
+    DIR/
+      model.onnx          the model (the engine is built from it on the board)
+      model.plan          optional: a prebuilt engine, only for a board identical to the builder
+      model.plan.json     its manifest
+      labels.txt          optional: one class name per line
+      manifest.json       input spec, precision, inputs/outputs, versions, SHA-256 of every file
+      README.md           how to build the engine on the board and run predictions
+
+Opening a bundle verifies every checksum; a missing, truncated or altered file is refused with
+a sentence naming it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+from resnet.errors import ToolkitError
+
+from .artifact import ModelInfo, read_onnx_info
+from .errors import ArtifactError
+from .files import sha256_file, staging_folder
+from .manifest import manifest_path, read_manifest
+
+BUNDLE_FORMAT = "resnet-bundle/1"
+ONNX_NAME, ENGINE_NAME, LABELS_NAME, MANIFEST_NAME, README_NAME = "model.onnx", "model.plan", "labels.txt", "manifest.json", "README.md"
+
+
+@dataclass
+class Bundle:
+    """An opened (and verified) bundle folder."""
+
+    folder: Path
+    manifest: dict
+    info: ModelInfo
+    onnx: Path
+    engine: Path | None
+    labels: list[str] | None
+
+    @classmethod
+    def open(cls, folder: str | Path) -> "Bundle":
+        """Read `manifest.json` and verify the checksum of every file it lists."""
+        folder = Path(folder)
+        manifest_file = folder / MANIFEST_NAME
+        if not manifest_file.is_file():
+            raise ArtifactError(f"{folder} is not a bundle (no {MANIFEST_NAME}); make one with resnet-deploy bundle")
+        try:
+            manifest = json.loads(manifest_file.read_text())
+            files = manifest["files"]
+            info = ModelInfo.from_dict(manifest["model"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ArtifactError(f"{manifest_file} is not a readable bundle manifest ({error})") from None
+        if manifest.get("format") != BUNDLE_FORMAT:
+            raise ArtifactError(f"{manifest_file} has format {manifest.get('format')!r}; this toolkit reads {BUNDLE_FORMAT!r}")
+        for name, entry in files.items():
+            path = folder / name
+            if Path(name).name != name:
+                raise ArtifactError(f"{manifest_file} lists {name!r}, which is not a file of the bundle folder")
+            if not path.is_file():
+                raise ArtifactError(f"bundle file {path} is missing")
+            if path.stat().st_size != entry["bytes"]:
+                raise ArtifactError(f"bundle file {path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}: truncated or replaced")
+            if sha256_file(path) != entry["sha256"]:
+                raise ArtifactError(f"bundle file {path} does not match its checksum in {MANIFEST_NAME}: altered or corrupt")
+        if ONNX_NAME not in files:
+            raise ArtifactError(f"{manifest_file} lists no {ONNX_NAME}")
+        labels = None
+        if LABELS_NAME in files:
+            from .predictor import read_labels
+
+            labels = read_labels(folder / LABELS_NAME)
+        engine = folder / ENGINE_NAME if ENGINE_NAME in files else None
+        return cls(folder, manifest, info, folder / ONNX_NAME, engine, labels)
+
+
+def _readme(info: ModelInfo, has_engine: bool, has_labels: bool, engine_env: dict | None) -> str:
+    spec = info.input_spec
+    prebuilt = ""
+    if has_engine:
+        prebuilt = (f"\n`{ENGINE_NAME}` was built on {engine_env.get('gpu_name')} (compute capability "
+                    f"{engine_env.get('compute_capability')}) with TensorRT {engine_env.get('tensorrt_version')}. It runs only on "
+                    "the same GPU architecture and TensorRT release; anywhere else the loader refuses it and says so. "
+                    "On any other board, build the engine there (step 2) and it replaces this one.\n")
+    return f"""# {info.name} deployment bundle
+
+{info.name}: ResNet-{info.depth} for {info.dataset} ({info.num_classes} classes), {info.precision.upper()} graph,
+input `[N, {spec.channels}, {spec.height}, {spec.width}]` ({info.io_dtype}), normalised with mean {list(spec.mean)} and std
+{list(spec.std)}{f', after resizing the shorter side to {spec.resize} and centre-cropping' if spec.resize else ', after resizing the image'}.
+The toolkit reads all of this from `{MANIFEST_NAME}`; nothing needs to be repeated on the command line.
+{prebuilt}
+## On the board (e.g. a Jetson with JetPack)
+
+1. Install the toolkit where JetPack's TensorRT is visible:
+
+       python3 -m venv --system-site-packages .venv && . .venv/bin/activate
+       pip install 'resnet-deploy-toolkit[images]'    # or: pip install -e '.[images]' from a checkout
+
+2. Build the engine **on the board itself**: engines are tied to the GPU and the TensorRT
+   release that built them.
+
+       resnet-build {ONNX_NAME} -o {ENGINE_NAME} --max-batch 8
+       resnet-deploy bundle {ONNX_NAME} --engine {ENGINE_NAME} -o ../{info.name}-board{' --labels ' + LABELS_NAME if has_labels else ''}
+
+   (The second command writes a new bundle with the engine and fresh checksums.)
+
+3. Run predictions:
+
+       resnet-deploy predict . image.jpg other.png --top-k 5
+
+   It uses the engine when TensorRT and a compatible GPU are present, else ONNX Runtime.
+
+Every file is listed in `{MANIFEST_NAME}` with its SHA-256; a file changed after the bundle was
+written is refused when the bundle is opened.
+"""
+
+
+def write_bundle(model: str | Path, output: str | Path, *, engine: str | Path | None = None,
+                 labels: str | Path | Sequence[str] | None = None, force: bool = False) -> Bundle:
+    """Write a bundle folder for an ONNX file (and optionally its engine and labels).
+
+    The folder is assembled beside `output` and renamed into place at the end, so an
+    interrupted run leaves no half-written bundle. An existing `output` is refused unless
+    `force`, which replaces it only once the new bundle is complete.
+    """
+    model, output = Path(model), Path(output)
+    if model.suffix.lower() in (".plan", ".engine"):
+        raise ToolkitError(f"{model.name} is an engine; a bundle is made from the ONNX file (add the engine with --engine)")
+    info = read_onnx_info(model)
+    if info is None:
+        raise ArtifactError(f"{model} carries no resnet-export metadata; export it with resnet-export")
+    if output.exists() and not force:
+        raise ToolkitError(f"{output} already exists; choose another folder or pass --force to replace it")
+    parent = output.parent if str(output.parent) else Path(".")
+    if not parent.is_dir():
+        raise ToolkitError(f"cannot write {output}: folder {parent} does not exist")
+    engine_manifest = None
+    if engine is not None:
+        engine = Path(engine)
+        if not engine.is_file():
+            raise ArtifactError(f"engine file {engine} does not exist")
+        engine_manifest = read_manifest(engine)
+        if engine_manifest is None:
+            raise ArtifactError(f"engine {engine} has no manifest ({manifest_path(engine).name}); build it with resnet-build")
+        if engine_manifest.source_onnx.get("sha256") != sha256_file(model):
+            raise ArtifactError(f"engine {engine.name} was built from another ONNX file than {model.name}; rebuild it from this one")
+    label_list = None
+    if labels is not None:
+        from .predictor import read_labels
+
+        label_list = read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
+        if len(label_list) != info.num_classes:
+            raise ArtifactError(f"{len(label_list)} labels for a model with {info.num_classes} classes")
+
+    with staging_folder(parent) as stage:
+        folder = stage / "bundle"
+        folder.mkdir()
+        shutil.copyfile(model, folder / ONNX_NAME)
+        if engine is not None:
+            shutil.copyfile(engine, folder / ENGINE_NAME)
+            shutil.copyfile(manifest_path(engine), folder / (ENGINE_NAME + ".json"))
+            _retarget_engine_manifest(folder / (ENGINE_NAME + ".json"))
+        if label_list is not None:
+            (folder / LABELS_NAME).write_text("\n".join(label_list) + "\n", encoding="utf-8")
+        environment = engine_manifest.to_dict()["environment"] if engine_manifest else None
+        (folder / README_NAME).write_text(_readme(info, engine is not None, label_list is not None, environment), encoding="utf-8")
+        import resnet
+
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "model": info.to_dict(),
+            "precision": info.precision,
+            "io": {"input": {"name": "input", "dtype": info.io_dtype, "shape": ["batch", info.input_spec.channels, info.input_spec.height, info.input_spec.width]},
+                   "output": {"name": "logits", "dtype": info.io_dtype, "shape": ["batch", info.num_classes]}},
+            "engine": environment,
+            "versions": {"resnet-deploy-toolkit": resnet.__version__, **info.producer},
+            "files": {
+                p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                for p in sorted(folder.iterdir())
+            },
+        }
+        (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        for path in folder.iterdir():
+            with open(path, "rb") as written:
+                os.fsync(written.fileno())
+        _move_into_place(folder, output, stage)
+    return Bundle.open(output)
+
+
+def _retarget_engine_manifest(path: Path) -> None:
+    """The copied engine manifest names the engine by its bundle file name."""
+    data = json.loads(path.read_text())
+    data["engine_file"] = ENGINE_NAME
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _move_into_place(folder: Path, output: Path, stage: Path) -> None:
+    if output.exists():  # --force: the old bundle goes only once the new one is complete
+        old = stage / "previous"
+        os.replace(output, old)
+    os.replace(folder, output)

@@ -1,0 +1,114 @@
+"""`resnet-deploy`: predictions on images, deployment bundles, Triton model repositories."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .bundle import write_bundle
+from .cli_common import ToolkitGroup, parse_ints
+from .predictor import Predictor
+from .preprocess import ImageError
+from .triton import default_model_name, write_triton_model
+
+
+@click.group("resnet-deploy", cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Run exported models on images, package them for a board, or serve them with Triton.
+
+    \b
+    resnet-deploy predict resnet50.onnx cat.jpg dog.png
+    resnet-deploy bundle resnet50_fp16.onnx -o rn50-bundle --labels imagenet.txt
+    resnet-deploy triton resnet50.onnx --repository models --name resnet50 --max-batch 64
+    """
+
+
+@main.command("predict")
+@click.argument("model", type=click.Path())
+@click.argument("images", nargs=-1, required=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--labels", type=click.Path(dir_okay=False), default=None, help="Class names, one per line. [default: the bundle's]")
+@click.option("--backend", type=click.Choice(["tensorrt", "onnxruntime"]), default=None,
+              help="Force a backend. [default: a bundle's engine when TensorRT and a compatible GPU are here, else ONNX Runtime]")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="ONNX Runtime device. [default: cuda when onnxruntime-gpu is installed]")
+@click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
+def predict(model, images, top_k, labels, backend, device, as_json) -> int:
+    """Top-k classes of each IMAGE, from an ONNX file, an engine or a bundle folder.
+
+    An image that can't be read is reported by name; the others still get their predictions,
+    and the exit status is 1. Bad arguments (a missing model, a bad bundle) exit 2.
+    """
+    with Predictor(model, backend=backend, device=device, labels=labels) as predictor:
+        arrays, sources, results = [], [], {}
+        for image in images:
+            try:
+                arrays.append(predictor.preprocess(image))
+                sources.append(image)
+            except ImageError as error:
+                results[image] = {"source": image, "error": str(error)}
+        if arrays:
+            import numpy as np
+
+            for prediction in predictor.predict_arrays(np.stack(arrays), top_k=top_k, sources=sources):
+                results[prediction.source] = prediction.to_dict()
+        backend_description = predictor.backend
+    ordered = [results[image] for image in dict.fromkeys(images)]
+    failed = [r for r in ordered if "error" in r]
+    if as_json:
+        click.echo(json.dumps({"backend": backend_description, "predictions": ordered}, indent=2))
+    else:
+        click.echo(f"# {backend_description}")
+        for result in ordered:
+            if "error" in result:
+                click.echo(f"{result['source']}: error: {result['error']}")
+                continue
+            names = result["labels"] or [""] * len(result["indices"])
+            ranked = ", ".join(f"{name + ' ' if name else ''}[{index}] {score:.3f}"
+                               for name, index, score in zip(names, result["indices"], result["scores"]))
+            click.echo(f"{result['source']}: {ranked}")
+    if failed:
+        click.echo(f"resnet-deploy: {len(failed)} of {len(ordered)} images could not be read", err=True)
+        return 1
+    return 0
+
+
+@main.command("bundle")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", type=click.Path(file_okay=False), required=True, help="The bundle folder to write.")
+@click.option("--engine", type=click.Path(dir_okay=False), default=None, help="A prebuilt engine of this ONNX file (with its manifest).")
+@click.option("--labels", type=click.Path(dir_okay=False), default=None, help="Class names, one per line.")
+@click.option("--force", is_flag=True, help="Replace an existing folder (only once the new bundle is complete).")
+def bundle(model, output, engine, labels, force) -> int:
+    """Write a self-contained bundle folder for a board: model, manifest with checksums, README."""
+    written = write_bundle(model, output, engine=engine, labels=labels, force=force)
+    files = ", ".join(sorted(written.manifest["files"]))
+    click.echo(f"{written.folder}: {written.info.name} ({written.info.precision}) bundle with {files}")
+    click.echo(f"  on the board: resnet-build {written.folder}/model.onnx; resnet-deploy predict {written.folder} IMAGE")
+    return 0
+
+
+@main.command("triton")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--repository", type=click.Path(file_okay=False), required=True, help="Model repository folder (created if missing).")
+@click.option("--name", default=None, help="Model name in Triton. [default: the model's name]")
+@click.option("--max-batch", type=int, default=None, help="max_batch_size. [default: the engine's profile maximum, or 64]")
+@click.option("--instances", type=int, default=1, show_default=True, help="Model instances (per GPU).")
+@click.option("--preferred-batch", default=None, help="Preferred batch sizes of the dynamic batcher, e.g. 8,32.")
+@click.option("--max-queue-delay-us", type=int, default=100, show_default=True, help="How long the batcher may wait to fill a batch.")
+@click.option("--cpu", is_flag=True, help="Instances on the CPU (ONNX only) instead of the GPU.")
+@click.option("--labels", type=click.Path(dir_okay=False), default=None, help="Class names for Triton's classification extension.")
+@click.option("--force", is_flag=True, help="Replace an existing model folder of that name.")
+def triton(model, repository, name, max_batch, instances, preferred_batch, max_queue_delay_us, cpu, labels, force) -> int:
+    """Write REPOSITORY/NAME/config.pbtxt and REPOSITORY/NAME/1/model.onnx (or model.plan)."""
+    preferred = parse_ints(preferred_batch, "--preferred-batch") if preferred_batch else []
+    name = name or default_model_name(model)
+    target = write_triton_model(model, repository, name, labels=labels, force=force, max_batch=max_batch, instances=instances,
+                                preferred_batch=preferred, max_queue_delay_us=max_queue_delay_us,
+                                kind="KIND_CPU" if cpu else "KIND_GPU")
+    click.echo(f"{target}: " + ", ".join(sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())))
+    click.echo(f"  serve it: tritonserver --model-repository {target.parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    main()

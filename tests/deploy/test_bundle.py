@@ -1,0 +1,101 @@
+"""Bundles: round trip, checksums, tampering, atomic replacement."""
+import json
+
+import pytest
+
+from deploy import ArtifactError
+from deploy.bundle import Bundle, write_bundle
+from deploy.files import sha256_file
+from deploy.manifest import write_manifest
+from deploy.predictor import Predictor
+from resnet import ToolkitError
+
+LABELS = [f"class-{i}" for i in range(10)]
+
+
+@pytest.fixture
+def bundle(models, tmp_path):
+    return write_bundle(models["files"]["cifar_fp16"], tmp_path / "bundle", labels=LABELS)
+
+
+def test_round_trip(bundle, models, images):
+    folder = bundle.folder
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "labels.txt", "manifest.json", "model.onnx"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["format"] == "resnet-bundle/1" and manifest["precision"] == "fp16"
+    assert manifest["model"]["input_spec"]["height"] == 32 and manifest["model"]["name"] == "resnet20_cifar10"
+    assert manifest["io"]["input"] == {"name": "input", "dtype": "fp32", "shape": ["batch", 3, 32, 32]}
+    assert set(manifest["files"]) == {"README.md", "labels.txt", "model.onnx"}
+    for name, entry in manifest["files"].items():
+        assert entry["sha256"] == sha256_file(folder / name) and entry["bytes"] == (folder / name).stat().st_size
+    assert (folder / "model.onnx").read_bytes() == models["files"]["cifar_fp16"].read_bytes()
+    readme = (folder / "README.md").read_text()
+    assert "resnet-build model.onnx" in readme and "on the board itself" in readme and "resnet-deploy predict" in readme
+    reopened = Bundle.open(folder)
+    assert reopened.labels == LABELS and reopened.engine is None and reopened.info.precision == "fp16"
+    with Predictor(folder) as predictor:
+        (p,) = predictor.predict([images["red"]], top_k=3)
+    assert p.labels == [LABELS[i] for i in p.indices]
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "labels.txt", "README.md"])
+def test_an_altered_file_is_refused_by_name(bundle, name):
+    path = bundle.folder / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=f"bundle file .*{name} does not match its checksum"):
+        Bundle.open(bundle.folder)
+
+
+def test_truncated_and_missing_files(bundle):
+    model = bundle.folder / "model.onnx"
+    model.write_bytes(model.read_bytes()[:1000])
+    with pytest.raises(ArtifactError, match="model.onnx has 1000 bytes, the manifest says .*truncated or replaced"):
+        Bundle.open(bundle.folder)
+    model.unlink()
+    with pytest.raises(ArtifactError, match="model.onnx is missing"):
+        Predictor(bundle.folder)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(ArtifactError, match="is not a bundle"):
+        Bundle.open(tmp_path)
+
+
+def test_existing_folder_is_kept_unless_forced(bundle, models):
+    with pytest.raises(ToolkitError, match="already exists; choose another folder or pass --force"):
+        write_bundle(models["files"]["cifar"], bundle.folder)
+    assert Bundle.open(bundle.folder).info.precision == "fp16"
+    replaced = write_bundle(models["files"]["cifar"], bundle.folder, force=True)
+    assert replaced.info.precision == "fp32" and not (bundle.folder / "labels.txt").exists()
+    assert sorted(p.name for p in bundle.folder.parent.iterdir()) == ["bundle"]  # no staging left behind
+
+
+def test_bad_sources(models, tmp_path, engine_manifest):
+    with pytest.raises(ArtifactError, match="3 labels for a model with 10 classes"):
+        write_bundle(models["files"]["cifar"], tmp_path / "b", labels=["a", "b", "c"])
+    engine = tmp_path / "m.plan"
+    engine.write_bytes(b"engine bytes")
+    with pytest.raises(ToolkitError, match="m.plan is an engine; a bundle is made from the ONNX file"):
+        write_bundle(engine, tmp_path / "b")
+    with pytest.raises(ArtifactError, match="has no manifest"):
+        write_bundle(models["files"]["cifar"], tmp_path / "b", engine=engine)
+    write_manifest(engine_manifest(), engine)  # built from "another" ONNX (its sha256 is not this file's)
+    with pytest.raises(ArtifactError, match="was built from another ONNX file than r20.onnx"):
+        write_bundle(models["files"]["cifar"], tmp_path / "b", engine=engine)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.plan", "m.plan.json"]
+
+
+def test_engine_goes_in_with_its_manifest(models, tmp_path, engine_manifest):
+    import hashlib
+
+    engine = tmp_path / "m.plan"
+    engine.write_bytes(b"engine bytes")
+    write_manifest(engine_manifest(engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(),
+                                   source_onnx={"file": "r20_fp16.onnx", "sha256": sha256_file(models["files"]["cifar_fp16"])}), engine)
+    written = write_bundle(models["files"]["cifar_fp16"], tmp_path / "b", engine=engine)
+    assert written.engine == tmp_path / "b" / "model.plan"
+    assert json.loads((tmp_path / "b" / "model.plan.json").read_text())["engine_file"] == "model.plan"
+    assert "NVIDIA H100 80GB HBM3" in (tmp_path / "b" / "README.md").read_text()
+    assert set(written.manifest["files"]) == {"README.md", "model.onnx", "model.plan", "model.plan.json"}

@@ -1,0 +1,90 @@
+"""`resnet-deploy` through click's runner."""
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from deploy.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_predict_prints_each_image(models, images):
+    result = run("predict", models["files"]["cifar"], images["red"], images["gray"], "--top-k", 2)
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("# onnxruntime on cpu") and len(lines) == 3
+    assert lines[1].startswith(f"{images['red']}: [")
+
+
+def test_predict_carries_on_past_a_bad_image(models, images):
+    result = run("predict", models["files"]["cifar"], images["red"], images["not_an_image_jpg"], images["rgba"], "--json")
+    assert result.exit_code == 1
+    data = json.loads(result.output[: result.output.rindex("}") + 1])
+    sources = [p["source"] for p in data["predictions"]]
+    assert sources == [str(images["red"]), str(images["not_an_image_jpg"]), str(images["rgba"])]
+    assert "error" in data["predictions"][1] and "not a readable image" in data["predictions"][1]["error"]
+    assert len(data["predictions"][0]["indices"]) == 5 and "resnet-deploy: 1 of 3 images could not be read" in result.output
+
+
+def test_export_to_predict_and_triton_in_three_commands(tmp_path, images, monkeypatch):
+    from export.cli import main as export_main
+
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(export_main, ["--depth", "20", "--dataset", "cifar10"]).exit_code == 0
+    result = run("predict", "resnet20_cifar10.onnx", images["red"])
+    assert result.exit_code == 0 and str(images["red"]) in result.output
+    result = run("triton", "resnet20_cifar10.onnx", "--repository", "models", "--max-batch", 16)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "models" / "resnet20_cifar10" / "config.pbtxt").is_file()
+    assert (tmp_path / "models" / "resnet20_cifar10" / "1" / "model.onnx").is_file()
+
+
+def test_bundle_then_predict_with_labels(models, images, tmp_path):
+    (tmp_path / "labels.txt").write_text("\n".join(f"thing{i}" for i in range(10)))
+    result = run("bundle", models["files"]["cifar"], "-o", tmp_path / "b", "--labels", tmp_path / "labels.txt")
+    assert result.exit_code == 0, result.output
+    result = run("predict", tmp_path / "b", images["red"], "--top-k", 1)
+    assert result.exit_code == 0 and "thing" in result.output
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["predict", "{tmp}/missing.onnx", "x.png"], "does not exist"),
+        (["predict", "{cifar}"], "Missing argument 'IMAGES...'"),
+        (["bundle", "{cifar}", "-o", "{tmp}/no/such/parent/b"], "does not exist"),
+        (["triton", "{cifar}", "--repository", "{tmp}/repo", "--name", "a/b"], "must be letters, digits"),
+        (["triton", "{cifar}", "--repository", "{tmp}/repo", "--preferred-batch", "x"], "--preferred-batch takes comma-separated integers"),
+        (["predict", "{cifar}", "x.png", "--backend", "tensorrt"], "is not an engine"),
+        (["nonsense"], "No such command 'nonsense'"),
+    ],
+)
+def test_bad_input_is_one_sentence_and_exit_2(args, message, models, tmp_path):
+    args = [a.format(tmp=tmp_path, cifar=models["files"]["cifar"]) for a in args]
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("resnet-deploy: ") and message in line
+
+
+def test_tampered_bundle_exit_2(models, images, tmp_path):
+    assert run("bundle", models["files"]["cifar"], "-o", tmp_path / "b").exit_code == 0
+    model = tmp_path / "b" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:-10] + b"0123456789")
+    result = run("predict", tmp_path / "b", images["red"])
+    assert result.exit_code == 2 and "does not match its checksum" in result.output
+
+
+def test_max_batch_above_the_engines_profile_exit_2(engine_manifest, tmp_path, models):
+    import hashlib
+
+    from deploy.manifest import Profile, write_manifest
+
+    engine = tmp_path / "e.plan"
+    engine.write_bytes(b"x")
+    write_manifest(engine_manifest(engine_sha256=hashlib.sha256(b"x").hexdigest(), profile=Profile(1, 8, 16)), engine)
+    result = run("triton", engine, "--repository", tmp_path / "repo", "--max-batch", 64)
+    assert result.exit_code == 2 and "above engine e.plan's profile maximum 16" in result.output
