@@ -1,10 +1,15 @@
-"""Running artifacts: one runtime interface, the artifact metadata, atomic files.
+"""Running artifacts: one runtime interface (ONNX Runtime, TensorRT, PyTorch), the Predictor,
+bundles, Triton repositories, the artifact metadata and engine manifests, atomic files.
 
 Imports `resnet` only (DESIGN.md). Optional dependencies (onnxruntime, tensorrt, PIL) are
 imported inside the functions that need them.
 """
 from .artifact import ModelInfo, read_onnx_info
 from .errors import ArtifactError, MissingDependencyError
-from .runtime import OrtRuntime, Runtime, available_ort_providers
+from .predictor import Prediction, Predictor
+from .runtime import DeviceRuntime, OrtRuntime, Runtime, available_ort_providers
 
-__all__ = ["ArtifactError", "MissingDependencyError", "ModelInfo", "OrtRuntime", "Runtime", "available_ort_providers", "read_onnx_info"]
+__all__ = [
+    "ArtifactError", "DeviceRuntime", "MissingDependencyError", "ModelInfo", "OrtRuntime", "Prediction", "Predictor", "Runtime",
+    "available_ort_providers", "read_onnx_info",
+]

@@ -1,14 +1,15 @@
-"""Making artifacts: ONNX at an exact opset (FP32, FP16), the graph lint, validation.
+"""Making artifacts: ONNX at an exact opset (FP32, FP16), the graph lint, validation, TensorRT engines.
 
 Imports `resnet` and `deploy` (DESIGN.md).
 """
+from .engine import BuildReport, EngineBuildError, build_engine, resolve_profile
 from .lint import GraphContractError, LintReport, Violation, check_onnx, lint_onnx
 from .onnx_export import ExportReport, default_output, export_onnx
 from .onnx_graph import DEFAULT_OPSET, SUPPORTED_OPSETS, ExportError, fold_batchnorm, resnet_to_onnx
 from .validate import Thresholds, ValidationFailed, ValidationReport, compare_logits, validate_runtime
 
 __all__ = [
-    "DEFAULT_OPSET", "ExportError", "ExportReport", "GraphContractError", "LintReport", "SUPPORTED_OPSETS", "Thresholds",
+    "BuildReport", "EngineBuildError", "build_engine", "resolve_profile", "DEFAULT_OPSET", "ExportError", "ExportReport", "GraphContractError", "LintReport", "SUPPORTED_OPSETS", "Thresholds",
     "ValidationFailed", "ValidationReport", "Violation", "check_onnx", "compare_logits", "default_output", "export_onnx",
     "fold_batchnorm", "lint_onnx", "resnet_to_onnx", "validate_runtime",
 ]
