@@ -35,6 +35,12 @@ def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Modul
     return model
 
 
+@pytest.fixture(autouse=True)
+def seeded():
+    """Every test starts from the same random state, so a failure reproduces."""
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session")
 def bn_randomizer():
     return randomize_batchnorm

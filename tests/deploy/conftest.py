@@ -1,6 +1,7 @@
 """Images written by the tests themselves (Pillow), and small exported models."""
 import numpy as np
 import pytest
+import torch
 
 import resnet
 from export import export_onnx
@@ -32,6 +33,7 @@ def images(tmp_path_factory):
 @pytest.fixture(scope="session")
 def models(tmp_path_factory, bn_randomizer):
     folder = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
     cifar = bn_randomizer(resnet.create(20, "cifar10")).eval()
     imagenet = bn_randomizer(resnet.create(18, num_classes=10)).eval()
     files = {

@@ -43,13 +43,18 @@ def test_fixed_batch_models_pad_the_last_chunk(models, images):
 
 
 def test_fp16_files_predict_like_fp32(models, images):
-    paths = [images["red"], images["gradient"]]
+    # Compare whole probability vectors: with random weights two classes can be nearly tied,
+    # and FP16 rounding may legitimately swap them.
+    def probabilities(predictions):
+        return np.array([[dict(zip(p.indices, p.scores))[i] for i in range(10)] for p in predictions])
+
+    paths = [images["red"], images["gradient"], images["rgba"]]
     with Predictor(models["files"]["cifar"]) as fp32:
-        expected = fp32.predict(paths)
+        expected = probabilities(fp32.predict(paths, top_k=10))
     for kind in ("cifar_fp16", "cifar_fp16_io"):
         with Predictor(models["files"][kind]) as fp16:
-            got = fp16.predict(paths)
-        assert [p.indices[0] for p in got] == [p.indices[0] for p in expected]
+            got = probabilities(fp16.predict(paths, top_k=10))
+        assert np.abs(got - expected).max() < 0.01 and not np.array_equal(got, expected)
 
 
 def test_labels_from_a_list_or_a_file(models, images, tmp_path):
