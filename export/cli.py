@@ -13,7 +13,7 @@ from resnet.spec import DATASET_INPUTS
 from .engine import OPT_LEVELS, BuildReport, build_engine
 from .onnx_export import ExportReport, export_onnx
 from .onnx_graph import DEFAULT_OPSET, SUPPORTED_OPSETS
-from .validate import Thresholds, ValidationFailed
+from .validate import Thresholds, ValidationFailed, ValidationReport
 
 _RANGE = f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}"
 
@@ -73,11 +73,7 @@ def main(depth, dataset, shortcut, num_classes, weights, input_size, mean, std, 
             validate=validate, thresholds=thresholds, threads=threads, progress=progress_printer(not quiet),
         )
     except ValidationFailed as failed:
-        if json_path:
-            write_json(json_path, {"passed": False, "validation": failed.report.to_dict()})
-        click.echo(f"resnet-export: {failed}", err=True)
-        click.echo(f"  {failed.report.summary()}", err=True)
-        return 1
+        return report_failure("resnet-export", failed, json_path)
     build = None
     if engine:
         try:
@@ -85,8 +81,7 @@ def main(depth, dataset, shortcut, num_classes, weights, input_size, mean, std, 
                                  thresholds=thresholds, progress=progress_printer(not quiet))
         except ValidationFailed as failed:
             click.echo(format_report(report), err=quiet)
-            click.echo(f"resnet-export: {failed}", err=True)
-            return 1
+            return report_failure("resnet-export", failed, json_path)
     if json_path:
         write_json(json_path, report.to_dict() if build is None else {**report.to_dict(), "engine": build.to_dict()})
     if not quiet:
@@ -94,6 +89,23 @@ def main(depth, dataset, shortcut, num_classes, weights, input_size, mean, std, 
         if build is not None:
             click.echo(format_build_report(build))
     return 0
+
+
+def validation_lines(validation: ValidationReport | None) -> list[str]:
+    """The report lines of a passed validation (or of a skipped one)."""
+    if validation is None:
+        return ["  validation  skipped (--no-validate)"]
+    checks = ", ".join(f"{c.name} {c.value:.6g} {c.relation} {c.limit:g}" for c in validation.checks)
+    return [f"  validation  passed ({checks}) against {validation.reference}", f"              {validation.summary()}"]
+
+
+def report_failure(prog: str, failed: ValidationFailed, json_path: str | None) -> int:
+    """Say which figure failed (and write it as JSON when asked); the exit status is 1."""
+    if json_path:
+        write_json(json_path, {"passed": False, "validation": failed.report.to_dict()})
+    click.echo(f"{prog}: {failed}", err=True)
+    click.echo(f"  {failed.report.summary()}", err=True)
+    return 1
 
 
 def format_report(report: ExportReport) -> str:
@@ -113,13 +125,7 @@ def format_report(report: ExportReport) -> str:
         f"  nodes       {sum(report.op_counts.values())}: " + ", ".join(f"{op} {n}" for op, n in report.op_counts.items()),
         f"  lint        passed ({len(report.lint.rules)} rules of the graph contract)",
     ]
-    if report.validation is not None:
-        v = report.validation
-        checks = ", ".join(f"{c.name} {c.value:.3g} {c.relation} {c.limit:g}" for c in v.checks)
-        lines.append(f"  validation  passed ({checks}) against {v.reference}")
-        lines.append(f"              {v.summary()}")
-    else:
-        lines.append("  validation  skipped (--no-validate)")
+    lines += validation_lines(report.validation)
     t = report.timings
     parts = [f"{name[:-2]} {t[name]:.2f}s" for name in ("build_s", "lint_s", "write_s", "validate_s") if name in t]
     lines.append(f"  time        {', '.join(parts)}; total {t['total_s']:.2f}s")
@@ -166,11 +172,7 @@ def build_main(onnx_file, output, precision, min_batch, opt_batch, max_batch, wo
             reference=reference, thresholds=thresholds, progress=progress_printer(not quiet),
         )
     except ValidationFailed as failed:
-        if json_path:
-            write_json(json_path, {"passed": False, "validation": failed.report.to_dict()})
-        click.echo(f"resnet-build: {failed}", err=True)
-        click.echo(f"  {failed.report.summary()}", err=True)
-        return 1
+        return report_failure("resnet-build", failed, json_path)
     if json_path:
         write_json(json_path, report.to_dict())
     if not quiet:
@@ -190,13 +192,7 @@ def format_build_report(report: BuildReport) -> str:
         f"  output      {m.outputs[0].name} {m.outputs[0].dtype} {m.outputs[0].shape}",
         f"  manifest    {report.manifest_file}",
     ]
-    if report.validation is not None:
-        v = report.validation
-        checks = ", ".join(f"{c.name} {c.value:.6g} {c.relation} {c.limit:g}" for c in v.checks)
-        lines.append(f"  validation  passed ({checks}) against {v.reference}")
-        lines.append(f"              {v.summary()}")
-    else:
-        lines.append("  validation  skipped (--no-validate)")
+    lines += validation_lines(report.validation)
     lines.extend(f"  warning     {w}" for w in report.warnings)
     t = report.timings
     lines.append(f"  time        build {t['build_s']:.1f}s" + (f", validate {t['validate_s']:.1f}s" if "validate_s" in t else "") + f"; total {t['total_s']:.1f}s")
