@@ -34,7 +34,7 @@ class _OneLineErrors:
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
         except click.Abort:
-            _one_line(prog, "interrupted; nothing was written")
+            _one_line(prog, "interrupted (files are only ever written complete, so nothing half-written was left)")
             sys.exit(130)
         except click.ClickException as error:
             _one_line(prog, error.format_message())

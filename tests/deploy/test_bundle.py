@@ -99,3 +99,23 @@ def test_engine_goes_in_with_its_manifest(models, tmp_path, engine_manifest):
     assert json.loads((tmp_path / "b" / "model.plan.json").read_text())["engine_file"] == "model.plan"
     assert "NVIDIA H100 80GB HBM3" in (tmp_path / "b" / "README.md").read_text()
     assert set(written.manifest["files"]) == {"README.md", "model.onnx", "model.plan", "model.plan.json"}
+
+
+def test_a_bundle_engine_that_cannot_run_here_falls_back_to_onnx_runtime(models, tmp_path, engine_manifest, images):
+    import hashlib
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("checks the fallback on a machine without TensorRT")
+    from deploy import MissingDependencyError
+
+    engine = tmp_path / "m.plan"
+    engine.write_bytes(b"engine bytes")
+    write_manifest(engine_manifest(engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(),
+                                   source_onnx={"file": "r20.onnx", "sha256": sha256_file(models["files"]["cifar"])}), engine)
+    folder = write_bundle(models["files"]["cifar"], tmp_path / "b", engine=engine).folder
+    with Predictor(folder) as predictor:  # automatic: the engine can't run here, ONNX Runtime can
+        assert predictor.runtime.backend == "onnxruntime"
+        assert len(predictor.predict([images["red"]])) == 1
+    with pytest.raises(MissingDependencyError, match="tensorrt"):
+        Predictor(folder, backend="tensorrt")  # forced: an error, not a fallback
