@@ -140,21 +140,68 @@ class ModelInfo:
         return cls(**{**data, "input_spec": InputSpec.from_dict(data["input_spec"])})
 
 
-def read_onnx_info(path: str | Path) -> ModelInfo | None:
-    """The `ModelInfo` in an ONNX file's metadata, or None when the file has none of ours.
+@dataclass
+class OnnxInterface:
+    """What later stages need to know about a classifier's ONNX file, read without running it."""
 
-    Reads the model without its external data, so it is cheap even for large files.
+    path: Path
+    input_name: str
+    input_shape: tuple  # (N, C, H, W); N is None when the batch axis is dynamic
+    input_dtype: str  # "float32" or "float16"
+    output_name: str
+    output_shape: tuple
+    output_dtype: str
+    precision: str  # the graph's arithmetic: "fp32" or "fp16"
+    info: ModelInfo | None  # None for a file without resnet-export metadata
+
+    def sha256(self) -> str:
+        from .files import sha256_file
+
+        return sha256_file(self.path)
+
+
+def inspect_onnx(path: str | Path) -> OnnxInterface:
+    """Names, shapes, element types, precision and metadata of a classifier's ONNX file.
+
+    Reads the graph without its external data, so it is cheap even for large files. Raises
+    `ArtifactError` for a missing or unreadable file, or one that is not a single-input,
+    single-output model taking (N, C, H, W) with fixed C, H and W.
     """
     import onnx
 
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"model file {path} does not exist")
+        raise ArtifactError(f"ONNX file {path} does not exist")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # noqa: BLE001 - protobuf raises several types on a foreign file
-        raise ArtifactError(f"{path} is not a readable ONNX file ({str(error).splitlines()[0][:120] if str(error) else type(error).__name__})") from None
+        first = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise ArtifactError(f"{path} is not a readable ONNX file ({first})") from None
+    graph = proto.graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [v for v in graph.input if v.name not in initializers]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise ArtifactError(f"{path} has {len(inputs)} inputs and {len(graph.output)} outputs; a classifier has one of each")
+    element_types = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
+
+    def shape_of(value) -> tuple:
+        return tuple(d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim)
+
+    def dtype_of(value) -> str:
+        elem_type = value.type.tensor_type.elem_type
+        return element_types.get(elem_type, onnx.TensorProto.DataType.Name(elem_type).lower())
+
+    (inp,), out = inputs, graph.output[0]
+    input_shape = shape_of(inp)
+    if len(input_shape) != 4 or None in input_shape[1:]:
+        raise ArtifactError(f"{path} takes input of shape {input_shape}; expected (N, C, H, W) with fixed C, H, W")
     props = {p.key: p.value for p in proto.metadata_props}
-    if "model_name" not in props:
-        return None
-    return ModelInfo.from_metadata(props, source=str(path))
+    info = ModelInfo.from_metadata(props, source=str(path)) if "model_name" in props else None
+    has_fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+    precision = info.precision if info is not None else ("fp16" if has_fp16 else "fp32")
+    return OnnxInterface(path, inp.name, input_shape, dtype_of(inp), out.name, shape_of(out), dtype_of(out), precision, info)
+
+
+def read_onnx_info(path: str | Path) -> ModelInfo | None:
+    """The `ModelInfo` in an ONNX file's metadata, or None when the file has none of ours."""
+    return inspect_onnx(path).info

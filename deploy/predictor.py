@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from .artifact import ModelInfo
 from .errors import ArtifactError, MissingDependencyError
 from .preprocess import describe_image, preprocess
 from .runtime import OrtRuntime, Runtime, available_ort_providers
+
+if TYPE_CHECKING:
+    from .bundle import Bundle
 
 BACKENDS = ("tensorrt", "onnxruntime")
 DEFAULT_CHUNK = 32  # images per run when the model takes any batch size
@@ -62,7 +65,7 @@ def _open_onnx(path: Path, device: str | None) -> Runtime:
     return OrtRuntime(path, provider=device)
 
 
-def open_runtime(path: str | Path, *, backend: str | None = None, device: str | None = None) -> tuple[Runtime, "Bundle | None"]:
+def open_runtime(path: str | Path, *, backend: str | None = None, device: str | None = None) -> tuple[Runtime, Bundle | None]:
     """The runtime for an ONNX file, an engine or a bundle folder (and the bundle, if one).
 
     Automatic choice: a bundle's engine when TensorRT and a compatible GPU are here, else its

@@ -19,7 +19,7 @@ from typing import Sequence
 
 from resnet.errors import ToolkitError
 
-from .artifact import ModelInfo
+from .artifact import inspect_onnx
 from .errors import ArtifactError
 from .files import staging_folder
 from .manifest import read_manifest
@@ -79,30 +79,6 @@ class TritonModel:
         return "\n".join(lines) + "\n"
 
 
-def _onnx_io(path: Path):
-    """(input name, dtype, shape, output name, dtype, shape, info) of an ONNX file."""
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as error:  # noqa: BLE001 - protobuf raises several types on a foreign file
-        raise ArtifactError(f"{path} is not a readable ONNX file ({type(error).__name__})") from None
-    names = {t.name for t in proto.graph.initializer}
-    inputs = [v for v in proto.graph.input if v.name not in names]
-    if len(inputs) != 1 or len(proto.graph.output) != 1:
-        raise ArtifactError(f"{path} is not a single-input, single-output classifier")
-    inp, out = inputs[0], proto.graph.output[0]
-    types = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
-
-    def describe(value):
-        tensor = value.type.tensor_type
-        return types.get(tensor.elem_type, str(tensor.elem_type)), [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
-
-    props = {p.key: p.value for p in proto.metadata_props}
-    info = ModelInfo.from_metadata(props, source=str(path)) if "model_name" in props else None
-    return inp.name, *describe(inp), out.name, *describe(out), info
-
-
 def default_model_name(model: str | Path) -> str:
     """The model's name from its metadata (ONNX) or manifest (engine), else the file's stem."""
     model = Path(model)
@@ -112,7 +88,7 @@ def default_model_name(model: str | Path) -> str:
             manifest = read_manifest(model)
             info = manifest.model if manifest is not None else None
         else:
-            info = _onnx_io(model)[-1]
+            info = inspect_onnx(model).info
     return info.name if info is not None else model.stem
 
 
@@ -146,7 +122,10 @@ def triton_model_for(model: str | Path, name: str, *, max_batch: int | None = No
             raise ToolkitError(f"engine {model.name}'s profile starts at batch {profile.min}; Triton's batcher sends batches from 1, so rebuild with --min-batch 1")
         limit = profile.max if dynamic else None
     else:
-        in_name, in_type, in_shape, out_name, out_type, out_shape, _ = _onnx_io(model)
+        onnx_file = inspect_onnx(model)
+        in_name, in_type, out_name, out_type = onnx_file.input_name, onnx_file.input_dtype, onnx_file.output_name, onnx_file.output_dtype
+        in_shape = [-1 if d is None else d for d in onnx_file.input_shape]
+        out_shape = [-1 if d is None else d for d in onnx_file.output_shape]
         platform = "onnxruntime_onnx"
         dynamic = in_shape[0] == -1
         limit = None

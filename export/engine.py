@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 import onnx
-from onnx import TensorProto
 
-from deploy.artifact import ModelInfo
+from deploy.artifact import OnnxInterface, inspect_onnx
 from deploy.errors import ArtifactError
 from deploy.files import check_writable, publish, staging_folder, write_bytes_atomic
 from deploy.manifest import EngineManifest, Profile, TensorSpec, manifest_path, write_manifest
@@ -39,61 +38,13 @@ from .validate import Thresholds, ValidationFailed, ValidationReport, compare_ru
 
 DEFAULT_MIN_BATCH, DEFAULT_OPT_BATCH, DEFAULT_MAX_BATCH = 1, 32, 64
 OPT_LEVELS = range(0, 6)
-_DTYPES = {TensorProto.FLOAT: "float32", TensorProto.FLOAT16: "float16"}
 
 
 class EngineBuildError(ToolkitError):
     """TensorRT could not parse or build the model."""
 
 
-@dataclass
-class OnnxSource:
-    """What the builder needs to know about an ONNX file, read without TensorRT."""
-
-    path: Path
-    sha256: str
-    input_name: str
-    input_shape: tuple  # batch is None when dynamic
-    input_dtype: str
-    output_name: str
-    output_shape: tuple
-    output_dtype: str
-    precision: str  # "fp32" or "fp16": the graph's arithmetic
-    info: ModelInfo | None
-
-
-def inspect_onnx(path: str | Path) -> OnnxSource:
-    """Read names, shapes, types and precision of a classifier's ONNX file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"ONNX file {path} does not exist")
-    data = path.read_bytes()
-    try:
-        proto = onnx.load_from_string(data)
-    except Exception as error:  # noqa: BLE001 - protobuf raises several types on a foreign file
-        raise ArtifactError(f"{path} is not a readable ONNX file ({type(error).__name__})") from None
-    graph = proto.graph
-    initializers = {t.name for t in graph.initializer}
-    inputs = [v for v in graph.input if v.name not in initializers]
-    if len(inputs) != 1 or len(graph.output) != 1:
-        raise ArtifactError(f"{path} has {len(inputs)} inputs and {len(graph.output)} outputs; a classifier has one of each")
-
-    def shape_of(value):
-        return tuple(d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim)
-
-    input_shape, output_shape = shape_of(inputs[0]), shape_of(graph.output[0])
-    if len(input_shape) != 4 or None in input_shape[1:]:
-        raise ArtifactError(f"{path} takes input of shape {input_shape}; expected (N, C, H, W) with fixed C, H, W")
-    props = {p.key: p.value for p in proto.metadata_props}
-    info = ModelInfo.from_metadata(props, source=str(path)) if "model_name" in props else None
-    has_fp16 = any(t.data_type == TensorProto.FLOAT16 for t in graph.initializer)
-    precision = info.precision if info is not None else ("fp16" if has_fp16 else "fp32")
-    element = lambda v: _DTYPES.get(v.type.tensor_type.elem_type, str(v.type.tensor_type.elem_type))  # noqa: E731
-    return OnnxSource(path, hashlib.sha256(data).hexdigest(), inputs[0].name, input_shape, element(inputs[0]),
-                      graph.output[0].name, output_shape, element(graph.output[0]), precision, info)
-
-
-def fp16_export_command(source: OnnxSource) -> str:
+def fp16_export_command(source: OnnxInterface) -> str:
     """The `resnet-export` command that writes the FP16 ONNX of the same model."""
     info = source.info
     if info is None:
@@ -183,7 +134,7 @@ def make_progress_monitor(trt, report: Callable[[str], None]):
     return PhaseReporter()
 
 
-def _build_serialized(source: OnnxSource, batch_profile: Profile, *, workspace_mib: int | None, opt_level: int | None,
+def _build_serialized(source: OnnxInterface, batch_profile: Profile, *, workspace_mib: int | None, opt_level: int | None,
                       timing_cache: Path | None, tf32: bool, progress: Callable[[str], None] | None) -> tuple[bytes, bytes | None, list[str]]:
     """Parse and build with TensorRT; returns the engine, the timing cache and the flags used."""
     trt = import_tensorrt()
@@ -307,7 +258,7 @@ def build_engine(
         inputs=[spec(source.input_name, source.input_shape, source.input_dtype)],
         outputs=[spec(source.output_name, source.output_shape, source.output_dtype)],
         model=source.info,
-        source_onnx={"file": str(source.path), "sha256": source.sha256},
+        source_onnx={"file": str(source.path), "sha256": source.sha256()},
         build={
             "seconds": round(timings["build_s"], 3),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

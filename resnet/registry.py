@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .blocks import BLOCKS
 from .errors import ToolkitError
-from .model import ResNet, model_name
+from .model import ResNet
 from .spec import DATASET_INPUTS, InputSpec
 
 

@@ -3,7 +3,6 @@ import json
 
 import pytest
 
-import resnet
 from deploy import ArtifactError
 from deploy.manifest import (
     Environment, Profile, check_compatible, manifest_path, read_manifest, write_manifest,

@@ -6,7 +6,7 @@ import pytest
 
 from deploy import ArtifactError
 from deploy.files import sha256_file
-from deploy.manifest import Profile, TensorSpec, write_manifest
+from deploy.manifest import Profile, write_manifest
 from deploy.triton import default_model_name, write_triton_model
 from resnet import ToolkitError
 

@@ -12,7 +12,8 @@ from deploy import OrtRuntime
 from deploy.manifest import read_manifest
 from export import export_onnx
 from export.cli import build_main, main as export_main
-from export.engine import build_engine, fp16_export_command, inspect_onnx, resolve_profile
+from deploy.artifact import inspect_onnx
+from export.engine import build_engine, fp16_export_command, resolve_profile
 from export.onnx_graph import upcast_to_fp32
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -72,7 +73,7 @@ def test_inspect_reads_precision_shapes_and_metadata(onnx_files):
     assert (fp32.precision, fp16.precision) == ("fp32", "fp16")
     assert fp32.input_shape == (None, 3, 32, 32) and static.input_shape == (8, 3, 32, 32)
     assert fp16.input_dtype == "float32" and fp16.output_shape == (None, 10)
-    assert fp32.info.name == "resnet20_cifar10" and len(fp32.sha256) == 64
+    assert fp32.info.name == "resnet20_cifar10" and len(fp32.sha256()) == 64
 
 
 def test_fp16_engine_from_fp32_file_gets_the_export_command(onnx_files, tmp_path):
