@@ -1,4 +1,5 @@
 """`resnet-bench`: latency and throughput of TensorRT engines, ONNX Runtime and PyTorch."""
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,9 @@ class ProgressBar:
             return
         self.last = now
         filled = int(fraction * 30)
-        sys.stderr.write(f"\r  {session.label[:48]:<48} batch {session.batch:<5} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}")
+        sys.stderr.write(
+            f"\r  {session.label[:48]:<48} batch {session.batch:<5} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}"
+        )
         if fraction >= 1.0:
             sys.stderr.write("\r" + " " * 100 + "\r")
         sys.stderr.flush()
@@ -56,33 +59,113 @@ class ProgressBar:
 
 @click.command("resnet-bench", cls=ToolkitCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("target", required=False)
-@click.option("--vs", "other", default=None, help="A second model to measure in the same run, interleaved: a file, or 'pytorch' for the same architecture in PyTorch.")
-@click.option("--batch", "batches", default=None, help="Batch size or comma-separated sweep, e.g. 1,8,32,128. [default: the engine's opt batch, else 1]")
-@click.option("--warmup", default="0.2s", show_default=True, help="Warm-up per target and batch: iterations (10) or seconds (0.5s).")
-@click.option("--iterations", type=click.IntRange(min=1), default=None, help="Timed iterations per target and batch (instead of --duration).")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=3.0, show_default=True, help="Seconds of timed iterations per target and batch (at least 10 iterations).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="Threads for CPU backends (ONNX Runtime and PyTorch). [default: their own]")
-@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=None, help="ONNX Runtime execution provider. [default: the best installed]")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="PyTorch device. [default: cuda when available]")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True, help="PyTorch arithmetic.")
+@click.option(
+    "--vs",
+    "other",
+    default=None,
+    help="A second model to measure in the same run, interleaved: a file, or 'pytorch' for the same architecture in PyTorch.",
+)
+@click.option(
+    "--batch",
+    "batches",
+    default=None,
+    help="Batch size or comma-separated sweep, e.g. 1,8,32,128. [default: the engine's opt batch, else 1]",
+)
+@click.option(
+    "--warmup",
+    default="0.2s",
+    show_default=True,
+    help="Warm-up per target and batch: iterations (10) or seconds (0.5s).",
+)
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Timed iterations per target and batch (instead of --duration).",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    default=3.0,
+    show_default=True,
+    help="Seconds of timed iterations per target and batch (at least 10 iterations).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads for CPU backends (ONNX Runtime and PyTorch). [default: their own]",
+)
+@click.option(
+    "--provider",
+    type=click.Choice(["cpu", "cuda", "tensorrt"]),
+    default=None,
+    help="ONNX Runtime execution provider. [default: the best installed]",
+)
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default=None, help="PyTorch device. [default: cuda when available]"
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="PyTorch arithmetic.",
+)
 @click.option("--compile", "compile_", is_flag=True, help="PyTorch: torch.compile the model.")
 @click.option("--channels-last", is_flag=True, help="PyTorch: channels-last memory format.")
 @click.option("--cuda-graph", is_flag=True, help="PyTorch on a GPU and TensorRT: replay a CUDA graph per batch size.")
 @click.option("--no-data-transfers", is_flag=True, help="GPU: time the execution alone, without host<->device copies.")
 @click.option("--depth", type=int, default=None, help="Benchmark a registered model in PyTorch instead of a file.")
-@click.option("--dataset", type=click.Choice(list(DATASETS)), default="imagenet", show_default=True, help="With --depth.")
+@click.option(
+    "--dataset", type=click.Choice(list(DATASETS)), default="imagenet", show_default=True, help="With --depth."
+)
 @click.option("--shortcut", type=click.Choice(["A", "B"]), default=None, help="With --depth.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="With --depth.")
-@click.option("--peak-tflops", type=click.FloatRange(min=0, min_open=True), default=None, help="The machine's peak, for the fraction-of-peak column. [default: a measured matmul rate]")
+@click.option(
+    "--peak-tflops",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="The machine's peak, for the fraction-of-peak column. [default: a measured matmul rate]",
+)
 @click.option("--no-peak", is_flag=True, help="Skip the peak measurement (and the fraction-of-peak column).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--json", "json_path", default=None, help="Write the run as JSON ('-': stdout, nothing else printed).")
 @click.option("--csv", "csv_path", default=None, help="Write one CSV row per target and batch.")
 @click.option("--markdown", "markdown_path", default=None, help="Write the table as Markdown.")
-@click.option("--plot", "plot_path", default=None, help="Draw median latency against throughput over the sweep (PNG; needs matplotlib).")
-def main(target, other, batches, warmup, iterations, duration, threads, provider, device, precision, compile_, channels_last,
-         cuda_graph, no_data_transfers, depth, dataset, shortcut, num_classes, peak_tflops, no_peak, seed, json_path,
-         csv_path, markdown_path, plot_path) -> int:
+@click.option(
+    "--plot",
+    "plot_path",
+    default=None,
+    help="Draw median latency against throughput over the sweep (PNG; needs matplotlib).",
+)
+def main(
+    target,
+    other,
+    batches,
+    warmup,
+    iterations,
+    duration,
+    threads,
+    provider,
+    device,
+    precision,
+    compile_,
+    channels_last,
+    cuda_graph,
+    no_data_transfers,
+    depth,
+    dataset,
+    shortcut,
+    num_classes,
+    peak_tflops,
+    no_peak,
+    seed,
+    json_path,
+    csv_path,
+    markdown_path,
+    plot_path,
+) -> int:
     """Measure latency and throughput of a model, the way trtexec reports them.
 
     \b
@@ -94,14 +177,26 @@ def main(target, other, batches, warmup, iterations, duration, threads, provider
     PyTorch. The input size and precision come from the file. Exit status: 0, or 2 for bad input.
     """
     warmup_iterations, warmup_seconds = parse_warmup(warmup)
-    settings = LoopSettings(warmup_iterations=warmup_iterations, warmup_seconds=warmup_seconds, iterations=iterations,
-                            duration=duration, data_transfers=not no_data_transfers)
+    settings = LoopSettings(
+        warmup_iterations=warmup_iterations,
+        warmup_seconds=warmup_seconds,
+        iterations=iterations,
+        duration=duration,
+        data_transfers=not no_data_transfers,
+    )
     if plot_path:  # say so before measuring for minutes
         from deploy.errors import require
 
         require("matplotlib", "pip install '.[plot]'", "--plot")
-    options = TargetOptions(provider=provider, device=device, precision=precision, compile=compile_,
-                            channels_last=channels_last, cuda_graphs=cuda_graph, threads=threads)
+    options = TargetOptions(
+        provider=provider,
+        device=device,
+        precision=precision,
+        compile=compile_,
+        channels_last=channels_last,
+        cuda_graphs=cuda_graph,
+        threads=threads,
+    )
     model_args = {"depth": depth, "dataset": dataset, "shortcut": shortcut, "num_classes": num_classes}
     first = open_target(target, options, model_args=model_args)
     targets = [first]
@@ -115,8 +210,16 @@ def main(target, other, batches, warmup, iterations, duration, threads, provider
     quiet = json_path == "-"
     progress = ProgressBar() if not quiet and sys.stderr.isatty() else None
     try:
-        run = run_benchmark(targets, sweep, settings, peak_tflops=peak_tflops, measure_peak=not no_peak,
-                            threads=threads, seed=seed, progress=progress)
+        run = run_benchmark(
+            targets,
+            sweep,
+            settings,
+            peak_tflops=peak_tflops,
+            measure_peak=not no_peak,
+            threads=threads,
+            seed=seed,
+            progress=progress,
+        )
     finally:
         for t in targets:
             t.runtime.close()

@@ -1,4 +1,5 @@
 """The machine a benchmark ran on, and its peak arithmetic rate."""
+
 from __future__ import annotations
 
 import os
@@ -42,7 +43,11 @@ def library_versions() -> dict[str, str]:
     import numpy
 
     versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
-    for module, dist in (("onnxruntime", ("onnxruntime", "onnxruntime-gpu")), ("tensorrt", ("tensorrt",)), ("onnx", ("onnx",))):
+    for module, dist in (
+        ("onnxruntime", ("onnxruntime", "onnxruntime-gpu")),
+        ("tensorrt", ("tensorrt",)),
+        ("onnx", ("onnx",)),
+    ):
         for name in dist:
             try:
                 versions[module if name == dist[0] else name] = metadata.version(name)
@@ -66,8 +71,9 @@ def describe_machine(threads: int | None, device: str) -> MachineInfo:
     return MachineInfo(cpu_model(), os.cpu_count() or 1, threads, gpu, capability, driver, library_versions())
 
 
-def measure_matmul_tflops(device: str = "cpu", dtype: str = "fp32", size: int | None = None, repeats: int = 4,
-                          threads: int | None = None) -> tuple[float, str]:
+def measure_matmul_tflops(
+    device: str = "cpu", dtype: str = "fp32", size: int | None = None, repeats: int = 4, threads: int | None = None
+) -> tuple[float, str]:
     """The best rate of repeated square matrix products (TFLOP/s), and a description of how.
 
     A practical peak: what PyTorch's BLAS reaches on a large dense product, the yardstick
@@ -97,5 +103,7 @@ def measure_matmul_tflops(device: str = "cpu", dtype: str = "fp32", size: int | 
     finally:
         torch.set_num_threads(previous)
         torch.backends.cuda.matmul.allow_tf32 = previous_tf32
-    where = f"{device}, {torch.get_num_threads() if threads is None else threads} threads" if device == "cpu" else device
+    where = (
+        f"{device}, {torch.get_num_threads() if threads is None else threads} threads" if device == "cpu" else device
+    )
     return 2 * size**3 / best / 1e12, f"matmul {dtype} {size}x{size} on {where}"

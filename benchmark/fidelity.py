@@ -10,6 +10,7 @@ iteration at a time (in alternating order), so that drift of the machine hits bo
 Passes when the harness median is within --tolerance (3%) of the bare median; exit status 1
 otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         harness = session.samples["latency"]
     h, b = statistics.median(harness), statistics.median(bare)
     difference = h / b - 1
-    print(f"model {path.name}, batch {args.batch}, {args.iterations} iterations per method, alternating; {runtime.describe()}")
-    print(f"harness median {h:.3f} ms ({len(harness)} iterations); bare session.run median {b:.3f} ms ({len(bare)} iterations)")
+    print(
+        f"model {path.name}, batch {args.batch}, {args.iterations} iterations per method, alternating; {runtime.describe()}"
+    )
+    print(
+        f"harness median {h:.3f} ms ({len(harness)} iterations); bare session.run median {b:.3f} ms ({len(bare)} iterations)"
+    )
     verdict = "within" if abs(difference) <= args.tolerance else "OUTSIDE"
     print(f"difference {difference:+.2%}: {verdict} the {args.tolerance:.0%} tolerance")
     return 0 if verdict == "within" else 1

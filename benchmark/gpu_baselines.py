@@ -11,6 +11,7 @@ fraction of the card's peak (a measured matmul rate of the same precision). Writ
 `--device cpu` runs the same script on the CPU (channels-last only, no CUDA graphs) so that it
 can be tested anywhere.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,13 +58,22 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     settings = LoopSettings(warmup_seconds=args.warmup, duration=args.duration)
     card = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
-    modes = [("eager", False, False), ("channels-last + CUDA graphs" if args.device == "cuda" else "channels-last", True, args.device == "cuda")]
+    modes = [
+        ("eager", False, False),
+        ("channels-last + CUDA graphs" if args.device == "cuda" else "channels-last", True, args.device == "cuda"),
+    ]
     runs = []
     for precision in args.precisions.split(","):
         for mode, channels_last, cuda_graphs in modes:
             model = resnet.create(args.depth, args.dataset)
-            runtime = torch_runtime(model, device=args.device, precision=precision, channels_last=channels_last,
-                                    cuda_graphs=cuda_graphs, max_batch=max(batches))
+            runtime = torch_runtime(
+                model,
+                device=args.device,
+                precision=precision,
+                channels_last=channels_last,
+                cuda_graphs=cuda_graphs,
+                max_batch=max(batches),
+            )
             target = Target(f"{model.name} pytorch {precision} {mode}", runtime, runtime.info)
             run = run_benchmark([target], batches, settings, peak_tflops=args.peak_tflops)
             runtime.close()
@@ -76,16 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.output_dir / f"gpu-baselines-{slug(card)}"
     data = {
         "card": card,
-        "command": "PYTHONPATH=. python -m benchmark.gpu_baselines " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "PYTHONPATH=. python -m benchmark.gpu_baselines "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "runs": [r.to_dict() for r in runs],
-        "reference_dle_a100_tensorrt_fp16": {str(b): {"latency_ms": l, "images_per_second": t} for b, (l, t) in DLE_A100_TRT_FP16.items()},
+        "reference_dle_a100_tensorrt_fp16": {
+            str(b): {"latency_ms": l, "images_per_second": t} for b, (l, t) in DLE_A100_TRT_FP16.items()
+        },
     }
     stem.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
     lines = [f"# PyTorch baselines on {card}", "", f"Command: `{data['command']}`", ""]
     for run in runs:
         lines += [to_markdown(run), ""]
-    lines += ["Reference, not measured here: TensorRT ResNet-50 FP16 on an A100 80GB (NVIDIA DeepLearningExamples):",
-              "batch 1: 0.76 ms, 1,306 img/s; batch 32: 2.45 ms, 13,078 img/s; batch 128: 16,387 img/s; batch 256: 17,364 img/s.", ""]
+    lines += [
+        "Reference, not measured here: TensorRT ResNet-50 FP16 on an A100 80GB (NVIDIA DeepLearningExamples):",
+        "batch 1: 0.76 ms, 1,306 img/s; batch 32: 2.45 ms, 13,078 img/s; batch 128: 16,387 img/s; batch 256: 17,364 img/s.",
+        "",
+    ]
     stem.with_suffix(".md").write_text("\n".join(lines))
     print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
     return 0

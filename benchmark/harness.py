@@ -10,6 +10,7 @@ before timing, used in turn, in pinned host memory on a GPU.
 Several targets at the same batch size are interleaved one iteration at a time, so that a
 machine that slows down or speeds up mid-run affects all of them alike and their ratios hold.
 """
+
 from __future__ import annotations
 
 import time
@@ -39,7 +40,9 @@ class LoopSettings:
         for name in ("warmup_iterations", "iterations"):
             value = getattr(self, name)
             if value is not None and value < (0 if name == "warmup_iterations" else 1):
-                raise ToolkitError(f"{name.replace('_', ' ')} must be {'0 or more' if name == 'warmup_iterations' else 'at least 1'}, got {value}")
+                raise ToolkitError(
+                    f"{name.replace('_', ' ')} must be {'0 or more' if name == 'warmup_iterations' else 'at least 1'}, got {value}"
+                )
         if self.warmup_seconds is not None and self.warmup_seconds < 0:
             raise ToolkitError(f"warm-up seconds must be 0 or more, got {self.warmup_seconds}")
         if self.duration <= 0:
@@ -151,8 +154,12 @@ class Session:
     def warm_up(self, settings: LoopSettings) -> None:
         start = time.perf_counter()
         while True:
-            done_iterations = settings.warmup_iterations is not None and self.warmup_iterations >= settings.warmup_iterations
-            done_seconds = settings.warmup_iterations is None and (time.perf_counter() - start) >= (settings.warmup_seconds or 0)
+            done_iterations = (
+                settings.warmup_iterations is not None and self.warmup_iterations >= settings.warmup_iterations
+            )
+            done_seconds = settings.warmup_iterations is None and (time.perf_counter() - start) >= (
+                settings.warmup_seconds or 0
+            )
             if done_iterations or done_seconds:
                 break
             self.iterate(record=False)
@@ -193,8 +200,9 @@ class Session:
         )
 
 
-def run_sessions(sessions: Sequence[Session], settings: LoopSettings,
-                 progress: Callable[[Session, float], None] | None = None) -> list[Measurement]:
+def run_sessions(
+    sessions: Sequence[Session], settings: LoopSettings, progress: Callable[[Session, float], None] | None = None
+) -> list[Measurement]:
     """Warm up each session, then time them interleaved, one iteration each in turn."""
     for session in sessions:
         session.warm_up(settings)

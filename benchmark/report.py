@@ -1,4 +1,5 @@
 """A benchmark run as data, and its renderings: terminal table, JSON, CSV, Markdown, plot."""
+
 from __future__ import annotations
 
 import csv
@@ -14,10 +15,29 @@ from .environment import MachineInfo
 from .harness import LoopSettings, Measurement
 
 CSV_COLUMNS = [
-    "label", "backend", "device", "batch", "iterations", "seconds", "images_per_second", "batches_per_second",
-    "latency_min_ms", "latency_mean_ms", "latency_median_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms",
-    "latency_max_ms", "h2d_median_ms", "compute_median_ms", "d2h_median_ms", "enqueue_median_ms",
-    "flops_per_image", "achieved_tflops", "peak_tflops", "fraction_of_peak",
+    "label",
+    "backend",
+    "device",
+    "batch",
+    "iterations",
+    "seconds",
+    "images_per_second",
+    "batches_per_second",
+    "latency_min_ms",
+    "latency_mean_ms",
+    "latency_median_ms",
+    "latency_p90_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "h2d_median_ms",
+    "compute_median_ms",
+    "d2h_median_ms",
+    "enqueue_median_ms",
+    "flops_per_image",
+    "achieved_tflops",
+    "peak_tflops",
+    "fraction_of_peak",
 ]
 
 
@@ -58,14 +78,29 @@ def compare(measurements: list[Measurement]) -> list[Comparison]:
                 continue
             o = next((x for x in measurements if x.label == other and x.batch == m.batch), None)
             if o is not None:
-                result.append(Comparison(labels[0], other, m.batch, m.latency.median / o.latency.median,
-                                         m.images_per_second / o.images_per_second))
+                result.append(
+                    Comparison(
+                        labels[0],
+                        other,
+                        m.batch,
+                        m.latency.median / o.latency.median,
+                        m.images_per_second / o.images_per_second,
+                    )
+                )
     return result
 
 
 def _row(m: Measurement) -> dict:
-    row = {"label": m.label, "backend": m.backend, "device": m.device, "batch": m.batch, "iterations": m.iterations,
-           "seconds": m.seconds, "images_per_second": m.images_per_second, "batches_per_second": m.batches_per_second}
+    row = {
+        "label": m.label,
+        "backend": m.backend,
+        "device": m.device,
+        "batch": m.batch,
+        "iterations": m.iterations,
+        "seconds": m.seconds,
+        "images_per_second": m.images_per_second,
+        "batches_per_second": m.batches_per_second,
+    }
     for stat in ("min", "mean", "median", "p90", "p95", "p99", "max"):
         row[f"latency_{stat}_ms"] = getattr(m.latency, stat)
     for part in ("h2d", "compute", "d2h", "enqueue"):
@@ -96,7 +131,19 @@ def _cells(m: Measurement, gpu: bool) -> list[str]:
 
 
 def _headers(gpu: bool) -> list[str]:
-    headers = ["target", "batch", "img/s", "batch/s", "min ms", "mean ms", "median ms", "p90 ms", "p95 ms", "p99 ms", "max ms"]
+    headers = [
+        "target",
+        "batch",
+        "img/s",
+        "batch/s",
+        "min ms",
+        "mean ms",
+        "median ms",
+        "p90 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+    ]
     if gpu:
         headers += ["h2d ms", "compute ms", "d2h ms", "enqueue ms"]
     return headers + ["of peak"]
@@ -117,36 +164,55 @@ def format_table(run: BenchmarkRun) -> str:
         lines.append(f"peak:    {machine.peak_tflops:.3g} TFLOP/s ({machine.peak_source})")
     lines.append("")
     for index, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        )
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
     descriptions = list(dict.fromkeys(f"{m.label}: {m.description}" for m in run.measurements))
     lines.append("")
     lines.extend(descriptions)
     for c in run.comparisons:
-        lines.append(f"vs: {c.first} / {c.second} at batch {c.batch}: median latency {c.latency_ratio:.3f}x, throughput {c.throughput_ratio:.3f}x")
+        lines.append(
+            f"vs: {c.first} / {c.second} at batch {c.batch}: median latency {c.latency_ratio:.3f}x, throughput {c.throughput_ratio:.3f}x"
+        )
     return "\n".join(lines)
 
 
 def to_markdown(run: BenchmarkRun) -> str:
     gpu = any(m.compute is not None for m in run.measurements)
     headers = _headers(gpu)
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|",
+    ]
     lines += ["| " + " | ".join(_cells(m, gpu)) + " |" for m in run.measurements]
     machine = run.machine
     lines.append("")
-    lines.append(f"Machine: {machine.cpu}, {machine.logical_cpus} logical CPUs" + (f", {machine.threads} threads" if machine.threads else "")
-                 + (f"; {machine.gpu} (driver {machine.driver})" if machine.gpu else "") + ".")
+    lines.append(
+        f"Machine: {machine.cpu}, {machine.logical_cpus} logical CPUs"
+        + (f", {machine.threads} threads" if machine.threads else "")
+        + (f"; {machine.gpu} (driver {machine.driver})" if machine.gpu else "")
+        + "."
+    )
     if machine.peak_tflops:
         lines.append(f"Peak: {machine.peak_tflops:.3g} TFLOP/s ({machine.peak_source}).")
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in machine.versions.items()) + ".")
     for c in run.comparisons:
-        lines.append(f"- {c.first} / {c.second}, batch {c.batch}: median latency {c.latency_ratio:.3f}×, throughput {c.throughput_ratio:.3f}×")
+        lines.append(
+            f"- {c.first} / {c.second}, batch {c.batch}: median latency {c.latency_ratio:.3f}×, throughput {c.throughput_ratio:.3f}×"
+        )
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(run: BenchmarkRun, *, json_path: str | None = None, csv_path: str | None = None,
-                  markdown_path: str | None = None, plot_path: str | None = None) -> None:
+def write_outputs(
+    run: BenchmarkRun,
+    *,
+    json_path: str | None = None,
+    csv_path: str | None = None,
+    markdown_path: str | None = None,
+    plot_path: str | None = None,
+) -> None:
     if json_path and json_path != "-":
         write_text_atomic(Path(json_path), json.dumps(run.to_dict(), indent=2) + "\n")
     if csv_path:

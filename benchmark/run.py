@@ -1,4 +1,5 @@
 """`run_benchmark`: targets x batch sizes, measured and compared; the function behind `resnet-bench`."""
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -46,7 +47,9 @@ def run_benchmark(
         peaks = {key: measure_matmul_tflops(key[0], key[1], threads=threads) for key in keys}
     measurements = []
     for batch in batches:
-        sessions = [Session(t.label, t.runtime, batch, data_transfers=settings.data_transfers, seed=seed) for t in targets]
+        sessions = [
+            Session(t.label, t.runtime, batch, data_transfers=settings.data_transfers, seed=seed) for t in targets
+        ]
         measurements += run_sessions(sessions, settings, progress)
     if peak_tflops is None and measure_peak:
         peaks = {key: max(peaks[key], measure_matmul_tflops(key[0], key[1], threads=threads)) for key in keys}

@@ -1,4 +1,5 @@
 """Latency statistics, computed the way numpy does (linear interpolation between order statistics)."""
+
 from __future__ import annotations
 
 import math

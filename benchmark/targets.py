@@ -4,6 +4,7 @@
 (architecture read from the checkpoint); the word `pytorch` -> PyTorch with the architecture of
 the other target (random weights, the same arithmetic); no file but `--depth` -> PyTorch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,15 +48,33 @@ class Target:
 
 def _pytorch(model: ResNet, label: str, options: TargetOptions) -> Target:
     device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    runtime = torch_runtime(model, device=device, precision=options.precision, channels_last=options.channels_last,
-                            compile=options.compile, cuda_graphs=options.cuda_graphs, threads=options.threads,
-                            max_batch=options.max_batch)
-    suffix = " ".join(filter(None, ["compiled" if options.compile else "eager", options.precision if options.precision != "fp32" else "",
-                                    "channels-last" if options.channels_last else "", "cuda-graphs" if options.cuda_graphs else ""]))
+    runtime = torch_runtime(
+        model,
+        device=device,
+        precision=options.precision,
+        channels_last=options.channels_last,
+        compile=options.compile,
+        cuda_graphs=options.cuda_graphs,
+        threads=options.threads,
+        max_batch=options.max_batch,
+    )
+    suffix = " ".join(
+        filter(
+            None,
+            [
+                "compiled" if options.compile else "eager",
+                options.precision if options.precision != "fp32" else "",
+                "channels-last" if options.channels_last else "",
+                "cuda-graphs" if options.cuda_graphs else "",
+            ],
+        )
+    )
     return Target(f"{label} (pytorch {suffix})", runtime, runtime.info)
 
 
-def open_target(spec: str | None, options: TargetOptions, *, like: Target | None = None, model_args: dict | None = None) -> Target:
+def open_target(
+    spec: str | None, options: TargetOptions, *, like: Target | None = None, model_args: dict | None = None
+) -> Target:
     """Open one benchmark target (see the module docstring). `like` is the target `pytorch` copies."""
     if spec is None:
         if not model_args or model_args.get("depth") is None:
@@ -64,7 +83,9 @@ def open_target(spec: str | None, options: TargetOptions, *, like: Target | None
         return _pytorch(model, model.name, options)
     if spec == PYTORCH_WORD:
         if like is None or like.info is None or like.info.to_architecture() is None:
-            raise ToolkitError("'pytorch' compares with the PyTorch model of the other target, which needs a file made by resnet-export or resnet-build")
+            raise ToolkitError(
+                "'pytorch' compares with the PyTorch model of the other target, which needs a file made by resnet-export or resnet-build"
+            )
         info = like.info
         model = ResNet.from_architecture(info.to_architecture(), dataset=info.dataset, input_spec=info.input_spec)
         return _pytorch(model, info.name, options)
@@ -82,7 +103,9 @@ def open_target(spec: str | None, options: TargetOptions, *, like: Target | None
         return Target(f"{path.name} (onnxruntime {runtime.provider})", runtime, runtime.info)
     if suffix in CHECKPOINT_SUFFIXES:
         return _pytorch(load_model(path), path.name, options)
-    raise ToolkitError(f"cannot tell the backend of {path.name}: use .plan or .engine (TensorRT), .onnx (ONNX Runtime), .pt or .pth (PyTorch)")
+    raise ToolkitError(
+        f"cannot tell the backend of {path.name}: use .plan or .engine (TensorRT), .onnx (ONNX Runtime), .pt or .pth (PyTorch)"
+    )
 
 
 def flops_per_image(info: ModelInfo | None) -> float | None:

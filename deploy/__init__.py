@@ -4,12 +4,23 @@ bundles, Triton repositories, the artifact metadata and engine manifests, atomic
 Imports `resnet` only (DESIGN.md). Optional dependencies (onnxruntime, tensorrt, PIL) are
 imported inside the functions that need them.
 """
+
 from .artifact import ModelInfo, OnnxInterface, inspect_onnx, read_onnx_info
 from .errors import ArtifactError, MissingDependencyError
 from .predictor import Prediction, Predictor
 from .runtime import DeviceRuntime, OrtRuntime, Runtime, available_ort_providers
 
 __all__ = [
-    "ArtifactError", "DeviceRuntime", "MissingDependencyError", "ModelInfo", "OrtRuntime", "Prediction", "Predictor", "Runtime",
-    "OnnxInterface", "available_ort_providers", "inspect_onnx", "read_onnx_info",
+    "ArtifactError",
+    "DeviceRuntime",
+    "MissingDependencyError",
+    "ModelInfo",
+    "OrtRuntime",
+    "Prediction",
+    "Predictor",
+    "Runtime",
+    "OnnxInterface",
+    "available_ort_providers",
+    "inspect_onnx",
+    "read_onnx_info",
 ]

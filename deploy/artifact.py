@@ -5,6 +5,7 @@
 never repeats how the model was made. All values are strings, as ONNX requires; lists and
 mappings are JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,21 @@ from .errors import ArtifactError
 
 PRECISIONS = ("fp32", "fp16")
 KEYS = (
-    "model_name", "depth", "dataset", "shortcut", "num_classes", "input_height", "input_width",
-    "input_channels", "resize", "mean", "std", "precision", "io_dtype", "architecture", "producer",
+    "model_name",
+    "depth",
+    "dataset",
+    "shortcut",
+    "num_classes",
+    "input_height",
+    "input_width",
+    "input_channels",
+    "resize",
+    "mean",
+    "std",
+    "precision",
+    "io_dtype",
+    "architecture",
+    "producer",
 )
 
 
@@ -50,10 +64,14 @@ class ModelInfo:
         if not self.architecture:
             return None
         arch = self.architecture
-        return Architecture(arch["block"], tuple(arch["layers"]), tuple(arch["widths"]), arch["stem"], self.shortcut, self.num_classes)
+        return Architecture(
+            arch["block"], tuple(arch["layers"]), tuple(arch["widths"]), arch["stem"], self.shortcut, self.num_classes
+        )
 
     @classmethod
-    def from_model(cls, model, precision: str = "fp32", io_dtype: str = "fp32", producer: dict | None = None) -> "ModelInfo":
+    def from_model(
+        cls, model, precision: str = "fp32", io_dtype: str = "fp32", producer: dict | None = None
+    ) -> "ModelInfo":
         """The info of a `resnet.ResNet` about to be exported."""
         # JSON-shaped (lists, not tuples), so that an info read back from a file compares equal.
         arch = {k: list(v) if isinstance(v, tuple) else v for k, v in model.architecture.to_dict().items()}
@@ -181,7 +199,9 @@ def inspect_onnx(path: str | Path) -> OnnxInterface:
     initializers = {t.name for t in graph.initializer}
     inputs = [v for v in graph.input if v.name not in initializers]
     if len(inputs) != 1 or len(graph.output) != 1:
-        raise ArtifactError(f"{path} has {len(inputs)} inputs and {len(graph.output)} outputs; a classifier has one of each")
+        raise ArtifactError(
+            f"{path} has {len(inputs)} inputs and {len(graph.output)} outputs; a classifier has one of each"
+        )
     element_types = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
 
     def shape_of(value) -> tuple:
@@ -199,7 +219,9 @@ def inspect_onnx(path: str | Path) -> OnnxInterface:
     info = ModelInfo.from_metadata(props, source=str(path)) if "model_name" in props else None
     has_fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
     precision = info.precision if info is not None else ("fp16" if has_fp16 else "fp32")
-    return OnnxInterface(path, inp.name, input_shape, dtype_of(inp), out.name, shape_of(out), dtype_of(out), precision, info)
+    return OnnxInterface(
+        path, inp.name, input_shape, dtype_of(inp), out.name, shape_of(out), dtype_of(out), precision, info
+    )
 
 
 def read_onnx_info(path: str | Path) -> ModelInfo | None:

@@ -11,6 +11,7 @@
 Opening a bundle verifies every checksum; a missing, truncated or altered file is refused with
 a sentence naming it.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,13 @@ from .files import sha256_file, staging_folder
 from .manifest import manifest_path, read_manifest
 
 BUNDLE_FORMAT = "resnet-bundle/1"
-ONNX_NAME, ENGINE_NAME, LABELS_NAME, MANIFEST_NAME, README_NAME = "model.onnx", "model.plan", "labels.txt", "manifest.json", "README.md"
+ONNX_NAME, ENGINE_NAME, LABELS_NAME, MANIFEST_NAME, README_NAME = (
+    "model.onnx",
+    "model.plan",
+    "labels.txt",
+    "manifest.json",
+    "README.md",
+)
 
 
 @dataclass
@@ -57,7 +64,9 @@ class Bundle:
         except (ValueError, KeyError, TypeError) as error:
             raise ArtifactError(f"{manifest_file} is not a readable bundle manifest ({error})") from None
         if manifest.get("format") != BUNDLE_FORMAT:
-            raise ArtifactError(f"{manifest_file} has format {manifest.get('format')!r}; this toolkit reads {BUNDLE_FORMAT!r}")
+            raise ArtifactError(
+                f"{manifest_file} has format {manifest.get('format')!r}; this toolkit reads {BUNDLE_FORMAT!r}"
+            )
         for name, entry in files.items():
             path = folder / name
             if Path(name).name != name:
@@ -65,9 +74,13 @@ class Bundle:
             if not path.is_file():
                 raise ArtifactError(f"bundle file {path} is missing")
             if path.stat().st_size != entry["bytes"]:
-                raise ArtifactError(f"bundle file {path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}: truncated or replaced")
+                raise ArtifactError(
+                    f"bundle file {path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}: truncated or replaced"
+                )
             if sha256_file(path) != entry["sha256"]:
-                raise ArtifactError(f"bundle file {path} does not match its checksum in {MANIFEST_NAME}: altered or corrupt")
+                raise ArtifactError(
+                    f"bundle file {path} does not match its checksum in {MANIFEST_NAME}: altered or corrupt"
+                )
         if ONNX_NAME not in files:
             raise ArtifactError(f"{manifest_file} lists no {ONNX_NAME}")
         labels = None
@@ -83,15 +96,17 @@ def _readme(info: ModelInfo, has_engine: bool, has_labels: bool, engine_env: dic
     spec = info.input_spec
     prebuilt = ""
     if has_engine:
-        prebuilt = (f"\n`{ENGINE_NAME}` was built on {engine_env.get('gpu_name')} (compute capability "
-                    f"{engine_env.get('compute_capability')}) with TensorRT {engine_env.get('tensorrt_version')}. It runs only on "
-                    "the same GPU architecture and TensorRT release; anywhere else the loader refuses it and says so. "
-                    "On any other board, build the engine there (step 2) and it replaces this one.\n")
+        prebuilt = (
+            f"\n`{ENGINE_NAME}` was built on {engine_env.get('gpu_name')} (compute capability "
+            f"{engine_env.get('compute_capability')}) with TensorRT {engine_env.get('tensorrt_version')}. It runs only on "
+            "the same GPU architecture and TensorRT release; anywhere else the loader refuses it and says so. "
+            "On any other board, build the engine there (step 2) and it replaces this one.\n"
+        )
     return f"""# {info.name} deployment bundle
 
 {info.name}: ResNet-{info.depth} for {info.dataset} ({info.num_classes} classes), {info.precision.upper()} graph,
 input `[N, {spec.channels}, {spec.height}, {spec.width}]` ({info.io_dtype}), normalised with mean {list(spec.mean)} and std
-{list(spec.std)}{f', after resizing the shorter side to {spec.resize} and centre-cropping' if spec.resize else ', after resizing the image'}.
+{list(spec.std)}{f", after resizing the shorter side to {spec.resize} and centre-cropping" if spec.resize else ", after resizing the image"}.
 The toolkit reads all of this from `{MANIFEST_NAME}`; nothing needs to be repeated on the command line.
 {prebuilt}
 ## On the board (e.g. a Jetson with JetPack)
@@ -105,7 +120,7 @@ The toolkit reads all of this from `{MANIFEST_NAME}`; nothing needs to be repeat
    release that built them.
 
        resnet-build {ONNX_NAME} -o {ENGINE_NAME} --max-batch 8
-       resnet-deploy bundle {ONNX_NAME} --engine {ENGINE_NAME} -o ../{info.name}-board{' --labels ' + LABELS_NAME if has_labels else ''}
+       resnet-deploy bundle {ONNX_NAME} --engine {ENGINE_NAME} -o ../{info.name}-board{" --labels " + LABELS_NAME if has_labels else ""}
 
    (The second command writes a new bundle with the engine and fresh checksums.)
 
@@ -120,8 +135,14 @@ written is refused when the bundle is opened.
 """
 
 
-def write_bundle(model: str | Path, output: str | Path, *, engine: str | Path | None = None,
-                 labels: str | Path | Sequence[str] | None = None, force: bool = False) -> Bundle:
+def write_bundle(
+    model: str | Path,
+    output: str | Path,
+    *,
+    engine: str | Path | None = None,
+    labels: str | Path | Sequence[str] | None = None,
+    force: bool = False,
+) -> Bundle:
     """Write a bundle folder for an ONNX file (and optionally its engine and labels).
 
     The folder is assembled beside `output` and renamed into place at the end, so an
@@ -130,7 +151,9 @@ def write_bundle(model: str | Path, output: str | Path, *, engine: str | Path | 
     """
     model, output = Path(model), Path(output)
     if model.suffix.lower() in (".plan", ".engine"):
-        raise ToolkitError(f"{model.name} is an engine; a bundle is made from the ONNX file (add the engine with --engine)")
+        raise ToolkitError(
+            f"{model.name} is an engine; a bundle is made from the ONNX file (add the engine with --engine)"
+        )
     info = read_onnx_info(model)
     if info is None:
         raise ArtifactError(f"{model} carries no resnet-export metadata; export it with resnet-export")
@@ -146,9 +169,13 @@ def write_bundle(model: str | Path, output: str | Path, *, engine: str | Path | 
             raise ArtifactError(f"engine file {engine} does not exist")
         engine_manifest = read_manifest(engine)
         if engine_manifest is None:
-            raise ArtifactError(f"engine {engine} has no manifest ({manifest_path(engine).name}); build it with resnet-build")
+            raise ArtifactError(
+                f"engine {engine} has no manifest ({manifest_path(engine).name}); build it with resnet-build"
+            )
         if engine_manifest.source_onnx.get("sha256") != sha256_file(model):
-            raise ArtifactError(f"engine {engine.name} was built from another ONNX file than {model.name}; rebuild it from this one")
+            raise ArtifactError(
+                f"engine {engine.name} was built from another ONNX file than {model.name}; rebuild it from this one"
+            )
     label_list = None
     if labels is not None:
         from .predictor import read_labels
@@ -168,7 +195,9 @@ def write_bundle(model: str | Path, output: str | Path, *, engine: str | Path | 
         if label_list is not None:
             (folder / LABELS_NAME).write_text("\n".join(label_list) + "\n", encoding="utf-8")
         environment = engine_manifest.to_dict()["environment"] if engine_manifest else None
-        (folder / README_NAME).write_text(_readme(info, engine is not None, label_list is not None, environment), encoding="utf-8")
+        (folder / README_NAME).write_text(
+            _readme(info, engine is not None, label_list is not None, environment), encoding="utf-8"
+        )
         import resnet
 
         manifest = {
@@ -176,14 +205,17 @@ def write_bundle(model: str | Path, output: str | Path, *, engine: str | Path | 
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "model": info.to_dict(),
             "precision": info.precision,
-            "io": {"input": {"name": "input", "dtype": info.io_dtype, "shape": ["batch", info.input_spec.channels, info.input_spec.height, info.input_spec.width]},
-                   "output": {"name": "logits", "dtype": info.io_dtype, "shape": ["batch", info.num_classes]}},
+            "io": {
+                "input": {
+                    "name": "input",
+                    "dtype": info.io_dtype,
+                    "shape": ["batch", info.input_spec.channels, info.input_spec.height, info.input_spec.width],
+                },
+                "output": {"name": "logits", "dtype": info.io_dtype, "shape": ["batch", info.num_classes]},
+            },
             "engine": environment,
             "versions": {"resnet-deploy-toolkit": resnet.__version__, **info.producer},
-            "files": {
-                p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
-                for p in sorted(folder.iterdir())
-            },
+            "files": {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir())},
         }
         (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         for path in folder.iterdir():

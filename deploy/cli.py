@@ -1,4 +1,5 @@
 """`resnet-deploy`: predictions on images, deployment bundles, Triton model repositories."""
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,21 @@ def main() -> None:
 @click.argument("model", type=click.Path())
 @click.argument("images", nargs=-1, required=True)
 @click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--labels", type=click.Path(dir_okay=False), default=None, help="Class names, one per line. [default: the bundle's]")
-@click.option("--backend", type=click.Choice(["tensorrt", "onnxruntime"]), default=None,
-              help="Force a backend. [default: a bundle's engine when TensorRT and a compatible GPU are here, else ONNX Runtime]")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="ONNX Runtime device. [default: cuda when onnxruntime-gpu is installed]")
+@click.option(
+    "--labels", type=click.Path(dir_okay=False), default=None, help="Class names, one per line. [default: the bundle's]"
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["tensorrt", "onnxruntime"]),
+    default=None,
+    help="Force a backend. [default: a bundle's engine when TensorRT and a compatible GPU are here, else ONNX Runtime]",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default=None,
+    help="ONNX Runtime device. [default: cuda when onnxruntime-gpu is installed]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
 def predict(model, images, top_k, labels, backend, device, as_json) -> int:
     """Top-k classes of each IMAGE, from an ONNX file, an engine or a bundle folder.
@@ -63,8 +75,10 @@ def predict(model, images, top_k, labels, backend, device, as_json) -> int:
                 click.echo(f"{result['source']}: error: {result['error']}")
                 continue
             names = result["labels"] or [""] * len(result["indices"])
-            ranked = ", ".join(f"{name + ' ' if name else ''}[{index}] {score:.3f}"
-                               for name, index, score in zip(names, result["indices"], result["scores"]))
+            ranked = ", ".join(
+                f"{name + ' ' if name else ''}[{index}] {score:.3f}"
+                for name, index, score in zip(names, result["indices"], result["scores"])
+            )
             click.echo(f"{result['source']}: {ranked}")
     if failed:
         click.echo(f"resnet-deploy: {len(failed)} of {len(ordered)} images could not be read", err=True)
@@ -75,7 +89,12 @@ def predict(model, images, top_k, labels, backend, device, as_json) -> int:
 @main.command("bundle")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", type=click.Path(file_okay=False), required=True, help="The bundle folder to write.")
-@click.option("--engine", type=click.Path(dir_okay=False), default=None, help="A prebuilt engine of this ONNX file (with its manifest).")
+@click.option(
+    "--engine",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A prebuilt engine of this ONNX file (with its manifest).",
+)
 @click.option("--labels", type=click.Path(dir_okay=False), default=None, help="Class names, one per line.")
 @click.option("--force", is_flag=True, help="Replace an existing folder (only once the new bundle is complete).")
 def bundle(model, output, engine, labels, force) -> int:
@@ -83,28 +102,56 @@ def bundle(model, output, engine, labels, force) -> int:
     written = write_bundle(model, output, engine=engine, labels=labels, force=force)
     files = ", ".join(sorted(written.manifest["files"]))
     click.echo(f"{written.folder}: {written.info.name} ({written.info.precision}) bundle with {files}")
-    click.echo(f"  on the board: resnet-build {written.folder}/model.onnx; resnet-deploy predict {written.folder} IMAGE")
+    click.echo(
+        f"  on the board: resnet-build {written.folder}/model.onnx; resnet-deploy predict {written.folder} IMAGE"
+    )
     return 0
 
 
 @main.command("triton")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--repository", type=click.Path(file_okay=False), required=True, help="Model repository folder (created if missing).")
+@click.option(
+    "--repository",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Model repository folder (created if missing).",
+)
 @click.option("--name", default=None, help="Model name in Triton. [default: the model's name]")
-@click.option("--max-batch", type=int, default=None, help="max_batch_size. [default: the engine's profile maximum, or 64]")
+@click.option(
+    "--max-batch", type=int, default=None, help="max_batch_size. [default: the engine's profile maximum, or 64]"
+)
 @click.option("--instances", type=int, default=1, show_default=True, help="Model instances (per GPU).")
 @click.option("--preferred-batch", default=None, help="Preferred batch sizes of the dynamic batcher, e.g. 8,32.")
-@click.option("--max-queue-delay-us", type=int, default=100, show_default=True, help="How long the batcher may wait to fill a batch.")
+@click.option(
+    "--max-queue-delay-us",
+    type=int,
+    default=100,
+    show_default=True,
+    help="How long the batcher may wait to fill a batch.",
+)
 @click.option("--cpu", is_flag=True, help="Instances on the CPU (ONNX only) instead of the GPU.")
-@click.option("--labels", type=click.Path(dir_okay=False), default=None, help="Class names for Triton's classification extension.")
+@click.option(
+    "--labels", type=click.Path(dir_okay=False), default=None, help="Class names for Triton's classification extension."
+)
 @click.option("--force", is_flag=True, help="Replace an existing model folder of that name.")
-def triton(model, repository, name, max_batch, instances, preferred_batch, max_queue_delay_us, cpu, labels, force) -> int:
+def triton(
+    model, repository, name, max_batch, instances, preferred_batch, max_queue_delay_us, cpu, labels, force
+) -> int:
     """Write REPOSITORY/NAME/config.pbtxt and REPOSITORY/NAME/1/model.onnx (or model.plan)."""
     preferred = parse_ints(preferred_batch, "--preferred-batch") if preferred_batch else []
     name = name or default_model_name(model)
-    target = write_triton_model(model, repository, name, labels=labels, force=force, max_batch=max_batch, instances=instances,
-                                preferred_batch=preferred, max_queue_delay_us=max_queue_delay_us,
-                                kind="KIND_CPU" if cpu else "KIND_GPU")
+    target = write_triton_model(
+        model,
+        repository,
+        name,
+        labels=labels,
+        force=force,
+        max_batch=max_batch,
+        instances=instances,
+        preferred_batch=preferred,
+        max_queue_delay_us=max_queue_delay_us,
+        kind="KIND_CPU" if cpu else "KIND_GPU",
+    )
     click.echo(f"{target}: " + ", ".join(sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())))
     click.echo(f"  serve it: tritonserver --model-repository {target.parent}")
     return 0

@@ -6,6 +6,7 @@ one line `PROG: what was wrong` on stderr and exit status 2. Anything else is a 
 traceback. The command's callback returns its exit status (0, or 1 for "ran, but a check
 failed", such as validation).
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Errors raised by `deploy` (all `ToolkitError`s: one sentence, exit status 2 in the CLI)."""
+
 from __future__ import annotations
 
 from resnet.errors import ToolkitError
@@ -19,4 +20,6 @@ def require(module: str, install: str, purpose: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingDependencyError(f"{purpose} needs the {module} package, which is not installed: {install}") from None
+        raise MissingDependencyError(
+            f"{purpose} needs the {module} package, which is not installed: {install}"
+        ) from None

@@ -1,4 +1,5 @@
 """What this machine's GPU is, through PyTorch and nvidia-smi."""
+
 from __future__ import annotations
 
 import subprocess
@@ -18,8 +19,12 @@ def require_cuda(what: str = "TensorRT engines"):
 def driver_version() -> str:
     """The NVIDIA driver version from nvidia-smi, or "" when it can't be read."""
     try:
-        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                              capture_output=True, text=True, timeout=10)
+        done = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return ""
     return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else ""

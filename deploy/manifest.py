@@ -6,6 +6,7 @@ built, what it takes and returns, and the model inside (copied from the ONNX met
 runtime can refuse a foreign engine with a sentence instead of a crash, and the benchmark,
 Predictor and Triton writer never ask how it was made.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,9 @@ class Profile:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
-            raise ArtifactError(f"batch profile must satisfy 1 <= min <= opt <= max, got min {self.min}, opt {self.opt}, max {self.max}")
+            raise ArtifactError(
+                f"batch profile must satisfy 1 <= min <= opt <= max, got min {self.min}, opt {self.opt}, max {self.max}"
+            )
 
     def __str__(self) -> str:
         return f"min {self.min}, opt {self.opt}, max {self.max}"
@@ -142,6 +145,8 @@ def check_compatible(manifest: EngineManifest, here: Environment, engine_path: s
         )
     warnings = []
     if built.gpu_name != here.gpu_name:
-        warnings.append(f"engine {Path(engine_path).name} was built on {built.gpu_name} and runs on {here.gpu_name}; "
-                        "same architecture, but rebuild here for the fastest tactics")
+        warnings.append(
+            f"engine {Path(engine_path).name} was built on {built.gpu_name} and runs on {here.gpu_name}; "
+            "same architecture, but rebuild here for the fastest tactics"
+        )
     return warnings

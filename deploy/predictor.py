@@ -1,4 +1,5 @@
 """`Predictor`: images in, top-k classes out, whatever runs the model underneath."""
+
 from __future__ import annotations
 
 import threading
@@ -65,7 +66,9 @@ def _open_onnx(path: Path, device: str | None) -> Runtime:
     return OrtRuntime(path, provider=device)
 
 
-def open_runtime(path: str | Path, *, backend: str | None = None, device: str | None = None) -> tuple[Runtime, Bundle | None]:
+def open_runtime(
+    path: str | Path, *, backend: str | None = None, device: str | None = None
+) -> tuple[Runtime, Bundle | None]:
     """The runtime for an ONNX file, an engine or a bundle folder (and the bundle, if one).
 
     Automatic choice: a bundle's engine when TensorRT and a compatible GPU are here, else its
@@ -84,7 +87,9 @@ def open_runtime(path: str | Path, *, backend: str | None = None, device: str | 
         bundle = Bundle.open(path)
         if backend == "tensorrt" or (backend is None and bundle.engine is not None):
             if bundle.engine is None:
-                raise ArtifactError(f"bundle {path} has no engine; build one on this machine: resnet-build {bundle.onnx}")
+                raise ArtifactError(
+                    f"bundle {path} has no engine; build one on this machine: resnet-build {bundle.onnx}"
+                )
             try:
                 return _open_engine(bundle.engine), bundle
             except (MissingDependencyError, ArtifactError):
@@ -119,13 +124,21 @@ class Predictor:
     Predictor per thread (each holds its own copy of the model) or serve with Triton.
     """
 
-    def __init__(self, path: str | Path, *, backend: str | None = None, device: str | None = None,
-                 labels: Sequence[str] | str | Path | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        backend: str | None = None,
+        device: str | None = None,
+        labels: Sequence[str] | str | Path | None = None,
+    ) -> None:
         self.runtime, self.bundle = open_runtime(path, backend=backend, device=device)
         info: ModelInfo | None = self.runtime.info
         if info is None:
             self.runtime.close()
-            raise ArtifactError(f"{path} carries no input spec (export it with resnet-export, or build it with resnet-build)")
+            raise ArtifactError(
+                f"{path} carries no input spec (export it with resnet-export, or build it with resnet-build)"
+            )
         self.info = info
         self.spec = info.input_spec
         if labels is None and self.bundle is not None:
@@ -157,10 +170,16 @@ class Predictor:
         if isinstance(images, (str, Path, np.ndarray)) or not isinstance(images, Iterable):
             images = [images]
         images = list(images)
-        batch = np.stack([self.preprocess(image) for image in images]) if images else np.empty((0, *self.runtime.input_shape[1:]), np.float32)
+        batch = (
+            np.stack([self.preprocess(image) for image in images])
+            if images
+            else np.empty((0, *self.runtime.input_shape[1:]), np.float32)
+        )
         return self.predict_arrays(batch, top_k=top_k, sources=[describe_image(i) for i in images])
 
-    def predict_arrays(self, batch: np.ndarray, top_k: int = 5, sources: Sequence[str] | None = None) -> list[Prediction]:
+    def predict_arrays(
+        self, batch: np.ndarray, top_k: int = 5, sources: Sequence[str] | None = None
+    ) -> list[Prediction]:
         """Top-k predictions for preprocessed inputs (N, C, H, W)."""
         if top_k < 1:
             raise ToolkitError(f"top_k must be at least 1, got {top_k}")
@@ -171,21 +190,25 @@ class Predictor:
         predictions = []
         for source, row in zip(sources, probabilities):
             order = np.argsort(-row, kind="stable")[:top_k]
-            predictions.append(Prediction(
-                source=source,
-                indices=[int(i) for i in order],
-                scores=[float(row[i]) for i in order],
-                labels=[self.labels[i] for i in order] if self.labels else None,
-            ))
+            predictions.append(
+                Prediction(
+                    source=source,
+                    indices=[int(i) for i in order],
+                    scores=[float(row[i]) for i in order],
+                    labels=[self.labels[i] for i in order] if self.labels else None,
+                )
+            )
         return predictions
 
     def _logits(self, batch: np.ndarray) -> np.ndarray:
         outputs = []
         with self._lock:
             for start in range(0, len(batch), self.max_batch):
-                chunk = batch[start:start + self.max_batch]
+                chunk = batch[start : start + self.max_batch]
                 count = len(chunk)
-                if count < self.min_batch:  # a fixed batch or an engine profile's minimum: pad, then drop the padding's outputs
+                if (
+                    count < self.min_batch
+                ):  # a fixed batch or an engine profile's minimum: pad, then drop the padding's outputs
                     chunk = np.concatenate([chunk, np.zeros((self.min_batch - count, *chunk.shape[1:]), chunk.dtype)])
                 outputs.append(np.asarray(self.runtime.run(chunk), dtype=np.float32)[:count])
         return np.concatenate(outputs) if outputs else np.empty((0, self.spec.num_classes), np.float32)

@@ -10,6 +10,7 @@ converted to RGB. Pillow is the only image dependency (`pip install '.[images]'`
 Accepted images: a file path, a PIL image, or a NumPy array laid out H x W (grayscale) or
 H x W x C (C = 1, 3 or 4), either uint8 (0-255) or float in [0, 1].
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,13 +55,17 @@ def load_image(image: Any):
                 opened.load()
                 picture = opened.copy()
         except (PIL.UnidentifiedImageError, OSError, ValueError) as error:
-            raise ImageError(f"{path} is not a readable image ({str(error).splitlines()[0][:100] if str(error) else type(error).__name__})") from None
+            raise ImageError(
+                f"{path} is not a readable image ({str(error).splitlines()[0][:100] if str(error) else type(error).__name__})"
+            ) from None
     elif isinstance(image, Image.Image):
         picture = image
     elif isinstance(image, np.ndarray):
         picture = _from_array(image)
     else:
-        raise ImageError(f"cannot read an image from a {type(image).__name__}; give a path, a PIL image or a NumPy array")
+        raise ImageError(
+            f"cannot read an image from a {type(image).__name__}; give a path, a PIL image or a NumPy array"
+        )
     if picture.mode in ("P", "PA"):  # palette: through RGBA, so transparency info isn't misread
         picture = picture.convert("RGBA")
     return picture.convert("RGB") if picture.mode != "RGB" else picture

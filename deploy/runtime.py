@@ -5,6 +5,7 @@ its input name, shape, element type and the batch sizes it accepts, and the `Mod
 model inside (None for a file not made by resnet-export). Validation (export), the benchmark
 and the Predictor all run models through these classes, so what is validated is what ships.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -125,14 +126,18 @@ class OrtRuntime(Runtime):
         self.threads = threads
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ArtifactError(f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; a classifier has one of each")
+            raise ArtifactError(
+                f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; a classifier has one of each"
+            )
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
         if inputs[0].type not in _ORT_ELEMENT_TYPES:
             raise ArtifactError(f"{path} takes {inputs[0].type} input; only float and float16 images are supported")
         self.input_dtype = np.dtype(_ORT_ELEMENT_TYPES[inputs[0].type])
         self.input_shape = tuple(d if isinstance(d, int) else None for d in inputs[0].shape)
         if len(self.input_shape) != 4 or None in self.input_shape[1:]:
-            raise ArtifactError(f"{path} takes input of shape {inputs[0].shape}; expected (N, C, H, W) with fixed C, H, W")
+            raise ArtifactError(
+                f"{path} takes input of shape {inputs[0].shape}; expected (N, C, H, W) with fixed C, H, W"
+            )
         metadata = self.session.get_modelmeta().custom_metadata_map
         self.info = ModelInfo.from_metadata(metadata, source=str(path)) if "model_name" in metadata else None
         self._outputs = [self.output_name]

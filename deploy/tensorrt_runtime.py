@@ -10,6 +10,7 @@ TensorRT is imported inside the functions that need it. TensorRT objects live in
 after their class (`engine`, `context`, `trt_runtime`, ...): tests/deploy/test_tensorrt_api.py
 reads this file and checks every name used on them against TensorRT 11.4's and 10.13's bindings.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -91,7 +92,9 @@ class TensorRTRuntime(DeviceRuntime):
         self.manifest: EngineManifest | None = read_manifest(path)
         data = path.read_bytes()
         if self.manifest is not None and hashlib.sha256(data).hexdigest() != self.manifest.engine_sha256:
-            raise ArtifactError(f"{path.name}.json describes another engine (checksum differs); rebuild {path.name} with resnet-build")
+            raise ArtifactError(
+                f"{path.name}.json describes another engine (checksum differs); rebuild {path.name} with resnet-build"
+            )
         trt = import_tensorrt()
         torch = require_cuda()
         self.warnings: list[str] = []
@@ -107,13 +110,17 @@ class TensorRTRuntime(DeviceRuntime):
         self.engine = self.trt_runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             said = "; ".join(self._logger.messages[-2:]) or "no reason given"
-            raise ArtifactError(f"TensorRT cannot load engine {path} ({said}); rebuild it on this machine with resnet-build")
+            raise ArtifactError(
+                f"TensorRT cannot load engine {path} ({said}); rebuild it on this machine with resnet-build"
+            )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ArtifactError(f"engine {path} has {len(inputs)} inputs and {len(outputs)} outputs; a classifier has one of each")
+            raise ArtifactError(
+                f"engine {path} has {len(inputs)} inputs and {len(outputs)} outputs; a classifier has one of each"
+            )
         self.input_name, self.output_name = inputs[0], outputs[0]
         input_torch_dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(self.input_name))
         output_torch_dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(self.output_name))
@@ -127,7 +134,9 @@ class TensorRTRuntime(DeviceRuntime):
         # Buffers for the largest batch; calls use a prefix.
         self.stream = torch.cuda.Stream()
         self._input = torch.empty((self.batch_profile.max, *shape[1:]), dtype=input_torch_dtype, device=self.device)
-        self._output = torch.empty((self.batch_profile.max, self.num_classes), dtype=output_torch_dtype, device=self.device)
+        self._output = torch.empty(
+            (self.batch_profile.max, self.num_classes), dtype=output_torch_dtype, device=self.device
+        )
         self._host_output = torch.empty(self._output.shape, dtype=output_torch_dtype, pin_memory=True)
         self.context.set_tensor_address(self.input_name, self._input.data_ptr())
         self.context.set_tensor_address(self.output_name, self._output.data_ptr())
@@ -158,7 +167,9 @@ class TensorRTRuntime(DeviceRuntime):
     def _set_shape(self, n: int) -> None:
         if self._shape_set != n:
             if not self.context.set_input_shape(self.input_name, (n, *self.input_shape[1:])):
-                raise ToolkitError(f"TensorRT refused input shape batch {n} for {self.path.name} (profile {self.batch_profile})")
+                raise ToolkitError(
+                    f"TensorRT refused input shape batch {n} for {self.path.name} (profile {self.batch_profile})"
+                )
             self._shape_set = n
 
     def execute(self, n: int) -> None:
@@ -174,7 +185,9 @@ class TensorRTRuntime(DeviceRuntime):
             return
         self._set_shape(n)
         if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise ToolkitError(f"TensorRT failed to run {self.path.name} on batch {n}: {'; '.join(self._logger.messages[-2:])}")
+            raise ToolkitError(
+                f"TensorRT failed to run {self.path.name} on batch {n}: {'; '.join(self._logger.messages[-2:])}"
+            )
 
     def _capture(self, n: int):
         torch = self._torch
@@ -201,4 +214,6 @@ class TensorRTRuntime(DeviceRuntime):
                 delattr(self, name)
 
     def describe(self) -> str:
-        return super().describe() + f" (engine profile {self.batch_profile}{', CUDA graphs' if self.cuda_graphs else ''})"
+        return (
+            super().describe() + f" (engine profile {self.batch_profile}{', CUDA graphs' if self.cuda_graphs else ''})"
+        )

@@ -4,6 +4,7 @@ Used by the benchmark (the PyTorch baselines an engine must beat) and by `--vs p
 CPU a call is one forward pass; on a GPU it is a `DeviceRuntime`, whose host-to-device copy,
 forward pass and device-to-host copy are timed apart.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,13 +41,28 @@ def _describe_options(runtime) -> str:
     return ", ".join(options)
 
 
-def torch_runtime(model: ResNet, *, device: str = "cpu", precision: str = "fp32", channels_last: bool = False,
-                  compile: bool = False, cuda_graphs: bool = False, threads: int | None = None,
-                  max_batch: int = 256) -> Runtime:
+def torch_runtime(
+    model: ResNet,
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    cuda_graphs: bool = False,
+    threads: int | None = None,
+    max_batch: int = 256,
+) -> Runtime:
     """The right PyTorch runtime for `device` ("cpu" or "cuda[:i]")."""
     if device.startswith("cuda"):
-        return TorchCudaRuntime(model, device=device, precision=precision, channels_last=channels_last,
-                                compile=compile, cuda_graphs=cuda_graphs, max_batch=max_batch)
+        return TorchCudaRuntime(
+            model,
+            device=device,
+            precision=precision,
+            channels_last=channels_last,
+            compile=compile,
+            cuda_graphs=cuda_graphs,
+            max_batch=max_batch,
+        )
     if device != "cpu":
         raise ToolkitError(f"device must be cpu or cuda, got {device!r}")
     if cuda_graphs:
@@ -60,8 +76,15 @@ class TorchCpuRuntime(Runtime):
     backend = "pytorch"
     device = "cpu"
 
-    def __init__(self, model: ResNet, *, precision: str = "fp32", channels_last: bool = False, compile: bool = False,
-                 threads: int | None = None) -> None:
+    def __init__(
+        self,
+        model: ResNet,
+        *,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        compile: bool = False,
+        threads: int | None = None,
+    ) -> None:
         if threads is not None:
             if threads < 1:
                 raise ToolkitError(f"threads must be at least 1, got {threads}")
@@ -92,11 +115,25 @@ class TorchCudaRuntime(DeviceRuntime):
 
     backend = "pytorch"
 
-    def __init__(self, model: ResNet, *, device: str = "cuda", precision: str = "fp32", channels_last: bool = False,
-                 compile: bool = False, cuda_graphs: bool = False, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        model: ResNet,
+        *,
+        device: str = "cuda",
+        precision: str = "fp32",
+        channels_last: bool = False,
+        compile: bool = False,
+        cuda_graphs: bool = False,
+        max_batch: int = 256,
+    ) -> None:
         require_cuda("PyTorch on --device cuda")
         self.device = device
-        self.precision, self.channels_last, self.compiled, self.cuda_graphs = precision, channels_last, compile, cuda_graphs
+        self.precision, self.channels_last, self.compiled, self.cuda_graphs = (
+            precision,
+            channels_last,
+            compile,
+            cuda_graphs,
+        )
         self.model, self._forward = _prepare(model, device, precision, channels_last, compile)
         spec = model.input_spec
         self.input_name, self.output_name = "input", "logits"
@@ -109,7 +146,9 @@ class TorchCudaRuntime(DeviceRuntime):
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         host_dtype = torch.float16 if precision == "fp16" else torch.float32
         self._staging = torch.empty((max_batch, *self.input_shape[1:]), dtype=host_dtype, device=device)
-        self._input = torch.empty((max_batch, *self.input_shape[1:]), dtype=PRECISIONS[precision], device=device).contiguous(memory_format=memory_format)
+        self._input = torch.empty(
+            (max_batch, *self.input_shape[1:]), dtype=PRECISIONS[precision], device=device
+        ).contiguous(memory_format=memory_format)
         self._output = torch.empty((max_batch, spec.num_classes), dtype=torch.float32, device=device)
         self._host_output = torch.empty((max_batch, spec.num_classes), dtype=torch.float32, pin_memory=True)
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}

@@ -8,6 +8,7 @@ The config is derived from the model file: platform, input and output names, dat
 dims (without the batch axis), `max_batch_size` (no larger than an engine's profile maximum),
 dynamic batching and instance groups.
 """
+
 from __future__ import annotations
 
 import os
@@ -92,13 +93,23 @@ def default_model_name(model: str | Path) -> str:
     return info.name if info is not None else model.stem
 
 
-def triton_model_for(model: str | Path, name: str, *, max_batch: int | None = None, instances: int = 1,
-                     preferred_batch: Sequence[int] = (), max_queue_delay_us: int = 100, kind: str = "KIND_GPU",
-                     labels: bool = False) -> TritonModel:
+def triton_model_for(
+    model: str | Path,
+    name: str,
+    *,
+    max_batch: int | None = None,
+    instances: int = 1,
+    preferred_batch: Sequence[int] = (),
+    max_queue_delay_us: int = 100,
+    kind: str = "KIND_GPU",
+    labels: bool = False,
+) -> TritonModel:
     """The Triton config for an ONNX file or a TensorRT engine (with its manifest)."""
     model = Path(model)
     if not NAME_PATTERN.match(name):
-        raise ToolkitError(f"model name {name!r} must be letters, digits, '_', '.' or '-' (no slashes or spaces), starting with a letter or digit")
+        raise ToolkitError(
+            f"model name {name!r} must be letters, digits, '_', '.' or '-' (no slashes or spaces), starting with a letter or digit"
+        )
     if instances < 1:
         raise ToolkitError(f"--instances must be at least 1, got {instances}")
     if max_queue_delay_us < 0:
@@ -115,29 +126,47 @@ def triton_model_for(model: str | Path, name: str, *, max_batch: int | None = No
             raise ToolkitError("a TensorRT engine runs on the GPU; --cpu serves ONNX files only")
         platform = "tensorrt_plan"
         (inp,), (out,) = manifest.inputs, manifest.outputs
-        in_name, in_type, in_shape, out_name, out_type, out_shape = inp.name, inp.dtype, inp.shape, out.name, out.dtype, out.shape
+        in_name, in_type, in_shape, out_name, out_type, out_shape = (
+            inp.name,
+            inp.dtype,
+            inp.shape,
+            out.name,
+            out.dtype,
+            out.shape,
+        )
         profile = manifest.profile
         dynamic = in_shape[0] == -1
         if dynamic and profile.min != 1:
-            raise ToolkitError(f"engine {model.name}'s profile starts at batch {profile.min}; Triton's batcher sends batches from 1, so rebuild with --min-batch 1")
+            raise ToolkitError(
+                f"engine {model.name}'s profile starts at batch {profile.min}; Triton's batcher sends batches from 1, so rebuild with --min-batch 1"
+            )
         limit = profile.max if dynamic else None
     else:
         onnx_file = inspect_onnx(model)
-        in_name, in_type, out_name, out_type = onnx_file.input_name, onnx_file.input_dtype, onnx_file.output_name, onnx_file.output_dtype
+        in_name, in_type, out_name, out_type = (
+            onnx_file.input_name,
+            onnx_file.input_dtype,
+            onnx_file.output_name,
+            onnx_file.output_dtype,
+        )
         in_shape = [-1 if d is None else d for d in onnx_file.input_shape]
         out_shape = [-1 if d is None else d for d in onnx_file.output_shape]
         platform = "onnxruntime_onnx"
         dynamic = in_shape[0] == -1
         limit = None
     if in_type not in TRITON_TYPES or out_type not in TRITON_TYPES:
-        raise ArtifactError(f"{model.name} has {in_type}/{out_type} input/output; only float32 and float16 are supported")
+        raise ArtifactError(
+            f"{model.name} has {in_type}/{out_type} input/output; only float32 and float16 are supported"
+        )
     if dynamic:
         max_batch_size = max_batch if max_batch is not None else (limit or DEFAULT_MAX_BATCH)
         if max_batch_size < 1:
             raise ToolkitError(f"--max-batch must be at least 1, got {max_batch_size}")
         if limit is not None and max_batch_size > limit:
-            raise ToolkitError(f"--max-batch {max_batch_size} is above engine {model.name}'s profile maximum {limit}; "
-                               f"rebuild with resnet-build --max-batch {max_batch_size}, or lower --max-batch")
+            raise ToolkitError(
+                f"--max-batch {max_batch_size} is above engine {model.name}'s profile maximum {limit}; "
+                f"rebuild with resnet-build --max-batch {max_batch_size}, or lower --max-batch"
+            )
         too_big = [b for b in preferred_batch if b < 1 or b > max_batch_size]
         if too_big:
             raise ToolkitError(f"preferred batch sizes must be between 1 and max batch {max_batch_size}, got {too_big}")
@@ -145,22 +174,42 @@ def triton_model_for(model: str | Path, name: str, *, max_batch: int | None = No
     else:
         # A fixed batch: Triton sees the full shape and does no batching of its own.
         if max_batch not in (None, 0):
-            raise ToolkitError(f"{model.name} has a fixed batch of {in_shape[0]}, so Triton can't batch it; drop --max-batch "
-                               "or export with --dynamic-batch")
+            raise ToolkitError(
+                f"{model.name} has a fixed batch of {in_shape[0]}, so Triton can't batch it; drop --max-batch "
+                "or export with --dynamic-batch"
+            )
         if preferred_batch:
-            raise ToolkitError(f"{model.name} has a fixed batch of {in_shape[0]}; --preferred-batch needs a dynamic batch axis")
+            raise ToolkitError(
+                f"{model.name} has a fixed batch of {in_shape[0]}; --preferred-batch needs a dynamic batch axis"
+            )
         max_batch_size, input_dims, output_dims = 0, in_shape, out_shape
     return TritonModel(
-        name=name, platform=platform, max_batch_size=max_batch_size,
-        input_name=in_name, input_type=TRITON_TYPES[in_type], input_dims=list(input_dims),
-        output_name=out_name, output_type=TRITON_TYPES[out_type], output_dims=list(output_dims),
-        instances=instances, kind=kind, preferred_batch_sizes=sorted(set(preferred_batch)),
-        max_queue_delay_us=max_queue_delay_us, labels=labels,
+        name=name,
+        platform=platform,
+        max_batch_size=max_batch_size,
+        input_name=in_name,
+        input_type=TRITON_TYPES[in_type],
+        input_dims=list(input_dims),
+        output_name=out_name,
+        output_type=TRITON_TYPES[out_type],
+        output_dims=list(output_dims),
+        instances=instances,
+        kind=kind,
+        preferred_batch_sizes=sorted(set(preferred_batch)),
+        max_queue_delay_us=max_queue_delay_us,
+        labels=labels,
     )
 
 
-def write_triton_model(model: str | Path, repository: str | Path, name: str, *, labels: str | Path | Sequence[str] | None = None,
-                       force: bool = False, **options) -> Path:
+def write_triton_model(
+    model: str | Path,
+    repository: str | Path,
+    name: str,
+    *,
+    labels: str | Path | Sequence[str] | None = None,
+    force: bool = False,
+    **options,
+) -> Path:
     """Write `repository/name/` (config.pbtxt, version 1 of the model, labels) and return it.
 
     The model folder is assembled in a hidden folder inside the repository and renamed into

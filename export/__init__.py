@@ -2,6 +2,7 @@
 
 Imports `resnet` and `deploy` (DESIGN.md).
 """
+
 from .engine import BuildReport, EngineBuildError, build_engine, resolve_profile
 from .lint import GraphContractError, LintReport, Violation, check_onnx, lint_onnx
 from .onnx_export import ExportReport, default_output, export_onnx
@@ -9,7 +10,26 @@ from .onnx_graph import DEFAULT_OPSET, SUPPORTED_OPSETS, ExportError, fold_batch
 from .validate import Thresholds, ValidationFailed, ValidationReport, compare_logits, validate_runtime
 
 __all__ = [
-    "BuildReport", "EngineBuildError", "build_engine", "resolve_profile", "DEFAULT_OPSET", "ExportError", "ExportReport", "GraphContractError", "LintReport", "SUPPORTED_OPSETS", "Thresholds",
-    "ValidationFailed", "ValidationReport", "Violation", "check_onnx", "compare_logits", "default_output", "export_onnx",
-    "fold_batchnorm", "lint_onnx", "resnet_to_onnx", "validate_runtime",
+    "BuildReport",
+    "EngineBuildError",
+    "build_engine",
+    "resolve_profile",
+    "DEFAULT_OPSET",
+    "ExportError",
+    "ExportReport",
+    "GraphContractError",
+    "LintReport",
+    "SUPPORTED_OPSETS",
+    "Thresholds",
+    "ValidationFailed",
+    "ValidationReport",
+    "Violation",
+    "check_onnx",
+    "compare_logits",
+    "default_output",
+    "export_onnx",
+    "fold_batchnorm",
+    "lint_onnx",
+    "resnet_to_onnx",
+    "validate_runtime",
 ]

@@ -1,4 +1,5 @@
 """`resnet-export`: a registered ResNet to one validated ONNX file."""
+
 from __future__ import annotations
 
 import click
@@ -19,30 +20,134 @@ _RANGE = f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}"
 
 
 @click.command("resnet-export", cls=ToolkitCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--depth", type=int, required=True, help="ImageNet 18, 34, 50, 101, 152; CIFAR 20, 32, 44, 56, 110, 1202.")
+@click.option(
+    "--depth", type=int, required=True, help="ImageNet 18, 34, 50, 101, 152; CIFAR 20, 32, 44, 56, 110, 1202."
+)
 @click.option("--dataset", type=click.Choice(list(DATASETS)), default="imagenet", show_default=True)
-@click.option("--shortcut", type=click.Choice(["A", "B"]), default=None, help="Option A (slice + zero pad) or B (1x1 projection). [default: B for ImageNet, A for CIFAR]")
+@click.option(
+    "--shortcut",
+    type=click.Choice(["A", "B"]),
+    default=None,
+    help="Option A (slice + zero pad) or B (1x1 projection). [default: B for ImageNet, A for CIFAR]",
+)
 @click.option("--num-classes", type=click.IntRange(min=1), default=None, help="[default: the dataset's]")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None, help="Checkpoint file to load (state_dict, DataParallel or torch.compile layouts).")
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Checkpoint file to load (state_dict, DataParallel or torch.compile layouts).",
+)
 @click.option("--input-size", default=None, help="Input resolution, 224 or HEIGHTxWIDTH. [default: the dataset's]")
 @click.option("--mean", default=None, help="Normalisation mean R,G,B recorded in the file. [default: the dataset's]")
 @click.option("--std", default=None, help="Normalisation std R,G,B recorded in the file. [default: the dataset's]")
-@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help=f"Default-domain opset of the file, exactly ({_RANGE}).")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="Arithmetic of the graph; fp16 is what TensorRT builds an FP16 engine from.")
-@click.option("--io-dtype", type=click.Choice(["fp32", "fp16"]), default=None, help="Input/output element type. [default: fp32, with casts at the edges of an fp16 graph]")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Example batch (the fixed batch with --static-batch).")
-@click.option("--dynamic-batch/--static-batch", default=True, show_default=True, help="Symbolic batch axis 'batch', or fixed to --batch.")
-@click.option("--output", "-o", type=click.Path(), default=None, help="File to write. [default: ./NAME.onnx, ./NAME_fp16.onnx]")
-@click.option("--validate/--no-validate", default=True, show_default=True, help="Compare with PyTorch in ONNX Runtime before writing.")
-@click.option("--atol", type=float, default=Thresholds.atol, show_default=True, help="FP32: largest error, in units of the largest |logit|.")
-@click.option("--rtol", type=float, default=Thresholds.rtol, show_default=True, help="FP32: additional error allowed relative to each logit.")
-@click.option("--min-cosine", type=float, default=Thresholds.min_cosine, show_default=True, help="FP16: smallest per-image cosine similarity.")
-@click.option("--min-top1", type=float, default=Thresholds.min_top1, show_default=True, help="FP16: smallest top-1 agreement.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="ONNX Runtime threads for validation. [default: one per core]")
-@click.option("--engine", type=click.Path(dir_okay=False), default=None, help="Also build a TensorRT engine here from the exported file (needs TensorRT and a GPU; see resnet-build).")
-@click.option("--json", "json_path", default=None, help="Write the whole report as JSON to this file ('-': stdout, nothing else printed).")
-def main(depth, dataset, shortcut, num_classes, weights, input_size, mean, std, opset, precision, io_dtype, batch,
-         dynamic_batch, output, validate, atol, rtol, min_cosine, min_top1, threads, engine, json_path) -> int:
+@click.option(
+    "--opset",
+    type=int,
+    default=DEFAULT_OPSET,
+    show_default=True,
+    help=f"Default-domain opset of the file, exactly ({_RANGE}).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Arithmetic of the graph; fp16 is what TensorRT builds an FP16 engine from.",
+)
+@click.option(
+    "--io-dtype",
+    type=click.Choice(["fp32", "fp16"]),
+    default=None,
+    help="Input/output element type. [default: fp32, with casts at the edges of an fp16 graph]",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Example batch (the fixed batch with --static-batch).",
+)
+@click.option(
+    "--dynamic-batch/--static-batch",
+    default=True,
+    show_default=True,
+    help="Symbolic batch axis 'batch', or fixed to --batch.",
+)
+@click.option(
+    "--output", "-o", type=click.Path(), default=None, help="File to write. [default: ./NAME.onnx, ./NAME_fp16.onnx]"
+)
+@click.option(
+    "--validate/--no-validate",
+    default=True,
+    show_default=True,
+    help="Compare with PyTorch in ONNX Runtime before writing.",
+)
+@click.option(
+    "--atol",
+    type=float,
+    default=Thresholds.atol,
+    show_default=True,
+    help="FP32: largest error, in units of the largest |logit|.",
+)
+@click.option(
+    "--rtol",
+    type=float,
+    default=Thresholds.rtol,
+    show_default=True,
+    help="FP32: additional error allowed relative to each logit.",
+)
+@click.option(
+    "--min-cosine",
+    type=float,
+    default=Thresholds.min_cosine,
+    show_default=True,
+    help="FP16: smallest per-image cosine similarity.",
+)
+@click.option(
+    "--min-top1", type=float, default=Thresholds.min_top1, show_default=True, help="FP16: smallest top-1 agreement."
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="ONNX Runtime threads for validation. [default: one per core]",
+)
+@click.option(
+    "--engine",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also build a TensorRT engine here from the exported file (needs TensorRT and a GPU; see resnet-build).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    default=None,
+    help="Write the whole report as JSON to this file ('-': stdout, nothing else printed).",
+)
+def main(
+    depth,
+    dataset,
+    shortcut,
+    num_classes,
+    weights,
+    input_size,
+    mean,
+    std,
+    opset,
+    precision,
+    io_dtype,
+    batch,
+    dynamic_batch,
+    output,
+    validate,
+    atol,
+    rtol,
+    min_cosine,
+    min_top1,
+    threads,
+    engine,
+    json_path,
+) -> int:
     """Export a ResNet to ONNX at exactly --opset, check the graph contract, validate in ONNX Runtime.
 
     \b
@@ -59,7 +164,11 @@ def main(depth, dataset, shortcut, num_classes, weights, input_size, mean, std, 
     if mean or std:
         from dataclasses import replace
 
-        spec = replace(spec, mean=parse_floats(mean, 3, "--mean") if mean else spec.mean, std=parse_floats(std, 3, "--std") if std else spec.std)
+        spec = replace(
+            spec,
+            mean=parse_floats(mean, 3, "--mean") if mean else spec.mean,
+            std=parse_floats(std, 3, "--std") if std else spec.std,
+        )
     model = create(depth, dataset, shortcut=shortcut, num_classes=num_classes, weights=weights, input_spec=spec)
     if engine:
         # Fail before a long export, not after it.
@@ -69,16 +178,31 @@ def main(depth, dataset, shortcut, num_classes, weights, input_size, mean, std, 
     quiet = json_path == "-"
     try:
         report = export_onnx(
-            model, output, opset=opset, precision=precision, io_dtype=io_dtype, batch=batch, dynamic_batch=dynamic_batch,
-            validate=validate, thresholds=thresholds, threads=threads, progress=progress_printer(not quiet),
+            model,
+            output,
+            opset=opset,
+            precision=precision,
+            io_dtype=io_dtype,
+            batch=batch,
+            dynamic_batch=dynamic_batch,
+            validate=validate,
+            thresholds=thresholds,
+            threads=threads,
+            progress=progress_printer(not quiet),
         )
     except ValidationFailed as failed:
         return report_failure("resnet-export", failed, json_path)
     build = None
     if engine:
         try:
-            build = build_engine(report.path, engine, precision=precision, validate=validate,
-                                 thresholds=thresholds, progress=progress_printer(not quiet))
+            build = build_engine(
+                report.path,
+                engine,
+                precision=precision,
+                validate=validate,
+                thresholds=thresholds,
+                progress=progress_printer(not quiet),
+            )
         except ValidationFailed as failed:
             click.echo(format_report(report), err=quiet)
             return report_failure("resnet-export", failed, json_path)
@@ -122,7 +246,8 @@ def format_report(report: ExportReport) -> str:
         + (f", weights in {report.external_data}" if report.external_data else ""),
         f"  input       {report.inputs[0]}",
         f"  output      {report.outputs[0]}",
-        f"  nodes       {sum(report.op_counts.values())}: " + ", ".join(f"{op} {n}" for op, n in report.op_counts.items()),
+        f"  nodes       {sum(report.op_counts.values())}: "
+        + ", ".join(f"{op} {n}" for op, n in report.op_counts.items()),
         f"  lint        passed ({len(report.lint.rules)} rules of the graph contract)",
     ]
     lines += validation_lines(report.validation)
@@ -134,25 +259,96 @@ def format_report(report: ExportReport) -> str:
 
 @click.command("resnet-build", cls=ToolkitCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("onnx_file", type=click.Path(dir_okay=False))
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="Engine file. [default: ./NAME.plan]")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default=None,
-              help="The engine precision you expect; the file decides, and a mismatch is an error that says how to get the right file.")
-@click.option("--min-batch", type=int, default=None, help="Smallest batch of the profile. [default: 1, or the file's fixed batch]")
+@click.option(
+    "--output", "-o", type=click.Path(dir_okay=False), default=None, help="Engine file. [default: ./NAME.plan]"
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16"]),
+    default=None,
+    help="The engine precision you expect; the file decides, and a mismatch is an error that says how to get the right file.",
+)
+@click.option(
+    "--min-batch", type=int, default=None, help="Smallest batch of the profile. [default: 1, or the file's fixed batch]"
+)
 @click.option("--opt-batch", type=int, default=None, help="Batch the engine is tuned for. [default: 32]")
 @click.option("--max-batch", type=int, default=None, help="Largest batch of the profile. [default: 64]")
-@click.option("--workspace", type=int, default=None, help="Builder workspace memory-pool limit, MiB. [default: TensorRT's (the GPU's memory)]")
-@click.option("--opt-level", type=int, default=None, help=f"Builder optimization level {OPT_LEVELS.start}-{OPT_LEVELS.stop - 1}. [default: TensorRT's, 3]")
-@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None, help="Timing cache file: loaded when present, saved after the build.")
+@click.option(
+    "--workspace",
+    type=int,
+    default=None,
+    help="Builder workspace memory-pool limit, MiB. [default: TensorRT's (the GPU's memory)]",
+)
+@click.option(
+    "--opt-level",
+    type=int,
+    default=None,
+    help=f"Builder optimization level {OPT_LEVELS.start}-{OPT_LEVELS.stop - 1}. [default: TensorRT's, 3]",
+)
+@click.option(
+    "--timing-cache",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Timing cache file: loaded when present, saved after the build.",
+)
 @click.option("--tf32/--no-tf32", default=True, show_default=True, help="Allow TF32 tensor cores for FP32 graphs.")
-@click.option("--validate/--no-validate", default=True, show_default=True, help="Compare the engine with ONNX Runtime (FP32) before writing.")
-@click.option("--reference", type=click.Path(dir_okay=False), default=None,
-              help="FP32 ONNX to validate against. [default: the source if FP32, else its FP32 twin]")
-@click.option("--min-cosine", type=float, default=Thresholds.min_cosine, show_default=True, help="FP16/TF32 engines: smallest per-image cosine.")
-@click.option("--min-top1", type=float, default=Thresholds.min_top1, show_default=True, help="FP16/TF32 engines: smallest top-1 agreement.")
-@click.option("--atol", type=float, default=Thresholds.atol, show_default=True, help="FP32 engines without TF32: largest error in units of the largest |logit|.")
-@click.option("--json", "json_path", default=None, help="Write the report as JSON to this file ('-': stdout, nothing else printed).")
-def build_main(onnx_file, output, precision, min_batch, opt_batch, max_batch, workspace, opt_level, timing_cache, tf32,
-               validate, reference, min_cosine, min_top1, atol, json_path) -> int:
+@click.option(
+    "--validate/--no-validate",
+    default=True,
+    show_default=True,
+    help="Compare the engine with ONNX Runtime (FP32) before writing.",
+)
+@click.option(
+    "--reference",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="FP32 ONNX to validate against. [default: the source if FP32, else its FP32 twin]",
+)
+@click.option(
+    "--min-cosine",
+    type=float,
+    default=Thresholds.min_cosine,
+    show_default=True,
+    help="FP16/TF32 engines: smallest per-image cosine.",
+)
+@click.option(
+    "--min-top1",
+    type=float,
+    default=Thresholds.min_top1,
+    show_default=True,
+    help="FP16/TF32 engines: smallest top-1 agreement.",
+)
+@click.option(
+    "--atol",
+    type=float,
+    default=Thresholds.atol,
+    show_default=True,
+    help="FP32 engines without TF32: largest error in units of the largest |logit|.",
+)
+@click.option(
+    "--json",
+    "json_path",
+    default=None,
+    help="Write the report as JSON to this file ('-': stdout, nothing else printed).",
+)
+def build_main(
+    onnx_file,
+    output,
+    precision,
+    min_batch,
+    opt_batch,
+    max_batch,
+    workspace,
+    opt_level,
+    timing_cache,
+    tf32,
+    validate,
+    reference,
+    min_cosine,
+    min_top1,
+    atol,
+    json_path,
+) -> int:
     """Build a TensorRT engine (and NAME.plan.json, its manifest) from an ONNX file, then validate it.
 
     \b
@@ -167,9 +363,20 @@ def build_main(onnx_file, output, precision, min_batch, opt_batch, max_batch, wo
     quiet = json_path == "-"
     try:
         report = build_engine(
-            onnx_file, output, precision=precision, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
-            workspace_mib=workspace, opt_level=opt_level, timing_cache=timing_cache, tf32=tf32, validate=validate,
-            reference=reference, thresholds=thresholds, progress=progress_printer(not quiet),
+            onnx_file,
+            output,
+            precision=precision,
+            min_batch=min_batch,
+            opt_batch=opt_batch,
+            max_batch=max_batch,
+            workspace_mib=workspace,
+            opt_level=opt_level,
+            timing_cache=timing_cache,
+            tf32=tf32,
+            validate=validate,
+            reference=reference,
+            thresholds=thresholds,
+            progress=progress_printer(not quiet),
         )
     except ValidationFailed as failed:
         return report_failure("resnet-build", failed, json_path)
@@ -195,7 +402,11 @@ def format_build_report(report: BuildReport) -> str:
     lines += validation_lines(report.validation)
     lines.extend(f"  warning     {w}" for w in report.warnings)
     t = report.timings
-    lines.append(f"  time        build {t['build_s']:.1f}s" + (f", validate {t['validate_s']:.1f}s" if "validate_s" in t else "") + f"; total {t['total_s']:.1f}s")
+    lines.append(
+        f"  time        build {t['build_s']:.1f}s"
+        + (f", validate {t['validate_s']:.1f}s" if "validate_s" in t else "")
+        + f"; total {t['total_s']:.1f}s"
+    )
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ without TensorRT. TensorRT objects live in variables named after their class (`b
 `network`, `parser`, `config`, `profile`, `cache`, `error`, `serialized`); the test
 tests/deploy/test_tensorrt_api.py checks every name used on them against the bindings' lists.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,8 +63,9 @@ def fp16_export_command(source: OnnxInterface) -> str:
     return " ".join(parts + ["--precision", "fp16"]) + " (with your --weights)"
 
 
-def resolve_profile(batch_dim: int | None, min_batch: int | None = None, opt_batch: int | None = None,
-                    max_batch: int | None = None) -> Profile:
+def resolve_profile(
+    batch_dim: int | None, min_batch: int | None = None, opt_batch: int | None = None, max_batch: int | None = None
+) -> Profile:
     """The batch profile: from the file when its batch is fixed, else the options over the
     defaults 1 / 32 / 64 (a default that would fall outside the given bounds moves inside)."""
     given = {"--min-batch": min_batch, "--opt-batch": opt_batch, "--max-batch": max_batch}
@@ -71,7 +73,9 @@ def resolve_profile(batch_dim: int | None, min_batch: int | None = None, opt_bat
         if value is not None and value < 1:
             raise ToolkitError(f"{option} must be at least 1, got {value}")
     if batch_dim is not None:
-        conflicting = [f"{option} {value}" for option, value in given.items() if value is not None and value != batch_dim]
+        conflicting = [
+            f"{option} {value}" for option, value in given.items() if value is not None and value != batch_dim
+        ]
         if conflicting:
             raise ToolkitError(
                 f"the ONNX file has a fixed batch of {batch_dim}, so its engine takes exactly {batch_dim} "
@@ -134,8 +138,16 @@ def make_progress_monitor(trt, report: Callable[[str], None]):
     return PhaseReporter()
 
 
-def _build_serialized(source: OnnxInterface, batch_profile: Profile, *, workspace_mib: int | None, opt_level: int | None,
-                      timing_cache: Path | None, tf32: bool, progress: Callable[[str], None] | None) -> tuple[bytes, bytes | None, list[str]]:
+def _build_serialized(
+    source: OnnxInterface,
+    batch_profile: Profile,
+    *,
+    workspace_mib: int | None,
+    opt_level: int | None,
+    timing_cache: Path | None,
+    tf32: bool,
+    progress: Callable[[str], None] | None,
+) -> tuple[bytes, bytes | None, list[str]]:
     """Parse and build with TensorRT; returns the engine, the timing cache and the flags used."""
     trt = import_tensorrt()
     logger = make_logger(trt)
@@ -152,7 +164,9 @@ def _build_serialized(source: OnnxInterface, batch_profile: Profile, *, workspac
         for index in range(parser.num_errors):
             error = parser.get_error(index)
             problems.append(f"node {error.node_name() or error.node()} ({error.node_operator()}): {error.desc()}")
-        raise EngineBuildError(f"TensorRT's ONNX parser rejected {source.path.name}: {'; '.join(problems[:3]) or 'no reason given'}")
+        raise EngineBuildError(
+            f"TensorRT's ONNX parser rejected {source.path.name}: {'; '.join(problems[:3]) or 'no reason given'}"
+        )
 
     config = builder.create_builder_config()
     if workspace_mib is not None:
@@ -166,7 +180,9 @@ def _build_serialized(source: OnnxInterface, batch_profile: Profile, *, workspac
         config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     c, h, w = source.input_shape[1:]
-    profile.set_shape(source.input_name, (batch_profile.min, c, h, w), (batch_profile.opt, c, h, w), (batch_profile.max, c, h, w))
+    profile.set_shape(
+        source.input_name, (batch_profile.min, c, h, w), (batch_profile.opt, c, h, w), (batch_profile.max, c, h, w)
+    )
     config.add_optimization_profile(profile)
     cache = None
     if timing_cache is not None:
@@ -178,7 +194,9 @@ def _build_serialized(source: OnnxInterface, batch_profile: Profile, *, workspac
         config.progress_monitor = monitor
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise EngineBuildError(f"TensorRT could not build {source.path.name}: {'; '.join(logger.messages[-3:]) or 'no reason given'}")
+        raise EngineBuildError(
+            f"TensorRT could not build {source.path.name}: {'; '.join(logger.messages[-3:]) or 'no reason given'}"
+        )
     cache_bytes = None
     if cache is not None:
         cache = config.get_timing_cache()
@@ -239,10 +257,19 @@ def build_engine(
     require_cuda()
     environment = current_environment()
     timings: dict[str, float] = {}
-    step(f"building {output.name} from {source.path.name} ({source.precision}, batch {batch_profile}) on {environment.gpu_name}")
+    step(
+        f"building {output.name} from {source.path.name} ({source.precision}, batch {batch_profile}) on {environment.gpu_name}"
+    )
     started = time.perf_counter()
-    engine_bytes, cache_bytes, flags = _build_serialized(source, batch_profile, workspace_mib=workspace_mib, opt_level=opt_level,
-                                                         timing_cache=cache_path, tf32=tf32, progress=progress)
+    engine_bytes, cache_bytes, flags = _build_serialized(
+        source,
+        batch_profile,
+        workspace_mib=workspace_mib,
+        opt_level=opt_level,
+        timing_cache=cache_path,
+        tf32=tf32,
+        progress=progress,
+    )
     timings["build_s"] = time.perf_counter() - started
 
     def spec(name, shape, dtype):
@@ -283,9 +310,14 @@ def build_engine(
                 reference_path.write_bytes(upcast_to_fp32(onnx.load(str(source.path))).SerializeToString())
             label = source.precision if source.precision != "fp32" else ("tf32" if tf32 else "fp32")
             sizes = sorted({batch_profile.min, batch_profile.opt, batch_profile.max})
-            with OrtRuntime(reference_path or source.path, provider="cpu") as ort_runtime, TensorRTRuntime(staged) as engine_runtime:
+            with (
+                OrtRuntime(reference_path or source.path, provider="cpu") as ort_runtime,
+                TensorRTRuntime(staged) as engine_runtime,
+            ):
                 warnings = engine_runtime.warnings
-                validation = compare_runtimes(ort_runtime, engine_runtime, precision=label, batch_sizes=sizes, thresholds=thresholds)
+                validation = compare_runtimes(
+                    ort_runtime, engine_runtime, precision=label, batch_sizes=sizes, thresholds=thresholds
+                )
             timings["validate_s"] = time.perf_counter() - mark
             if not validation.passed:
                 raise ValidationFailed(validation, f"engine {output.name} (nothing was written)")
@@ -296,4 +328,6 @@ def build_engine(
     if cache_path is not None and cache_bytes is not None:
         write_bytes_atomic(cache_path, cache_bytes)
     timings["total_s"] = time.perf_counter() - started
-    return BuildReport(str(output), str(manifest_path(output)), manifest, len(engine_bytes), validation, timings, warnings)
+    return BuildReport(
+        str(output), str(manifest_path(output)), manifest, len(engine_bytes), validation, timings, warnings
+    )

@@ -15,6 +15,7 @@ Rules (each violation names the node and the rule):
 - `opset`: the default-domain opset is the one expected; no other domains.
 - `onnx-checker`: `onnx.checker.check_model(full_check=True)` passes.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -28,9 +29,31 @@ from deploy.artifact import ModelInfo
 from resnet.errors import ToolkitError
 
 ALLOWED_OPS = frozenset(
-    {"Conv", "Relu", "Add", "MaxPool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Gemm", "Slice", "Pad", "Cast"}
+    {
+        "Conv",
+        "Relu",
+        "Add",
+        "MaxPool",
+        "GlobalAveragePool",
+        "ReduceMean",
+        "Flatten",
+        "Reshape",
+        "Gemm",
+        "Slice",
+        "Pad",
+        "Cast",
+    }
 )
-RULES = ("allowed-ops", "batchnorm-folded", "cast-at-edges", "constant-slice", "constant-pad", "option-a", "opset", "onnx-checker")
+RULES = (
+    "allowed-ops",
+    "batchnorm-folded",
+    "cast-at-edges",
+    "constant-slice",
+    "constant-pad",
+    "option-a",
+    "opset",
+    "onnx-checker",
+)
 
 
 @dataclass(frozen=True)
@@ -80,7 +103,9 @@ def _node_label(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}#{index}"
 
 
-def lint_onnx(model: onnx.ModelProto | str | Path, *, opset: int | None = None, info: ModelInfo | None = None) -> LintReport:
+def lint_onnx(
+    model: onnx.ModelProto | str | Path, *, opset: int | None = None, info: ModelInfo | None = None
+) -> LintReport:
     """Check an ONNX model against the contract; returns every violation, raises nothing.
 
     `opset`, when given, is the default-domain opset the file must declare. `info` (default: the
@@ -127,7 +152,11 @@ def lint_onnx(model: onnx.ModelProto | str | Path, *, opset: int | None = None, 
         elif op == "Slice":
             for position, role in enumerate(("starts", "ends", "axes", "steps"), start=1):
                 if position < len(node.input) and node.input[position] and node.input[position] not in initializers:
-                    add("constant-slice", label, f"Slice {role} ({node.input[position]}) is computed, not an initializer")
+                    add(
+                        "constant-slice",
+                        label,
+                        f"Slice {role} ({node.input[position]}) is computed, not an initializer",
+                    )
             if len(node.input) < 3:
                 add("constant-slice", label, "Slice without starts/ends inputs (opset < 10 form)")
             if not any(c.op_type == "Pad" for c in consumers.get(node.output[0], [])):
@@ -160,7 +189,11 @@ def lint_onnx(model: onnx.ModelProto | str | Path, *, opset: int | None = None, 
             pads = slices = 0
         for op, count in (("Pad", pads), ("Slice", slices)):
             if op_counts.get(op, 0) != count:
-                add("option-a", "(graph)", f"{op_counts.get(op, 0)} {op} nodes; {info.name} with shortcut {info.shortcut} has {count}")
+                add(
+                    "option-a",
+                    "(graph)",
+                    f"{op_counts.get(op, 0)} {op} nodes; {info.name} with shortcut {info.shortcut} has {count}",
+                )
 
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -169,7 +202,13 @@ def lint_onnx(model: onnx.ModelProto | str | Path, *, opset: int | None = None, 
     return LintReport(opset=declared, op_counts=op_counts, violations=violations)
 
 
-def check_onnx(model: onnx.ModelProto | str | Path, *, opset: int | None = None, info: ModelInfo | None = None, source: str = "graph") -> LintReport:
+def check_onnx(
+    model: onnx.ModelProto | str | Path,
+    *,
+    opset: int | None = None,
+    info: ModelInfo | None = None,
+    source: str = "graph",
+) -> LintReport:
     """`lint_onnx`, raising `GraphContractError` when anything is violated."""
     report = lint_onnx(model, opset=opset, info=info)
     if not report.passed:

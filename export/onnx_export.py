@@ -1,4 +1,5 @@
 """`export_onnx`: write, lint and validate one ONNX file; the function behind `resnet-export`."""
+
 from __future__ import annotations
 
 import time
@@ -130,7 +131,15 @@ def export_onnx(
 
     step(f"writing the {precision} graph of {model.name} at opset {opset}")
     producer = producer_versions()
-    proto = resnet_to_onnx(model, opset=opset, precision=precision, io_dtype=io_dtype, batch=batch, dynamic_batch=dynamic_batch, producer=producer)
+    proto = resnet_to_onnx(
+        model,
+        opset=opset,
+        precision=precision,
+        io_dtype=io_dtype,
+        batch=batch,
+        dynamic_batch=dynamic_batch,
+        producer=producer,
+    )
     timings["build_s"] = time.perf_counter() - started
 
     step("checking the graph contract")
@@ -150,7 +159,14 @@ def export_onnx(
         if external:
             # Tensors under 1 KiB (the Slice and Pad constants) stay inline: ONNX Runtime's and
             # TensorRT's shape inference read them while parsing.
-            onnx.save_model(proto, str(staged), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+            onnx.save_model(
+                proto,
+                str(staged),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=1024,
+            )
         else:
             staged.write_bytes(proto.SerializeToString())
         timings["write_s"] = time.perf_counter() - mark
@@ -160,10 +176,14 @@ def export_onnx(
             step(f"validating against PyTorch in ONNX Runtime (batches {', '.join(map(str, batch_sizes))})")
             mark = time.perf_counter()
             with OrtRuntime(staged, provider="cpu", threads=threads) as runtime:
-                validation = validate_runtime(model, runtime, precision=precision, batch_sizes=batch_sizes, thresholds=thresholds)
+                validation = validate_runtime(
+                    model, runtime, precision=precision, batch_sizes=batch_sizes, thresholds=thresholds
+                )
             timings["validate_s"] = time.perf_counter() - mark
             if not validation.passed:
-                raise ValidationFailed(validation, f"{output.name} (the file was not written; --no-validate writes it anyway)")
+                raise ValidationFailed(
+                    validation, f"{output.name} (the file was not written; --no-validate writes it anyway)"
+                )
 
         if data_name:
             publish(stage / data_name, output.parent / data_name)

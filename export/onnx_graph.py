@@ -20,6 +20,7 @@ layer types, so this module writes the graph directly from the modules instead:
 The export is checked against PyTorch by `export.validate` every time, so a difference between
 this writer and the modules' `forward` cannot go unnoticed.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -85,7 +86,9 @@ class _GraphWriter:
     def weight(self, name: str, array: np.ndarray) -> str:
         """A float initializer in the graph's precision (rounded once, from float64)."""
         if self.float_type is np.float16 and np.abs(array).max(initial=0.0) > FP16_MAX:
-            raise ExportError(f"{name} has values beyond FP16's range ({np.abs(array).max():.3g} > {FP16_MAX:.0f}); export it as fp32")
+            raise ExportError(
+                f"{name} has values beyond FP16's range ({np.abs(array).max():.3g} > {FP16_MAX:.0f}); export it as fp32"
+            )
         return self.constant(name, array.astype(self.float_type))
 
     def node(self, op: str, inputs: list[str], name: str, output: str | None = None, **attributes) -> str:
@@ -231,7 +234,9 @@ def resnet_to_onnx(
     import resnet
 
     proto.producer_name, proto.producer_version = "resnet-deploy-toolkit", resnet.__version__
-    proto.doc_string = f"{model.name} ({model.dataset}, shortcut {model.architecture.shortcut}), {precision}, written by resnet-export"
+    proto.doc_string = (
+        f"{model.name} ({model.dataset}, shortcut {model.architecture.shortcut}), {precision}, written by resnet-export"
+    )
     info = ModelInfo.from_model(model, precision=precision, io_dtype=io_dtype, producer=producer)
     helper.set_model_props(proto, info.to_metadata())
     return proto
@@ -249,7 +254,9 @@ def upcast_to_fp32(proto: onnx.ModelProto) -> onnx.ModelProto:
     graph = twin.graph
     for index, tensor in enumerate(graph.initializer):
         if tensor.data_type == TensorProto.FLOAT16:
-            graph.initializer[index].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name))
+            graph.initializer[index].CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name)
+            )
     for node in graph.node:
         for attribute in node.attribute:
             if node.op_type == "Cast" and attribute.name == "to" and attribute.i == TensorProto.FLOAT16:

@@ -12,6 +12,7 @@ counts as passing depends on the precision of the artifact:
   graph with the same weights in FP32, bit for bit), so on a CPU the comparison measures the
   weight rounding; an activation that overflows FP16 on a GPU must be caught from the range.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -163,7 +164,9 @@ def compare_logits(
         name = "max-error/scale" if not thresholds.rtol else f"max-error/scale (rtol {thresholds.rtol:g})"
         report.checks.append(Check(name, max_abs / scale, "<=", thresholds.atol, within))
     else:
-        report.checks.append(Check("cosine", cosine, ">=", thresholds.min_cosine, finite and cosine >= thresholds.min_cosine))
+        report.checks.append(
+            Check("cosine", cosine, ">=", thresholds.min_cosine, finite and cosine >= thresholds.min_cosine)
+        )
         report.checks.append(Check("top-1 agreement", top1, ">=", thresholds.min_top1, top1 >= thresholds.min_top1))
         if precision == "fp16" and activation_peak is not None:
             report.checks.append(Check("activation-peak", activation_peak, "<=", FP16_MAX, activation_peak <= FP16_MAX))
@@ -194,7 +197,10 @@ def reference_logits(model: torch.nn.Module, batches: Sequence[np.ndarray]) -> t
     try:
         with torch.no_grad():
             device = next(model.parameters()).device
-            outputs = [model(torch.from_numpy(np.asarray(b, dtype=np.float32)).to(device)).float().cpu().numpy() for b in batches]
+            outputs = [
+                model(torch.from_numpy(np.asarray(b, dtype=np.float32)).to(device)).float().cpu().numpy()
+                for b in batches
+            ]
     finally:
         model.train(was_training)
         for handle in handles:
@@ -202,8 +208,16 @@ def reference_logits(model: torch.nn.Module, batches: Sequence[np.ndarray]) -> t
     return np.concatenate(outputs), peak
 
 
-def _compare_on_random_batches(reference_fn, reference_name: str, runtime: Runtime, *, precision: str,
-                               batch_sizes: Sequence[int], thresholds: Thresholds, seed: int) -> ValidationReport:
+def _compare_on_random_batches(
+    reference_fn,
+    reference_name: str,
+    runtime: Runtime,
+    *,
+    precision: str,
+    batch_sizes: Sequence[int],
+    thresholds: Thresholds,
+    seed: int,
+) -> ValidationReport:
     """`reference_fn(batches)` gives (logits, activation peak or None)."""
     batches = [runtime.random_input(n, seed=seed + i).astype(np.float32) for i, n in enumerate(batch_sizes)]
     candidate = np.concatenate([runtime.run(b) for b in batches])
@@ -230,8 +244,15 @@ def validate_runtime(
     seed: int = 0,
 ) -> ValidationReport:
     """Run `runtime` and the PyTorch `model` (FP32, eval) on the same random batches and compare."""
-    return _compare_on_random_batches(lambda batches: reference_logits(model, batches), "pytorch fp32 (eval)", runtime,
-                                      precision=precision, batch_sizes=batch_sizes, thresholds=thresholds, seed=seed)
+    return _compare_on_random_batches(
+        lambda batches: reference_logits(model, batches),
+        "pytorch fp32 (eval)",
+        runtime,
+        precision=precision,
+        batch_sizes=batch_sizes,
+        thresholds=thresholds,
+        seed=seed,
+    )
 
 
 def compare_runtimes(
@@ -245,6 +266,12 @@ def compare_runtimes(
 ) -> ValidationReport:
     """Run `runtime` and a `reference` runtime (an FP32 ONNX in ONNX Runtime, say) on the same
     random batches and compare."""
-    return _compare_on_random_batches(lambda batches: (np.concatenate([reference.run(b) for b in batches]), None),
-                                      reference.describe(), runtime,
-                                      precision=precision, batch_sizes=batch_sizes, thresholds=thresholds, seed=seed)
+    return _compare_on_random_batches(
+        lambda batches: (np.concatenate([reference.run(b) for b in batches]), None),
+        reference.describe(),
+        runtime,
+        precision=precision,
+        batch_sizes=batch_sizes,
+        thresholds=thresholds,
+        seed=seed,
+    )

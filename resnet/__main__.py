@@ -1,4 +1,5 @@
 """`python -m resnet`: build every registered model and print its size and cost."""
+
 from __future__ import annotations
 
 import time

@@ -4,6 +4,7 @@ Attribute names (`conv1`, `bn1`, ..., `downsample`) are torchvision's, so that i
 load key for key. `downsample` holds the shortcut of cookbook step 5, whatever its kind:
 `nn.Identity()`, `ShortcutA` or `ShortcutB`.
 """
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ timm and torchvision's reference scripts); keys prefixed "module." (DataParallel
 DistributedDataParallel) or "_orig_mod." (torch.compile), in any combination. Files are read
 with `torch.load(weights_only=True)`, which never runs code from the file.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,7 +62,7 @@ def _strip_prefixes(key: str) -> str:
         stripped = False
         for prefix in KEY_PREFIXES:
             if key.startswith(prefix):
-                key, stripped = key[len(prefix):], True
+                key, stripped = key[len(prefix) :], True
     return key
 
 

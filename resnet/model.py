@@ -1,4 +1,5 @@
 """The `ResNet` network: stem, stages of residual blocks, classifier head (cookbook steps 7-9)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -90,7 +91,9 @@ class ResNet(nn.Module):
         if shortcut not in SHORTCUT_KINDS:
             raise ToolkitError(f"shortcut must be one of {', '.join(SHORTCUT_KINDS)}, got {shortcut!r}")
         if len(layers) != len(widths) or not layers or min(layers) < 1:
-            raise ToolkitError(f"layers {tuple(layers)} and widths {tuple(widths)} must be equally long, with at least one block per stage")
+            raise ToolkitError(
+                f"layers {tuple(layers)} and widths {tuple(widths)} must be equally long, with at least one block per stage"
+            )
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
             raise ToolkitError(f"num_classes must be a positive integer, got {num_classes!r}")
         dataset = dataset or ("imagenet" if stem == "imagenet" else "cifar10")
@@ -136,14 +139,25 @@ class ResNet(nn.Module):
                     nn.init.zeros_(module.last_bn.weight)
 
     @classmethod
-    def from_architecture(cls, architecture: Architecture, *, dataset: str | None = None,
-                          input_spec: InputSpec | None = None) -> "ResNet":
+    def from_architecture(
+        cls, architecture: Architecture, *, dataset: str | None = None, input_spec: InputSpec | None = None
+    ) -> "ResNet":
         """A freshly initialised network of the given architecture."""
         a = architecture
-        return cls(BLOCKS[a.block], a.layers, widths=a.widths, stem=a.stem, shortcut=a.shortcut,
-                   num_classes=a.num_classes, dataset=dataset, input_spec=input_spec)
+        return cls(
+            BLOCKS[a.block],
+            a.layers,
+            widths=a.widths,
+            stem=a.stem,
+            shortcut=a.shortcut,
+            num_classes=a.num_classes,
+            dataset=dataset,
+            input_spec=input_spec,
+        )
 
-    def make_stage(self, block: type[BasicBlock] | type[Bottleneck], channels: int, count: int, stride: int, shortcut: str) -> nn.Sequential:
+    def make_stage(
+        self, block: type[BasicBlock] | type[Bottleneck], channels: int, count: int, stride: int, shortcut: str
+    ) -> nn.Sequential:
         """`count` blocks; only the first takes the stride and the channel change (step 8)."""
         blocks = [block(self.in_channels, channels, stride, shortcut)]
         # The trap of step 8: later blocks see the first block's output channels.

@@ -1,4 +1,5 @@
 """The registered models and `create`, the one entry point to build them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -9,6 +9,7 @@ changes the channel count, the shortcut must produce the same shape, in one of t
 - Option B (`ShortcutB`, torchvision's choice for ImageNet): a 1x1 convolution with the
   block's stride, then BatchNorm.
 """
+
 from __future__ import annotations
 
 import torch

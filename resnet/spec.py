@@ -3,6 +3,7 @@
 The input spec travels with every artifact (ONNX metadata, engine manifest, bundle manifest)
 so that later stages never ask the user again how the model was made.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace

@@ -1,4 +1,5 @@
 """Size and cost of a model: parameters, multiply-accumulates, output shape."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """Shared test helpers. Tests build real models, export real files and run real ONNX Runtime."""
+
 from __future__ import annotations
 
 import json
@@ -62,11 +63,16 @@ def engine_manifest():
     def make(environment=None, **changes):
         info = ModelInfo.from_model(resnet.create(20, "cifar10"), precision="fp16")
         fields = dict(
-            engine_file="m.plan", engine_sha256="ab" * 32,
+            engine_file="m.plan",
+            engine_sha256="ab" * 32,
             environment=environment or Environment("11.4.0.106", "NVIDIA H100 80GB HBM3", "9.0", "13.0", "580.65"),
-            precision="fp16", tf32=True, profile=Profile(1, 32, 64),
-            inputs=[TensorSpec("input", [-1, 3, 32, 32], "float32")], outputs=[TensorSpec("logits", [-1, 10], "float32")],
-            model=info, source_onnx={"file": "resnet20_cifar10_fp16.onnx", "sha256": "cd" * 32},
+            precision="fp16",
+            tf32=True,
+            profile=Profile(1, 32, 64),
+            inputs=[TensorSpec("input", [-1, 3, 32, 32], "float32")],
+            outputs=[TensorSpec("logits", [-1, 10], "float32")],
+            model=info,
+            source_onnx={"file": "resnet20_cifar10_fp16.onnx", "sha256": "cd" * 32},
             build={"seconds": 12.5, "flags": ["STRONGLY_TYPED"]},
         )
         fields.update(changes)

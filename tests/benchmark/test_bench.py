@@ -1,4 +1,5 @@
 """The harness, reports and resnet-bench, on a small CIFAR model in ONNX Runtime and PyTorch (no timing assertions)."""
+
 import csv
 import io
 import json
@@ -39,7 +40,9 @@ def test_session_counts_iterations_and_throughput(cifar):
     assert m.images_per_second == pytest.approx(3 * 4 / m.seconds)
     assert m.seconds == pytest.approx(sum(session.samples["latency"]) / 1e3)
     assert m.h2d is None and m.compute is None  # CPU: no transfer split
-    assert len({x.tobytes() for x in session.inputs}) == len(session.inputs) and all(np.count_nonzero(x) for x in session.inputs)
+    assert len({x.tobytes() for x in session.inputs}) == len(session.inputs) and all(
+        np.count_nonzero(x) for x in session.inputs
+    )
 
 
 def test_duration_mode_runs_at_least_min_iterations(cifar):
@@ -53,13 +56,21 @@ def test_interleaved_targets_are_measured_alike(cifar):
     first = open_target(str(cifar / "r20.onnx"), options)
     second = open_target("pytorch", options, like=first)
     seen = []
-    run = run_benchmark([first, second], [1, 2], FAST, measure_peak=False,
-                        progress=lambda session, fraction: seen.append(session.label))
+    run = run_benchmark(
+        [first, second], [1, 2], FAST, measure_peak=False, progress=lambda session, fraction: seen.append(session.label)
+    )
     assert [(m.label, m.batch, m.iterations) for m in run.measurements] == [
-        (first.label, 1, 4), (second.label, 1, 4), (first.label, 2, 4), (second.label, 2, 4)]
+        (first.label, 1, 4),
+        (second.label, 1, 4),
+        (first.label, 2, 4),
+        (second.label, 2, 4),
+    ]
     # Interleaved: the two targets alternate, iteration by iteration.
     assert seen[:4] == [first.label, second.label, first.label, second.label]
-    assert [(c.first, c.second, c.batch) for c in run.comparisons] == [(first.label, second.label, 1), (first.label, second.label, 2)]
+    assert [(c.first, c.second, c.batch) for c in run.comparisons] == [
+        (first.label, second.label, 1),
+        (first.label, second.label, 2),
+    ]
     m = run.measurements[0]
     c = run.comparisons[0]
     assert c.latency_ratio == pytest.approx(m.latency.median / run.measurements[1].latency.median)
@@ -99,7 +110,16 @@ def test_reports(cifar, tmp_path):
     run = run_benchmark([target], [1, 4], FAST, peak_tflops=1.0)
     data = json.loads(json.dumps(run.to_dict()))
     assert set(data) == {"machine", "settings", "measurements", "comparisons"}
-    assert set(data["machine"]) >= {"cpu", "logical_cpus", "threads", "gpu", "driver", "versions", "peak_tflops", "peak_source"}
+    assert set(data["machine"]) >= {
+        "cpu",
+        "logical_cpus",
+        "threads",
+        "gpu",
+        "driver",
+        "versions",
+        "peak_tflops",
+        "peak_source",
+    }
     assert "onnxruntime" in data["machine"]["versions"] and "torch" in data["machine"]["versions"]
     measurement = data["measurements"][0]
     assert set(measurement["latency"]) == {"count", "min", "mean", "median", "p90", "p95", "p99", "max", "std"}
@@ -111,10 +131,33 @@ def test_reports(cifar, tmp_path):
 
 
 def test_cli_writes_every_format(cifar, tmp_path):
-    result = CliRunner().invoke(main, [
-        str(cifar / "r20.onnx"), "--vs", "pytorch", "--device", "cpu", "--batch", "1,2", "--iterations", "3", "--warmup", "1",
-        "--threads", "1", "--no-peak", "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv"),
-        "--markdown", str(tmp_path / "r.md"), "--plot", str(tmp_path / "r.png")])
+    result = CliRunner().invoke(
+        main,
+        [
+            str(cifar / "r20.onnx"),
+            "--vs",
+            "pytorch",
+            "--device",
+            "cpu",
+            "--batch",
+            "1,2",
+            "--iterations",
+            "3",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+            "--no-peak",
+            "--json",
+            str(tmp_path / "r.json"),
+            "--csv",
+            str(tmp_path / "r.csv"),
+            "--markdown",
+            str(tmp_path / "r.md"),
+            "--plot",
+            str(tmp_path / "r.png"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "r20.onnx (onnxruntime cpu)" in result.output and "resnet20_cifar10 (pytorch eager)" in result.output
     assert "median latency" in result.output and "vs: " in result.output
@@ -125,8 +168,24 @@ def test_cli_writes_every_format(cifar, tmp_path):
 
 
 def test_cli_json_to_stdout_and_pytorch_sources(cifar):
-    result = CliRunner().invoke(main, ["--depth", "20", "--dataset", "cifar10", "--device", "cpu", "--iterations", "2",
-                                       "--warmup", "0", "--no-peak", "--json", "-"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "--depth",
+            "20",
+            "--dataset",
+            "cifar10",
+            "--device",
+            "cpu",
+            "--iterations",
+            "2",
+            "--warmup",
+            "0",
+            "--no-peak",
+            "--json",
+            "-",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["measurements"][0]["label"] == "resnet20_cifar10 (pytorch eager)"
     result = CliRunner().invoke(main, [str(cifar / "r20.pth"), "--device", "cpu", "--iterations", "2", "--no-peak"])
@@ -139,7 +198,10 @@ def test_cli_json_to_stdout_and_pytorch_sources(cifar):
         (["missing.onnx"], "model file missing.onnx does not exist"),
         (["{folder}/r20.onnx", "--batch", "0"], "batch sizes are positive integers"),
         (["{folder}/r20.onnx", "--batch", "one"], "batch sizes are positive integers"),
-        (["{folder}/r20_b8.onnx", "--batch", "4"], "batch 4 is outside what this onnxruntime model accepts (exactly 8)"),
+        (
+            ["{folder}/r20_b8.onnx", "--batch", "4"],
+            "batch 4 is outside what this onnxruntime model accepts (exactly 8)",
+        ),
         (["{folder}/r20.onnx", "--no-data-transfers"], "--no-data-transfers applies to GPU runtimes"),
         (["{folder}/r20.onnx", "--warmup", "soon"], "warm-up is a number of iterations"),
         (["{folder}/r20.pth.txt"], "does not exist"),
@@ -158,7 +220,10 @@ def test_corrupt_unknown_and_foreign_files(cifar, tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     (tmp_path / "m.tflite").write_bytes(b"x")
     (tmp_path / "e.plan").write_bytes(b"serialized engine")
-    for name, message in [("bad.onnx", "ONNX Runtime cannot load"), ("m.tflite", "cannot tell the backend of m.tflite")]:
+    for name, message in [
+        ("bad.onnx", "ONNX Runtime cannot load"),
+        ("m.tflite", "cannot tell the backend of m.tflite"),
+    ]:
         result = CliRunner().invoke(main, [str(tmp_path / name), "--no-peak"])
         assert result.exit_code == 2 and message in result.output
     import importlib.util
@@ -180,8 +245,31 @@ def test_provider_that_is_not_installed(cifar):
 def test_gpu_baseline_script_runs_on_the_cpu(tmp_path):
     from benchmark.gpu_baselines import main as baselines
 
-    assert baselines(["--device", "cpu", "--depth", "20", "--dataset", "cifar10", "--batches", "1,2", "--precisions", "fp32",
-                      "--duration", "0.02", "--warmup", "0", "--peak-tflops", "0.1", "--output-dir", str(tmp_path)]) == 0
+    assert (
+        baselines(
+            [
+                "--device",
+                "cpu",
+                "--depth",
+                "20",
+                "--dataset",
+                "cifar10",
+                "--batches",
+                "1,2",
+                "--precisions",
+                "fp32",
+                "--duration",
+                "0.02",
+                "--warmup",
+                "0",
+                "--peak-tflops",
+                "0.1",
+                "--output-dir",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     data = json.loads((tmp_path / "gpu-baselines-cpu.json").read_text())
     assert len(data["runs"]) == 2 and data["card"] == "cpu"
     assert all(m["fraction_of_peak"] > 0 for run in data["runs"] for m in run["measurements"])
@@ -190,7 +278,9 @@ def test_gpu_baseline_script_runs_on_the_cpu(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_harness_splits_transfers_and_compute():
-    target = open_target(None, TargetOptions(device="cuda", cuda_graphs=True), model_args={"depth": 20, "dataset": "cifar10"})
+    target = open_target(
+        None, TargetOptions(device="cuda", cuda_graphs=True), model_args={"depth": 20, "dataset": "cifar10"}
+    )
     run = run_benchmark([target], [8], FAST, measure_peak=False)
     m = run.measurements[0]
     assert m.h2d.median > 0 and m.compute.median > 0 and m.d2h.median > 0 and m.enqueue.median > 0

@@ -4,7 +4,9 @@ import pytest
 from benchmark.stats import LatencyStats, percentile
 
 
-@pytest.mark.parametrize("samples", [[5.0], [3.0, 1.0], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], list(np.random.default_rng(0).exponential(3, 997))])
+@pytest.mark.parametrize(
+    "samples", [[5.0], [3.0, 1.0], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], list(np.random.default_rng(0).exponential(3, 997))]
+)
 @pytest.mark.parametrize("q", [0, 1, 50, 90, 95, 99, 99.9, 100])
 def test_percentiles_match_numpy(samples, q):
     assert percentile(sorted(samples), q) == pytest.approx(np.percentile(samples, q), rel=1e-12, abs=1e-12)

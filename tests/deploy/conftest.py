@@ -1,4 +1,5 @@
 """Images written by the tests themselves (Pillow), and small exported models."""
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +19,9 @@ def images(tmp_path_factory):
     Image.new("RGB", (500, 375), (200, 30, 40)).save(folder / "red.jpg", quality=95)
     Image.new("RGB", (40, 60), (12, 34, 56)).save(folder / "small.png")
     gradient = np.tile(np.arange(256, dtype=np.uint8), (200, 1))  # value = x, 256 wide, 200 high
-    Image.fromarray(np.stack([gradient, gradient[:, ::-1], np.full_like(gradient, 77)], axis=2)).save(folder / "gradient.png")
+    Image.fromarray(np.stack([gradient, gradient[:, ::-1], np.full_like(gradient, 77)], axis=2)).save(
+        folder / "gradient.png"
+    )
     Image.fromarray(gradient).save(folder / "gray.png")
     Image.new("RGBA", (64, 48), (10, 200, 30, 90)).save(folder / "rgba.png")
     palette = Image.new("P", (48, 64))

@@ -1,4 +1,5 @@
 """Bundles: round trip, checksums, tampering, atomic replacement."""
+
 import json
 
 import pytest
@@ -92,8 +93,13 @@ def test_engine_goes_in_with_its_manifest(models, tmp_path, engine_manifest):
 
     engine = tmp_path / "m.plan"
     engine.write_bytes(b"engine bytes")
-    write_manifest(engine_manifest(engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(),
-                                   source_onnx={"file": "r20_fp16.onnx", "sha256": sha256_file(models["files"]["cifar_fp16"])}), engine)
+    write_manifest(
+        engine_manifest(
+            engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(),
+            source_onnx={"file": "r20_fp16.onnx", "sha256": sha256_file(models["files"]["cifar_fp16"])},
+        ),
+        engine,
+    )
     written = write_bundle(models["files"]["cifar_fp16"], tmp_path / "b", engine=engine)
     assert written.engine == tmp_path / "b" / "model.plan"
     assert json.loads((tmp_path / "b" / "model.plan.json").read_text())["engine_file"] == "model.plan"
@@ -111,8 +117,13 @@ def test_a_bundle_engine_that_cannot_run_here_falls_back_to_onnx_runtime(models,
 
     engine = tmp_path / "m.plan"
     engine.write_bytes(b"engine bytes")
-    write_manifest(engine_manifest(engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(),
-                                   source_onnx={"file": "r20.onnx", "sha256": sha256_file(models["files"]["cifar"])}), engine)
+    write_manifest(
+        engine_manifest(
+            engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(),
+            source_onnx={"file": "r20.onnx", "sha256": sha256_file(models["files"]["cifar"])},
+        ),
+        engine,
+    )
     folder = write_bundle(models["files"]["cifar"], tmp_path / "b", engine=engine).folder
     with Predictor(folder) as predictor:  # automatic: the engine can't run here, ONNX Runtime can
         assert predictor.runtime.backend == "onnxruntime"

@@ -1,4 +1,5 @@
 """`resnet-deploy` through click's runner."""
+
 import json
 
 import pytest
@@ -20,13 +21,18 @@ def test_predict_prints_each_image(models, images):
 
 
 def test_predict_carries_on_past_a_bad_image(models, images):
-    result = run("predict", models["files"]["cifar"], images["red"], images["not_an_image_jpg"], images["rgba"], "--json")
+    result = run(
+        "predict", models["files"]["cifar"], images["red"], images["not_an_image_jpg"], images["rgba"], "--json"
+    )
     assert result.exit_code == 1
     data = json.loads(result.output[: result.output.rindex("}") + 1])
     sources = [p["source"] for p in data["predictions"]]
     assert sources == [str(images["red"]), str(images["not_an_image_jpg"]), str(images["rgba"])]
     assert "error" in data["predictions"][1] and "not a readable image" in data["predictions"][1]["error"]
-    assert len(data["predictions"][0]["indices"]) == 5 and "resnet-deploy: 1 of 3 images could not be read" in result.output
+    assert (
+        len(data["predictions"][0]["indices"]) == 5
+        and "resnet-deploy: 1 of 3 images could not be read" in result.output
+    )
 
 
 def test_export_to_predict_and_triton_in_three_commands(tmp_path, images, monkeypatch):
@@ -57,7 +63,10 @@ def test_bundle_then_predict_with_labels(models, images, tmp_path):
         (["predict", "{cifar}"], "Missing argument 'IMAGES...'"),
         (["bundle", "{cifar}", "-o", "{tmp}/no/such/parent/b"], "does not exist"),
         (["triton", "{cifar}", "--repository", "{tmp}/repo", "--name", "a/b"], "must be letters, digits"),
-        (["triton", "{cifar}", "--repository", "{tmp}/repo", "--preferred-batch", "x"], "--preferred-batch takes comma-separated integers"),
+        (
+            ["triton", "{cifar}", "--repository", "{tmp}/repo", "--preferred-batch", "x"],
+            "--preferred-batch takes comma-separated integers",
+        ),
         (["predict", "{cifar}", "x.png", "--backend", "tensorrt"], "is not an engine"),
         (["nonsense"], "No such command 'nonsense'"),
     ],

@@ -1,11 +1,17 @@
 """The engine manifest and the decisions made from it (plain code: no TensorRT needed)."""
+
 import json
 
 import pytest
 
 from deploy import ArtifactError
 from deploy.manifest import (
-    Environment, Profile, check_compatible, manifest_path, read_manifest, write_manifest,
+    Environment,
+    Profile,
+    check_compatible,
+    manifest_path,
+    read_manifest,
+    write_manifest,
 )
 
 H100 = Environment("11.4.0.106", "NVIDIA H100 80GB HBM3", "9.0", "13.0", "580.65")
@@ -52,7 +58,9 @@ def test_another_tensorrt_release_is_refused_with_the_rebuild_command(manifest):
 
 def test_another_architecture_is_refused(manifest):
     orin = Environment("11.4.0.106", "Orin", "8.7")
-    with pytest.raises(ArtifactError, match=r"compute capability 9.0 \(NVIDIA H100 80GB HBM3\), this GPU is 8.7 \(Orin\)"):
+    with pytest.raises(
+        ArtifactError, match=r"compute capability 9.0 \(NVIDIA H100 80GB HBM3\), this GPU is 8.7 \(Orin\)"
+    ):
         check_compatible(manifest(), orin, "m.plan")
 
 

@@ -1,4 +1,5 @@
 """Predictor on ONNX Runtime, checked against PyTorch on the same preprocessed images."""
+
 import threading
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Preprocessing against a direct NumPy computation of the recipe, on images the tests write."""
+
 import numpy as np
 import pytest
 
@@ -54,10 +55,17 @@ def test_cifar_recipe_resizes_the_whole_image(images):
     out = preprocess(images["gray"], resnet.CIFAR10)  # 256 x 200 grayscale, value = x
     assert out.shape == (3, 32, 32)
     source_x = (np.arange(32) + 0.5) * 256 / 32 - 0.5
-    expected = (source_x[None, :] / 255.0 - np.array(resnet.CIFAR10.mean)[:, None]) / np.array(resnet.CIFAR10.std)[:, None]
+    expected = (source_x[None, :] / 255.0 - np.array(resnet.CIFAR10.mean)[:, None]) / np.array(resnet.CIFAR10.std)[
+        :, None
+    ]
     # Downscaling 8x averages over an 8-pixel support: interior columns are exact up to rounding.
     assert np.abs(out[:, :, 1:-1] - expected[:, None, 1:-1]).max() < 0.6 / 255 / min(resnet.CIFAR10.std)
-    assert np.allclose(out[0], out[1] * resnet.CIFAR10.std[1] / resnet.CIFAR10.std[0] + (resnet.CIFAR10.mean[1] - resnet.CIFAR10.mean[0]) / resnet.CIFAR10.std[0], atol=1e-5)
+    assert np.allclose(
+        out[0],
+        out[1] * resnet.CIFAR10.std[1] / resnet.CIFAR10.std[0]
+        + (resnet.CIFAR10.mean[1] - resnet.CIFAR10.mean[0]) / resnet.CIFAR10.std[0],
+        atol=1e-5,
+    )
 
 
 def test_grayscale_rgba_and_palette_become_rgb(images):

@@ -1,4 +1,5 @@
 """deploy's ONNX Runtime wrapper, metadata and files, on real exported models."""
+
 import numpy as np
 import onnx
 import pytest
@@ -25,7 +26,9 @@ def test_ort_runtime_describes_the_model(cifar_onnx):
         out = runtime.run(runtime.random_input(3))
         assert out.shape == (3, 10) and out.dtype == np.float32
         # float64 input is converted, not refused.
-        assert np.allclose(runtime.run(runtime.random_input(2).astype(np.float64)), runtime.run(runtime.random_input(2)))
+        assert np.allclose(
+            runtime.run(runtime.random_input(2).astype(np.float64)), runtime.run(runtime.random_input(2))
+        )
         assert "onnxruntime on cpu, input input [N, 3, 32, 32] float32 (CPUExecutionProvider)" == runtime.describe()
 
 

@@ -13,6 +13,7 @@ that call TensorRT and checks:
 
 A name missing from 10.13 is allowed only where the code guards it with `hasattr(..., "name")`.
 """
+
 import ast
 import json
 from pathlib import Path
@@ -116,14 +117,25 @@ def test_the_check_sees_the_calls_that_matter():
         found, _ = collect_uses(module.read_text())
         uses |= {(owner, member) for _, owner, member, _ in found}
     expected = {
-        ("IExecutionContext", "execute_async_v3"), ("IExecutionContext", "set_input_shape"),
-        ("IExecutionContext", "set_tensor_address"), ("ICudaEngine", "get_tensor_profile_shape"),
-        ("Runtime", "deserialize_cuda_engine"), ("Builder", "build_serialized_network"),
-        ("Builder", "create_network"), ("IBuilderConfig", "set_memory_pool_limit"),
-        ("IBuilderConfig", "builder_optimization_level"), ("IBuilderConfig", "progress_monitor"),
-        ("IOptimizationProfile", "set_shape"), ("OnnxParser", "parse_from_file"), ("ParserError", "node_name"),
-        ("IProgressMonitor", "step_complete"), ("ILogger", "log"), ("NetworkDefinitionCreationFlag", "STRONGLY_TYPED"),
-        ("BuilderFlag", "TF32"), ("ITimingCache", "serialize"), (None, "nptype"),
+        ("IExecutionContext", "execute_async_v3"),
+        ("IExecutionContext", "set_input_shape"),
+        ("IExecutionContext", "set_tensor_address"),
+        ("ICudaEngine", "get_tensor_profile_shape"),
+        ("Runtime", "deserialize_cuda_engine"),
+        ("Builder", "build_serialized_network"),
+        ("Builder", "create_network"),
+        ("IBuilderConfig", "set_memory_pool_limit"),
+        ("IBuilderConfig", "builder_optimization_level"),
+        ("IBuilderConfig", "progress_monitor"),
+        ("IOptimizationProfile", "set_shape"),
+        ("OnnxParser", "parse_from_file"),
+        ("ParserError", "node_name"),
+        ("IProgressMonitor", "step_complete"),
+        ("ILogger", "log"),
+        ("NetworkDefinitionCreationFlag", "STRONGLY_TYPED"),
+        ("BuilderFlag", "TF32"),
+        ("ITimingCache", "serialize"),
+        (None, "nptype"),
     }
     assert expected <= uses, expected - uses
     assert len(uses) >= 40

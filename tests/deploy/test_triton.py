@@ -1,4 +1,5 @@
 """Triton repositories: config.pbtxt parsed back with Triton's own schema and checked against the model."""
+
 import hashlib
 
 import onnx
@@ -10,7 +11,9 @@ from deploy.manifest import Profile, write_manifest
 from deploy.triton import default_model_name, write_triton_model
 from resnet import ToolkitError
 
-model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] is needed to parse Triton configs")
+model_config_pb2 = pytest.importorskip(
+    "tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] is needed to parse Triton configs"
+)
 from google.protobuf import text_format  # noqa: E402
 
 
@@ -23,13 +26,19 @@ def onnx_io(path):
     (inp,), (out,) = proto.graph.input, proto.graph.output
     dims = lambda v: [d.dim_value if d.HasField("dim_value") else -1 for d in v.type.tensor_type.shape.dim]  # noqa: E731
     types = {onnx.TensorProto.FLOAT: model_config_pb2.TYPE_FP32, onnx.TensorProto.FLOAT16: model_config_pb2.TYPE_FP16}
-    return (inp.name, types[inp.type.tensor_type.elem_type], dims(inp)), (out.name, types[out.type.tensor_type.elem_type], dims(out))
+    return (inp.name, types[inp.type.tensor_type.elem_type], dims(inp)), (
+        out.name,
+        types[out.type.tensor_type.elem_type],
+        dims(out),
+    )
 
 
 @pytest.mark.parametrize("kind", ["cifar", "cifar_fp16", "cifar_fp16_io", "imagenet"])
 def test_onnx_config_matches_the_file(kind, models, tmp_path):
     path = models["files"][kind]
-    folder = write_triton_model(path, tmp_path / "repo", "m", max_batch=32, instances=2, preferred_batch=[8, 16], max_queue_delay_us=250)
+    folder = write_triton_model(
+        path, tmp_path / "repo", "m", max_batch=32, instances=2, preferred_batch=[8, 16], max_queue_delay_us=250
+    )
     config = parse(folder)
     (in_name, in_type, in_dims), (out_name, out_type, out_dims) = onnx_io(path)
     assert config.name == "m" and config.platform == "onnxruntime_onnx" and config.max_batch_size == 32
@@ -67,8 +76,14 @@ def test_fixed_batch_onnx_has_no_batching(models, tmp_path):
 def engine(models, tmp_path, engine_manifest):
     path = tmp_path / "r20.plan"
     path.write_bytes(b"engine bytes")
-    write_manifest(engine_manifest(engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(), profile=Profile(1, 16, 48),
-                                   source_onnx={"file": "r20_fp16.onnx", "sha256": sha256_file(models["files"]["cifar_fp16"])}), path)
+    write_manifest(
+        engine_manifest(
+            engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(),
+            profile=Profile(1, 16, 48),
+            source_onnx={"file": "r20_fp16.onnx", "sha256": sha256_file(models["files"]["cifar_fp16"])},
+        ),
+        path,
+    )
     return path
 
 
@@ -87,7 +102,9 @@ def test_engine_limits(engine, tmp_path, engine_manifest):
         write_triton_model(engine, tmp_path / "repo", "trt", max_batch=64)
     with pytest.raises(ToolkitError, match="runs on the GPU"):
         write_triton_model(engine, tmp_path / "repo", "trt", kind="KIND_CPU")
-    write_manifest(engine_manifest(engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(), profile=Profile(4, 16, 48)), engine)
+    write_manifest(
+        engine_manifest(engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(), profile=Profile(4, 16, 48)), engine
+    )
     with pytest.raises(ToolkitError, match="profile starts at batch 4"):
         write_triton_model(engine, tmp_path / "repo", "trt")
     assert not (tmp_path / "repo" / "trt").exists()

@@ -1,4 +1,5 @@
 """`resnet-export` through click's runner: output, files, exit statuses, one-line errors."""
+
 import json
 
 import onnx
@@ -36,7 +37,9 @@ def test_fp16_default_name_and_io_note(tmp_path, monkeypatch):
 
 def test_json_report_to_a_file_and_to_stdout(tmp_path):
     out = tmp_path / "m.onnx"
-    result = run("--depth", 20, "--dataset", "cifar10", "-o", out, "--json", tmp_path / "r.json", "--static-batch", "--batch", 2)
+    result = run(
+        "--depth", 20, "--dataset", "cifar10", "-o", out, "--json", tmp_path / "r.json", "--static-batch", "--batch", 2
+    )
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["path"] == str(out) and data["inputs"][0]["shape"] == [2, 3, 32, 32]
@@ -46,12 +49,32 @@ def test_json_report_to_a_file_and_to_stdout(tmp_path):
 
 def test_options_reach_the_file(tmp_path):
     out = tmp_path / "m.onnx"
-    result = run("--depth", 18, "--shortcut", "A", "--num-classes", 5, "--input-size", "64x96", "--mean", "0.5,0.5,0.5",
-                 "--std", "0.25,0.25,0.25", "-o", out, "--no-validate")
+    result = run(
+        "--depth",
+        18,
+        "--shortcut",
+        "A",
+        "--num-classes",
+        5,
+        "--input-size",
+        "64x96",
+        "--mean",
+        "0.5,0.5,0.5",
+        "--std",
+        "0.25,0.25,0.25",
+        "-o",
+        out,
+        "--no-validate",
+    )
     assert result.exit_code == 0, result.output
     assert "validation  skipped" in result.output
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
-    assert (props["shortcut"], props["num_classes"], props["input_height"], props["input_width"]) == ("A", "5", "64", "96")
+    assert (props["shortcut"], props["num_classes"], props["input_height"], props["input_width"]) == (
+        "A",
+        "5",
+        "64",
+        "96",
+    )
     assert props["mean"] == "[0.5, 0.5, 0.5]" and props["std"] == "[0.25, 0.25, 0.25]"
 
 
@@ -79,11 +102,20 @@ def test_validation_failure_exits_1_and_names_the_figure(tmp_path):
         (["--depth", 50, "--opset", 9], "opset 9 is not supported; choose 11 to 25"),
         (["--depth", 50, "--batch", 0], "Invalid value for '--batch': 0 is not in the range x>=1."),
         (["--depth", 50, "--dataset", "mnist"], "Invalid value for '--dataset'"),
-        (["--depth", 20, "--dataset", "cifar10", "--input-size", "big"], "input size is one positive number or HEIGHTxWIDTH"),
+        (
+            ["--depth", 20, "--dataset", "cifar10", "--input-size", "big"],
+            "input size is one positive number or HEIGHTxWIDTH",
+        ),
         (["--depth", 20, "--dataset", "cifar10", "--mean", "1,2"], "--mean takes 3 comma-separated numbers"),
         (["--depth", 20, "--dataset", "cifar10", "--min-cosine", 2], "min-cosine must be between 0 and 1"),
-        (["--depth", 20, "--dataset", "cifar10", "--weights", "/no/such/file.pth"], "checkpoint /no/such/file.pth does not exist"),
-        (["--depth", 20, "--dataset", "cifar10", "-o", "/no/such/folder/m.onnx"], "folder /no/such/folder does not exist"),
+        (
+            ["--depth", 20, "--dataset", "cifar10", "--weights", "/no/such/file.pth"],
+            "checkpoint /no/such/file.pth does not exist",
+        ),
+        (
+            ["--depth", 20, "--dataset", "cifar10", "-o", "/no/such/folder/m.onnx"],
+            "folder /no/such/folder does not exist",
+        ),
         ([], "Missing option '--depth'"),
     ],
 )

@@ -1,4 +1,5 @@
 """resnet-build: the plain parts everywhere; the TensorRT parts where TensorRT and a GPU exist."""
+
 import importlib.util
 
 import numpy as np
@@ -18,7 +19,9 @@ from export.onnx_graph import upcast_to_fp32
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 HAS_GPU = torch.cuda.is_available()
-needs_tensorrt = pytest.mark.skipif(not (HAS_TENSORRT and HAS_GPU), reason="needs TensorRT and an NVIDIA GPU (pip install '.[gpu]')")
+needs_tensorrt = pytest.mark.skipif(
+    not (HAS_TENSORRT and HAS_GPU), reason="needs TensorRT and an NVIDIA GPU (pip install '.[gpu]')"
+)
 without_tensorrt = pytest.mark.skipif(HAS_TENSORRT, reason="checks the behaviour when TensorRT is not installed")
 
 
@@ -182,7 +185,11 @@ def test_build_run_and_validate_a_real_engine(kind, onnx_files, tmp_path):
     report = build_engine(onnx_files[kind], engine, max_batch=16, opt_batch=8)
     assert report.validation.passed, report.validation.failures
     manifest = read_manifest(engine)
-    assert manifest.precision == kind and (manifest.profile.min, manifest.profile.opt, manifest.profile.max) == (1, 8, 16)
+    assert manifest.precision == kind and (manifest.profile.min, manifest.profile.opt, manifest.profile.max) == (
+        1,
+        8,
+        16,
+    )
     assert manifest.model.name == "resnet20_cifar10" and "STRONGLY_TYPED" in manifest.build["flags"]
     with TensorRTRuntime(engine) as runtime, OrtRuntime(onnx_files["fp32"]) as reference:
         x = runtime.random_input(5)

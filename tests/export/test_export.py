@@ -1,4 +1,5 @@
 """Exports of real models, checked with onnx and run in ONNX Runtime."""
+
 import numpy as np
 import onnx
 import pytest
@@ -26,7 +27,9 @@ def test_every_registered_model_exports_and_validates_at_the_default_opset(depth
     assert report.validation.scaled_error <= 1e-4
     assert report.validation.top1_agreement == 1.0
     assert "BatchNormalization" not in report.op_counts
-    expected_convs = depth - 1 + (len(model.architecture.shortcut_blocks()) if model.architecture.shortcut == "B" else 0)
+    expected_convs = (
+        depth - 1 + (len(model.architecture.shortcut_blocks()) if model.architecture.shortcut == "B" else 0)
+    )
     assert report.op_counts["Conv"] == expected_convs
 
 
@@ -105,7 +108,13 @@ def test_metadata_carries_what_later_stages_need(tmp_path):
     model = resnet.create(32, "cifar10", shortcut="B", num_classes=7, input_spec=spec)
     export_onnx(model, tmp_path / "m.onnx", precision="fp16")
     info = read_onnx_info(tmp_path / "m.onnx")
-    assert (info.name, info.depth, info.dataset, info.shortcut, info.num_classes) == ("resnet32_cifar10", 32, "cifar10", "B", 7)
+    assert (info.name, info.depth, info.dataset, info.shortcut, info.num_classes) == (
+        "resnet32_cifar10",
+        32,
+        "cifar10",
+        "B",
+        7,
+    )
     assert info.input_spec == model.input_spec
     assert (info.precision, info.io_dtype) == ("fp16", "fp32")
     assert set(info.producer) >= {"resnet-deploy-toolkit", "torch", "onnx"}
@@ -171,7 +180,9 @@ def test_fp16_validation_catches_activations_beyond_fp16_range(tmp_path):
 
 def test_fp16_validation_fails_on_its_own_thresholds(tmp_path):
     with pytest.raises(ValidationFailed, match="cosine"):
-        export_onnx(resnet.create(20, "cifar10"), tmp_path / "m.onnx", precision="fp16", thresholds=Thresholds(min_cosine=1.0))
+        export_onnx(
+            resnet.create(20, "cifar10"), tmp_path / "m.onnx", precision="fp16", thresholds=Thresholds(min_cosine=1.0)
+        )
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,4 +1,5 @@
 """The graph contract, on graphs that break it on purpose."""
+
 import numpy as np
 import onnx
 import pytest
@@ -29,8 +30,16 @@ class ConcatZerosShortcut(torch.nn.Module):
 
 def _torch_export(module, tmp_path, example):
     path = tmp_path / "bad.onnx"
-    torch.onnx.export(module.eval(), (example,), str(path), dynamo=False, opset_version=17,
-                      input_names=["input"], output_names=["out"], dynamic_axes={"input": {0: "batch"}})
+    torch.onnx.export(
+        module.eval(),
+        (example,),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["out"],
+        dynamic_axes={"input": {0: "batch"}},
+    )
     return onnx.load(str(path))
 
 
@@ -69,7 +78,10 @@ def _const(name, values, dtype=np.int64):
 
 def test_unfolded_batchnorm_is_named():
     stats = [_const(n, np.ones(4), np.float32) for n in ("scale", "bias", "mean", "var")]
-    proto = _graph([helper.make_node("BatchNormalization", ["input", "scale", "bias", "mean", "var"], ["y"], name="layer1.0.bn1")], stats)
+    proto = _graph(
+        [helper.make_node("BatchNormalization", ["input", "scale", "bias", "mean", "var"], ["y"], name="layer1.0.bn1")],
+        stats,
+    )
     (violation,) = lint_onnx(proto).violations
     assert (violation.rule, violation.node) == ("batchnorm-folded", "layer1.0.bn1")
 
@@ -87,7 +99,12 @@ def test_computed_slice_inputs_are_named():
         helper.make_node("Pad", ["sliced", "pads"], ["padded"], name="sc.pad"),
         helper.make_node("Add", ["padded", "padded"], ["y"], name="add"),
     ]
-    inits = [_const("starts", [0, 0, 0, 0]), _const("axes", [0, 1, 2, 3]), _const("steps", [1, 1, 1, 1]), _const("pads", [0] * 8)]
+    inits = [
+        _const("starts", [0, 0, 0, 0]),
+        _const("axes", [0, 1, 2, 3]),
+        _const("steps", [1, 1, 1, 1]),
+        _const("pads", [0] * 8),
+    ]
     report = lint_onnx(_graph(nodes, inits))
     assert ("constant-slice", "sc.slice") in {(v.rule, v.node) for v in report.violations}
     assert any("ends (shape) is computed" in v.message for v in report.violations)

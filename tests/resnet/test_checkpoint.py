@@ -39,7 +39,9 @@ def test_checkpoint_layouts_load_and_compute_the_same_function(layout, tmp_path,
 
 
 def test_torchvision_checkpoint_computes_the_same_function(tmp_path):
-    torchvision = pytest.importorskip("torchvision", reason="torchvision is not installed (it does not import beside torch 2.13.0 CPU)")
+    torchvision = pytest.importorskip(
+        "torchvision", reason="torchvision is not installed (it does not import beside torch 2.13.0 CPU)"
+    )
     reference = torchvision.models.resnet50().eval()
     path = tmp_path / "tv.pth"
     torch.save(reference.state_dict(), path)

@@ -1,4 +1,5 @@
 """The cookbook's steps (../shared/seed, DESIGN.md), one shape flow at a time."""
+
 import pytest
 import torch
 from torch import nn
