@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# torch 2.13.0 is pinned only when torch is not importable yet: on the development machines that
-# is the CPU build lying on disk; elsewhere an installed torch (CUDA or not) is kept as it is.
+# torch 2.13.0 is installed only when torch is not importable yet (a torch already in the
+# environment, CUDA build or not, is kept as it is), so that the project's `torch>=2.1` never
+# makes pip choose a release by itself.
 TORCH := torch==2.13.0
 EXTRAS := cpu,images,plot,dev
 
@@ -26,6 +27,8 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/resnet-bench $(DEMO)/resnet50.onnx --vs pytorch --batch 1,8 --markdown $(DEMO)/benchmark.md
 
 test: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
 clean:

@@ -8,8 +8,8 @@ import time
 
 import click
 
-from deploy.cli_common import ToolkitCommand, parse_ints
-from resnet.registry import DATASETS
+from resnet.cli import model_options
+from toolkit.cli import ToolkitCommand, json_option, parse_ints
 
 from .harness import LoopSettings
 from .report import format_table, write_outputs
@@ -43,21 +43,21 @@ class ProgressBar:
     def __init__(self) -> None:
         self.last = 0.0
 
-    def __call__(self, session, fraction: float) -> None:
+    def __call__(self, timer, fraction: float) -> None:
         now = time.monotonic()
         if fraction < 1.0 and now - self.last < 0.1:
             return
         self.last = now
         filled = int(fraction * 30)
         sys.stderr.write(
-            f"\r  {session.label[:48]:<48} batch {session.batch:<5} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}"
+            f"\r  {timer.label[:48]:<48} batch {timer.batch:<5} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}"
         )
         if fraction >= 1.0:
             sys.stderr.write("\r" + " " * 100 + "\r")
         sys.stderr.flush()
 
 
-@click.command("resnet-bench", cls=ToolkitCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("resnet-bench", cls=ToolkitCommand)
 @click.argument("target", required=False)
 @click.option(
     "--vs",
@@ -116,12 +116,9 @@ class ProgressBar:
 @click.option("--channels-last", is_flag=True, help="PyTorch: channels-last memory format.")
 @click.option("--cuda-graph", is_flag=True, help="PyTorch on a GPU and TensorRT: replay a CUDA graph per batch size.")
 @click.option("--no-data-transfers", is_flag=True, help="GPU: time the execution alone, without host<->device copies.")
-@click.option("--depth", type=int, default=None, help="Benchmark a registered model in PyTorch instead of a file.")
-@click.option(
-    "--dataset", type=click.Choice(list(DATASETS)), default="imagenet", show_default=True, help="With --depth."
+@model_options(
+    depth_required=False, depth_help="Benchmark a registered model in PyTorch instead of a file:", note="With --depth."
 )
-@click.option("--shortcut", type=click.Choice(["A", "B"]), default=None, help="With --depth.")
-@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="With --depth.")
 @click.option(
     "--peak-tflops",
     type=click.FloatRange(min=0, min_open=True),
@@ -130,7 +127,7 @@ class ProgressBar:
 )
 @click.option("--no-peak", is_flag=True, help="Skip the peak measurement (and the fraction-of-peak column).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
-@click.option("--json", "json_path", default=None, help="Write the run as JSON ('-': stdout, nothing else printed).")
+@json_option("the run")
 @click.option("--csv", "csv_path", default=None, help="Write one CSV row per target and batch.")
 @click.option("--markdown", "markdown_path", default=None, help="Write the table as Markdown.")
 @click.option(
@@ -185,9 +182,9 @@ def main(
         data_transfers=not no_data_transfers,
     )
     if plot_path:  # say so before measuring for minutes
-        from deploy.errors import require
+        from toolkit.optional import require
 
-        require("matplotlib", "pip install '.[plot]'", "--plot")
+        require("matplotlib", "--plot")
     options = TargetOptions(
         provider=provider,
         device=device,

@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from deploy.runtimes.gpu import describe_gpu
+from toolkit.provenance import versions
+
 
 @dataclass
 class MachineInfo:
@@ -38,37 +41,27 @@ def cpu_model() -> str:
 
 
 def library_versions() -> dict[str, str]:
-    import importlib.metadata as metadata
-
-    import numpy
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__}
-    for module, dist in (
-        ("onnxruntime", ("onnxruntime", "onnxruntime-gpu")),
-        ("tensorrt", ("tensorrt",)),
-        ("onnx", ("onnx",)),
-    ):
-        for name in dist:
-            try:
-                versions[module if name == dist[0] else name] = metadata.version(name)
-                break
-            except metadata.PackageNotFoundError:
-                continue
+    """The versions a measurement depends on (and the CUDA stack, where there is a GPU)."""
+    found = versions("torch", "numpy", "onnxruntime", "tensorrt", "onnx", python=True)
     if torch.cuda.is_available():
-        versions["cuda (torch)"] = torch.version.cuda or ""
-        versions["cudnn"] = str(torch.backends.cudnn.version())
-    return versions
+        gpu = describe_gpu()
+        found["cuda (torch)"], found["cudnn"] = gpu.cuda, gpu.cudnn
+    return found
 
 
 def describe_machine(threads: int | None, device: str) -> MachineInfo:
-    gpu = capability = driver = None
+    gpu = None
     if device.startswith("cuda") and torch.cuda.is_available():
-        from deploy.gpu import driver_version
-
-        gpu = torch.cuda.get_device_name(device)
-        capability = "{}.{}".format(*torch.cuda.get_device_capability(device))
-        driver = driver_version() or None
-    return MachineInfo(cpu_model(), os.cpu_count() or 1, threads, gpu, capability, driver, library_versions())
+        gpu = describe_gpu(device)
+    return MachineInfo(
+        cpu_model(),
+        os.cpu_count() or 1,
+        threads,
+        gpu.name if gpu else None,
+        gpu.compute_capability if gpu else None,
+        (gpu.driver or None) if gpu else None,
+        library_versions(),
+    )
 
 
 def measure_matmul_tflops(
@@ -76,9 +69,9 @@ def measure_matmul_tflops(
 ) -> tuple[float, str]:
     """The best rate of repeated square matrix products (TFLOP/s), and a description of how.
 
-    A practical peak: what PyTorch's BLAS reaches on a large dense product, the yardstick
-    FACTS.md uses (4096x4096 FP32 on the CPU). It is a rate the machine demonstrably reaches,
-    not the vendor's theoretical figure, so a well-tuned runtime can come close to it (or, on
+    A practical peak: what PyTorch's BLAS reaches on a large dense product (4096x4096 on a
+    CPU, 8192x8192 on a GPU). It is a rate the machine demonstrably reaches, not the vendor's
+    theoretical figure, so a well-tuned runtime can come close to it (or, on
     a shared machine whose speed drifts, pass it slightly).
     """
     dtypes = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

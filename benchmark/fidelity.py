@@ -4,7 +4,7 @@
     python -m benchmark.fidelity --model resnet50.onnx --batch 8 --rounds 6
 
 One ONNX Runtime session, the same four random input batches, timed two ways in the same
-process: through `benchmark.harness.Session.iterate` (what resnet-bench does) and by a bare
+process: through `benchmark.harness.BatchTimer.iterate` (what resnet-bench does) and by a bare
 `session.run(None, {name: x})` between two `time.perf_counter()` calls. The two alternate one
 iteration at a time (in alternating order), so that drift of the machine hits both alike.
 Passes when the harness median is within --tolerance (3%) of the bare median; exit status 1
@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=0.03)
     args = parser.parse_args(argv)
 
-    from deploy.runtime import OrtRuntime
+    from deploy.runtimes.onnxruntime import OrtRuntime
 
-    from .harness import LoopSettings, Session
+    from .harness import BatchTimer, LoopSettings
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(args.model) if args.model else Path(folder) / "resnet50.onnx"
@@ -50,18 +50,18 @@ def main(argv: list[str] | None = None) -> int:
 
             export_onnx(resnet.create(50), path, validate=False)
         runtime = OrtRuntime(path, threads=args.threads)
-        session = Session("harness", runtime, args.batch)
-        session.warm_up(LoopSettings(warmup_iterations=5, warmup_seconds=None))
+        timer = BatchTimer("harness", runtime, args.batch)
+        timer.warm_up(LoopSettings(warmup_iterations=5, warmup_seconds=None))
         bare: list[float] = []
         for i in range(args.iterations):
-            x = session.inputs[i % len(session.inputs)]  # the input the harness uses next
+            x = timer.inputs[i % len(timer.inputs)]  # the input the harness uses next
             if i % 2:
-                session.iterate()
+                timer.iterate()
                 bare.append(bare_iteration(runtime.session, runtime.input_name, x))
             else:
                 bare.append(bare_iteration(runtime.session, runtime.input_name, x))
-                session.iterate()
-        harness = session.samples["latency"]
+                timer.iterate()
+        harness = timer.samples["latency"]
     h, b = statistics.median(harness), statistics.median(bare)
     difference = h / b - 1
     print(

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# Public reference figures (FACTS.md): NVIDIA DeepLearningExamples, TensorRT ResNet-50 FP16, A100 80GB.
+# Public reference figures: NVIDIA DeepLearningExamples (PaddlePaddle RN50v1.5 README), TensorRT ResNet-50 FP16, A100 80GB.
 DLE_A100_TRT_FP16 = {1: (0.76, 1306), 32: (2.45, 13078), 128: (None, 16387), 256: (None, 17364)}
 
 
@@ -45,12 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import resnet
+    from deploy.runtimes import RuntimeOptions
+    from deploy.runtimes.pytorch import torch_runtime
 
     from .harness import LoopSettings
     from .report import format_table, to_markdown
     from .run import run_benchmark
     from .targets import Target
-    from deploy.torch_runtime import torch_runtime
 
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu_baselines: no CUDA GPU visible (use --device cpu to try the script on the CPU)", file=sys.stderr)
@@ -66,14 +67,14 @@ def main(argv: list[str] | None = None) -> int:
     for precision in args.precisions.split(","):
         for mode, channels_last, cuda_graphs in modes:
             model = resnet.create(args.depth, args.dataset)
-            runtime = torch_runtime(
-                model,
+            options = RuntimeOptions(
                 device=args.device,
                 precision=precision,
                 channels_last=channels_last,
                 cuda_graphs=cuda_graphs,
                 max_batch=max(batches),
             )
+            runtime = torch_runtime(model, options)
             target = Target(f"{model.name} pytorch {precision} {mode}", runtime, runtime.info)
             run = run_benchmark([target], batches, settings, peak_tflops=args.peak_tflops)
             runtime.close()
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "runs": [r.to_dict() for r in runs],
         "reference_dle_a100_tensorrt_fp16": {
-            str(b): {"latency_ms": l, "images_per_second": t} for b, (l, t) in DLE_A100_TRT_FP16.items()
+            str(b): {"latency_ms": ms, "images_per_second": t} for b, (ms, t) in DLE_A100_TRT_FP16.items()
         },
     }
     stem.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")

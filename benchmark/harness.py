@@ -14,11 +14,11 @@ machine that slows down or speeds up mid-run affects all of them alike and their
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
-from deploy.runtime import DeviceRuntime, Runtime
-from resnet.errors import ToolkitError
+from deploy.runtimes.base import DeviceRuntime, Runtime
+from toolkit.errors import ToolkitError
 
 from .stats import LatencyStats
 
@@ -81,7 +81,7 @@ class Measurement:
         return data
 
 
-class Session:
+class BatchTimer:
     """One target at one batch size: its inputs, and the samples gathered so far."""
 
     def __init__(self, label: str, runtime: Runtime, batch: int, *, data_transfers: bool = True, seed: int = 0) -> None:
@@ -200,17 +200,17 @@ class Session:
         )
 
 
-def run_sessions(
-    sessions: Sequence[Session], settings: LoopSettings, progress: Callable[[Session, float], None] | None = None
+def run_timers(
+    timers: Sequence[BatchTimer], settings: LoopSettings, progress: Callable[[BatchTimer, float], None] | None = None
 ) -> list[Measurement]:
-    """Warm up each session, then time them interleaved, one iteration each in turn."""
-    for session in sessions:
-        session.warm_up(settings)
-    pending = list(sessions)
+    """Warm up each timer, then time them interleaved, one iteration each in turn."""
+    for timer in timers:
+        timer.warm_up(settings)
+    pending = list(timers)
     while pending:
-        for session in pending:
-            session.iterate()
+        for timer in pending:
+            timer.iterate()
             if progress is not None:
-                progress(session, session.progress(settings))
-        pending = [s for s in pending if not s.done(settings)]
-    return [s.measurement() for s in sessions]
+                progress(timer, timer.progress(settings))
+        pending = [t for t in pending if not t.done(settings)]
+    return [t.measurement() for t in timers]

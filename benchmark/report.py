@@ -8,8 +8,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from deploy.errors import require
-from deploy.files import atomic_path, write_text_atomic
+from toolkit.files import atomic_path, write_text_atomic
+from toolkit.optional import require
 
 from .environment import MachineInfo
 from .harness import LoopSettings, Measurement
@@ -121,9 +121,12 @@ def to_csv(run: BenchmarkRun) -> str:
 
 
 def _cells(m: Measurement, gpu: bool) -> list[str]:
-    l = m.latency
+    latency = m.latency
     cells = [m.label, str(m.batch), f"{m.images_per_second:,.1f}", f"{m.batches_per_second:,.2f}"]
-    cells += [f"{v:.3f}" for v in (l.min, l.mean, l.median, l.p90, l.p95, l.p99, l.max)]
+    cells += [
+        f"{v:.3f}"
+        for v in (latency.min, latency.mean, latency.median, latency.p90, latency.p95, latency.p99, latency.max)
+    ]
     if gpu:
         cells += ["-" if s is None else f"{s.median:.3f}" for s in (m.h2d, m.compute, m.d2h, m.enqueue)]
     cells.append("-" if m.fraction_of_peak is None else f"{m.fraction_of_peak:.1%}")
@@ -165,7 +168,9 @@ def format_table(run: BenchmarkRun) -> str:
     lines.append("")
     for index, row in enumerate(rows):
         lines.append(
-            "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
         )
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -225,7 +230,7 @@ def write_outputs(
 
 def plot(run: BenchmarkRun, path: Path) -> None:
     """Median latency against throughput over the batch sweep, one line per target."""
-    matplotlib = require("matplotlib", "pip install '.[plot]'", "--plot")
+    matplotlib = require("matplotlib", "--plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -234,7 +239,7 @@ def plot(run: BenchmarkRun, path: Path) -> None:
         points = sorted((m for m in run.measurements if m.label == label), key=lambda m: m.batch)
         xs, ys = [m.images_per_second for m in points], [m.latency.median for m in points]
         axes.plot(xs, ys, marker="o", label=label)
-        for m, x, y in zip(points, xs, ys):
+        for m, x, y in zip(points, xs, ys, strict=True):
             axes.annotate(f"b{m.batch}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     axes.set_xlabel("throughput (images/s)")
     axes.set_ylabel("median latency (ms)")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .environment import describe_machine, measure_matmul_tflops
-from .harness import LoopSettings, Session, run_sessions
+from .harness import BatchTimer, LoopSettings, run_timers
 from .report import BenchmarkRun, compare
 from .targets import Target, flops_per_image
 
@@ -29,7 +29,7 @@ def run_benchmark(
     measure_peak: bool = True,
     threads: int | None = None,
     seed: int = 0,
-    progress: Callable[[Session, float], None] | None = None,
+    progress: Callable[[BatchTimer, float], None] | None = None,
 ) -> BenchmarkRun:
     """Measure every target at every batch size (targets interleaved), then add FLOP rates,
     the fraction of peak (`peak_tflops`, or a measured matmul rate) and the ratios of the first
@@ -47,10 +47,10 @@ def run_benchmark(
         peaks = {key: measure_matmul_tflops(key[0], key[1], threads=threads) for key in keys}
     measurements = []
     for batch in batches:
-        sessions = [
-            Session(t.label, t.runtime, batch, data_transfers=settings.data_transfers, seed=seed) for t in targets
+        timers = [
+            BatchTimer(t.label, t.runtime, batch, data_transfers=settings.data_transfers, seed=seed) for t in targets
         ]
-        measurements += run_sessions(sessions, settings, progress)
+        measurements += run_timers(timers, settings, progress)
     if peak_tflops is None and measure_peak:
         peaks = {key: max(peaks[key], measure_matmul_tflops(key[0], key[1], threads=threads)) for key in keys}
     if peaks:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -36,7 +36,7 @@ class LatencyStats:
     std: float
 
     @classmethod
-    def from_samples(cls, samples_ms: Sequence[float]) -> "LatencyStats":
+    def from_samples(cls, samples_ms: Sequence[float]) -> LatencyStats:
         values = sorted(float(v) for v in samples_ms)
         if not values:
             raise ValueError("no samples")

@@ -15,19 +15,21 @@ a sentence naming it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
-from resnet.errors import ToolkitError
+from toolkit.errors import ArtifactError, MissingDependencyError, ToolkitError
+from toolkit.files import publish_folder, sha256_file
+from toolkit.provenance import versions
 
-from .artifact import ModelInfo, read_onnx_info
-from .errors import ArtifactError
-from .files import sha256_file, staging_folder
-from .manifest import manifest_path, read_manifest
+from .artifacts.labels import resolve_labels
+from .artifacts.manifest import manifest_path, read_manifest
+from .artifacts.metadata import ModelInfo
+from .artifacts.onnx_file import inspect_onnx
+from .runtimes import Runtime, RuntimeOptions, open_runtime
 
 BUNDLE_FORMAT = "resnet-bundle/1"
 ONNX_NAME, ENGINE_NAME, LABELS_NAME, MANIFEST_NAME, README_NAME = (
@@ -51,7 +53,7 @@ class Bundle:
     labels: list[str] | None
 
     @classmethod
-    def open(cls, folder: str | Path) -> "Bundle":
+    def open(cls, folder: str | Path) -> Bundle:
         """Read `manifest.json` and verify the checksum of every file it lists."""
         folder = Path(folder)
         manifest_file = folder / MANIFEST_NAME
@@ -83,13 +85,29 @@ class Bundle:
                 )
         if ONNX_NAME not in files:
             raise ArtifactError(f"{manifest_file} lists no {ONNX_NAME}")
-        labels = None
-        if LABELS_NAME in files:
-            from .predictor import read_labels
-
-            labels = read_labels(folder / LABELS_NAME)
+        labels = resolve_labels(folder / LABELS_NAME, info.num_classes) if LABELS_NAME in files else None
         engine = folder / ENGINE_NAME if ENGINE_NAME in files else None
         return cls(folder, manifest, info, folder / ONNX_NAME, engine, labels)
+
+    def open_runtime(self, *, backend: str | None = None, device: str | None = None) -> Runtime:
+        """The bundle's engine when TensorRT and a compatible GPU are here, else its ONNX file.
+
+        `backend` "tensorrt" demands the engine (an error, not a fallback, when it can't run);
+        "onnxruntime" skips it. `device` ("cpu" or "cuda") is ONNX Runtime's.
+        """
+        if backend not in (None, "tensorrt", "onnxruntime"):
+            raise ToolkitError(f"a bundle runs in tensorrt or onnxruntime, not {backend}")
+        if backend == "tensorrt" or (backend is None and self.engine is not None):
+            if self.engine is None:
+                raise ArtifactError(
+                    f"bundle {self.folder} has no engine; build one on this machine: resnet-build {self.onnx}"
+                )
+            try:
+                return open_runtime(self.engine, backend="tensorrt")
+            except (MissingDependencyError, ArtifactError):
+                if backend == "tensorrt":
+                    raise
+        return open_runtime(self.onnx, RuntimeOptions(provider=device), backend="onnxruntime")
 
 
 def _readme(info: ModelInfo, has_engine: bool, has_labels: bool, engine_env: dict | None) -> str:
@@ -154,7 +172,8 @@ def write_bundle(
         raise ToolkitError(
             f"{model.name} is an engine; a bundle is made from the ONNX file (add the engine with --engine)"
         )
-    info = read_onnx_info(model)
+    signature = inspect_onnx(model)
+    info = signature.info
     if info is None:
         raise ArtifactError(f"{model} carries no resnet-export metadata; export it with resnet-export")
     if output.exists() and not force:
@@ -176,17 +195,9 @@ def write_bundle(
             raise ArtifactError(
                 f"engine {engine.name} was built from another ONNX file than {model.name}; rebuild it from this one"
             )
-    label_list = None
-    if labels is not None:
-        from .predictor import read_labels
+    label_list = resolve_labels(labels, info.num_classes)
 
-        label_list = read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
-        if len(label_list) != info.num_classes:
-            raise ArtifactError(f"{len(label_list)} labels for a model with {info.num_classes} classes")
-
-    with staging_folder(parent) as stage:
-        folder = stage / "bundle"
-        folder.mkdir()
+    with publish_folder(output) as folder:
         shutil.copyfile(model, folder / ONNX_NAME)
         if engine is not None:
             shutil.copyfile(engine, folder / ENGINE_NAME)
@@ -198,30 +209,17 @@ def write_bundle(
         (folder / README_NAME).write_text(
             _readme(info, engine is not None, label_list is not None, environment), encoding="utf-8"
         )
-        import resnet
-
         manifest = {
             "format": BUNDLE_FORMAT,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "model": info.to_dict(),
             "precision": info.precision,
-            "io": {
-                "input": {
-                    "name": "input",
-                    "dtype": info.io_dtype,
-                    "shape": ["batch", info.input_spec.channels, info.input_spec.height, info.input_spec.width],
-                },
-                "output": {"name": "logits", "dtype": info.io_dtype, "shape": ["batch", info.num_classes]},
-            },
+            "io": {"input": signature.input.to_dict(), "output": signature.output.to_dict()},
             "engine": environment,
-            "versions": {"resnet-deploy-toolkit": resnet.__version__, **info.producer},
+            "versions": {**versions(), **info.producer},
             "files": {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir())},
         }
         (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        for path in folder.iterdir():
-            with open(path, "rb") as written:
-                os.fsync(written.fileno())
-        _move_into_place(folder, output, stage)
     return Bundle.open(output)
 
 
@@ -230,10 +228,3 @@ def _retarget_engine_manifest(path: Path) -> None:
     data = json.loads(path.read_text())
     data["engine_file"] = ENGINE_NAME
     path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def _move_into_place(folder: Path, output: Path, stage: Path) -> None:
-    if output.exists():  # --force: the old bundle goes only once the new one is complete
-        old = stage / "previous"
-        os.replace(output, old)
-    os.replace(folder, output)

@@ -6,14 +6,15 @@ import json
 
 import click
 
+from toolkit.cli import ToolkitGroup, parse_ints
+
 from .bundle import write_bundle
-from .cli_common import ToolkitGroup, parse_ints
 from .predictor import Predictor
 from .preprocess import ImageError
-from .triton import default_model_name, write_triton_model
+from .triton import write_triton_model
 
 
-@click.group("resnet-deploy", cls=ToolkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("resnet-deploy", cls=ToolkitGroup)
 def main() -> None:
     """Run exported models on images, package them for a board, or serve them with Triton.
 
@@ -33,19 +34,20 @@ def main() -> None:
 )
 @click.option(
     "--backend",
-    type=click.Choice(["tensorrt", "onnxruntime"]),
+    type=click.Choice(["tensorrt", "onnxruntime", "pytorch"]),
     default=None,
-    help="Force a backend. [default: a bundle's engine when TensorRT and a compatible GPU are here, else ONNX Runtime]",
+    help="Force a backend. [default: the file's (.plan TensorRT, .onnx ONNX Runtime, .pth PyTorch); "
+    "a bundle's engine when TensorRT and a compatible GPU are here, else its ONNX file]",
 )
 @click.option(
     "--device",
     type=click.Choice(["cpu", "cuda"]),
     default=None,
-    help="ONNX Runtime device. [default: cuda when onnxruntime-gpu is installed]",
+    help="ONNX Runtime or PyTorch device. [default: cuda when it can run there]",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
 def predict(model, images, top_k, labels, backend, device, as_json) -> int:
-    """Top-k classes of each IMAGE, from an ONNX file, an engine or a bundle folder.
+    """Top-k classes of each IMAGE, from an ONNX file, an engine, a checkpoint or a bundle folder.
 
     An image that can't be read is reported by name; the others still get their predictions,
     and the exit status is 1. Bad arguments (a missing model, a bad bundle) exit 2.
@@ -77,7 +79,7 @@ def predict(model, images, top_k, labels, backend, device, as_json) -> int:
             names = result["labels"] or [""] * len(result["indices"])
             ranked = ", ".join(
                 f"{name + ' ' if name else ''}[{index}] {score:.3f}"
-                for name, index, score in zip(names, result["indices"], result["scores"])
+                for name, index, score in zip(names, result["indices"], result["scores"], strict=True)
             )
             click.echo(f"{result['source']}: {ranked}")
     if failed:
@@ -139,7 +141,6 @@ def triton(
 ) -> int:
     """Write REPOSITORY/NAME/config.pbtxt and REPOSITORY/NAME/1/model.onnx (or model.plan)."""
     preferred = parse_ints(preferred_batch, "--preferred-batch") if preferred_batch else []
-    name = name or default_model_name(model)
     target = write_triton_model(
         model,
         repository,
@@ -150,7 +151,7 @@ def triton(
         instances=instances,
         preferred_batch=preferred,
         max_queue_delay_us=max_queue_delay_us,
-        kind="KIND_CPU" if cpu else "KIND_GPU",
+        instance_kind="KIND_CPU" if cpu else "KIND_GPU",
     )
     click.echo(f"{target}: " + ", ".join(sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())))
     click.echo(f"  serve it: tritonserver --model-repository {target.parent}")

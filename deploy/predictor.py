@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from resnet.errors import ToolkitError
+from toolkit.errors import ArtifactError, ToolkitError
 
-from .artifact import ModelInfo
-from .errors import ArtifactError, MissingDependencyError
+from .artifacts.labels import resolve_labels
+from .artifacts.metadata import ModelInfo
+from .bundle import Bundle
 from .preprocess import describe_image, preprocess
-from .runtime import OrtRuntime, Runtime, available_ort_providers
+from .runtimes import Runtime, RuntimeOptions, open_runtime
+from .runtimes.onnxruntime import DEVICES
 
-if TYPE_CHECKING:
-    from .bundle import Bundle
-
-BACKENDS = ("tensorrt", "onnxruntime")
+BACKENDS = ("tensorrt", "onnxruntime", "pytorch")
 DEFAULT_CHUNK = 32  # images per run when the model takes any batch size
 
 
@@ -43,68 +43,26 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def read_labels(path: str | Path) -> list[str]:
-    """One label per line (blank lines at the end ignored)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"labels file {path} does not exist")
-    labels = path.read_text(encoding="utf-8").splitlines()
-    while labels and not labels[-1].strip():
-        labels.pop()
-    return labels
-
-
-def _open_engine(path: Path) -> Runtime:
-    from .tensorrt_runtime import TensorRTRuntime
-
-    return TensorRTRuntime(path)
-
-
-def _open_onnx(path: Path, device: str | None) -> Runtime:
-    if device is None:
-        device = "cuda" if "cuda" in available_ort_providers() else "cpu"
-    return OrtRuntime(path, provider=device)
-
-
-def open_runtime(
+def open_model(
     path: str | Path, *, backend: str | None = None, device: str | None = None
 ) -> tuple[Runtime, Bundle | None]:
-    """The runtime for an ONNX file, an engine or a bundle folder (and the bundle, if one).
+    """The runtime for a model file or a bundle folder (and the bundle, if one).
 
-    Automatic choice: a bundle's engine when TensorRT and a compatible GPU are here, else its
-    ONNX file in ONNX Runtime on CUDA when onnxruntime-gpu is installed, else on the CPU.
-    `backend` ("tensorrt" or "onnxruntime") and `device` ("cpu" or "cuda", for ONNX Runtime)
-    force a choice; a forced choice that can't be honoured is an error, not a fallback.
+    A file runs in the backend its suffix names (`deploy.runtimes.open_runtime`); a bundle in
+    its engine when TensorRT and a compatible GPU are here, else its ONNX file
+    (`Bundle.open_runtime`). ONNX Runtime and PyTorch run on CUDA when they can, else on the
+    CPU. `backend` and `device` ("cpu" or "cuda") force a choice; a forced choice that can't
+    be honoured is an error, not a fallback.
     """
-    from .bundle import Bundle
-
     if backend is not None and backend not in BACKENDS:
         raise ToolkitError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if device is not None and device not in ("cpu", "cuda"):
-        raise ToolkitError(f"device must be cpu or cuda, got {device!r}")
+    if device is not None and device not in DEVICES:
+        raise ToolkitError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     path = Path(path)
     if path.is_dir():
         bundle = Bundle.open(path)
-        if backend == "tensorrt" or (backend is None and bundle.engine is not None):
-            if bundle.engine is None:
-                raise ArtifactError(
-                    f"bundle {path} has no engine; build one on this machine: resnet-build {bundle.onnx}"
-                )
-            try:
-                return _open_engine(bundle.engine), bundle
-            except (MissingDependencyError, ArtifactError):
-                if backend == "tensorrt":
-                    raise
-        return _open_onnx(bundle.onnx, device), bundle
-    if not path.exists():
-        raise ArtifactError(f"model {path} does not exist")
-    if path.suffix.lower() in (".plan", ".engine"):
-        if backend == "onnxruntime":
-            raise ToolkitError(f"{path.name} is a TensorRT engine; ONNX Runtime runs .onnx files")
-        return _open_engine(path), None
-    if backend == "tensorrt":
-        raise ToolkitError(f"{path.name} is not an engine; build one with resnet-build {path}")
-    return _open_onnx(path, device), None
+        return bundle.open_runtime(backend=backend, device=device), bundle
+    return open_runtime(path, RuntimeOptions(provider=device, device=device), backend=backend), None
 
 
 class Predictor:
@@ -132,7 +90,7 @@ class Predictor:
         device: str | None = None,
         labels: Sequence[str] | str | Path | None = None,
     ) -> None:
-        self.runtime, self.bundle = open_runtime(path, backend=backend, device=device)
+        self.runtime, self.bundle = open_model(path, backend=backend, device=device)
         info: ModelInfo | None = self.runtime.info
         if info is None:
             self.runtime.close()
@@ -143,11 +101,7 @@ class Predictor:
         self.spec = info.input_spec
         if labels is None and self.bundle is not None:
             labels = self.bundle.labels
-        if isinstance(labels, (str, Path)):
-            labels = read_labels(labels)
-        if labels is not None and len(labels) != self.spec.num_classes:
-            raise ArtifactError(f"{len(labels)} labels for a model with {self.spec.num_classes} classes")
-        self.labels = list(labels) if labels is not None else None
+        self.labels = resolve_labels(labels, self.spec.num_classes)
         low, high = self.runtime.batch_range
         self.min_batch = low
         self.max_batch = high if high is not None else DEFAULT_CHUNK
@@ -185,10 +139,12 @@ class Predictor:
             raise ToolkitError(f"top_k must be at least 1, got {top_k}")
         top_k = min(top_k, self.spec.num_classes)
         sources = list(sources) if sources is not None else [f"#{i}" for i in range(len(batch))]
+        if len(sources) != len(batch):
+            raise ToolkitError(f"{len(sources)} sources for a batch of {len(batch)} inputs")
         logits = self._logits(batch)
         probabilities = softmax(logits) if len(logits) else logits
         predictions = []
-        for source, row in zip(sources, probabilities):
+        for source, row in zip(sources, probabilities, strict=True):
             order = np.argsort(-row, kind="stable")[:top_k]
             predictions.append(
                 Prediction(
@@ -216,7 +172,7 @@ class Predictor:
     def close(self) -> None:
         self.runtime.close()
 
-    def __enter__(self) -> "Predictor":
+    def __enter__(self) -> Predictor:
         return self
 
     def __exit__(self, *exc) -> None:

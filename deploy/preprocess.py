@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from resnet.errors import ToolkitError
 from resnet.spec import InputSpec
-
-from .errors import require
+from toolkit.errors import ToolkitError
+from toolkit.optional import require
 
 
 class ImageError(ToolkitError):
@@ -29,7 +28,7 @@ class ImageError(ToolkitError):
 
 
 def _pil():
-    return require("PIL", "pip install '.[images]'", "reading images")
+    return require("PIL", "reading images")
 
 
 def describe_image(image: Any) -> str:

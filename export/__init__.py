@@ -1,6 +1,7 @@
 """Making artifacts: ONNX at an exact opset (FP32, FP16), the graph lint, validation, TensorRT engines.
 
-Imports `resnet` and `deploy` (DESIGN.md).
+Imports `toolkit`, `resnet` and `deploy` (docs/design.md); validation runs the artifacts through
+`deploy.runtimes`, so what is validated is what ships.
 """
 
 from .engine import BuildReport, EngineBuildError, build_engine, resolve_profile

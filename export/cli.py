@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 
-from deploy.cli_common import ToolkitCommand, parse_floats, parse_size, progress_printer, write_json
-from deploy.files import check_writable
-from deploy.gpu import require_cuda
-from deploy.tensorrt_runtime import import_tensorrt
-from resnet.registry import DATASETS, create
+from deploy.runtimes.gpu import require_cuda
+from deploy.runtimes.tensorrt import import_tensorrt
+from resnet.cli import model_options
+from resnet.registry import create
 from resnet.spec import DATASET_INPUTS
+from toolkit.cli import ToolkitCommand, json_option, options, parse_floats, parse_size, progress_printer, write_json
+from toolkit.files import check_writable
 
 from .engine import OPT_LEVELS, BuildReport, build_engine
 from .onnx_export import ExportReport, export_onnx
@@ -19,18 +22,49 @@ from .validate import Thresholds, ValidationFailed, ValidationReport
 _RANGE = f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}"
 
 
-@click.command("resnet-export", cls=ToolkitCommand, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--depth", type=int, required=True, help="ImageNet 18, 34, 50, 101, 152; CIFAR 20, 32, 44, 56, 110, 1202."
-)
-@click.option("--dataset", type=click.Choice(list(DATASETS)), default="imagenet", show_default=True)
-@click.option(
-    "--shortcut",
-    type=click.Choice(["A", "B"]),
-    default=None,
-    help="Option A (slice + zero pad) or B (1x1 projection). [default: B for ImageNet, A for CIFAR]",
-)
-@click.option("--num-classes", type=click.IntRange(min=1), default=None, help="[default: the dataset's]")
+def threshold_options(function):
+    """`--atol`, `--rtol`, `--min-cosine`, `--min-top1`, given to the command as one `thresholds`."""
+
+    @functools.wraps(function)
+    def with_thresholds(*args, atol, rtol, min_cosine, min_top1, **kwargs):
+        return function(
+            *args, thresholds=Thresholds(atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=min_top1), **kwargs
+        )
+
+    return options(
+        click.option(
+            "--atol",
+            type=float,
+            default=Thresholds.atol,
+            show_default=True,
+            help="FP32 (engines: without TF32): largest error, in units of the largest |logit|.",
+        ),
+        click.option(
+            "--rtol",
+            type=float,
+            default=Thresholds.rtol,
+            show_default=True,
+            help="FP32: additional error allowed relative to each logit.",
+        ),
+        click.option(
+            "--min-cosine",
+            type=float,
+            default=Thresholds.min_cosine,
+            show_default=True,
+            help="FP16 (and TF32 engines): smallest per-image cosine similarity.",
+        ),
+        click.option(
+            "--min-top1",
+            type=float,
+            default=Thresholds.min_top1,
+            show_default=True,
+            help="FP16 (and TF32 engines): smallest top-1 agreement.",
+        ),
+    )(with_thresholds)
+
+
+@click.command("resnet-export", cls=ToolkitCommand)
+@model_options(depth_required=True)
 @click.option(
     "--weights",
     type=click.Path(dir_okay=False),
@@ -82,30 +116,7 @@ _RANGE = f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}"
     show_default=True,
     help="Compare with PyTorch in ONNX Runtime before writing.",
 )
-@click.option(
-    "--atol",
-    type=float,
-    default=Thresholds.atol,
-    show_default=True,
-    help="FP32: largest error, in units of the largest |logit|.",
-)
-@click.option(
-    "--rtol",
-    type=float,
-    default=Thresholds.rtol,
-    show_default=True,
-    help="FP32: additional error allowed relative to each logit.",
-)
-@click.option(
-    "--min-cosine",
-    type=float,
-    default=Thresholds.min_cosine,
-    show_default=True,
-    help="FP16: smallest per-image cosine similarity.",
-)
-@click.option(
-    "--min-top1", type=float, default=Thresholds.min_top1, show_default=True, help="FP16: smallest top-1 agreement."
-)
+@threshold_options
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
@@ -118,12 +129,7 @@ _RANGE = f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}"
     default=None,
     help="Also build a TensorRT engine here from the exported file (needs TensorRT and a GPU; see resnet-build).",
 )
-@click.option(
-    "--json",
-    "json_path",
-    default=None,
-    help="Write the whole report as JSON to this file ('-': stdout, nothing else printed).",
-)
+@json_option("the whole report")
 def main(
     depth,
     dataset,
@@ -140,10 +146,7 @@ def main(
     dynamic_batch,
     output,
     validate,
-    atol,
-    rtol,
-    min_cosine,
-    min_top1,
+    thresholds,
     threads,
     engine,
     json_path,
@@ -157,7 +160,6 @@ def main(
 
     Exit status: 0 exported, 1 validation failed (nothing written), 2 bad input.
     """
-    thresholds = Thresholds(atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=min_top1)
     spec = DATASET_INPUTS[dataset]
     if input_size:
         spec = spec.with_size(*parse_size(input_size))
@@ -257,7 +259,7 @@ def format_report(report: ExportReport) -> str:
     return "\n".join(lines)
 
 
-@click.command("resnet-build", cls=ToolkitCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("resnet-build", cls=ToolkitCommand)
 @click.argument("onnx_file", type=click.Path(dir_okay=False))
 @click.option(
     "--output", "-o", type=click.Path(dir_okay=False), default=None, help="Engine file. [default: ./NAME.plan]"
@@ -304,33 +306,8 @@ def format_report(report: ExportReport) -> str:
     default=None,
     help="FP32 ONNX to validate against. [default: the source if FP32, else its FP32 twin]",
 )
-@click.option(
-    "--min-cosine",
-    type=float,
-    default=Thresholds.min_cosine,
-    show_default=True,
-    help="FP16/TF32 engines: smallest per-image cosine.",
-)
-@click.option(
-    "--min-top1",
-    type=float,
-    default=Thresholds.min_top1,
-    show_default=True,
-    help="FP16/TF32 engines: smallest top-1 agreement.",
-)
-@click.option(
-    "--atol",
-    type=float,
-    default=Thresholds.atol,
-    show_default=True,
-    help="FP32 engines without TF32: largest error in units of the largest |logit|.",
-)
-@click.option(
-    "--json",
-    "json_path",
-    default=None,
-    help="Write the report as JSON to this file ('-': stdout, nothing else printed).",
-)
+@threshold_options
+@json_option()
 def build_main(
     onnx_file,
     output,
@@ -344,9 +321,7 @@ def build_main(
     tf32,
     validate,
     reference,
-    min_cosine,
-    min_top1,
-    atol,
+    thresholds,
     json_path,
 ) -> int:
     """Build a TensorRT engine (and NAME.plan.json, its manifest) from an ONNX file, then validate it.
@@ -359,7 +334,6 @@ def build_main(
     GPU: pip install '.[gpu]'. Build on the machine that will run the engine (a Jetson builds
     its own). Exit status: 0 built, 1 validation failed (nothing written), 2 bad input.
     """
-    thresholds = Thresholds(atol=atol, min_cosine=min_cosine, min_top1=min_top1)
     quiet = json_path == "-"
     try:
         report = build_engine(

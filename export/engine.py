@@ -6,33 +6,35 @@ wherever the flag exists (10.x honours it, 11.x always behaves so), so TensorRT 
 the same engine precision from the same file, with one code path. An FP16 engine therefore
 comes from an FP16 ONNX (`resnet-export --precision fp16`).
 
-Everything up to the TensorRT calls is plain code (profile arithmetic, reading the ONNX, option
-checks), done before TensorRT is imported, so a mistake is reported the same way on a machine
-without TensorRT. TensorRT objects live in variables named after their class (`builder`,
-`network`, `parser`, `config`, `profile`, `cache`, `error`, `serialized`); the test
-tests/deploy/test_tensorrt_api.py checks every name used on them against the bindings' lists.
+The TensorRT steps are apart, as Polygraphy's loaders are: `parse_onnx` (builder, network and
+parser), `create_config` (builder config: profile, workspace, optimization level, TF32, timing
+cache, progress monitor), `build` (the serialized engine); `build_engine` chains them with the
+manifest and validation. Everything up to the TensorRT calls is plain code (profile arithmetic,
+reading the ONNX, option checks), done before TensorRT is imported, so a mistake is reported the
+same way on a machine without TensorRT. TensorRT objects live in variables named after their
+class (`builder`, `network`, `parser`, `config`, `profile`, `cache`, `error`, `serialized`); the
+test tests/deploy/test_tensorrt_api.py checks every name used on them against the bindings.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import onnx
 
-from deploy.artifact import OnnxInterface, inspect_onnx
-from deploy.errors import ArtifactError
-from deploy.files import check_writable, publish, staging_folder, write_bytes_atomic
-from deploy.manifest import EngineManifest, Profile, TensorSpec, manifest_path, write_manifest
-from deploy.runtime import OrtRuntime
-from deploy.gpu import require_cuda
-from deploy.tensorrt_runtime import TensorRTRuntime, current_environment, import_tensorrt, make_logger
-import resnet
-from resnet.errors import ToolkitError
+from deploy.artifacts.manifest import BatchProfile, EngineManifest, manifest_path, write_manifest
+from deploy.artifacts.onnx_file import OnnxSignature, inspect_onnx
+from deploy.runtimes.gpu import require_cuda
+from deploy.runtimes.onnxruntime import OrtRuntime
+from deploy.runtimes.tensorrt import TensorRTRuntime, engine_environment, import_tensorrt, make_logger
+from toolkit.errors import ArtifactError, ToolkitError
+from toolkit.files import check_writable, publish, staging_folder, write_bytes_atomic
+from toolkit.provenance import versions
 
 from .onnx_graph import upcast_to_fp32
 from .validate import Thresholds, ValidationFailed, ValidationReport, compare_runtimes
@@ -45,7 +47,7 @@ class EngineBuildError(ToolkitError):
     """TensorRT could not parse or build the model."""
 
 
-def fp16_export_command(source: OnnxInterface) -> str:
+def fp16_export_command(source: OnnxSignature) -> str:
     """The `resnet-export` command that writes the FP16 ONNX of the same model."""
     info = source.info
     if info is None:
@@ -65,7 +67,7 @@ def fp16_export_command(source: OnnxInterface) -> str:
 
 def resolve_profile(
     batch_dim: int | None, min_batch: int | None = None, opt_batch: int | None = None, max_batch: int | None = None
-) -> Profile:
+) -> BatchProfile:
     """The batch profile: from the file when its batch is fixed, else the options over the
     defaults 1 / 32 / 64 (a default that would fall outside the given bounds moves inside)."""
     given = {"--min-batch": min_batch, "--opt-batch": opt_batch, "--max-batch": max_batch}
@@ -81,7 +83,7 @@ def resolve_profile(
                 f"the ONNX file has a fixed batch of {batch_dim}, so its engine takes exactly {batch_dim} "
                 f"(got {', '.join(conflicting)}); export with --dynamic-batch for a range"
             )
-        return Profile(batch_dim, batch_dim, batch_dim)
+        return BatchProfile(batch_dim, batch_dim, batch_dim)
     if min_batch is not None and max_batch is not None and min_batch > max_batch:
         raise ToolkitError(f"--min-batch {min_batch} is larger than --max-batch {max_batch}")
     low = min_batch if min_batch is not None else DEFAULT_MIN_BATCH
@@ -89,7 +91,7 @@ def resolve_profile(
     opt = opt_batch if opt_batch is not None else min(max(DEFAULT_OPT_BATCH, low), high)
     if not low <= opt <= high:
         raise ToolkitError(f"--opt-batch {opt} is outside the profile's range {low} to {high}")
-    return Profile(low, opt, high)
+    return BatchProfile(low, opt, high)
 
 
 @dataclass
@@ -138,25 +140,18 @@ def make_progress_monitor(trt, report: Callable[[str], None]):
     return PhaseReporter()
 
 
-def _build_serialized(
-    source: OnnxInterface,
-    batch_profile: Profile,
-    *,
-    workspace_mib: int | None,
-    opt_level: int | None,
-    timing_cache: Path | None,
-    tf32: bool,
-    progress: Callable[[str], None] | None,
-) -> tuple[bytes, bytes | None, list[str]]:
-    """Parse and build with TensorRT; returns the engine, the timing cache and the flags used."""
+def parse_onnx(source: OnnxSignature, logger):
+    """TensorRT's builder, a network parsed from `source`, and the parser; (builder, network, parser, flags).
+
+    The network is created STRONGLY_TYPED wherever the flag exists (see the module docstring).
+    """
     trt = import_tensorrt()
-    logger = make_logger(trt)
     builder = trt.Builder(logger)
     creation_flags = 0
-    used = []
+    flags = []
     if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         creation_flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        used.append("STRONGLY_TYPED")
+        flags.append("STRONGLY_TYPED")
     network = builder.create_network(creation_flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(source.path)):
@@ -167,24 +162,57 @@ def _build_serialized(
         raise EngineBuildError(
             f"TensorRT's ONNX parser rejected {source.path.name}: {'; '.join(problems[:3]) or 'no reason given'}"
         )
+    return builder, network, parser, flags
 
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How the builder works: memory, effort, TF32, the timing cache file."""
+
+    workspace_mib: int | None = None  # None: TensorRT's default (the GPU's memory)
+    opt_level: int | None = None  # None: TensorRT's default, 3
+    timing_cache: Path | None = None  # loaded when present, saved after the build
+    tf32: bool = True  # FP32 graphs may use TF32 tensor cores
+
+    def check(self) -> None:
+        if self.opt_level is not None and self.opt_level not in OPT_LEVELS:
+            raise ToolkitError(f"--opt-level must be {OPT_LEVELS.start} to {OPT_LEVELS.stop - 1}, got {self.opt_level}")
+        if self.workspace_mib is not None and self.workspace_mib < 1:
+            raise ToolkitError(f"--workspace must be at least 1 MiB, got {self.workspace_mib}")
+        if self.timing_cache is not None:
+            check_writable(self.timing_cache)
+
+
+def create_config(
+    builder,
+    source: OnnxSignature,
+    batch_profile: BatchProfile,
+    options: BuildOptions,
+    progress: Callable[[str], None] | None,
+):
+    """The builder config: one optimization profile for the batch axis, the memory and
+    optimization options, TF32, the timing cache (loaded when the file exists) and a progress
+    monitor; (config, timing cache or None, flags, monitor or None)."""
+    trt = import_tensorrt()
+    flags = []
     config = builder.create_builder_config()
-    if workspace_mib is not None:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
-    if opt_level is not None:
-        config.builder_optimization_level = opt_level
-    if tf32:
+    if options.workspace_mib is not None:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    if options.opt_level is not None:
+        config.builder_optimization_level = options.opt_level
+    if options.tf32:
         config.set_flag(trt.BuilderFlag.TF32)
-        used.append("TF32")
+        flags.append("TF32")
     else:
         config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
-    c, h, w = source.input_shape[1:]
+    c, h, w = source.input.shape[1:]
     profile.set_shape(
-        source.input_name, (batch_profile.min, c, h, w), (batch_profile.opt, c, h, w), (batch_profile.max, c, h, w)
+        source.input.name, (batch_profile.min, c, h, w), (batch_profile.opt, c, h, w), (batch_profile.max, c, h, w)
     )
     config.add_optimization_profile(profile)
     cache = None
+    timing_cache = options.timing_cache
     if timing_cache is not None:
         cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
         config.set_timing_cache(cache, False)
@@ -192,17 +220,34 @@ def _build_serialized(
     if progress is not None:
         monitor = make_progress_monitor(trt, progress)
         config.progress_monitor = monitor
+    return config, cache, flags, monitor
+
+
+def build(builder, network, config, source: OnnxSignature, logger) -> bytes:
+    """The serialized engine."""
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(
             f"TensorRT could not build {source.path.name}: {'; '.join(logger.messages[-3:]) or 'no reason given'}"
         )
+    return bytes(serialized)
+
+
+def _build_serialized(
+    source: OnnxSignature, batch_profile: BatchProfile, options: BuildOptions, progress: Callable[[str], None] | None
+) -> tuple[bytes, bytes | None, list[str]]:
+    """Parse, configure and build; returns the engine, the timing cache and the flags used."""
+    trt = import_tensorrt()
+    logger = make_logger(trt)
+    builder, network, parser, flags = parse_onnx(source, logger)
+    config, cache, config_flags, monitor = create_config(builder, source, batch_profile, options, progress)
+    engine_bytes = build(builder, network, config, source, logger)
     cache_bytes = None
     if cache is not None:
         cache = config.get_timing_cache()
         cache_bytes = bytes(cache.serialize())
     del monitor
-    return bytes(serialized), cache_bytes, used
+    return engine_bytes, cache_bytes, flags + config_flags
 
 
 def build_engine(
@@ -240,40 +285,25 @@ def build_engine(
                 f"declares; write the FP16 file first: {fp16_export_command(source)}, then resnet-build it"
             )
         raise ToolkitError(f"{source.path.name} is an {source.precision.upper()} graph, not {precision.upper()}")
-    batch_profile = resolve_profile(source.input_shape[0], min_batch, opt_batch, max_batch)
-    if opt_level is not None and opt_level not in OPT_LEVELS:
-        raise ToolkitError(f"--opt-level must be {OPT_LEVELS.start} to {OPT_LEVELS.stop - 1}, got {opt_level}")
-    if workspace_mib is not None and workspace_mib < 1:
-        raise ToolkitError(f"--workspace must be at least 1 MiB, got {workspace_mib}")
-    output = check_writable(Path(output) if output is not None else Path(source.path.stem + ".plan"))
+    batch_profile = resolve_profile(source.input.batch, min_batch, opt_batch, max_batch)
     cache_path = Path(timing_cache) if timing_cache is not None else None
-    if cache_path is not None:
-        check_writable(cache_path)
+    options = BuildOptions(workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=cache_path, tf32=tf32)
+    options.check()
+    output = check_writable(Path(output) if output is not None else Path(source.path.stem + ".plan"))
     reference_path = Path(reference) if reference is not None else None
     if reference_path is not None and not reference_path.is_file():
         raise ArtifactError(f"reference ONNX file {reference_path} does not exist")
 
     import_tensorrt()
     require_cuda()
-    environment = current_environment()
+    environment = engine_environment()
     timings: dict[str, float] = {}
     step(
         f"building {output.name} from {source.path.name} ({source.precision}, batch {batch_profile}) on {environment.gpu_name}"
     )
     started = time.perf_counter()
-    engine_bytes, cache_bytes, flags = _build_serialized(
-        source,
-        batch_profile,
-        workspace_mib=workspace_mib,
-        opt_level=opt_level,
-        timing_cache=cache_path,
-        tf32=tf32,
-        progress=progress,
-    )
+    engine_bytes, cache_bytes, flags = _build_serialized(source, batch_profile, options, progress)
     timings["build_s"] = time.perf_counter() - started
-
-    def spec(name, shape, dtype):
-        return TensorSpec(name, [-1 if d is None else d for d in shape], dtype)
 
     manifest = EngineManifest(
         engine_file=output.name,
@@ -282,8 +312,8 @@ def build_engine(
         precision=source.precision,
         tf32=tf32,
         profile=batch_profile,
-        inputs=[spec(source.input_name, source.input_shape, source.input_dtype)],
-        outputs=[spec(source.output_name, source.output_shape, source.output_dtype)],
+        inputs=[source.input],
+        outputs=[source.output],
         model=source.info,
         source_onnx={"file": str(source.path), "sha256": source.sha256()},
         build={
@@ -293,7 +323,7 @@ def build_engine(
             "opt_level": opt_level,
             "timing_cache": str(cache_path) if cache_path else None,
             "flags": flags,
-            "toolkit": resnet.__version__,
+            "versions": versions("tensorrt", "onnx"),
         },
     )
     validation = None

@@ -25,8 +25,8 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto
 
-from deploy.artifact import ModelInfo
-from resnet.errors import ToolkitError
+from deploy.artifacts.metadata import ModelInfo
+from toolkit.errors import ToolkitError
 
 ALLOWED_OPS = frozenset(
     {

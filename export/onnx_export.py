@@ -3,37 +3,27 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import onnx
-import torch
 
-from deploy.artifact import ModelInfo
-from deploy.files import check_writable, publish, staging_folder
-from deploy.runtime import OrtRuntime
+from deploy.artifacts.metadata import ModelInfo
+from deploy.artifacts.tensors import TensorInfo
+from deploy.runtimes.onnxruntime import OrtRuntime
 from resnet.model import ResNet
 from resnet.summary import count_parameters
+from toolkit.files import check_writable, publish, staging_folder
+from toolkit.provenance import versions
 
 from .lint import LintReport, check_onnx
-from .onnx_graph import DEFAULT_OPSET, ExportError, check_opset, check_precision, resnet_to_onnx
+from .onnx_graph import DEFAULT_OPSET, ExportError, check_opset, resnet_to_onnx, resolve_io_dtype
 from .validate import Thresholds, ValidationFailed, ValidationReport, validate_runtime, validation_batches
 
 # A protobuf message can't exceed 2 GiB; above this many bytes of weights they go to a
 # `NAME.onnx.data` file beside the model (no registered model comes near: ResNet-152 is 240 MB).
 EXTERNAL_DATA_BYTES = 1_900_000_000
-_DTYPE_NAMES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
-
-
-@dataclass
-class TensorInfo:
-    name: str
-    dtype: str
-    shape: list  # ints, or the name of a symbolic dimension
-
-    def __str__(self) -> str:
-        return f"{self.name} {self.dtype} [{', '.join(map(str, self.shape))}]"
 
 
 @dataclass
@@ -68,8 +58,8 @@ class ExportReport:
             "ir_version": self.ir_version,
             "precision": self.precision,
             "io_dtype": self.io_dtype,
-            "inputs": [asdict(t) for t in self.inputs],
-            "outputs": [asdict(t) for t in self.outputs],
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
             "parameters": self.parameters,
             "file_bytes": self.file_bytes,
             "external_data": self.external_data,
@@ -86,16 +76,10 @@ def default_output(model: ResNet, precision: str) -> Path:
     return Path(f"{model.name}{'' if precision == 'fp32' else '_' + precision}.onnx")
 
 
-def producer_versions() -> dict[str, str]:
-    import resnet
-
-    return {"resnet-deploy-toolkit": resnet.__version__, "torch": torch.__version__, "onnx": onnx.__version__}
-
-
 def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
     tensor = value.type.tensor_type
-    shape = [d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim]
-    return TensorInfo(value.name, _DTYPE_NAMES.get(tensor.elem_type, str(tensor.elem_type)), shape)
+    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+    return TensorInfo(value.name, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, shape)
 
 
 def export_onnx(
@@ -122,7 +106,7 @@ def export_onnx(
     """
     step = progress or (lambda message: None)
     check_opset(opset)
-    io_dtype = check_precision(precision, io_dtype)
+    io_dtype = resolve_io_dtype(precision, io_dtype)
     if batch < 1:
         raise ExportError(f"batch must be at least 1, got {batch}")
     output = check_writable(Path(output) if output is not None else default_output(model, precision))
@@ -130,24 +114,18 @@ def export_onnx(
     started = time.perf_counter()
 
     step(f"writing the {precision} graph of {model.name} at opset {opset}")
-    producer = producer_versions()
+    producer = versions("torch", "onnx")
+    info = ModelInfo.from_model(model, precision=precision, io_dtype=io_dtype, producer=producer)
     proto = resnet_to_onnx(
-        model,
-        opset=opset,
-        precision=precision,
-        io_dtype=io_dtype,
-        batch=batch,
-        dynamic_batch=dynamic_batch,
-        producer=producer,
+        model, opset=opset, precision=precision, io_dtype=io_dtype, batch=batch, dynamic_batch=dynamic_batch, info=info
     )
     timings["build_s"] = time.perf_counter() - started
 
     step("checking the graph contract")
     mark = time.perf_counter()
-    lint = check_onnx(proto, opset=opset, source=output.name)
+    lint = check_onnx(proto, opset=opset, info=info, source=output.name)
     timings["lint_s"] = time.perf_counter() - mark
 
-    info = ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props})
     weight_bytes = sum(t.ByteSize() for t in proto.graph.initializer)
     external = weight_bytes > EXTERNAL_DATA_BYTES
     validation = None
@@ -191,9 +169,7 @@ def export_onnx(
     timings["total_s"] = time.perf_counter() - started
 
     if validation is not None:
-        import onnxruntime
-
-        producer = {**producer, "onnxruntime (validation)": onnxruntime.__version__}
+        producer = {**producer, "onnxruntime (validation)": versions("onnxruntime")["onnxruntime"]}
     return ExportReport(
         path=str(output),
         model=info,

@@ -1,10 +1,12 @@
 """A `resnet.ResNet` written as an ONNX graph, node by node, at exactly the opset asked for.
 
 Why not `torch.onnx.export`: on torch 2.13 neither exporter gives the graph this toolkit
-promises at every opset (FACTS.md). The dynamo exporter supports opsets 18 and up and silently
-returns 18 when asked for 17 (its down-converter has no adapter for Pad-18); the TorchScript
-exporter honours the opset but computes Option A's pads at run time (ConstantOfShape, Concat,
-...), which TensorRT's parser rejects, and leaves Identity nodes. A ResNet is a short list of
+promises at every opset. The dynamo exporter supports opsets 18 and up and, asked for 17,
+prints a warning and returns opset 18 (ONNX's version converter has no adapter for Pad-18, so
+the conversion down fails for every Option A model); the TorchScript exporter honours the
+opset but lowers `F.pad` to a subgraph that computes the pads at run time (ConstantOfShape,
+Concat, Reshape, Transpose, Cast, Slice), which TensorRT's ONNX parser rejects (it needs
+constant pads), and leaves one Identity node per BatchNorm. A ResNet is a short list of
 layer types, so this module writes the graph directly from the modules instead:
 
 - BatchNorm is folded into the preceding convolution (in float64, then rounded once to the
@@ -29,11 +31,13 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from deploy.artifact import ModelInfo
+import toolkit
+from deploy.artifacts.metadata import ModelInfo
 from resnet.blocks import BasicBlock, Bottleneck
-from resnet.errors import ToolkitError
 from resnet.model import ResNet
 from resnet.shortcuts import ShortcutA, ShortcutB
+from toolkit.errors import ToolkitError
+from toolkit.precision import FP16_MAX, GRAPH_PRECISIONS, IO_DTYPES, check_precision, numpy_dtype
 
 # Opset 11 is the first with Pad's pads as an input (constant initializers, as TensorRT wants);
 # 25 is the newest that ONNX Runtime 1.32 loads. Every value in between is exported and run in
@@ -41,10 +45,12 @@ from resnet.shortcuts import ShortcutA, ShortcutB
 SUPPORTED_OPSETS = range(11, 26)
 DEFAULT_OPSET = 17
 INPUT_NAME, OUTPUT_NAME, BATCH_DIM = "input", "logits", "batch"
-FP16_MAX = float(np.finfo(np.float16).max)
 _INT64_MAX = np.iinfo(np.int64).max
-_NUMPY_TYPES = {"fp32": np.float32, "fp16": np.float16}
-_ONNX_TYPES = {"fp32": TensorProto.FLOAT, "fp16": TensorProto.FLOAT16}
+
+
+def onnx_type(precision: str) -> int:
+    """The ONNX element type of a precision's tensors ("fp16" -> TensorProto.FLOAT16)."""
+    return helper.np_dtype_to_tensor_dtype(numpy_dtype(precision))
 
 
 class ExportError(ToolkitError):
@@ -59,13 +65,11 @@ def check_opset(opset: int) -> int:
     return opset
 
 
-def check_precision(precision: str, io_dtype: str | None) -> str:
-    """The I/O dtype to use: FP32 unless asked otherwise (see `resnet_to_onnx`)."""
-    if precision not in _NUMPY_TYPES:
-        raise ExportError(f"precision must be one of {', '.join(_NUMPY_TYPES)}, got {precision!r}")
-    io_dtype = io_dtype or "fp32"
-    if io_dtype not in _NUMPY_TYPES:
-        raise ExportError(f"io dtype must be one of {', '.join(_NUMPY_TYPES)}, got {io_dtype!r}")
+def resolve_io_dtype(precision: str, io_dtype: str | None) -> str:
+    """The element type of the graph's input and output: FP32 unless asked otherwise (see
+    `resnet_to_onnx`), after checking that the pair can be exported."""
+    check_precision(precision, GRAPH_PRECISIONS)
+    io_dtype = check_precision(io_dtype or "fp32", IO_DTYPES, what="io dtype")
     if precision == "fp32" and io_dtype == "fp16":
         raise ExportError("FP16 input and output need an FP16 graph: add --precision fp16")
     return io_dtype
@@ -75,7 +79,7 @@ class _GraphWriter:
     """Collects nodes and initializers; every node's single output is named after the node."""
 
     def __init__(self, precision: str) -> None:
-        self.float_type = _NUMPY_TYPES[precision]
+        self.float_type = numpy_dtype(precision).type
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
 
@@ -176,6 +180,7 @@ def resnet_to_onnx(
     batch: int = 1,
     dynamic_batch: bool = True,
     producer: dict | None = None,
+    info: ModelInfo | None = None,
 ) -> onnx.ModelProto:
     """The ONNX model of `model` in eval mode, declaring exactly `opset` in the default domain.
 
@@ -184,12 +189,13 @@ def resnet_to_onnx(
     so that the file is a drop-in replacement for the FP32 one (same preprocessing, same Triton
     and client dtypes); `io_dtype="fp16"` removes the casts and halves host-device traffic, for
     callers that feed FP16 themselves. The batch axis is the symbolic dimension "batch" unless
-    `dynamic_batch=False`, which fixes it to `batch`.
+    `dynamic_batch=False`, which fixes it to `batch`. `info` is the metadata written into the
+    file (default: `ModelInfo.from_model` with these options and `producer`).
     """
     if not isinstance(model, ResNet):
         raise ExportError(f"export takes a resnet.ResNet (see resnet.create), got {type(model).__name__}")
     check_opset(opset)
-    io_dtype = check_precision(precision, io_dtype)
+    io_dtype = resolve_io_dtype(precision, io_dtype)
     if batch < 1:
         raise ExportError(f"batch must be at least 1, got {batch}")
     spec = model.input_spec
@@ -197,7 +203,7 @@ def resnet_to_onnx(
 
     x = INPUT_NAME
     if io_dtype != precision:
-        x = g.node("Cast", [x], "input.cast", to=_ONNX_TYPES[precision])
+        x = g.node("Cast", [x], "input.cast", to=onnx_type(precision))
     with torch.no_grad():
         # Step 7, the stem; the CIFAR stem has no max-pool.
         x = g.node("Relu", [_conv_bn(g, x, model.conv1, model.bn1, "conv1")], "relu")
@@ -219,25 +225,23 @@ def resnet_to_onnx(
         last = OUTPUT_NAME if io_dtype == precision else "fc"
         x = g.node("Gemm", [x, fc_weight, fc_bias], "fc", output=last, transB=1)
         if io_dtype != precision:
-            g.node("Cast", [x], "logits.cast", output=OUTPUT_NAME, to=_ONNX_TYPES[io_dtype])
+            g.node("Cast", [x], "logits.cast", output=OUTPUT_NAME, to=onnx_type(io_dtype))
 
     n = BATCH_DIM if dynamic_batch else batch
     graph = helper.make_graph(
         g.nodes,
         model.name,
-        [helper.make_tensor_value_info(INPUT_NAME, _ONNX_TYPES[io_dtype], [n, spec.channels, spec.height, spec.width])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, _ONNX_TYPES[io_dtype], [n, spec.num_classes])],
+        [helper.make_tensor_value_info(INPUT_NAME, onnx_type(io_dtype), [n, spec.channels, spec.height, spec.width])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, onnx_type(io_dtype), [n, spec.num_classes])],
         initializer=g.initializers,
     )
     opsets = [helper.make_opsetid("", opset)]
     proto = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
-    import resnet
-
-    proto.producer_name, proto.producer_version = "resnet-deploy-toolkit", resnet.__version__
+    proto.producer_name, proto.producer_version = toolkit.NAME, toolkit.__version__
     proto.doc_string = (
         f"{model.name} ({model.dataset}, shortcut {model.architecture.shortcut}), {precision}, written by resnet-export"
     )
-    info = ModelInfo.from_model(model, precision=precision, io_dtype=io_dtype, producer=producer)
+    info = info or ModelInfo.from_model(model, precision=precision, io_dtype=io_dtype, producer=producer)
     helper.set_model_props(proto, info.to_metadata())
     return proto
 

@@ -15,16 +15,15 @@ counts as passing depends on the precision of the artifact:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
 
-from deploy.runtime import Runtime
-from resnet.errors import ToolkitError
-
-FP16_MAX = float(np.finfo(np.float16).max)
+from deploy.runtimes.base import Runtime
+from toolkit.errors import ToolkitError
+from toolkit.precision import FP16_MAX
 
 
 @dataclass(frozen=True)

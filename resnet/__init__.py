@@ -5,10 +5,10 @@
     model = resnet.create(50, weights="rn50.pth")  # a checkpoint file (torchvision's loads as is)
     model = resnet.create(20, "cifar10")           # the paper's CIFAR ResNet-20, Option A
 
-Depends on torch only.
+Depends on torch and the toolkit's plumbing (`toolkit`) only.
 """
 
-__version__ = "0.1.0"  # the toolkit's version (setup.cfg reads it from here)
+from toolkit import __version__
 
 from .blocks import BasicBlock, Bottleneck, conv1x1, conv3x3
 from .checkpoint import check_state_dict, infer_architecture, load_checkpoint, load_model, read_state_dict
@@ -28,6 +28,7 @@ from .spec import CIFAR10, CIFAR100, DATASET_INPUTS, IMAGENET, InputSpec
 from .summary import ModelSummary, count_macs, count_parameters, summarize
 
 __all__ = [
+    "__version__",
     "Architecture",
     "BasicBlock",
     "Bottleneck",

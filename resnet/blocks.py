@@ -1,7 +1,7 @@
 """Residual blocks: `BasicBlock` (two 3x3 convolutions) and `Bottleneck` (1x1, 3x3, 1x1).
 
 Attribute names (`conv1`, `bn1`, ..., `downsample`) are torchvision's, so that its checkpoints
-load key for key. `downsample` holds the shortcut of cookbook step 5, whatever its kind:
+load key for key. `downsample` holds the shortcut of step 5 of docs/cookbook.md, whatever its kind:
 `nn.Identity()`, `ShortcutA` or `ShortcutB`.
 """
 

@@ -8,8 +8,8 @@ with `torch.load(weights_only=True)`, which never runs code from the file.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import nn

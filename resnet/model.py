@@ -1,9 +1,9 @@
-"""The `ResNet` network: stem, stages of residual blocks, classifier head (cookbook steps 7-9)."""
+"""The `ResNet` network: stem, stages of residual blocks, classifier head (steps 7-9 of docs/cookbook.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -118,7 +118,7 @@ class ResNet(nn.Module):
 
         # Step 8, the stages: layer1, layer2, ...
         self.in_channels = stem_width
-        for index, (width, count) in enumerate(zip(widths, layers)):
+        for index, (width, count) in enumerate(zip(widths, layers, strict=True)):
             stride = 1 if index == 0 else 2
             self.add_module(f"layer{index + 1}", self.make_stage(block, width, count, stride, shortcut))
 
@@ -141,7 +141,7 @@ class ResNet(nn.Module):
     @classmethod
     def from_architecture(
         cls, architecture: Architecture, *, dataset: str | None = None, input_spec: InputSpec | None = None
-    ) -> "ResNet":
+    ) -> ResNet:
         """A freshly initialised network of the given architecture."""
         a = architecture
         return cls(

@@ -1,4 +1,5 @@
-"""Shortcut (skip) connections of a residual block: cookbook steps 1, 2, 3 and 5.
+"""Shortcut (skip) connections of a residual block: steps 1, 2, 3 and 5 of
+docs/cookbook.md.
 
 A block adds its input `x` to its main path `F(x)`. When the main path keeps the size of `x`,
 the shortcut is `nn.Identity()`. When the main path halves height and width (stride 2) or

@@ -40,10 +40,10 @@ class InputSpec:
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 
-    def with_classes(self, num_classes: int) -> "InputSpec":
+    def with_classes(self, num_classes: int) -> InputSpec:
         return replace(self, num_classes=num_classes)
 
-    def with_size(self, height: int, width: int) -> "InputSpec":
+    def with_size(self, height: int, width: int) -> InputSpec:
         """The same spec at another resolution; an ImageNet-style resize keeps its 256/224 ratio."""
         resize = None if self.resize is None else round(min(height, width) * self.resize / min(self.height, self.width))
         return replace(self, height=height, width=width, resize=resize)
@@ -52,7 +52,7 @@ class InputSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "InputSpec":
+    def from_dict(cls, data: dict) -> InputSpec:
         fields = ("height", "width", "mean", "std", "num_classes", "resize", "channels")
         return cls(**{k: (tuple(data[k]) if k in ("mean", "std") else data[k]) for k in fields if k in data})
 

@@ -49,28 +49,28 @@ def bn_randomizer():
 
 @pytest.fixture(scope="session")
 def torchvision_reference() -> dict:
-    # A copy of ../shared/reference/torchvision_resnet_state_dicts.json (torchvision 0.29.1).
+    # torchvision 0.29.1's state_dict layouts (tests/data/README.md says how it was made).
     return json.loads((DATA / "torchvision_resnet_state_dicts.json").read_text())
 
 
 @pytest.fixture
 def engine_manifest():
     """A factory of plausible engine manifests (an FP16 CIFAR ResNet-20 built on an H100)."""
-    from deploy.artifact import ModelInfo
-    from deploy.manifest import EngineManifest, Environment, Profile, TensorSpec
     import resnet
+    from deploy.artifacts import BatchProfile, EngineEnvironment, EngineManifest, ModelInfo, TensorInfo
 
     def make(environment=None, **changes):
         info = ModelInfo.from_model(resnet.create(20, "cifar10"), precision="fp16")
         fields = dict(
             engine_file="m.plan",
             engine_sha256="ab" * 32,
-            environment=environment or Environment("11.4.0.106", "NVIDIA H100 80GB HBM3", "9.0", "13.0", "580.65"),
+            environment=environment
+            or EngineEnvironment("11.4.0.106", "NVIDIA H100 80GB HBM3", "9.0", "13.0", "580.65"),
             precision="fp16",
             tf32=True,
-            profile=Profile(1, 32, 64),
-            inputs=[TensorSpec("input", [-1, 3, 32, 32], "float32")],
-            outputs=[TensorSpec("logits", [-1, 10], "float32")],
+            profile=BatchProfile(1, 32, 64),
+            inputs=[TensorInfo("input", "float32", (None, 3, 32, 32))],
+            outputs=[TensorInfo("logits", "float32", (None, 10))],
             model=info,
             source_onnx={"file": "resnet20_cifar10_fp16.onnx", "sha256": "cd" * 32},
             build={"seconds": 12.5, "flags": ["STRONGLY_TYPED"]},

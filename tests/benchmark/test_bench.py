@@ -10,11 +10,11 @@ import torch
 from click.testing import CliRunner
 
 import resnet
-from benchmark import LoopSettings, Session, TargetOptions, flops_per_image, open_target, run_benchmark, run_sessions
+from benchmark import BatchTimer, LoopSettings, TargetOptions, flops_per_image, open_target, run_benchmark, run_timers
 from benchmark.cli import main
 from benchmark.report import CSV_COLUMNS, to_csv, to_markdown
 from deploy import OrtRuntime
-from deploy.torch_runtime import TorchCpuRuntime
+from deploy.runtimes.pytorch import TorchCpuRuntime
 from export import export_onnx
 
 FAST = LoopSettings(warmup_iterations=1, warmup_seconds=None, iterations=4)
@@ -32,10 +32,10 @@ def cifar(tmp_path_factory):
 
 def test_session_counts_iterations_and_throughput(cifar):
     runtime = OrtRuntime(cifar / "r20.onnx", threads=1)
-    session = Session("r20", runtime, 3)
+    session = BatchTimer("r20", runtime, 3)
     session.warm_up(FAST)
     assert session.warmup_iterations == 1
-    (m,) = run_sessions([session], FAST)
+    (m,) = run_timers([session], FAST)
     assert m.iterations == 4 and m.latency.count == 4 and m.warmup_iterations == 1
     assert m.images_per_second == pytest.approx(3 * 4 / m.seconds)
     assert m.seconds == pytest.approx(sum(session.samples["latency"]) / 1e3)
@@ -47,7 +47,9 @@ def test_session_counts_iterations_and_throughput(cifar):
 
 def test_duration_mode_runs_at_least_min_iterations(cifar):
     runtime = OrtRuntime(cifar / "r20.onnx", threads=1)
-    (m,) = run_sessions([Session("r20", runtime, 1)], LoopSettings(warmup_seconds=0.0, duration=0.05, min_iterations=7))
+    (m,) = run_timers(
+        [BatchTimer("r20", runtime, 1)], LoopSettings(warmup_seconds=0.0, duration=0.05, min_iterations=7)
+    )
     assert m.iterations >= 7 and m.seconds >= 0.05
 
 

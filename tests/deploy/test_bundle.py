@@ -5,11 +5,11 @@ import json
 import pytest
 
 from deploy import ArtifactError
+from deploy.artifacts.manifest import write_manifest
 from deploy.bundle import Bundle, write_bundle
-from deploy.files import sha256_file
-from deploy.manifest import write_manifest
 from deploy.predictor import Predictor
 from resnet import ToolkitError
+from toolkit.files import sha256_file
 
 LABELS = [f"class-{i}" for i in range(10)]
 
@@ -25,7 +25,10 @@ def test_round_trip(bundle, models, images):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["format"] == "resnet-bundle/1" and manifest["precision"] == "fp16"
     assert manifest["model"]["input_spec"]["height"] == 32 and manifest["model"]["name"] == "resnet20_cifar10"
-    assert manifest["io"]["input"] == {"name": "input", "dtype": "fp32", "shape": ["batch", 3, 32, 32]}
+    assert manifest["io"] == {
+        "input": {"name": "input", "dtype": "float32", "shape": [-1, 3, 32, 32]},
+        "output": {"name": "logits", "dtype": "float32", "shape": [-1, 10]},
+    }
     assert set(manifest["files"]) == {"README.md", "labels.txt", "model.onnx"}
     for name, entry in manifest["files"].items():
         assert entry["sha256"] == sha256_file(folder / name) and entry["bytes"] == (folder / name).stat().st_size
@@ -37,6 +40,30 @@ def test_round_trip(bundle, models, images):
     with Predictor(folder) as predictor:
         (p,) = predictor.predict([images["red"]], top_k=3)
     assert p.labels == [LABELS[i] for i in p.indices]
+
+
+@pytest.mark.parametrize(
+    "kind,io",
+    [
+        (
+            "cifar_b4",
+            {
+                "input": {"name": "input", "dtype": "float32", "shape": [4, 3, 32, 32]},
+                "output": {"name": "logits", "dtype": "float32", "shape": [4, 10]},
+            },
+        ),
+        (
+            "cifar_fp16_io",
+            {
+                "input": {"name": "input", "dtype": "float16", "shape": [-1, 3, 32, 32]},
+                "output": {"name": "logits", "dtype": "float16", "shape": [-1, 10]},
+            },
+        ),
+    ],
+)
+def test_manifest_describes_the_file_it_holds(kind, io, models, tmp_path):
+    written = write_bundle(models["files"][kind], tmp_path / "b")
+    assert written.manifest["io"] == io
 
 
 @pytest.mark.parametrize("name", ["model.onnx", "labels.txt", "README.md"])

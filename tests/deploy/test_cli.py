@@ -90,10 +90,12 @@ def test_tampered_bundle_exit_2(models, images, tmp_path):
 def test_max_batch_above_the_engines_profile_exit_2(engine_manifest, tmp_path, models):
     import hashlib
 
-    from deploy.manifest import Profile, write_manifest
+    from deploy.artifacts.manifest import BatchProfile, write_manifest
 
     engine = tmp_path / "e.plan"
     engine.write_bytes(b"x")
-    write_manifest(engine_manifest(engine_sha256=hashlib.sha256(b"x").hexdigest(), profile=Profile(1, 8, 16)), engine)
+    write_manifest(
+        engine_manifest(engine_sha256=hashlib.sha256(b"x").hexdigest(), profile=BatchProfile(1, 8, 16)), engine
+    )
     result = run("triton", engine, "--repository", tmp_path / "repo", "--max-batch", 64)
     assert result.exit_code == 2 and "above engine e.plan's profile maximum 16" in result.output

@@ -5,16 +5,16 @@ import json
 import pytest
 
 from deploy import ArtifactError
-from deploy.manifest import (
-    Environment,
-    Profile,
+from deploy.artifacts.manifest import (
+    BatchProfile,
+    EngineEnvironment,
     check_compatible,
     manifest_path,
     read_manifest,
     write_manifest,
 )
 
-H100 = Environment("11.4.0.106", "NVIDIA H100 80GB HBM3", "9.0", "13.0", "580.65")
+H100 = EngineEnvironment("11.4.0.106", "NVIDIA H100 80GB HBM3", "9.0", "13.0", "580.65")
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_same_machine_is_compatible(manifest):
 
 
 def test_another_tensorrt_release_is_refused_with_the_rebuild_command(manifest):
-    here = Environment("10.13.0.35", H100.gpu_name, "9.0")
+    here = EngineEnvironment("10.13.0.35", H100.gpu_name, "9.0")
     with pytest.raises(ArtifactError) as caught:
         check_compatible(manifest(), here, "m.plan")
     message = str(caught.value)
@@ -57,7 +57,7 @@ def test_another_tensorrt_release_is_refused_with_the_rebuild_command(manifest):
 
 
 def test_another_architecture_is_refused(manifest):
-    orin = Environment("11.4.0.106", "Orin", "8.7")
+    orin = EngineEnvironment("11.4.0.106", "Orin", "8.7")
     with pytest.raises(
         ArtifactError, match=r"compute capability 9.0 \(NVIDIA H100 80GB HBM3\), this GPU is 8.7 \(Orin\)"
     ):
@@ -65,7 +65,7 @@ def test_another_architecture_is_refused(manifest):
 
 
 def test_another_gpu_of_the_same_architecture_is_a_warning(manifest):
-    h100_pcie = Environment("11.4.0.106", "NVIDIA H100 PCIe", "9.0")
+    h100_pcie = EngineEnvironment("11.4.0.106", "NVIDIA H100 PCIe", "9.0")
     (warning,) = check_compatible(manifest(), h100_pcie, "m.plan")
     assert "built on NVIDIA H100 80GB HBM3 and runs on NVIDIA H100 PCIe" in warning
 
@@ -73,4 +73,4 @@ def test_another_gpu_of_the_same_architecture_is_a_warning(manifest):
 @pytest.mark.parametrize("low,opt,high", [(0, 1, 1), (4, 2, 8), (1, 9, 8)])
 def test_profile_order_is_checked(low, opt, high):
     with pytest.raises(ArtifactError, match="1 <= min <= opt <= max"):
-        Profile(low, opt, high)
+        BatchProfile(low, opt, high)

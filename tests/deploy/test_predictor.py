@@ -28,7 +28,7 @@ def test_predictions_match_pytorch(kind, spec_name, models, images):
         batch = np.stack([preprocess(p, predictor.spec) for p in paths])
     order, scores = reference(models[kind], batch, 3)
     assert [p.source for p in predictions] == [str(p) for p in paths]
-    for prediction, expected_order, expected_scores in zip(predictions, order, scores):
+    for prediction, expected_order, expected_scores in zip(predictions, order, scores, strict=True):
         assert prediction.indices == list(expected_order)
         assert np.allclose(prediction.scores, expected_scores, atol=1e-5)
         assert prediction.scores == sorted(prediction.scores, reverse=True) and prediction.labels is None
@@ -47,7 +47,7 @@ def test_fp16_files_predict_like_fp32(models, images):
     # Compare whole probability vectors: with random weights two classes can be nearly tied,
     # and FP16 rounding may legitimately swap them.
     def probabilities(predictions):
-        return np.array([[dict(zip(p.indices, p.scores))[i] for i in range(10)] for p in predictions])
+        return np.array([[dict(zip(p.indices, p.scores, strict=True))[i] for i in range(10)] for p in predictions])
 
     paths = [images["red"], images["gradient"], images["rgba"]]
     with Predictor(models["files"]["cifar"]) as fp32:

@@ -6,7 +6,6 @@ import pytest
 
 import resnet
 from deploy import ArtifactError, ModelInfo, OrtRuntime, available_ort_providers, read_onnx_info
-from deploy.files import atomic_path, sha256_file, write_bytes_atomic
 from export import export_onnx, resnet_to_onnx
 
 
@@ -76,19 +75,3 @@ def test_model_info_round_trips(cifar_onnx):
         ModelInfo.from_metadata({k: v for k, v in info.to_metadata().items() if k != "depth"})
     with pytest.raises(ArtifactError, match="malformed"):
         ModelInfo.from_metadata({**info.to_metadata(), "depth": "twenty"})
-
-
-def test_atomic_writes(tmp_path):
-    target = tmp_path / "f.bin"
-    write_bytes_atomic(target, b"one")
-    assert target.read_bytes() == b"one"
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as temporary:
-            temporary.write_bytes(b"half")
-            raise RuntimeError("interrupted")
-    assert target.read_bytes() == b"one" and sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
-    import hashlib
-
-    assert sha256_file(target) == hashlib.sha256(b"one").hexdigest()
-    with pytest.raises(resnet.ToolkitError, match="it is a folder"):
-        write_bytes_atomic(tmp_path, b"x")

@@ -6,10 +6,10 @@ import onnx
 import pytest
 
 from deploy import ArtifactError
-from deploy.files import sha256_file
-from deploy.manifest import Profile, write_manifest
-from deploy.triton import default_model_name, write_triton_model
+from deploy.artifacts.manifest import BatchProfile, write_manifest
+from deploy.triton import read_served_model, write_triton_model
 from resnet import ToolkitError
+from toolkit.files import sha256_file
 
 model_config_pb2 = pytest.importorskip(
     "tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] is needed to parse Triton configs"
@@ -56,12 +56,14 @@ def test_onnx_config_matches_the_file(kind, models, tmp_path):
 
 def test_defaults_labels_and_cpu_instances(models, tmp_path):
     labels = [f"c{i}" for i in range(10)]
-    folder = write_triton_model(models["files"]["cifar"], tmp_path / "repo", "m", labels=labels, kind="KIND_CPU")
+    folder = write_triton_model(
+        models["files"]["cifar"], tmp_path / "repo", "m", labels=labels, instance_kind="KIND_CPU"
+    )
     config = parse(folder)
     assert config.max_batch_size == 64 and config.output[0].label_filename == "labels.txt"
     assert (folder / "labels.txt").read_text().splitlines() == labels
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
-    assert default_model_name(models["files"]["cifar"]) == "resnet20_cifar10"
+    assert read_served_model(models["files"]["cifar"]).default_name == "resnet20_cifar10"
 
 
 def test_fixed_batch_onnx_has_no_batching(models, tmp_path):
@@ -79,7 +81,7 @@ def engine(models, tmp_path, engine_manifest):
     write_manifest(
         engine_manifest(
             engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(),
-            profile=Profile(1, 16, 48),
+            profile=BatchProfile(1, 16, 48),
             source_onnx={"file": "r20_fp16.onnx", "sha256": sha256_file(models["files"]["cifar_fp16"])},
         ),
         path,
@@ -94,16 +96,17 @@ def test_engine_config_matches_the_manifest(engine, tmp_path):
     assert list(config.input[0].dims) == [3, 32, 32] and config.input[0].data_type == model_config_pb2.TYPE_FP32
     assert list(config.output[0].dims) == [10]
     assert (folder / "1" / "model.plan").read_bytes() == b"engine bytes"
-    assert default_model_name(engine) == "resnet20_cifar10"
+    assert read_served_model(engine).default_name == "resnet20_cifar10"
 
 
 def test_engine_limits(engine, tmp_path, engine_manifest):
     with pytest.raises(ToolkitError, match="--max-batch 64 is above engine r20.plan's profile maximum 48"):
         write_triton_model(engine, tmp_path / "repo", "trt", max_batch=64)
     with pytest.raises(ToolkitError, match="runs on the GPU"):
-        write_triton_model(engine, tmp_path / "repo", "trt", kind="KIND_CPU")
+        write_triton_model(engine, tmp_path / "repo", "trt", instance_kind="KIND_CPU")
     write_manifest(
-        engine_manifest(engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(), profile=Profile(4, 16, 48)), engine
+        engine_manifest(engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(), profile=BatchProfile(4, 16, 48)),
+        engine,
     )
     with pytest.raises(ToolkitError, match="profile starts at batch 4"):
         write_triton_model(engine, tmp_path / "repo", "trt")

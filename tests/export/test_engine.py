@@ -10,10 +10,11 @@ from click.testing import CliRunner
 
 import resnet
 from deploy import OrtRuntime
-from deploy.manifest import read_manifest
+from deploy.artifacts import inspect_onnx
+from deploy.artifacts.manifest import read_manifest
 from export import export_onnx
-from export.cli import build_main, main as export_main
-from deploy.artifact import inspect_onnx
+from export.cli import build_main
+from export.cli import main as export_main
 from export.engine import build_engine, fp16_export_command, resolve_profile
 from export.onnx_graph import upcast_to_fp32
 
@@ -74,8 +75,8 @@ def test_profile_errors(batch_dim, given, message):
 def test_inspect_reads_precision_shapes_and_metadata(onnx_files):
     fp32, fp16, static = (inspect_onnx(onnx_files[k]) for k in ("fp32", "fp16", "static"))
     assert (fp32.precision, fp16.precision) == ("fp32", "fp16")
-    assert fp32.input_shape == (None, 3, 32, 32) and static.input_shape == (8, 3, 32, 32)
-    assert fp16.input_dtype == "float32" and fp16.output_shape == (None, 10)
+    assert fp32.input.shape == (None, 3, 32, 32) and static.input.shape == (8, 3, 32, 32)
+    assert fp16.input.dtype == "float32" and fp16.output.shape == (None, 10)
     assert fp32.info.name == "resnet20_cifar10" and len(fp32.sha256()) == 64
 
 
@@ -155,7 +156,7 @@ def test_export_with_engine_fails_before_exporting(tmp_path, monkeypatch):
 @without_tensorrt
 def test_engine_runtime_without_tensorrt(tmp_path):
     from deploy import MissingDependencyError
-    from deploy.tensorrt_runtime import TensorRTRuntime
+    from deploy.runtimes.tensorrt import TensorRTRuntime
 
     (tmp_path / "e.plan").write_bytes(b"serialized engine")
     with pytest.raises(MissingDependencyError, match=r"pip install '.\[gpu\]'"):
@@ -164,8 +165,8 @@ def test_engine_runtime_without_tensorrt(tmp_path):
 
 def test_engine_runtime_refuses_a_manifest_of_another_engine(tmp_path, engine_manifest):
     from deploy import ArtifactError
-    from deploy.manifest import write_manifest
-    from deploy.tensorrt_runtime import TensorRTRuntime
+    from deploy.artifacts.manifest import write_manifest
+    from deploy.runtimes.tensorrt import TensorRTRuntime
 
     (tmp_path / "m.plan").write_bytes(b"a newer engine")
     write_manifest(engine_manifest(), tmp_path / "m.plan")  # names another checksum
@@ -179,7 +180,7 @@ def test_engine_runtime_refuses_a_manifest_of_another_engine(tmp_path, engine_ma
 @needs_tensorrt
 @pytest.mark.parametrize("kind", ["fp16", "fp32"])
 def test_build_run_and_validate_a_real_engine(kind, onnx_files, tmp_path):
-    from deploy.tensorrt_runtime import TensorRTRuntime
+    from deploy.runtimes.tensorrt import TensorRTRuntime
 
     engine = tmp_path / f"{kind}.plan"
     report = build_engine(onnx_files[kind], engine, max_batch=16, opt_batch=8)
@@ -202,7 +203,7 @@ def test_build_run_and_validate_a_real_engine(kind, onnx_files, tmp_path):
 
 @needs_tensorrt
 def test_cuda_graphs_give_the_same_logits(onnx_files, tmp_path):
-    from deploy.tensorrt_runtime import TensorRTRuntime
+    from deploy.runtimes.tensorrt import TensorRTRuntime
 
     engine = tmp_path / "e.plan"
     build_engine(onnx_files["fp16"], engine, max_batch=8, validate=False)
@@ -217,7 +218,7 @@ def test_foreign_engine_is_refused(onnx_files, tmp_path):
     import json
 
     from deploy import ArtifactError
-    from deploy.tensorrt_runtime import TensorRTRuntime
+    from deploy.runtimes.tensorrt import TensorRTRuntime
 
     engine = tmp_path / "e.plan"
     build_engine(onnx_files["fp16"], engine, max_batch=8, validate=False)

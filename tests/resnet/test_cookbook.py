@@ -1,4 +1,4 @@
-"""The cookbook's steps (../shared/seed, DESIGN.md), one shape flow at a time."""
+"""The cookbook's steps (docs/cookbook.md), one shape flow at a time."""
 
 import pytest
 import torch

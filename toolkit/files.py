@@ -1,4 +1,12 @@
-"""Writing files so that a reader never sees half of one, and checksums."""
+"""Writing files and folders so that a reader never sees half of one, and checksums.
+
+A file is written to a temporary name beside its destination and renamed onto it (`atomic_path`,
+`write_bytes_atomic`); several files that belong together are prepared in a hidden staging
+folder beside their destination and moved into place once they are complete and checked
+(`staging_folder`, `publish`); a whole folder (a bundle, a Triton model) is assembled the same
+way and renamed into place (`publish_folder`). Being on the same file system, each move is one
+atomic rename.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +14,11 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from resnet.errors import ToolkitError
+from .errors import ToolkitError
 
 
 def check_writable(path: str | Path) -> Path:
@@ -69,8 +77,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 def staging_folder(folder: str | Path) -> Iterator[Path]:
     """A hidden temporary folder inside `folder`, removed with whatever is left in it at the end.
 
-    Files are prepared (and checked) there, then moved into place with `publish`; being on the
-    same file system, the move is an atomic rename.
+    Files are prepared (and checked) there, then moved into place with `publish`.
     """
     folder = Path(folder)
     stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
@@ -88,3 +95,26 @@ def publish(staged: str | Path, final: str | Path) -> Path:
     os.chmod(staged, 0o644)
     os.replace(staged, final)
     return final
+
+
+@contextmanager
+def publish_folder(target: str | Path) -> Iterator[Path]:
+    """An empty folder to fill, renamed onto `target` when the block ends without error.
+
+    The folder is assembled in a staging folder beside `target`. An existing `target` (the
+    caller decided that it may be replaced) is moved aside only once the new folder is
+    complete, and removed with the staging folder. An exception (or Ctrl-C) inside the block
+    leaves `target` as it was.
+    """
+    target = Path(target)
+    with staging_folder(target.parent if str(target.parent) else Path(".")) as stage:
+        folder = stage / "new"
+        folder.mkdir()
+        yield folder
+        for path in folder.rglob("*"):
+            if path.is_file():
+                with open(path, "rb") as written:
+                    os.fsync(written.fileno())
+        if target.exists():
+            os.replace(target, stage / "previous")
+        os.replace(folder, target)

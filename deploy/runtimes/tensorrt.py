@@ -1,4 +1,8 @@
-"""TensorRT engines behind the `Runtime` interface, with the transfers exposed for benchmarking.
+"""TensorRT engines: loading one (`load_engine`) and running it behind the `Runtime` interface.
+
+Loading and running are apart, as Polygraphy keeps loaders apart from runners: `load_engine`
+reads an engine and its manifest, refuses a foreign one, and deserializes it; `TensorRTRuntime`
+runs it. Building engines is `export.engine`'s work; the logger both use lives here.
 
 Device memory, streams, events and CUDA graphs come from PyTorch (torch CUDA tensors) rather than
 cuda-python: torch is already a dependency of every install, its caching allocator and pinned
@@ -18,32 +22,29 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet.errors import ToolkitError
+from toolkit.errors import ArtifactError, ToolkitError
+from toolkit.optional import require
 
-from .errors import ArtifactError, require
-from .gpu import driver_version, require_cuda
-from .manifest import Environment, EngineManifest, Profile, check_compatible, read_manifest
-from .runtime import DeviceRuntime
-
-TENSORRT_INSTALL = "pip install '.[gpu]' on a machine with an NVIDIA GPU and CUDA"
+from ..artifacts.manifest import BatchProfile, EngineEnvironment, EngineManifest, check_compatible, read_manifest
+from .base import DeviceRuntime
+from .gpu import describe_gpu, require_cuda
 
 
 def import_tensorrt():
     """The `tensorrt` module, or a `MissingDependencyError` saying what to install."""
-    return require("tensorrt", TENSORRT_INSTALL, "building or running a TensorRT engine")
+    return require("tensorrt", "building or running a TensorRT engine")
 
 
-def current_environment(device: int = 0) -> Environment:
+def engine_environment(device: int = 0) -> EngineEnvironment:
     """The TensorRT release and GPU of this machine (needs both)."""
     trt = import_tensorrt()
-    torch = require_cuda()
-    major, minor = torch.cuda.get_device_capability(device)
-    return Environment(
+    gpu = describe_gpu(device)
+    return EngineEnvironment(
         tensorrt_version=trt.__version__,
-        gpu_name=torch.cuda.get_device_name(device),
-        compute_capability=f"{major}.{minor}",
-        cuda_version=torch.version.cuda or "",
-        driver_version=driver_version(),
+        gpu_name=gpu.name,
+        compute_capability=gpu.compute_capability,
+        cuda_version=gpu.cuda,
+        driver_version=gpu.driver,
     )
 
 
@@ -71,12 +72,41 @@ def make_logger(trt):
     return KeepingLogger()
 
 
-class TensorRTRuntime(DeviceRuntime):
-    """A serialized TensorRT engine on the GPU.
+def load_engine(path: str | Path, device: int = 0):
+    """Read an engine file, check its manifest against this machine, deserialize it.
 
-    The manifest beside the engine (`NAME.plan.json`) is checked against this machine first; a
-    foreign engine is refused with a sentence saying to rebuild it here. An engine without a
+    Returns (engine, manifest or None, warnings, the TensorRT runtime that owns the engine,
+    logger). The manifest (`NAME.plan.json`) must describe this very engine (its checksum), and
+    an engine built for another TensorRT release or GPU architecture is refused with a sentence
+    saying to rebuild it here; softer differences come back as warnings. An engine without a
     manifest (from trtexec, say) is loaded as is, and TensorRT itself judges it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"engine file {path} does not exist")
+    manifest: EngineManifest | None = read_manifest(path)
+    data = path.read_bytes()
+    if manifest is not None and hashlib.sha256(data).hexdigest() != manifest.engine_sha256:
+        raise ArtifactError(
+            f"{path.name}.json describes another engine (checksum differs); rebuild {path.name} with resnet-build"
+        )
+    trt = import_tensorrt()
+    torch = require_cuda()
+    warnings = check_compatible(manifest, engine_environment(device), path) if manifest is not None else []
+    torch.cuda.set_device(device)
+    logger = make_logger(trt)
+    trt_runtime = trt.Runtime(logger)
+    engine = trt_runtime.deserialize_cuda_engine(data)
+    if engine is None:
+        said = "; ".join(logger.messages[-2:]) or "no reason given"
+        raise ArtifactError(
+            f"TensorRT cannot load engine {path} ({said}); rebuild it on this machine with resnet-build"
+        )
+    return engine, manifest, warnings, trt_runtime, logger
+
+
+class TensorRTRuntime(DeviceRuntime):
+    """A serialized TensorRT engine on the GPU (loaded and checked by `load_engine`).
 
     `run(batch)` is the whole round trip; `copy_in`, `execute` (the engine, or the CUDA graph
     captured for batch size n when `cuda_graphs=True`) and `copy_out` are its three steps
@@ -86,33 +116,14 @@ class TensorRTRuntime(DeviceRuntime):
     backend = "tensorrt"
 
     def __init__(self, path: str | Path, *, cuda_graphs: bool = False, device: int = 0) -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise ArtifactError(f"engine file {path} does not exist")
-        self.manifest: EngineManifest | None = read_manifest(path)
-        data = path.read_bytes()
-        if self.manifest is not None and hashlib.sha256(data).hexdigest() != self.manifest.engine_sha256:
-            raise ArtifactError(
-                f"{path.name}.json describes another engine (checksum differs); rebuild {path.name} with resnet-build"
-            )
+        self.engine, self.manifest, self.warnings, self.trt_runtime, self._logger = load_engine(path, device)
         trt = import_tensorrt()
-        torch = require_cuda()
-        self.warnings: list[str] = []
-        if self.manifest is not None:
-            self.warnings = check_compatible(self.manifest, current_environment(device), path)
-        self.path = path
+        import torch
+
+        self.path = Path(path)
         self.device = f"cuda:{device}"
         self.cuda_graphs = cuda_graphs
         self._torch = torch
-        torch.cuda.set_device(device)
-        self._logger = make_logger(trt)
-        self.trt_runtime = trt.Runtime(self._logger)
-        self.engine = self.trt_runtime.deserialize_cuda_engine(data)
-        if self.engine is None:
-            said = "; ".join(self._logger.messages[-2:]) or "no reason given"
-            raise ArtifactError(
-                f"TensorRT cannot load engine {path} ({said}); rebuild it on this machine with resnet-build"
-            )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -128,7 +139,7 @@ class TensorRTRuntime(DeviceRuntime):
         shape = tuple(self.engine.get_tensor_shape(self.input_name))
         self.input_shape = (None if shape[0] < 0 else shape[0], *shape[1:])
         low, opt, high = (tuple(s) for s in self.engine.get_tensor_profile_shape(self.input_name, 0))
-        self.batch_profile = Profile(low[0], opt[0], high[0])
+        self.batch_profile = BatchProfile(low[0], opt[0], high[0])
         self.num_classes = tuple(self.engine.get_tensor_shape(self.output_name))[-1]
         self.info = self.manifest.model if self.manifest is not None else None
         # Buffers for the largest batch; calls use a prefix.
@@ -154,15 +165,9 @@ class TensorRTRuntime(DeviceRuntime):
                 "rebuild with resnet-build --min-batch/--max-batch to cover it"
             )
 
-    def copy_in(self, host) -> int:
-        """Queue the host->device copy of a batch (NumPy array or pinned tensor); returns its size."""
-        if isinstance(host, np.ndarray):
-            host = self.pinned_input(host)
-        n = host.shape[0]
-        self.check_batch(n)
+    def _copy_in(self, host) -> None:
         with self._torch.cuda.stream(self.stream):
-            self._input[:n].copy_(host, non_blocking=True)
-        return n
+            self._input[: host.shape[0]].copy_(host, non_blocking=True)
 
     def _set_shape(self, n: int) -> None:
         if self._shape_set != n:
@@ -174,7 +179,6 @@ class TensorRTRuntime(DeviceRuntime):
 
     def execute(self, n: int) -> None:
         """Queue the engine for the first `n` images of the input buffer."""
-        self.check_batch(n)
         torch = self._torch
         if self.cuda_graphs:
             graph = self._graphs.get(n)

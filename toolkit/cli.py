@@ -1,23 +1,29 @@
-"""Plumbing shared by the four commands' `cli.py` modules: errors, options, output.
+"""Plumbing shared by the commands' `cli.py` modules: error handling, option groups, output.
 
 Every command is a `ToolkitCommand` (or `ToolkitGroup`): a user error, whether click's (a bad
 option value) or the library's (`ToolkitError`, a file that can't be read or written), becomes
 one line `PROG: what was wrong` on stderr and exit status 2. Anything else is a bug and keeps its
 traceback. The command's callback returns its exit status (0, or 1 for "ran, but a check
-failed", such as validation).
+failed", such as validation). `-h` works like `--help` everywhere.
+
+Options that several commands share are declared once, as an option group: `options(...)`
+combines click options into one decorator (`resnet.cli.model_options` and
+`export.cli.threshold_options` are built with it; `json_option` is one).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from resnet.errors import ToolkitError
+from .errors import ToolkitError
 
 USAGE_ERROR = 2
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
 
 
 def _one_line(prog: str, message: str) -> None:
@@ -27,6 +33,10 @@ def _one_line(prog: str, message: str) -> None:
 
 class _OneLineErrors:
     """Mixin for click commands: user errors as one line and exit 2 (see the module docstring)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("context_settings", CONTEXT_SETTINGS)
+        super().__init__(*args, **kwargs)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: D102
         prog = prog_name or self.name
@@ -58,6 +68,27 @@ class ToolkitGroup(_OneLineErrors, click.Group):
     command_class = ToolkitCommand
 
 
+def options(*decorators: Callable) -> Callable:
+    """Several click options as one decorator: an option group that commands share."""
+
+    def apply(function: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            function = decorator(function)
+        return function
+
+    return apply
+
+
+def json_option(what: str = "the report") -> Callable:
+    """`--json PATH`: write `what` as JSON to a file, or to stdout with '-' (nothing else printed)."""
+    return click.option(
+        "--json",
+        "json_path",
+        default=None,
+        help=f"Write {what} as JSON to this file ('-': stdout, nothing else printed).",
+    )
+
+
 def parse_floats(text: str, count: int, what: str) -> tuple[float, ...]:
     """`"0.5,0.5,0.5"` -> (0.5, 0.5, 0.5); a `click.BadParameter` naming `what` otherwise."""
     try:
@@ -67,6 +98,14 @@ def parse_floats(text: str, count: int, what: str) -> tuple[float, ...]:
     if len(values) != count:
         raise click.BadParameter(f"{what} takes {count} comma-separated numbers, got {text!r}")
     return values
+
+
+def parse_ints(text: str, what: str) -> list[int]:
+    """`"8,32"` -> [8, 32]; a `click.BadParameter` naming `what` otherwise."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{what} takes comma-separated integers, got {text!r}") from None
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -97,11 +136,3 @@ def progress_printer(enabled: bool):
     if not enabled or not sys.stderr.isatty():
         return None
     return lambda message: click.echo(f"  ... {message}", err=True)
-
-
-def parse_ints(text: str, what: str) -> list[int]:
-    """`"8,32"` -> [8, 32]; a `click.BadParameter` naming `what` otherwise."""
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{what} takes comma-separated integers, got {text!r}") from None

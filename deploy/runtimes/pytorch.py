@@ -10,20 +10,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from resnet.errors import ToolkitError
 from resnet.model import ResNet
+from toolkit.errors import ToolkitError
+from toolkit.precision import PRECISIONS, TORCH_PRECISIONS, check_precision
 
-from .artifact import ModelInfo
+from ..artifacts.metadata import ModelInfo
+from .base import DeviceRuntime, Runtime, RuntimeOptions
 from .gpu import require_cuda
-from .runtime import DeviceRuntime, Runtime
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+TORCH_DTYPES = {name: getattr(torch, PRECISIONS[name].torch_dtype) for name in TORCH_PRECISIONS}
 
 
 def _prepare(model: ResNet, device: str, precision: str, channels_last: bool, compile: bool):
-    if precision not in PRECISIONS:
-        raise ToolkitError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    model = model.eval().to(device=device, dtype=PRECISIONS[precision])
+    check_precision(precision, TORCH_PRECISIONS)
+    model = model.eval().to(device=device, dtype=TORCH_DTYPES[precision])
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if compile else model
@@ -41,33 +41,19 @@ def _describe_options(runtime) -> str:
     return ", ".join(options)
 
 
-def torch_runtime(
-    model: ResNet,
-    *,
-    device: str = "cpu",
-    precision: str = "fp32",
-    channels_last: bool = False,
-    compile: bool = False,
-    cuda_graphs: bool = False,
-    threads: int | None = None,
-    max_batch: int = 256,
-) -> Runtime:
-    """The right PyTorch runtime for `device` ("cpu" or "cuda[:i]")."""
+def torch_runtime(model: ResNet, options: RuntimeOptions = RuntimeOptions()) -> Runtime:
+    """The right PyTorch runtime for `options.device` ("cpu", "cuda[:i]"; None: cuda when available)."""
+    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    common = dict(precision=options.precision, channels_last=options.channels_last, compile=options.compile)
     if device.startswith("cuda"):
         return TorchCudaRuntime(
-            model,
-            device=device,
-            precision=precision,
-            channels_last=channels_last,
-            compile=compile,
-            cuda_graphs=cuda_graphs,
-            max_batch=max_batch,
+            model, device=device, cuda_graphs=options.cuda_graphs, max_batch=options.max_batch, **common
         )
     if device != "cpu":
         raise ToolkitError(f"device must be cpu or cuda, got {device!r}")
-    if cuda_graphs:
+    if options.cuda_graphs:
         raise ToolkitError("CUDA graphs need a GPU (--device cuda)")
-    return TorchCpuRuntime(model, precision=precision, channels_last=channels_last, compile=compile, threads=threads)
+    return TorchCpuRuntime(model, threads=options.threads, **common)
 
 
 class TorchCpuRuntime(Runtime):
@@ -96,10 +82,10 @@ class TorchCpuRuntime(Runtime):
         self.input_shape = (None, spec.channels, spec.height, spec.width)
         self.input_dtype = np.dtype(np.float32)
         self.info = ModelInfo.from_model(model, precision=precision)
-        self._dtype = PRECISIONS[precision]
+        self._dtype = TORCH_DTYPES[precision]
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self._dtype)
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self._dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
@@ -147,7 +133,7 @@ class TorchCudaRuntime(DeviceRuntime):
         host_dtype = torch.float16 if precision == "fp16" else torch.float32
         self._staging = torch.empty((max_batch, *self.input_shape[1:]), dtype=host_dtype, device=device)
         self._input = torch.empty(
-            (max_batch, *self.input_shape[1:]), dtype=PRECISIONS[precision], device=device
+            (max_batch, *self.input_shape[1:]), dtype=TORCH_DTYPES[precision], device=device
         ).contiguous(memory_format=memory_format)
         self._output = torch.empty((max_batch, spec.num_classes), dtype=torch.float32, device=device)
         self._host_output = torch.empty((max_batch, spec.num_classes), dtype=torch.float32, pin_memory=True)
@@ -157,14 +143,9 @@ class TorchCudaRuntime(DeviceRuntime):
     def batch_range(self) -> tuple[int, int]:
         return (1, self.max_batch)
 
-    def copy_in(self, host) -> int:
-        if isinstance(host, np.ndarray):
-            host = self.pinned_input(host)
-        n = host.shape[0]
-        self.check_batch(n)
+    def _copy_in(self, host) -> None:
         with torch.cuda.stream(self.stream):
-            self._staging[:n].copy_(host, non_blocking=True)
-        return n
+            self._staging[: host.shape[0]].copy_(host, non_blocking=True)
 
     def _step(self, n: int) -> None:
         # Conversion to the model's dtype and layout is part of the model's work, as in eager code.
@@ -172,7 +153,6 @@ class TorchCudaRuntime(DeviceRuntime):
         self._output[:n].copy_(self._forward(self._input[:n]))
 
     def execute(self, n: int) -> None:
-        self.check_batch(n)
         with torch.cuda.stream(self.stream), torch.inference_mode():
             if not self.cuda_graphs:
                 self._step(n)

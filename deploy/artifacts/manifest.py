@@ -13,15 +13,17 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .artifact import ModelInfo
-from .errors import ArtifactError
-from .files import write_text_atomic
+from toolkit.errors import ArtifactError
+from toolkit.files import write_text_atomic
+
+from .metadata import ModelInfo
+from .tensors import TensorInfo
 
 MANIFEST_FORMAT = "resnet-engine-manifest/1"
 
 
 @dataclass(frozen=True)
-class Profile:
+class BatchProfile:
     """The optimization profile of the batch axis: the engine accepts min <= batch <= max and
     is tuned for opt."""
 
@@ -40,7 +42,7 @@ class Profile:
 
 
 @dataclass(frozen=True)
-class Environment:
+class EngineEnvironment:
     """What an engine depends on: the TensorRT release and the GPU it runs on."""
 
     tensorrt_version: str
@@ -54,22 +56,15 @@ class Environment:
 
 
 @dataclass
-class TensorSpec:
-    name: str
-    shape: list[int]  # -1 for the dynamic batch axis
-    dtype: str  # "float32" or "float16"
-
-
-@dataclass
 class EngineManifest:
     engine_file: str
     engine_sha256: str
-    environment: Environment
+    environment: EngineEnvironment
     precision: str  # the graph's: "fp32" or "fp16"
     tf32: bool
-    profile: Profile
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
+    profile: BatchProfile
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
     model: ModelInfo | None
     source_onnx: dict  # {"file", "sha256"}
     build: dict = field(default_factory=dict)  # seconds, workspace, opt level, timing cache, flags, toolkit version
@@ -77,20 +72,22 @@ class EngineManifest:
 
     def to_dict(self) -> dict:
         data = asdict(self)
+        data["inputs"] = [t.to_dict() for t in self.inputs]
+        data["outputs"] = [t.to_dict() for t in self.outputs]
         data["model"] = None if self.model is None else self.model.to_dict()
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EngineManifest":
+    def from_dict(cls, data: dict) -> EngineManifest:
         return cls(
             engine_file=data["engine_file"],
             engine_sha256=data["engine_sha256"],
-            environment=Environment(**data["environment"]),
+            environment=EngineEnvironment(**data["environment"]),
             precision=data["precision"],
             tf32=data["tf32"],
-            profile=Profile(**data["profile"]),
-            inputs=[TensorSpec(**t) for t in data["inputs"]],
-            outputs=[TensorSpec(**t) for t in data["outputs"]],
+            profile=BatchProfile(**data["profile"]),
+            inputs=[TensorInfo.from_dict(t) for t in data["inputs"]],
+            outputs=[TensorInfo.from_dict(t) for t in data["outputs"]],
             model=None if data.get("model") is None else ModelInfo.from_dict(data["model"]),
             source_onnx=data["source_onnx"],
             build=data.get("build", {}),
@@ -122,7 +119,7 @@ def read_manifest(engine_path: str | Path) -> EngineManifest | None:
         raise ArtifactError(f"engine manifest {path} is not readable ({error})") from None
 
 
-def check_compatible(manifest: EngineManifest, here: Environment, engine_path: str | Path) -> list[str]:
+def check_compatible(manifest: EngineManifest, here: EngineEnvironment, engine_path: str | Path) -> list[str]:
     """Refuse an engine built for another TensorRT release or GPU architecture.
 
     Raises `ArtifactError` (one sentence that says to rebuild here) when the TensorRT version or

@@ -1,0 +1,29 @@
+"""Class labels: one name per line, as many as the model has classes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from toolkit.errors import ArtifactError
+
+
+def read_labels(path: str | Path) -> list[str]:
+    """One label per line (blank lines at the end ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"labels file {path} does not exist")
+    labels = path.read_text(encoding="utf-8").splitlines()
+    while labels and not labels[-1].strip():
+        labels.pop()
+    return labels
+
+
+def resolve_labels(labels: Sequence[str] | str | Path | None, num_classes: int) -> list[str] | None:
+    """`labels` (a list, or a file to read) checked against the model's class count; None stays None."""
+    if labels is None:
+        return None
+    names = read_labels(labels) if isinstance(labels, (str, Path)) else [str(label) for label in labels]
+    if len(names) != num_classes:
+        raise ArtifactError(f"{len(names)} labels for a model with {num_classes} classes")
+    return names

@@ -1,0 +1,22 @@
+"""The runtimes every stage uses: one `Runtime` interface over ONNX Runtime, TensorRT and
+PyTorch, and `open_runtime`, which picks the backend a file needs.
+
+Imports `deploy.artifacts`, `resnet` and `toolkit`; the deployment formats (Predictor, bundles,
+Triton) and the other packages build on it. Optional packages (onnxruntime, tensorrt) are
+imported inside the functions that need them.
+"""
+
+from .base import DeviceRuntime, Runtime, RuntimeOptions
+from .onnxruntime import OrtRuntime, available_ort_providers
+from .open import BACKENDS, backend_of, open_runtime
+
+__all__ = [
+    "BACKENDS",
+    "DeviceRuntime",
+    "OrtRuntime",
+    "Runtime",
+    "RuntimeOptions",
+    "available_ort_providers",
+    "backend_of",
+    "open_runtime",
+]

@@ -1,0 +1,154 @@
+"""One interface for running a model on a batch, whatever runs it: `Runtime` and `DeviceRuntime`.
+
+A `Runtime` takes a NumPy batch in NCHW layout and returns the logits as a NumPy array. It knows
+its input name, shape, element type and the batch sizes it accepts, and the `ModelInfo` of the
+model inside (None for a file not made by resnet-export). Validation (export), the benchmark
+and the Predictor all run models through these classes, so what is validated is what ships.
+
+`run` is a template method, as Polygraphy's runners are: it checks the batch once (its size
+against `batch_range`, its shape against the model's, its element type), then calls the
+backend's `_run`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from toolkit.errors import ToolkitError
+
+from ..artifacts.metadata import ModelInfo
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """What a backend may be asked when it opens a model; a backend ignores what it does not use."""
+
+    provider: str | None = None  # ONNX Runtime: cpu, cuda, tensorrt (None: the automatic choice)
+    threads: int | None = None  # CPU backends (ONNX Runtime, PyTorch)
+    cuda_graphs: bool = False  # GPU backends: replay one CUDA graph per batch size
+    device: str | None = None  # PyTorch: cpu or cuda (None: cuda when available)
+    precision: str = "fp32"  # PyTorch arithmetic
+    compile: bool = False  # PyTorch: torch.compile
+    channels_last: bool = False  # PyTorch
+    max_batch: int = 256  # PyTorch on a GPU: the largest batch its buffers hold
+
+
+class Runtime(ABC):
+    """A loaded model that maps an input batch to logits."""
+
+    backend: str  # "onnxruntime", "tensorrt", "pytorch"
+    device: str  # "cpu", "cuda", "cuda:0", ...
+    input_name: str
+    output_name: str
+    input_dtype: np.dtype
+    input_shape: tuple  # (N, C, H, W); N is None when the batch is dynamic
+    info: ModelInfo | None
+
+    @property
+    def batch_range(self) -> tuple[int, int | None]:
+        """Smallest and largest batch accepted (None: no upper limit)."""
+        batch = self.input_shape[0]
+        return (1, None) if batch is None else (batch, batch)
+
+    def batch_limits(self) -> str:
+        """The accepted batch sizes, in words, for error messages."""
+        low, high = self.batch_range
+        return f"exactly {low}" if low == high else f"{low} to {high}" if high else f"at least {low}"
+
+    def check_batch(self, batch_size: int) -> None:
+        """Raise a `ToolkitError` naming the accepted range when `batch_size` is outside it."""
+        low, high = self.batch_range
+        if batch_size < low or (high is not None and batch_size > high):
+            raise ToolkitError(
+                f"batch {batch_size} is outside what this {self.backend} model accepts ({self.batch_limits()})"
+            )
+
+    def check_input(self, batch: np.ndarray) -> np.ndarray:
+        """`batch` in the input's element type, after checking its shape and size."""
+        batch = np.asarray(batch)
+        expected = tuple(self.input_shape[1:])
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
+            wanted = ", ".join(map(str, ("N", *expected)))
+            raise ToolkitError(f"input of shape {tuple(batch.shape)} does not fit this model, which takes ({wanted})")
+        self.check_batch(batch.shape[0])
+        return batch if batch.dtype == self.input_dtype else batch.astype(self.input_dtype)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for `batch` (N, C, H, W), as a host array."""
+        return self._run(self.check_input(batch))
+
+    @abstractmethod
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """The backend's run, on a checked batch of the input's element type."""
+
+    def random_input(self, batch_size: int, seed: int = 0) -> np.ndarray:
+        """A batch of standard-normal values (the range of normalised images) in the input dtype."""
+        shape = (batch_size, *self.input_shape[1:])
+        return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32).astype(self.input_dtype)
+
+    def close(self) -> None:  # noqa: B027 - a runtime that holds nothing needs no close
+        """Free what the runtime holds (sessions, device memory)."""
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def describe(self) -> str:
+        shape = ", ".join("N" if d is None else str(d) for d in self.input_shape)
+        return f"{self.backend} on {self.device}, input {self.input_name} [{shape}] {np.dtype(self.input_dtype).name}"
+
+
+class DeviceRuntime(Runtime):
+    """A runtime on a CUDA device, whose round trip is three queued steps on `stream`.
+
+    `copy_in(host)` (host to device, after checking the batch; returns its size), `execute(n)`
+    (the model on the first n inputs), `copy_out(n)` (device to a pinned host tensor, valid
+    after `synchronize()`). The benchmark times them apart with CUDA events; `run` chains them.
+    A backend implements `_copy_in`, `execute` and `copy_out`.
+    """
+
+    stream = None  # a torch.cuda.Stream
+
+    def pinned_input(self, batch: np.ndarray):
+        """`batch` as a pinned host tensor of the input dtype (what `copy_in` reads fastest)."""
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(batch, dtype=self.input_dtype)).pin_memory()
+
+    def copy_in(self, host) -> int:
+        """Queue the host-to-device copy of a batch (NumPy array or pinned tensor); returns its size."""
+        if isinstance(host, np.ndarray):
+            host = self.pinned_input(self.check_input(host))
+        else:
+            self.check_batch(host.shape[0])
+        self._copy_in(host)
+        return host.shape[0]
+
+    @abstractmethod
+    def _copy_in(self, host) -> None:
+        """Queue the copy of a checked pinned batch into the device input buffer."""
+
+    @abstractmethod
+    def execute(self, n: int) -> None:
+        """Queue the model on the first `n` images of the device input (n came from `copy_in`)."""
+
+    @abstractmethod
+    def copy_out(self, n: int):
+        """Queue the device-to-host copy of the first `n` outputs; returns the pinned tensor."""
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        host = self.pinned_input(batch)
+        self._copy_in(host)
+        n = batch.shape[0]
+        self.execute(n)
+        out = self.copy_out(n)
+        self.synchronize()
+        return out.numpy().copy()

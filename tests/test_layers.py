@@ -1,0 +1,101 @@
+"""The dependency rule of docs/design.md, checked on every import of every module.
+
+    toolkit  <-  resnet  <-  deploy (artifacts <- runtimes <- formats)  <-  export  <-  benchmark
+
+Each package imports only the layers below it (and itself); inside `deploy`, the artifacts
+import no runtime or format, and the runtimes no format. Imports inside functions count too.
+`toolkit`, at the bottom, imports nothing heavier than NumPy and click, so that every `--help`
+stays fast.
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("toolkit", "resnet", "deploy", "export", "benchmark")
+ALLOWED = {
+    "toolkit": {"toolkit"},
+    "resnet": {"toolkit", "resnet"},
+    "deploy.artifacts": {"toolkit", "resnet", "deploy.artifacts"},
+    "deploy.runtimes": {"toolkit", "resnet", "deploy.artifacts", "deploy.runtimes"},
+    "deploy": {"toolkit", "resnet", "deploy"},
+    "export": {"toolkit", "resnet", "deploy", "export"},
+    "benchmark": {"toolkit", "resnet", "deploy", "export", "benchmark"},
+}
+HEAVY = {"torch", "onnx", "onnxruntime", "tensorrt", "PIL", "matplotlib"}
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, root: Path = ROOT) -> list[tuple[str, int]]:
+    """Absolute names of every module `path` imports, with the line."""
+    name = module_name(path, root)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            found.append((target, node.lineno))
+    return found
+
+
+def layer_of(name: str) -> str | None:
+    for layer in sorted(ALLOWED, key=len, reverse=True):
+        if name == layer or name.startswith(layer + "."):
+            return layer
+    return None
+
+
+SOURCES = sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
+
+
+def violations(path: Path, root: Path = ROOT) -> list[str]:
+    own = layer_of(module_name(path, root))
+    found = []
+    for target, line in imports(path, root):
+        if target.split(".")[0] not in PACKAGES:
+            if own == "toolkit" and target.split(".")[0] in HEAVY:
+                found.append(f"{path.relative_to(root)}:{line} imports {target}, too heavy for the bottom layer")
+            continue
+        allowed = ALLOWED[own]
+        if not any(target == a or target.startswith(a + ".") for a in allowed):
+            found.append(f"{path.relative_to(root)}:{line} ({own}) imports {target}")
+    return found
+
+
+def test_every_package_is_covered():
+    assert len(SOURCES) > 40
+    assert all(layer_of(module_name(p)) is not None for p in SOURCES)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_follow_the_layers(path):
+    assert violations(path) == []
+
+
+def test_the_check_catches_an_upward_import(tmp_path):
+    fake_root = tmp_path
+    (fake_root / "deploy" / "runtimes").mkdir(parents=True)
+    bad = fake_root / "deploy" / "runtimes" / "bad.py"
+    bad.write_text("from ..predictor import Predictor\nimport export.cli\nfrom resnet import create\n")
+    tool = fake_root / "toolkit"
+    tool.mkdir()
+    (tool / "heavy.py").write_text("def f():\n    import torch\n")
+    assert violations(bad, fake_root) == [
+        "deploy/runtimes/bad.py:1 (deploy.runtimes) imports deploy.predictor",
+        "deploy/runtimes/bad.py:2 (deploy.runtimes) imports export.cli",
+    ]
+    assert violations(tool / "heavy.py", fake_root) == [
+        "toolkit/heavy.py:2 imports torch, too heavy for the bottom layer"
+    ]

@@ -1,0 +1,72 @@
+"""The bottom layer: atomic files, folder publishing, optional packages, provenance, precisions."""
+
+import hashlib
+
+import numpy as np
+import pytest
+
+import resnet
+from toolkit import NAME, __version__
+from toolkit.errors import MissingDependencyError, ToolkitError
+from toolkit.files import atomic_path, publish_folder, sha256_file, write_bytes_atomic
+from toolkit.optional import INSTALL, require
+from toolkit.precision import FP16_MAX, GRAPH_PRECISIONS, check_precision, numpy_dtype, precision_of
+from toolkit.provenance import version_of, versions
+
+
+def test_atomic_writes(tmp_path):
+    target = tmp_path / "f.bin"
+    write_bytes_atomic(target, b"one")
+    assert target.read_bytes() == b"one"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as temporary:
+            temporary.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"one" and sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
+    assert sha256_file(target) == hashlib.sha256(b"one").hexdigest()
+    with pytest.raises(resnet.ToolkitError, match="it is a folder"):
+        write_bytes_atomic(tmp_path, b"x")
+
+
+def test_a_folder_is_published_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "bundle"
+    with publish_folder(target) as folder:
+        (folder / "a.txt").write_text("new")
+    assert (target / "a.txt").read_text() == "new"
+    with pytest.raises(RuntimeError):
+        with publish_folder(target) as folder:
+            (folder / "b.txt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
+    with publish_folder(target) as folder:  # replacing: the old folder goes only at the end
+        (folder / "c.txt").write_text("newer")
+    assert sorted(p.name for p in target.iterdir()) == ["c.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no staging left behind
+
+
+def test_a_missing_optional_package_names_what_to_install(monkeypatch):
+    assert require("numpy", "testing") is np
+    INSTALL["no_such_module_here"] = "pip install nothing"
+    try:
+        with pytest.raises(
+            MissingDependencyError,
+            match="^counting sheep needs the no_such_module_here package, which is not installed: pip install nothing$",
+        ):
+            require("no_such_module_here", "counting sheep")
+    finally:
+        del INSTALL["no_such_module_here"]
+    assert issubclass(MissingDependencyError, ToolkitError) and resnet.ToolkitError is ToolkitError
+
+
+def test_provenance_reads_installed_versions():
+    found = versions("numpy", "no_such_module_here", python=True)
+    assert found[NAME] == __version__ == resnet.__version__
+    assert found["numpy"] == np.__version__ and "python" in found and "no_such_module_here" not in found
+    assert version_of("no_such_module_here") is None
+
+
+def test_precision_table():
+    assert GRAPH_PRECISIONS == ("fp32", "fp16") and FP16_MAX == 65504.0
+    assert numpy_dtype("fp16") == np.float16 and precision_of(np.float32) == "fp32"
+    with pytest.raises(ToolkitError, match="precision must be one of fp32, fp16, got 'int4'"):
+        check_precision("int4")

@@ -1,0 +1,41 @@
+"""The optional packages, what each is for and how to install it: one table, one importer.
+
+Heavy or optional packages are imported inside the functions that need them, through
+`require`, so `--help` and every path that does not need them work without them, and a missing
+one is one sentence naming what to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+from .errors import MissingDependencyError
+
+# module -> how to install it (extras of this project's setup.cfg)
+INSTALL = {
+    "onnxruntime": "pip install '.[cpu]' (or '.[gpu]' for onnxruntime-gpu on a CUDA machine)",
+    "tensorrt": "pip install '.[gpu]' on a machine with an NVIDIA GPU and CUDA",
+    "PIL": "pip install '.[images]'",
+    "matplotlib": "pip install '.[plot]'",
+    "tritonclient": "pip install '.[triton]'",
+}
+
+
+def require(module: str, purpose: str) -> ModuleType:
+    """Import an optional module, or raise `MissingDependencyError` saying what to install.
+
+    `purpose` completes "... needs the X package": e.g. "running an ONNX model".
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingDependencyError(
+            f"{purpose} needs the {module} package, which is not installed: {INSTALL[module]}"
+        ) from None
+
+
+def installed(module: str) -> bool:
+    """Whether an optional module can be imported here (without importing it)."""
+    return importlib.util.find_spec(module) is not None
