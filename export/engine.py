@@ -31,7 +31,7 @@ from deploy.artifacts.manifest import BatchProfile, EngineManifest, manifest_pat
 from deploy.artifacts.onnx_file import OnnxSignature, inspect_onnx
 from deploy.runtimes.gpu import require_cuda
 from deploy.runtimes.onnxruntime import OrtRuntime
-from deploy.runtimes.tensorrt import TensorRTRuntime, engine_environment, import_tensorrt, make_logger
+from deploy.runtimes.tensorrt import TensorRTRuntime, engine_environment, import_tensorrt, shared_logger
 from toolkit.errors import ArtifactError, ToolkitError
 from toolkit.files import check_writable, publish, staging_folder, write_bytes_atomic
 from toolkit.provenance import versions
@@ -140,12 +140,13 @@ def make_progress_monitor(trt, report: Callable[[str], None]):
     return PhaseReporter()
 
 
-def parse_onnx(source: OnnxSignature, logger):
+def parse_onnx(source: OnnxSignature):
     """TensorRT's builder, a network parsed from `source`, and the parser; (builder, network, parser, flags).
 
     The network is created STRONGLY_TYPED wherever the flag exists (see the module docstring).
     """
     trt = import_tensorrt()
+    logger = shared_logger()
     builder = trt.Builder(logger)
     creation_flags = 0
     flags = []
@@ -210,12 +211,22 @@ def create_config(
     profile.set_shape(
         source.input.name, (batch_profile.min, c, h, w), (batch_profile.opt, c, h, w), (batch_profile.max, c, h, w)
     )
-    config.add_optimization_profile(profile)
+    if config.add_optimization_profile(profile) < 0:
+        raise EngineBuildError(f"TensorRT refused the batch profile ({batch_profile}) for {source.path.name}")
     cache = None
     timing_cache = options.timing_cache
     if timing_cache is not None:
         cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
-        config.set_timing_cache(cache, False)
+        if cache is None:
+            raise EngineBuildError(
+                f"timing cache {timing_cache} is not a TensorRT timing cache, or is damaged; "
+                "delete it or pass --timing-cache with a new path"
+            )
+        if not config.set_timing_cache(cache, False):
+            raise EngineBuildError(
+                f"the timing cache {timing_cache} was made on another GPU or TensorRT release; "
+                "delete it or pass --timing-cache with a new path"
+            )
     monitor = None
     if progress is not None:
         monitor = make_progress_monitor(trt, progress)
@@ -223,29 +234,29 @@ def create_config(
     return config, cache, flags, monitor
 
 
-def build(builder, network, config, source: OnnxSignature, logger) -> bytes:
+def build(builder, network, config, source: OnnxSignature) -> bytes:
     """The serialized engine."""
+    said = shared_logger().messages
+    mark = said.mark()
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise EngineBuildError(
-            f"TensorRT could not build {source.path.name}: {'; '.join(logger.messages[-3:]) or 'no reason given'}"
-        )
+        raise EngineBuildError(f"TensorRT could not build {source.path.name}: {said.since(mark)}")
     return bytes(serialized)
 
 
 def _build_serialized(
     source: OnnxSignature, batch_profile: BatchProfile, options: BuildOptions, progress: Callable[[str], None] | None
 ) -> tuple[bytes, bytes | None, list[str]]:
-    """Parse, configure and build; returns the engine, the timing cache and the flags used."""
-    trt = import_tensorrt()
-    logger = make_logger(trt)
-    builder, network, parser, flags = parse_onnx(source, logger)
+    """Parse, configure and build; returns the engine, the timing cache (None when there is
+    none to save) and the flags used."""
+    builder, network, parser, flags = parse_onnx(source)
     config, cache, config_flags, monitor = create_config(builder, source, batch_profile, options, progress)
-    engine_bytes = build(builder, network, config, source, logger)
+    engine_bytes = build(builder, network, config, source)
     cache_bytes = None
     if cache is not None:
         cache = config.get_timing_cache()
-        cache_bytes = bytes(cache.serialize())
+        if cache is not None:  # None: no cache is attached (it was checked when attached); keep the engine
+            cache_bytes = bytes(cache.serialize())
     del monitor
     return engine_bytes, cache_bytes, flags + config_flags
 
@@ -344,7 +355,7 @@ def build_engine(
                 OrtRuntime(reference_path or source.path, provider="cpu") as ort_runtime,
                 TensorRTRuntime(staged) as engine_runtime,
             ):
-                warnings = engine_runtime.warnings
+                warnings = list(engine_runtime.warnings)
                 validation = compare_runtimes(
                     ort_runtime, engine_runtime, precision=label, batch_sizes=sizes, thresholds=thresholds
                 )
@@ -355,8 +366,11 @@ def build_engine(
         # checksum, and the runtime refuses the pair instead of trusting it.
         publish(staged, output)
         publish(manifest_path(staged), manifest_path(output))
-    if cache_path is not None and cache_bytes is not None:
-        write_bytes_atomic(cache_path, cache_bytes)
+    if cache_path is not None:
+        if cache_bytes is not None:
+            write_bytes_atomic(cache_path, cache_bytes)
+        else:
+            warnings.append(f"TensorRT returned no timing cache after the build; {cache_path} was not updated")
     timings["total_s"] = time.perf_counter() - started
     return BuildReport(
         str(output), str(manifest_path(output)), manifest, len(engine_bytes), validation, timings, warnings

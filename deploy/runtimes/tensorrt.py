@@ -2,7 +2,8 @@
 
 Loading and running are apart, as Polygraphy keeps loaders apart from runners: `load_engine`
 reads an engine and its manifest, refuses a foreign one, and deserializes it; `TensorRTRuntime`
-runs it. Building engines is `export.engine`'s work; the logger both use lives here.
+runs it. Building engines is `export.engine`'s work; the logger both use (`shared_logger`, one
+per process) lives here.
 
 Device memory, streams, events and CUDA graphs come from PyTorch (torch CUDA tensors) rather than
 cuda-python: torch is already a dependency of every install, its caching allocator and pinned
@@ -18,6 +19,8 @@ reads this file and checks every name used on them against TensorRT 11.4's and 1
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -57,29 +60,69 @@ def _torch_dtype(trt, dtype):
     return table[dtype]
 
 
-def make_logger(trt):
-    """A TensorRT logger that keeps warnings and errors, so that a failure can quote them."""
+class _Messages:
+    """What TensorRT said (warnings and errors), numbered, so that a failure quotes what was said
+    during its own call: `mark()` before the call, `since(mark)` after it."""
 
-    class KeepingLogger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.messages: list[str] = []
+    def __init__(self, keep: int = 256) -> None:
+        self._lock = threading.Lock()
+        self._said: deque[tuple[int, str]] = deque(maxlen=keep)
+        self._count = 0
 
-        def log(self, severity, message):
-            if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR, trt.ILogger.WARNING):
-                self.messages.append(str(message))
+    def add(self, message: str) -> None:
+        with self._lock:
+            self._count += 1
+            self._said.append((self._count, message))
 
-    return KeepingLogger()
+    def mark(self) -> int:
+        with self._lock:
+            return self._count
+
+    def since(self, mark: int, last: int = 3) -> str:
+        """The last `last` messages after `mark`, joined; "no reason given" when there are none."""
+        with self._lock:
+            said = [message for number, message in self._said if number > mark]
+        return "; ".join(said[-last:]) or "no reason given"
+
+
+_LOGGER = None
+_LOGGER_LOCK = threading.Lock()
+
+
+def shared_logger():
+    """The process's one TensorRT logger (created on first use).
+
+    TensorRT keeps the first logger it is given for the whole process (a later Builder or Runtime
+    with another one gets a warning, and its messages go to the first), so every Builder, Runtime
+    and OnnxParser of the toolkit is given this one. It keeps warnings and errors in
+    `logger.messages` (a `_Messages`) so that a failure can quote them.
+    """
+    global _LOGGER
+    with _LOGGER_LOCK:
+        if _LOGGER is None:
+            trt = import_tensorrt()
+
+            class KeepingLogger(trt.ILogger):
+                def __init__(self):
+                    trt.ILogger.__init__(self)
+                    self.messages = _Messages()
+
+                def log(self, severity, message):
+                    if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR, trt.ILogger.WARNING):
+                        self.messages.add(str(message))
+
+            _LOGGER = KeepingLogger()
+        return _LOGGER
 
 
 def load_engine(path: str | Path, device: int = 0):
     """Read an engine file, check its manifest against this machine, deserialize it.
 
-    Returns (engine, manifest or None, warnings, the TensorRT runtime that owns the engine,
-    logger). The manifest (`NAME.plan.json`) must describe this very engine (its checksum), and
-    an engine built for another TensorRT release or GPU architecture is refused with a sentence
-    saying to rebuild it here; softer differences come back as warnings. An engine without a
-    manifest (from trtexec, say) is loaded as is, and TensorRT itself judges it.
+    Returns (engine, manifest or None, warnings, the TensorRT runtime that owns the engine).
+    The manifest (`NAME.plan.json`) must describe this very engine (its checksum), and an engine
+    built for another TensorRT release or GPU architecture is refused with a sentence saying to
+    rebuild it here; softer differences come back as warnings. An engine without a manifest
+    (from trtexec, say) is loaded as is, and TensorRT itself judges it.
     """
     path = Path(path)
     if not path.is_file():
@@ -94,29 +137,34 @@ def load_engine(path: str | Path, device: int = 0):
     torch = require_cuda()
     warnings = check_compatible(manifest, engine_environment(device), path) if manifest is not None else []
     torch.cuda.set_device(device)
-    logger = make_logger(trt)
+    logger = shared_logger()
+    mark = logger.messages.mark()
     trt_runtime = trt.Runtime(logger)
     engine = trt_runtime.deserialize_cuda_engine(data)
     if engine is None:
-        said = "; ".join(logger.messages[-2:]) or "no reason given"
         raise ArtifactError(
-            f"TensorRT cannot load engine {path} ({said}); rebuild it on this machine with resnet-build"
+            f"TensorRT cannot load engine {path} ({logger.messages.since(mark, 2)}); "
+            "rebuild it on this machine with resnet-build"
         )
-    return engine, manifest, warnings, trt_runtime, logger
+    return engine, manifest, warnings, trt_runtime
 
 
 class TensorRTRuntime(DeviceRuntime):
     """A serialized TensorRT engine on the GPU (loaded and checked by `load_engine`).
 
-    `run(batch)` is the whole round trip; `copy_in`, `execute` (the engine, or the CUDA graph
-    captured for batch size n when `cuda_graphs=True`) and `copy_out` are its three steps
-    (see `DeviceRuntime`).
+    `run(batch)` is the whole round trip; `copy_in`, `execute` and `copy_out` are its three
+    steps (see `DeviceRuntime`). With `cuda_graphs=True`, `execute(n)` replays a CUDA graph
+    captured for batch size n, each on an execution context of its own: whether a graph
+    captured on a context stays valid after that context's input shape changes is not
+    documented, so no context's shape ever changes after its capture (trtexec too captures
+    after setting the shape, one graph per context). Each context holds its own activation
+    memory.
     """
 
     backend = "tensorrt"
 
     def __init__(self, path: str | Path, *, cuda_graphs: bool = False, device: int = 0) -> None:
-        self.engine, self.manifest, self.warnings, self.trt_runtime, self._logger = load_engine(path, device)
+        self.engine, self.manifest, self.warnings, self.trt_runtime = load_engine(path, device)
         trt = import_tensorrt()
         import torch
 
@@ -124,7 +172,7 @@ class TensorRTRuntime(DeviceRuntime):
         self.device = f"cuda:{device}"
         self.cuda_graphs = cuda_graphs
         self._torch = torch
-        self.context = self.engine.create_execution_context()
+        self._messages = shared_logger().messages
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -149,10 +197,25 @@ class TensorRTRuntime(DeviceRuntime):
             (self.batch_profile.max, self.num_classes), dtype=output_torch_dtype, device=self.device
         )
         self._host_output = torch.empty(self._output.shape, dtype=output_torch_dtype, pin_memory=True)
-        self.context.set_tensor_address(self.input_name, self._input.data_ptr())
-        self.context.set_tensor_address(self.output_name, self._output.data_ptr())
-        self._graphs: dict[int, object] = {}
+        self.context = self._new_context()
         self._shape_set: int | None = None
+        self._graphs: dict[int, tuple[object, object]] = {}  # batch -> (CUDA graph, its execution context)
+
+    def _new_context(self):
+        """An execution context whose input and output are this runtime's buffers."""
+        mark = self._messages.mark()
+        context = self.engine.create_execution_context()
+        if context is None:
+            raise ToolkitError(
+                f"TensorRT could not create an execution context for {self.path.name} ({self._messages.since(mark)}); "
+                "the GPU may be out of memory: close other programs on it, or use fewer CUDA-graph batch sizes"
+            )
+        for name, buffer in ((self.input_name, self._input), (self.output_name, self._output)):
+            if not context.set_tensor_address(name, buffer.data_ptr()):
+                raise ToolkitError(
+                    f"TensorRT refused the device buffer of tensor {name} of {self.path.name} ({self._messages.since(mark)})"
+                )
+        return context
 
     @property
     def batch_range(self) -> tuple[int, int]:
@@ -169,40 +232,50 @@ class TensorRTRuntime(DeviceRuntime):
         with self._torch.cuda.stream(self.stream):
             self._input[: host.shape[0]].copy_(host, non_blocking=True)
 
-    def _set_shape(self, n: int) -> None:
-        if self._shape_set != n:
-            if not self.context.set_input_shape(self.input_name, (n, *self.input_shape[1:])):
-                raise ToolkitError(
-                    f"TensorRT refused input shape batch {n} for {self.path.name} (profile {self.batch_profile})"
-                )
-            self._shape_set = n
+    def _set_shape(self, context, n: int) -> None:
+        if not context.set_input_shape(self.input_name, (n, *self.input_shape[1:])):
+            raise ToolkitError(
+                f"TensorRT refused input shape batch {n} for {self.path.name} (profile {self.batch_profile})"
+            )
+
+    def _enqueue(self, context, n: int, what: str = "run") -> None:
+        mark = self._messages.mark()
+        if not context.execute_async_v3(self.stream.cuda_stream):
+            raise ToolkitError(f"TensorRT failed to {what} {self.path.name} on batch {n}: {self._messages.since(mark)}")
 
     def execute(self, n: int) -> None:
         """Queue the engine for the first `n` images of the input buffer."""
         torch = self._torch
         if self.cuda_graphs:
-            graph = self._graphs.get(n)
-            if graph is None:
-                graph = self._capture(n)
+            graph = self._graphs.get(n) or self._capture(n)
             with torch.cuda.stream(self.stream):
-                graph.replay()
+                graph[0].replay()
             return
-        self._set_shape(n)
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise ToolkitError(
-                f"TensorRT failed to run {self.path.name} on batch {n}: {'; '.join(self._logger.messages[-2:])}"
-            )
+        if self._shape_set != n:
+            self._set_shape(self.context, n)
+            self._shape_set = n
+        self._enqueue(self.context, n)
 
     def _capture(self, n: int):
+        """Capture the engine at batch n into a CUDA graph, on a context of its own."""
         torch = self._torch
-        self._set_shape(n)
-        self.context.execute_async_v3(self.stream.cuda_stream)  # first run: TensorRT sets itself up
+        context = self._new_context()
+        self._set_shape(context, n)
+        self._enqueue(context, n, "set up")  # the first run: TensorRT allocates and sets itself up
         self.stream.synchronize()
         graph = torch.cuda.CUDAGraph()
+        mark = self._messages.mark()
         with torch.cuda.graph(graph, stream=self.stream):
-            self.context.execute_async_v3(self.stream.cuda_stream)
-        self._graphs[n] = graph
-        return graph
+            # A failure inside the capture is checked after it ends: an empty graph would
+            # otherwise replay without error and leave stale outputs.
+            captured = context.execute_async_v3(self.stream.cuda_stream)
+        if not captured:
+            raise ToolkitError(
+                f"TensorRT could not be captured in a CUDA graph for {self.path.name} at batch {n} "
+                f"({self._messages.since(mark)}); run without --cuda-graph"
+            )
+        self._graphs[n] = (graph, context)
+        return self._graphs[n]
 
     def copy_out(self, n: int):
         """Queue the device->host copy of the first `n` logits; returns the pinned host tensor
@@ -218,6 +291,5 @@ class TensorRTRuntime(DeviceRuntime):
                 delattr(self, name)
 
     def describe(self) -> str:
-        return (
-            super().describe() + f" (engine profile {self.batch_profile}{', CUDA graphs' if self.cuda_graphs else ''})"
-        )
+        graphs = ", CUDA graphs" if self.cuda_graphs else ""
+        return super().describe() + f" (engine profile {self.batch_profile}{graphs})"

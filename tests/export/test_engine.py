@@ -237,3 +237,14 @@ def test_timing_cache_is_saved_and_reused(onnx_files, tmp_path):
     assert cache.stat().st_size > 0
     report = build_engine(onnx_files["fp16"], tmp_path / "b.plan", max_batch=4, timing_cache=cache, validate=False)
     assert report.manifest.build["timing_cache"] == str(cache)
+
+
+@needs_tensorrt
+def test_a_damaged_timing_cache_is_one_sentence_and_nothing_is_written(onnx_files, tmp_path):
+    from export import EngineBuildError
+
+    cache = tmp_path / "timing.cache"
+    cache.write_bytes(b"not a timing cache")
+    with pytest.raises(EngineBuildError, match="timing cache .*timing.cache is not a TensorRT timing cache"):
+        build_engine(onnx_files["fp16"], tmp_path / "e.plan", max_batch=4, timing_cache=cache, validate=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["timing.cache"]
