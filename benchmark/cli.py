@@ -100,7 +100,21 @@ class ProgressBar:
     "--provider",
     type=click.Choice(["cpu", "cuda", "tensorrt"]),
     default=None,
-    help="ONNX Runtime execution provider. [default: the best installed]",
+    help="ONNX Runtime execution provider; cuda runs on device buffers (IOBinding). "
+    "[default: cuda when its libraries load here, else cpu; tensorrt only when asked]",
+)
+@click.option(
+    "--cudnn-search",
+    type=click.Choice(["exhaustive", "heuristic", "default"]),
+    default="exhaustive",
+    show_default=True,
+    help="ONNX Runtime on CUDA: cuDNN's convolution algorithm search (exhaustive: fastest kernels, slower first run).",
+)
+@click.option(
+    "--nhwc/--no-nhwc",
+    default=True,
+    show_default=True,
+    help="ONNX Runtime on CUDA: prefer channels-last convolutions.",
 )
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default=None, help="PyTorch device. [default: cuda when available]"
@@ -114,7 +128,11 @@ class ProgressBar:
 )
 @click.option("--compile", "compile_", is_flag=True, help="PyTorch: torch.compile the model.")
 @click.option("--channels-last", is_flag=True, help="PyTorch: channels-last memory format.")
-@click.option("--cuda-graph", is_flag=True, help="PyTorch on a GPU and TensorRT: replay a CUDA graph per batch size.")
+@click.option(
+    "--cuda-graph",
+    is_flag=True,
+    help="GPU backends (TensorRT, ONNX Runtime on CUDA, PyTorch on a GPU): replay a CUDA graph per batch size.",
+)
 @click.option("--no-data-transfers", is_flag=True, help="GPU: time the execution alone, without host<->device copies.")
 @model_options(
     depth_required=False, depth_help="Benchmark a registered model in PyTorch instead of a file:", note="With --depth."
@@ -145,6 +163,8 @@ def main(
     duration,
     threads,
     provider,
+    cudnn_search,
+    nhwc,
     device,
     precision,
     compile_,
@@ -193,6 +213,8 @@ def main(
         channels_last=channels_last,
         cuda_graphs=cuda_graph,
         threads=threads,
+        conv_search=cudnn_search,
+        prefer_nhwc=nhwc,
     )
     model_args = {"depth": depth, "dataset": dataset, "shortcut": shortcut, "num_classes": num_classes}
     first = open_target(target, options, model_args=model_args)

@@ -197,6 +197,7 @@ class BatchTimer:
             compute=stats["compute"],
             d2h=stats["d2h"],
             enqueue=stats["enqueue"],
+            extra={"settings": self.runtime.settings()},
         )
 
 

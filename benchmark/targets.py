@@ -69,7 +69,7 @@ def open_target(
     if runtime.backend == "pytorch":
         label = _pytorch_label(path.name, options)
     elif runtime.backend == "onnxruntime":
-        label = f"{path.name} (onnxruntime {runtime.provider})"
+        label = f"{path.name} (onnxruntime {runtime.provider}{' cuda-graphs' if options.cuda_graphs else ''})"
     else:
         label = f"{path.name} ({runtime.backend})"
     return Target(label, runtime, runtime.info)

@@ -116,6 +116,14 @@ def threshold_options(function):
     show_default=True,
     help="Compare with PyTorch in ONNX Runtime before writing.",
 )
+@click.option(
+    "--validate-on",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where ONNX Runtime validates: cuda computes an FP16 graph in FP16, a CPU in FP32 (checking only the weights' "
+    "rounding). auto: cuda for fp16 when ONNX Runtime's CUDA provider can run here, else cpu.",
+)
 @threshold_options
 @click.option(
     "--threads",
@@ -146,6 +154,7 @@ def main(
     dynamic_batch,
     output,
     validate,
+    validate_on,
     thresholds,
     threads,
     engine,
@@ -188,6 +197,7 @@ def main(
             batch=batch,
             dynamic_batch=dynamic_batch,
             validate=validate,
+            validate_on=validate_on,
             thresholds=thresholds,
             threads=threads,
             progress=progress_printer(not quiet),
@@ -222,7 +232,11 @@ def validation_lines(validation: ValidationReport | None) -> list[str]:
     if validation is None:
         return ["  validation  skipped (--no-validate)"]
     checks = ", ".join(f"{c.name} {c.value:.6g} {c.relation} {c.limit:g}" for c in validation.checks)
-    return [f"  validation  passed ({checks}) against {validation.reference}", f"              {validation.summary()}"]
+    lines = [
+        f"  validation  passed ({checks}) against {validation.reference}, on {validation.device}",
+        f"              {validation.summary()}",
+    ]
+    return lines + [f"  note        {note}" for note in validation.notes]
 
 
 def report_failure(prog: str, failed: ValidationFailed, json_path: str | None) -> int:

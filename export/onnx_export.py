@@ -11,7 +11,7 @@ import onnx
 
 from deploy.artifacts.metadata import ModelInfo
 from deploy.artifacts.tensors import TensorInfo
-from deploy.runtimes.onnxruntime import OrtRuntime
+from deploy.runtimes import RuntimeOptions, open_runtime
 from resnet.model import ResNet
 from resnet.summary import count_parameters
 from toolkit.files import check_writable, publish, staging_folder
@@ -19,7 +19,16 @@ from toolkit.provenance import versions
 
 from .lint import LintReport, check_onnx
 from .onnx_graph import DEFAULT_OPSET, ExportError, check_opset, resnet_to_onnx, resolve_io_dtype
-from .validate import Thresholds, ValidationFailed, ValidationReport, validate_runtime, validation_batches
+from .validate import (
+    FP16_ON_CPU_NOTE,
+    Thresholds,
+    ValidationFailed,
+    ValidationReport,
+    judged_as,
+    validate_runtime,
+    validation_batches,
+    validation_device,
+)
 
 # A protobuf message can't exceed 2 GiB; above this many bytes of weights they go to a
 # `NAME.onnx.data` file beside the model (no registered model comes near: ResNet-152 is 240 MB).
@@ -92,6 +101,7 @@ def export_onnx(
     batch: int = 1,
     dynamic_batch: bool = True,
     validate: bool = True,
+    validate_on: str = "auto",
     thresholds: Thresholds = Thresholds(),
     threads: int | None = None,
     progress: Callable[[str], None] | None = None,
@@ -102,7 +112,9 @@ def export_onnx(
     lint and the validation pass, so a failure (or Ctrl-C) leaves an existing file untouched.
     Raises `ExportError` for options it can't honour, `GraphContractError` if the graph breaks
     the contract, `ValidationFailed` (with the figures) if ONNX Runtime disagrees with PyTorch.
-    `progress` is called with a short description before each step.
+    `validate_on` ("auto", "cpu", "cuda") is where ONNX Runtime runs the file for validation
+    (`export.validate.validation_device`: "auto" is CUDA for FP16 when it can run). `progress`
+    is called with a short description before each step.
     """
     step = progress or (lambda message: None)
     check_opset(opset)
@@ -110,6 +122,7 @@ def export_onnx(
     if batch < 1:
         raise ExportError(f"batch must be at least 1, got {batch}")
     output = check_writable(Path(output) if output is not None else default_output(model, precision))
+    device = validation_device(validate_on, precision) if validate else None
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
@@ -153,10 +166,18 @@ def export_onnx(
             batch_sizes = validation_batches(batch, dynamic_batch)
             step(f"validating against PyTorch in ONNX Runtime (batches {', '.join(map(str, batch_sizes))})")
             mark = time.perf_counter()
-            with OrtRuntime(staged, provider="cpu", threads=threads) as runtime:
+            options = RuntimeOptions(provider=device, threads=threads, max_batch=max(batch_sizes))
+            with open_runtime(staged, options) as runtime:
                 validation = validate_runtime(
-                    model, runtime, precision=precision, batch_sizes=batch_sizes, thresholds=thresholds
+                    model,
+                    runtime,
+                    precision=judged_as(precision, runtime.device),
+                    batch_sizes=batch_sizes,
+                    thresholds=thresholds,
                 )
+            validation.device = runtime.device
+            if precision == "fp16" and runtime.device == "cpu":
+                validation.notes.append(FP16_ON_CPU_NOTE)
             timings["validate_s"] = time.perf_counter() - mark
             if not validation.passed:
                 raise ValidationFailed(

@@ -11,6 +11,10 @@ counts as passing depends on the precision of the artifact:
   (65504). ONNX Runtime on a CPU computes an FP16 graph in FP32 (its logits equal those of the
   graph with the same weights in FP32, bit for bit), so on a CPU the comparison measures the
   weight rounding; an activation that overflows FP16 on a GPU must be caught from the range.
+  On a GPU (`validation_device`: ONNX Runtime's CUDA provider) FP16 arithmetic itself is
+  checked, and the report says which device validated.
+- FP32 on a GPU: judged like FP16 (cosine and top-1), because cuDNN may use TF32 tensor cores
+  for FP32 convolutions.
 """
 
 from __future__ import annotations
@@ -74,6 +78,8 @@ class ValidationReport:
     top5_agreement: float  # fraction of samples whose top-5 sets are equal
     activation_peak: float | None = None  # largest |activation| inside the PyTorch model, when measured
     checks: list[Check] = field(default_factory=list)
+    device: str = "cpu"  # where the candidate ran
+    notes: list[str] = field(default_factory=list)  # what the comparison could not exercise
 
     @property
     def passed(self) -> bool:
@@ -170,6 +176,36 @@ def compare_logits(
         if precision == "fp16" and activation_peak is not None:
             report.checks.append(Check("activation-peak", activation_peak, "<=", FP16_MAX, activation_peak <= FP16_MAX))
     return report
+
+
+VALIDATION_DEVICES = ("auto", "cpu", "cuda")
+FP16_ON_CPU_NOTE = (
+    "FP16 arithmetic itself was not exercised: ONNX Runtime on a CPU computes an FP16 graph in FP32, so this "
+    "checked the FP16 rounding of the weights and the activation range; validate on a GPU (--validate-on cuda) for the arithmetic"
+)
+
+
+def validation_device(validate_on: str, precision: str) -> str:
+    """Where ONNX Runtime validates an export: "cpu" or "cuda".
+
+    "auto" is CUDA for FP16 graphs when ONNX Runtime's CUDA provider can run here (it computes
+    them in FP16, where the CPU computes them in FP32), else the CPU; "cuda" insists, with one
+    sentence naming what is missing when it can't run.
+    """
+    from deploy.runtimes.onnxruntime import default_provider, require_provider
+
+    if validate_on not in VALIDATION_DEVICES:
+        raise ToolkitError(f"--validate-on must be one of {', '.join(VALIDATION_DEVICES)}, got {validate_on!r}")
+    if validate_on == "cuda":
+        return require_provider("cuda")
+    if validate_on == "cpu":
+        return "cpu"
+    return "cuda" if precision == "fp16" and default_provider() == "cuda" else "cpu"
+
+
+def judged_as(precision: str, device: str) -> str:
+    """The precision whose checks apply: FP32 on a GPU is judged like TF32 (cosine, top-1)."""
+    return "tf32" if precision == "fp32" and device != "cpu" else precision
 
 
 def validation_batches(example_batch: int, dynamic_batch: bool) -> list[int]:

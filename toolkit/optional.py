@@ -16,6 +16,8 @@ from .errors import MissingDependencyError
 # module -> how to install it (extras of this project's setup.cfg)
 INSTALL = {
     "onnxruntime": "pip install '.[cpu]' (or '.[gpu]' for onnxruntime-gpu on a CUDA machine)",
+    # a distribution, not a module: it provides `onnxruntime` with the CUDA and TensorRT providers
+    "onnxruntime-gpu": "pip uninstall onnxruntime, then pip install '.[gpu]' (the two can't be installed together)",
     "tensorrt": "pip install '.[gpu]' on a machine with an NVIDIA GPU and CUDA",
     "PIL": "pip install '.[images]'",
     "matplotlib": "pip install '.[plot]'",

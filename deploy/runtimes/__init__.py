@@ -7,16 +7,27 @@ imported inside the functions that need them.
 """
 
 from .base import DeviceRuntime, Runtime, RuntimeOptions
-from .onnxruntime import OrtRuntime, available_ort_providers
+from .onnxruntime import (
+    OrtCudaRuntime,
+    OrtRuntime,
+    available_ort_providers,
+    default_provider,
+    provider_problem,
+    usable_ort_providers,
+)
 from .open import BACKENDS, backend_of, open_runtime
 
 __all__ = [
     "BACKENDS",
     "DeviceRuntime",
+    "OrtCudaRuntime",
     "OrtRuntime",
     "Runtime",
     "RuntimeOptions",
     "available_ort_providers",
     "backend_of",
+    "default_provider",
     "open_runtime",
+    "provider_problem",
+    "usable_ort_providers",
 ]

@@ -26,14 +26,16 @@ from ..artifacts.metadata import ModelInfo
 class RuntimeOptions:
     """What a backend may be asked when it opens a model; a backend ignores what it does not use."""
 
-    provider: str | None = None  # ONNX Runtime: cpu, cuda, tensorrt (None: the automatic choice)
+    provider: str | None = None  # ONNX Runtime: cpu, cuda, tensorrt (None: cuda when it can run, else cpu)
     threads: int | None = None  # CPU backends (ONNX Runtime, PyTorch)
     cuda_graphs: bool = False  # GPU backends: replay one CUDA graph per batch size
     device: str | None = None  # PyTorch: cpu or cuda (None: cuda when available)
     precision: str = "fp32"  # PyTorch arithmetic
     compile: bool = False  # PyTorch: torch.compile
     channels_last: bool = False  # PyTorch
-    max_batch: int = 256  # PyTorch on a GPU: the largest batch its buffers hold
+    max_batch: int = 256  # device runtimes (PyTorch, ONNX Runtime on CUDA): the largest batch their buffers hold
+    conv_search: str = "exhaustive"  # ONNX Runtime on CUDA: cuDNN's convolution algorithm search
+    prefer_nhwc: bool = True  # ONNX Runtime on CUDA: channels-last convolutions
 
 
 class Runtime(ABC):
@@ -83,6 +85,11 @@ class Runtime(ABC):
     @abstractmethod
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """The backend's run, on a checked batch of the input's element type."""
+
+    def settings(self) -> dict:
+        """The options this runtime runs with that change speed, start-up time or results
+        (recorded with every measurement)."""
+        return {}
 
     def random_input(self, batch_size: int, seed: int = 0) -> np.ndarray:
         """A batch of standard-normal values (the range of normalised images) in the input dtype."""

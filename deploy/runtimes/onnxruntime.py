@@ -1,105 +1,350 @@
-"""ONNX files in ONNX Runtime behind the `Runtime` interface."""
+"""ONNX files in ONNX Runtime: `OrtRuntime` (NumPy in and out, any provider) and `OrtCudaRuntime`
+(device buffers on a CUDA GPU, behind the `DeviceRuntime` interface), and an honest provider choice.
+
+Which providers can run. onnxruntime-gpu lists its CUDA and TensorRT providers as "available"
+whether or not the libraries they need can be loaded; a session asked for one that can't load
+prints ONNX Runtime's "EP Error" and silently runs on the next provider of the list. Here a
+provider is usable only if its shared library (and so every library it links against) loads
+(`provider_problem`); a provider that can't run is never asked for automatically, a forced one
+is refused with one sentence naming the missing library, and every runtime reports the provider
+its session really runs on (`session.get_providers()`), not the one it asked for.
+
+The automatic choice is CUDA when it can run, else the CPU. ONNX Runtime's TensorRT provider is
+used only when asked for by name: it compiles a TensorRT engine inside every new session
+(minutes for a ResNet-50), and `resnet-build` makes a reusable engine instead.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+import io
+import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 from toolkit.errors import ArtifactError, MissingDependencyError, ToolkitError
-from toolkit.optional import require
+from toolkit.optional import INSTALL, require
 
 from ..artifacts.metadata import ModelInfo
-from .base import Runtime
+from .base import DeviceRuntime, Runtime
 
 ORT_PROVIDERS = {
-    "cpu": ["CPUExecutionProvider"],
-    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
 }
+PROVIDER_NAMES = {ep: name for name, ep in ORT_PROVIDERS.items()}
 DEVICES = ("cpu", "cuda")
-_ORT_ELEMENT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+CONV_SEARCHES = ("exhaustive", "heuristic", "default")  # cuDNN convolution algorithm search
+_LIBRARIES = {"cuda": "libonnxruntime_providers_cuda.so", "tensorrt": "libonnxruntime_providers_tensorrt.so"}
+_ELEMENT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+_DEFAULT_LOG_SEVERITY = 2  # ONNX Runtime's own default: warnings and above
 
 
 def import_onnxruntime():
     return require("onnxruntime", "running an ONNX model")
 
 
+@functools.cache
+def provider_problem(provider: str) -> str | None:
+    """Why ONNX Runtime's `provider` ("cpu", "cuda", "tensorrt") can't run here; None when
+    nothing stands against it.
+
+    A GPU provider needs onnxruntime-gpu and every library its provider library links against
+    (CUDA, cuDNN; TensorRT for "tensorrt"). The library is loaded the way ONNX Runtime loads it,
+    so a missing dependency is named exactly. Whether a GPU is present is for the session to
+    find out (`OrtRuntime` reports what it found).
+    """
+    if provider not in ORT_PROVIDERS:
+        raise ToolkitError(f"provider must be one of {', '.join(ORT_PROVIDERS)}, got {provider!r}")
+    if provider == "cpu":
+        return None
+    ort = import_onnxruntime()
+    if ORT_PROVIDERS[provider] not in ort.get_available_providers():
+        return f"this onnxruntime has no {ORT_PROVIDERS[provider]}; install onnxruntime-gpu in its place: {INSTALL['onnxruntime-gpu']}"
+    capi = Path(ort.__file__).parent / "capi"
+    library = capi / _LIBRARIES[provider]
+    if not library.is_file():
+        return None  # a build that links its providers in: nothing to probe
+    try:
+        shared = capi / "libonnxruntime_providers_shared.so"
+        if shared.is_file():
+            ctypes.CDLL(str(shared), mode=os.RTLD_LAZY | os.RTLD_GLOBAL)
+        ctypes.CDLL(str(library), mode=os.RTLD_LAZY)
+    except OSError as error:
+        missing = re.search(r"(\S+\.so[.\d]*): cannot open shared object file", str(error))
+        if missing:
+            needs = "CUDA and cuDNN" if provider == "cuda" else "TensorRT, CUDA and cuDNN"
+            return f"{missing.group(1)} can't be loaded (it needs {needs} libraries of the versions onnxruntime-gpu was built for)"
+        return None  # loads differently inside ONNX Runtime: let the session decide
+    return None
+
+
+def usable_ort_providers() -> list[str]:
+    """Our names of the ONNX Runtime providers that can run here ("cpu" always)."""
+    return [name for name in ORT_PROVIDERS if provider_problem(name) is None]
+
+
 def available_ort_providers() -> list[str]:
-    """Our names ("cpu", "cuda", "tensorrt") of the ONNX Runtime providers installed here."""
+    """Our names of the providers this onnxruntime build lists, usable or not."""
     installed = set(import_onnxruntime().get_available_providers())
-    return [name for name, chain in ORT_PROVIDERS.items() if chain[0] in installed]
+    return [name for name, ep in ORT_PROVIDERS.items() if ep in installed]
 
 
 def default_provider() -> str:
-    """The automatic choice: CUDA when onnxruntime-gpu provides it, else the CPU.
+    """The automatic choice: "cuda" when ONNX Runtime's CUDA provider can run here, else "cpu"."""
+    return "cuda" if provider_problem("cuda") is None else "cpu"
 
-    ONNX Runtime's TensorRT provider is never picked automatically: it compiles a TensorRT
-    engine inside every new session (minutes for a ResNet-50); ask for it by name.
-    """
-    return "cuda" if "cuda" in available_ort_providers() else "cpu"
+
+def require_provider(provider: str) -> str:
+    """`provider`, after checking that it can run here (one sentence naming what is missing)."""
+    problem = provider_problem(provider)
+    if problem is not None:
+        raise MissingDependencyError(f"ONNX Runtime's {provider} provider can't run here: {problem}")
+    return provider
+
+
+def _create_session(path: Path, options, providers: list, requested: str | None):
+    """An InferenceSession, with ONNX Runtime's own fallback chatter ("EP Error", library load
+    errors) kept off the terminal; a forced provider the session did not get is one sentence."""
+    ort = import_onnxruntime()
+    said = io.StringIO()
+    ort.set_default_logger_severity(4)  # fatal only, while the providers load
+    try:
+        with contextlib.redirect_stdout(said):
+            session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as error:  # noqa: BLE001 - ORT raises its own exception types for bad files
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ArtifactError(f"ONNX Runtime cannot load {path}: {first[:200]}") from None
+    finally:
+        ort.set_default_logger_severity(_DEFAULT_LOG_SEVERITY)
+    running = PROVIDER_NAMES.get(session.get_providers()[0], session.get_providers()[0])
+    if requested is not None and running != requested:
+        reason = re.search(r"EP Error (.+?) when using", said.getvalue(), re.S)
+        why = f" ({' '.join(reason.group(1).split())[:200]})" if reason else ""
+        raise MissingDependencyError(
+            f"ONNX Runtime could not start its {requested} provider for {path.name} and would run on {running}{why}"
+        )
+    return session, running
+
+
+def _model_io(session, path: Path):
+    """(input name, output name, input dtype, input shape, info) of a classifier's session."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ArtifactError(f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; a classifier has one of each")
+    if inputs[0].type not in _ELEMENT_TYPES:
+        raise ArtifactError(f"{path} takes {inputs[0].type} input; only float and float16 images are supported")
+    shape = tuple(d if isinstance(d, int) else None for d in inputs[0].shape)
+    if len(shape) != 4 or None in shape[1:]:
+        raise ArtifactError(f"{path} takes input of shape {inputs[0].shape}; expected (N, C, H, W) with fixed C, H, W")
+    output_dtype = np.dtype(_ELEMENT_TYPES.get(outputs[0].type, np.float32))
+    metadata = session.get_modelmeta().custom_metadata_map
+    info = ModelInfo.from_metadata(metadata, source=str(path)) if "model_name" in metadata else None
+    return inputs[0].name, outputs[0].name, np.dtype(_ELEMENT_TYPES[inputs[0].type]), shape, output_dtype, info
+
+
+def _session_options(threads: int | None = None):
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        if threads < 1:
+            raise ToolkitError(f"threads must be at least 1, got {threads}")
+        options.intra_op_num_threads = threads
+    return options
 
 
 class OrtRuntime(Runtime):
-    """An ONNX file in ONNX Runtime.
+    """An ONNX file in ONNX Runtime, NumPy in and out.
 
     `provider` is "cpu", "cuda" or "tensorrt" (ONNX Runtime's execution providers; the GPU ones
-    need onnxruntime-gpu); None is `default_provider()`. `threads` sets intra-op threads
-    (None: ONNX Runtime's default, one per physical core).
+    need onnxruntime-gpu and their libraries); None is the automatic choice (`default_provider`).
+    `provider` afterwards says what the session really runs on. `threads` sets intra-op threads
+    (None: ONNX Runtime's default, one per physical core). On a GPU, `OrtCudaRuntime` keeps the
+    data on the device and is what the benchmark and the Predictor use.
     """
 
     backend = "onnxruntime"
 
     def __init__(self, path: str | Path, *, provider: str | None = None, threads: int | None = None) -> None:
-        ort = import_onnxruntime()
+        import_onnxruntime()
         path = Path(path)
         if not path.is_file():
             raise ArtifactError(f"model file {path} does not exist")
-        available = available_ort_providers()
-        if provider is None:
-            provider = default_provider()
-        if provider not in ORT_PROVIDERS:
-            raise ToolkitError(f"provider must be one of {', '.join(ORT_PROVIDERS)}, got {provider!r}")
-        if provider not in available:
-            raise MissingDependencyError(
-                f"ONNX Runtime provider {provider!r} is not available here (available: {', '.join(available)}); "
-                "the GPU providers need onnxruntime-gpu: pip install '.[gpu]'"
-            )
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads is not None:
-            if threads < 1:
-                raise ToolkitError(f"threads must be at least 1, got {threads}")
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=ORT_PROVIDERS[provider])
-        except Exception as error:  # noqa: BLE001 - ORT raises its own exception types for bad files
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ArtifactError(f"ONNX Runtime cannot load {path}: {first[:200]}") from None
+        requested = provider
+        provider = require_provider(provider) if provider is not None else default_provider()
+        chain = [ORT_PROVIDERS[provider]] + (["CUDAExecutionProvider"] if provider == "tensorrt" else [])
+        chain += [] if provider == "cpu" else ["CPUExecutionProvider"]
+        self.session, self.provider = _create_session(path, _session_options(threads), chain, requested)
         self.path = path
-        self.provider = provider
-        self.device = "cpu" if provider == "cpu" else "cuda"
+        self.device = "cpu" if self.provider == "cpu" else "cuda"
         self.threads = threads
-        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ArtifactError(
-                f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; a classifier has one of each"
-            )
-        self.input_name, self.output_name = inputs[0].name, outputs[0].name
-        if inputs[0].type not in _ORT_ELEMENT_TYPES:
-            raise ArtifactError(f"{path} takes {inputs[0].type} input; only float and float16 images are supported")
-        self.input_dtype = np.dtype(_ORT_ELEMENT_TYPES[inputs[0].type])
-        self.input_shape = tuple(d if isinstance(d, int) else None for d in inputs[0].shape)
-        if len(self.input_shape) != 4 or None in self.input_shape[1:]:
-            raise ArtifactError(
-                f"{path} takes input of shape {inputs[0].shape}; expected (N, C, H, W) with fixed C, H, W"
-            )
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        self.info = ModelInfo.from_metadata(metadata, source=str(path)) if "model_name" in metadata else None
+        self.input_name, self.output_name, self.input_dtype, self.input_shape, _, self.info = _model_io(
+            self.session, path
+        )
         self._outputs = [self.output_name]
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(self._outputs, {self.input_name: batch})[0]
 
+    def settings(self) -> dict:
+        return {"provider": self.provider, "threads": self.threads}
+
     def describe(self) -> str:
         return super().describe() + f" ({self.session.get_providers()[0]})"
+
+
+class OrtCudaRuntime(DeviceRuntime):
+    """An ONNX file in ONNX Runtime's CUDA provider, on device buffers (IOBinding).
+
+    The input and output live in PyTorch CUDA tensors for batches up to `max_batch` (a fixed
+    batch file: its batch), bound to the session with IOBinding; ONNX Runtime computes on this
+    runtime's CUDA stream (`user_compute_stream`), so `copy_in`, `execute` and `copy_out` queue
+    in order on one stream and the benchmark times them apart with CUDA events. Options that
+    change speed, start-up time or results:
+
+    - `conv_search`: cuDNN's convolution algorithm search, "exhaustive" (fastest kernels, a
+      slower first run per batch size), "heuristic" or "default";
+    - `prefer_nhwc`: let ONNX Runtime run convolutions channels-last (faster on tensor cores);
+    - `cuda_graphs`: replay one CUDA graph per batch size, each in a session of its own (ONNX
+      Runtime captures a session's graph on its first run, for one input shape).
+    """
+
+    backend = "onnxruntime"
+    provider = "cuda"
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        device: int = 0,
+        cuda_graphs: bool = False,
+        conv_search: str = "exhaustive",
+        prefer_nhwc: bool = True,
+        max_batch: int = 256,
+    ) -> None:
+        from .gpu import require_cuda
+
+        ort = import_onnxruntime()
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"model file {path} does not exist")
+        require_provider("cuda")
+        torch = require_cuda("ONNX Runtime on CUDA with device buffers (PyTorch's)")
+        if conv_search not in CONV_SEARCHES:
+            raise ToolkitError(f"cuDNN search must be one of {', '.join(CONV_SEARCHES)}, got {conv_search!r}")
+        if max_batch < 1:
+            raise ToolkitError(f"max batch must be at least 1, got {max_batch}")
+        self._ort, self._torch = ort, torch
+        self.path, self.device = path, f"cuda:{device}"
+        self.cuda_graphs, self.conv_search, self.prefer_nhwc = cuda_graphs, conv_search, prefer_nhwc
+        self.stream = torch.cuda.Stream(device=self.device)
+        # One session runs every batch size; with CUDA graphs, each batch size has its own.
+        session = self._shared = self._new_session()
+        self._graph_sessions: dict[int, object] = {}
+        self.input_name, self.output_name, self.input_dtype, self.input_shape, output_dtype, self.info = _model_io(
+            session, path
+        )
+        self.max_batch = self.input_shape[0] or max_batch
+        num_classes = session.get_outputs()[0].shape[-1]
+        torch_type = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}
+        self._output_dtype = output_dtype
+        self._input = torch.empty(
+            (self.max_batch, *self.input_shape[1:]), dtype=torch_type[self.input_dtype], device=self.device
+        )
+        self._output = torch.empty((self.max_batch, num_classes), dtype=torch_type[output_dtype], device=self.device)
+        self._host_output = torch.empty(self._output.shape, dtype=self._output.dtype, pin_memory=True)
+        self._bindings: dict[int, object] = {}
+        self._run_options = ort.RunOptions()
+        # The stream is ours: synchronize() waits for it; ONNX Runtime need not block each run.
+        self._run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+
+    def _provider_options(self) -> dict:
+        return {
+            "device_id": self.device.split(":")[1],
+            "has_user_compute_stream": "1",
+            "user_compute_stream": str(self.stream.cuda_stream),
+            "cudnn_conv_algo_search": self.conv_search.upper(),
+            "prefer_nhwc": "1" if self.prefer_nhwc else "0",
+            "enable_cuda_graph": "1" if self.cuda_graphs else "0",
+        }
+
+    def _new_session(self):
+        providers = [("CUDAExecutionProvider", self._provider_options()), "CPUExecutionProvider"]
+        return _create_session(self.path, _session_options(), providers, "cuda")[0]
+
+    def _session(self, n: int):
+        """The session for batch size n: the shared one, or with CUDA graphs one per size."""
+        if not self.cuda_graphs:
+            return self._shared
+        if n not in self._graph_sessions:
+            self._graph_sessions[n] = self._new_session()
+        return self._graph_sessions[n]
+
+    @property
+    def batch_range(self) -> tuple[int, int]:
+        fixed = self.input_shape[0]
+        return (fixed, fixed) if fixed else (1, self.max_batch)
+
+    def _binding(self, n: int):
+        """(session, IOBinding) of batch size n: the first n rows of the device buffers."""
+        if n not in self._bindings:
+            session = self._session(n)
+            binding = session.io_binding()
+            device_id = int(self.device.split(":")[1])
+            binding.bind_input(
+                self.input_name, "cuda", device_id, self.input_dtype, (n, *self.input_shape[1:]), self._input.data_ptr()
+            )
+            binding.bind_output(
+                self.output_name,
+                "cuda",
+                device_id,
+                self._output_dtype,
+                (n, self._output.shape[1]),
+                self._output.data_ptr(),
+            )
+            self._bindings[n] = (session, binding)
+        return self._bindings[n]
+
+    def _copy_in(self, host) -> None:
+        with self._torch.cuda.stream(self.stream):
+            self._input[: host.shape[0]].copy_(host, non_blocking=True)
+
+    def execute(self, n: int) -> None:
+        """Queue the model on the first `n` inputs (the CUDA graph of batch size n, when on)."""
+        session, binding = self._binding(n)
+        session.run_with_iobinding(binding, self._run_options)
+
+    def copy_out(self, n: int):
+        with self._torch.cuda.stream(self.stream):
+            self._host_output[:n].copy_(self._output[:n], non_blocking=True)
+        return self._host_output[:n]
+
+    def close(self) -> None:
+        self._bindings.clear()
+        self._graph_sessions.clear()
+        self._shared = None
+
+    def settings(self) -> dict:
+        return {
+            "provider": "cuda",
+            "io_binding": True,
+            "cudnn_conv_algo_search": self.conv_search,
+            "prefer_nhwc": self.prefer_nhwc,
+            "cuda_graphs": self.cuda_graphs,
+        }
+
+    def describe(self) -> str:
+        name = self._torch.cuda.get_device_name(self.device)
+        options = [f"cuDNN search {self.conv_search}", "NHWC" if self.prefer_nhwc else "NCHW"]
+        if self.cuda_graphs:
+            options.append("CUDA graphs")
+        return (
+            f"onnxruntime {self._ort.__version__} on {name}, input {self.input_name} "
+            f"{np.dtype(self.input_dtype).name} (CUDAExecutionProvider, IOBinding, {', '.join(options)})"
+        )

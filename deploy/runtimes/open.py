@@ -1,7 +1,7 @@
 """`open_runtime`: the one place that decides which backend runs a file.
 
     .plan, .engine   TensorRT            (TensorRTRuntime)
-    .onnx            ONNX Runtime        (OrtRuntime)
+    .onnx            ONNX Runtime        (OrtCudaRuntime on a CUDA GPU, else OrtRuntime)
     .pt, .pth        PyTorch checkpoint  (architecture read from its keys; TorchCpuRuntime or TorchCudaRuntime)
 
 `RuntimeOptions` (`deploy.runtimes.base`) carries what each backend may be asked (provider,
@@ -49,11 +49,30 @@ def open_runtime(
 
         return TensorRTRuntime(path, cuda_graphs=options.cuda_graphs)
     if kind == "onnxruntime":
-        from .onnxruntime import OrtRuntime
-
-        return OrtRuntime(path, provider=options.provider, threads=options.threads)
+        return _open_onnx(path, options)
     from resnet.checkpoint import load_model
 
     from .pytorch import torch_runtime
 
     return torch_runtime(load_model(path), options)
+
+
+def _open_onnx(path: Path, options: RuntimeOptions) -> Runtime:
+    """ONNX Runtime: on CUDA with device buffers (`OrtCudaRuntime`) when the CUDA provider is
+    asked for, or chosen automatically, and PyTorch sees the GPU; else NumPy in and out."""
+    import torch
+
+    from .onnxruntime import OrtCudaRuntime, OrtRuntime, default_provider
+
+    provider = options.provider or default_provider()
+    if provider == "cuda" and torch.cuda.is_available():
+        return OrtCudaRuntime(
+            path,
+            cuda_graphs=options.cuda_graphs,
+            conv_search=options.conv_search,
+            prefer_nhwc=options.prefer_nhwc,
+            max_batch=options.max_batch,
+        )
+    if options.cuda_graphs:
+        raise ToolkitError("--cuda-graph with ONNX Runtime needs its CUDA provider and a GPU that PyTorch sees")
+    return OrtRuntime(path, provider=options.provider, threads=options.threads)

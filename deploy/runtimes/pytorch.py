@@ -30,6 +30,16 @@ def _prepare(model: ResNet, device: str, precision: str, channels_last: bool, co
     return model, forward
 
 
+def _settings(runtime) -> dict:
+    return {
+        "precision": runtime.precision,
+        "channels_last": runtime.channels_last,
+        "compile": runtime.compiled,
+        "cuda_graphs": getattr(runtime, "cuda_graphs", False),
+        "threads": getattr(runtime, "threads", None),
+    }
+
+
 def _describe_options(runtime) -> str:
     options = [runtime.precision]
     if runtime.channels_last:
@@ -75,7 +85,7 @@ class TorchCpuRuntime(Runtime):
             if threads < 1:
                 raise ToolkitError(f"threads must be at least 1, got {threads}")
             torch.set_num_threads(threads)
-        self.precision, self.channels_last, self.compiled = precision, channels_last, compile
+        self.precision, self.channels_last, self.compiled, self.threads = precision, channels_last, compile, threads
         self.model, self._forward = _prepare(model, "cpu", precision, channels_last, compile)
         spec = model.input_spec
         self.input_name, self.output_name = "input", "logits"
@@ -90,6 +100,9 @@ class TorchCpuRuntime(Runtime):
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             return self._forward(x).float().numpy()
+
+    def settings(self) -> dict:
+        return _settings(self)
 
     def describe(self) -> str:
         return f"pytorch {torch.__version__} on cpu ({_describe_options(self)}, {torch.get_num_threads()} threads)"
@@ -179,6 +192,9 @@ class TorchCudaRuntime(DeviceRuntime):
 
     def close(self) -> None:
         self._graphs.clear()
+
+    def settings(self) -> dict:
+        return _settings(self)
 
     def describe(self) -> str:
         return f"pytorch {torch.__version__} on {torch.cuda.get_device_name(self.device)} ({_describe_options(self)})"

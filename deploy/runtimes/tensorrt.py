@@ -290,6 +290,9 @@ class TensorRTRuntime(DeviceRuntime):
             if hasattr(self, name):
                 delattr(self, name)
 
+    def settings(self) -> dict:
+        return {"cuda_graphs": self.cuda_graphs, "profile": str(self.batch_profile)}
+
     def describe(self) -> str:
         graphs = ", CUDA graphs" if self.cuda_graphs else ""
         return super().describe() + f" (engine profile {self.batch_profile}{graphs})"

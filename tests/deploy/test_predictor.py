@@ -26,11 +26,15 @@ def test_predictions_match_pytorch(kind, spec_name, models, images):
     with Predictor(models["files"][kind]) as predictor:
         predictions = predictor.predict(paths, top_k=3)
         batch = np.stack([preprocess(p, predictor.spec) for p in paths])
+        device = predictor.runtime.device
     order, scores = reference(models[kind], batch, 3)
     assert [p.source for p in predictions] == [str(p) for p in paths]
+    # On a CPU ONNX Runtime and PyTorch agree to float rounding; on a GPU cuDNN picks other
+    # convolution algorithms (and may use TF32), so the probabilities agree less closely.
+    atol = 1e-5 if device == "cpu" else 1e-3
     for prediction, expected_order, expected_scores in zip(predictions, order, scores, strict=True):
         assert prediction.indices == list(expected_order)
-        assert np.allclose(prediction.scores, expected_scores, atol=1e-5)
+        assert np.allclose(prediction.scores, expected_scores, atol=atol)
         assert prediction.scores == sorted(prediction.scores, reverse=True) and prediction.labels is None
 
 

@@ -5,7 +5,8 @@ import onnx
 import pytest
 
 import resnet
-from deploy import ArtifactError, ModelInfo, OrtRuntime, available_ort_providers, read_onnx_info
+from deploy import ArtifactError, MissingDependencyError, ModelInfo, OrtRuntime, available_ort_providers, read_onnx_info
+from deploy.runtimes import default_provider, provider_problem, usable_ort_providers
 from export import export_onnx, resnet_to_onnx
 
 
@@ -17,7 +18,7 @@ def cifar_onnx(tmp_path_factory):
 
 
 def test_ort_runtime_describes_the_model(cifar_onnx):
-    with OrtRuntime(cifar_onnx, threads=1) as runtime:
+    with OrtRuntime(cifar_onnx, provider="cpu", threads=1) as runtime:
         assert (runtime.input_name, runtime.output_name) == ("input", "logits")
         assert runtime.input_shape == (None, 3, 32, 32) and runtime.input_dtype == np.float32
         assert runtime.batch_range == (1, None) and runtime.device == "cpu"
@@ -38,14 +39,43 @@ def test_random_input_is_reproducible_and_not_zeros(cifar_onnx):
 
 
 def test_providers_and_bad_arguments(cifar_onnx):
-    assert "cpu" in available_ort_providers()
+    assert "cpu" in usable_ort_providers() and set(usable_ort_providers()) <= set(available_ort_providers())
     with pytest.raises(resnet.ToolkitError, match="provider must be one of cpu, cuda, tensorrt"):
         OrtRuntime(cifar_onnx, provider="rocm")
-    if "cuda" not in available_ort_providers():
-        with pytest.raises(resnet.ToolkitError, match="'cuda' is not available here .* pip install '.\\[gpu\\]'"):
-            OrtRuntime(cifar_onnx, provider="cuda")
+    for provider in ("cuda", "tensorrt"):
+        problem = provider_problem(provider)
+        if problem is not None:  # a forced provider that can't run is one sentence, not a fallback
+            with pytest.raises(MissingDependencyError, match=f"^ONNX Runtime's {provider} provider can't run here: "):
+                OrtRuntime(cifar_onnx, provider=provider)
     with pytest.raises(ArtifactError, match="does not exist"):
         OrtRuntime(cifar_onnx.parent / "missing.onnx")
+
+
+def test_the_automatic_provider_is_what_the_session_runs_on(cifar_onnx, capfd):
+    with OrtRuntime(cifar_onnx) as runtime:
+        running = runtime.session.get_providers()[0]
+        assert runtime.provider == {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda"}[running]
+        assert runtime.provider == default_provider() and running in runtime.describe()
+        assert runtime.run(runtime.random_input(2)).shape == (2, 10)
+    captured = capfd.readouterr()
+    assert "EP Error" not in captured.out + captured.err and "Failed to load library" not in captured.out + captured.err
+
+
+@pytest.mark.skipif(
+    "TensorrtExecutionProvider" not in __import__("onnxruntime").get_available_providers()
+    or provider_problem("tensorrt") is None,
+    reason="checks onnxruntime-gpu on a machine where its TensorRT provider can't load (onnxruntime-gpu, no TensorRT)",
+)
+def test_onnxruntime_gpu_without_its_libraries_is_honest(cifar_onnx, capfd):
+    # onnxruntime-gpu lists the TensorRT provider although TensorRT's libraries are missing.
+    with pytest.raises(
+        MissingDependencyError, match=r"tensorrt provider can't run here: lib\S+\.so[.\d]* can't be loaded"
+    ):
+        OrtRuntime(cifar_onnx, provider="tensorrt")
+    with OrtRuntime(cifar_onnx) as runtime:
+        assert runtime.provider == default_provider() != "tensorrt"
+    captured = capfd.readouterr()
+    assert "EP Error" not in captured.out + captured.err and "Failed to load library" not in captured.out + captured.err
 
 
 def test_corrupt_file_is_an_artifact_error(tmp_path, cifar_onnx):

@@ -1,5 +1,7 @@
 """Exports of real models, checked with onnx and run in ONNX Runtime."""
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -224,3 +226,26 @@ def test_report_serializes_to_json(tmp_path):
     assert data["inputs"] == [{"name": "input", "dtype": "float32", "shape": [-1, 3, 32, 32]}]
     assert set(data["timings"]) == {"build_s", "lint_s", "write_s", "validate_s", "total_s"}
     assert data["model"]["input_spec"]["num_classes"] == 10
+
+
+def test_the_report_says_where_fp16_was_validated_and_what_a_cpu_could_not_check(tmp_path):
+    from export.validate import FP16_ON_CPU_NOTE
+
+    report = export_onnx(resnet.create(20, "cifar10"), tmp_path / "m.onnx", precision="fp16", validate_on="cpu")
+    assert report.validation.device == "cpu" and report.validation.notes == [FP16_ON_CPU_NOTE]
+    assert report.to_dict()["validation"]["notes"] == [FP16_ON_CPU_NOTE]
+    report = export_onnx(resnet.create(20, "cifar10"), tmp_path / "m32.onnx", validate_on="cpu")
+    assert report.validation.device == "cpu" and report.validation.notes == []
+
+
+def test_validating_on_a_gpu_that_cannot_run_is_one_sentence_before_any_work(tmp_path):
+    from deploy.runtimes import provider_problem
+
+    problem = provider_problem("cuda")
+    if problem is None:
+        pytest.skip("ONNX Runtime's CUDA provider can run here")
+    with pytest.raises(
+        resnet.ToolkitError, match=f"^ONNX Runtime's cuda provider can't run here: {re.escape(problem)}$"
+    ):
+        export_onnx(resnet.create(20, "cifar10"), tmp_path / "m.onnx", precision="fp16", validate_on="cuda")
+    assert list(tmp_path.iterdir()) == []
