@@ -10,6 +10,8 @@ import click
 
 from resnet.cli import model_options
 from toolkit.cli import ToolkitCommand, json_option, parse_ints
+from toolkit.files import check_outputs
+from toolkit.numbers import LIMITS, Number, check_number
 
 from .harness import LoopSettings
 from .report import format_table, write_outputs
@@ -24,17 +26,20 @@ def parse_batches(text: str) -> list[int]:
         batches = []
     if not batches or min(batches) < 1:
         raise click.BadParameter(f"batch sizes are positive integers separated by commas, e.g. 1,8,32 (got {text!r})")
+    for batch in batches:
+        check_number(batch, "--batch", integer=True, limit="batch")
     return list(dict.fromkeys(batches))
 
 
 def parse_warmup(text: str) -> tuple[int | None, float | None]:
     """`"10"` -> 10 iterations; `"0.5s"` -> half a second."""
     try:
-        if text.endswith("s"):
-            return None, float(text[:-1])
-        return int(text), None
+        value = float(text[:-1]) if text.endswith("s") else int(text)
     except ValueError:
         raise click.BadParameter(f"warm-up is a number of iterations (10) or seconds (0.5s), got {text!r}") from None
+    if text.endswith("s"):
+        return None, check_number(value, "--warmup seconds", limit="seconds")
+    return check_number(value, "--warmup iterations", low=0, high=LIMITS["iterations"][1], integer=True), None
 
 
 class ProgressBar:
@@ -79,20 +84,20 @@ class ProgressBar:
 )
 @click.option(
     "--iterations",
-    type=click.IntRange(min=1),
+    type=Number(integer=True, limit="iterations"),
     default=None,
     help="Timed iterations per target and batch (instead of --duration).",
 )
 @click.option(
     "--duration",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Number(low=0, low_open=True, high=LIMITS["seconds"][1]),
     default=3.0,
     show_default=True,
     help="Seconds of timed iterations per target and batch (at least 10 iterations).",
 )
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=Number(integer=True, limit="threads"),
     default=None,
     help="Threads for CPU backends (ONNX Runtime and PyTorch). [default: their own]",
 )
@@ -139,12 +144,18 @@ class ProgressBar:
 )
 @click.option(
     "--peak-tflops",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Number(low=0, low_open=True, high=1e6),
     default=None,
     help="The machine's peak, for the fraction-of-peak column. [default: a measured matmul rate]",
 )
 @click.option("--no-peak", is_flag=True, help="Skip the peak measurement (and the fraction-of-peak column).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option(
+    "--seed",
+    type=Number(integer=True, low=0, high=2**32 - 1),
+    default=0,
+    show_default=True,
+    help="Seed of the random inputs.",
+)
 @json_option("the run")
 @click.option("--csv", "csv_path", default=None, help="Write one CSV row per target and batch.")
 @click.option("--markdown", "markdown_path", default=None, help="Write the table as Markdown.")
@@ -193,6 +204,9 @@ def main(
     The backend follows from the file: .plan/.engine TensorRT, .onnx ONNX Runtime, .pt/.pth
     PyTorch. The input size and precision come from the file. Exit status: 0, or 2 for bad input.
     """
+    check_outputs(
+        json_path, csv_path, markdown_path, plot_path, inputs=[p for p in (target, other) if p and p != "pytorch"]
+    )
     warmup_iterations, warmup_seconds = parse_warmup(warmup)
     settings = LoopSettings(
         warmup_iterations=warmup_iterations,

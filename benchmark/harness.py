@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from deploy.runtimes.base import DeviceRuntime, Runtime
 from toolkit.errors import ToolkitError
+from toolkit.numbers import LIMITS, check_number
 
 from .stats import LatencyStats
 
@@ -37,16 +38,15 @@ class LoopSettings:
     data_transfers: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("warmup_iterations", "iterations"):
-            value = getattr(self, name)
-            if value is not None and value < (0 if name == "warmup_iterations" else 1):
-                raise ToolkitError(
-                    f"{name.replace('_', ' ')} must be {'0 or more' if name == 'warmup_iterations' else 'at least 1'}, got {value}"
-                )
-        if self.warmup_seconds is not None and self.warmup_seconds < 0:
-            raise ToolkitError(f"warm-up seconds must be 0 or more, got {self.warmup_seconds}")
-        if self.duration <= 0:
-            raise ToolkitError(f"duration must be positive, got {self.duration}")
+        most = LIMITS["iterations"][1]
+        if self.warmup_iterations is not None:
+            check_number(self.warmup_iterations, "warm-up iterations", low=0, high=most, integer=True)
+        if self.iterations is not None:
+            check_number(self.iterations, "iterations", low=1, high=most, integer=True)
+        if self.warmup_seconds is not None:
+            check_number(self.warmup_seconds, "warm-up seconds", limit="seconds")
+        check_number(self.duration, "duration", low=0, low_open=True, high=LIMITS["seconds"][1])
+        check_number(self.min_iterations, "minimum iterations", low=1, high=most, integer=True)
 
 
 @dataclass

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
+import torch
+
+from resnet.summary import largest_activation
+from toolkit.errors import ToolkitError
+from toolkit.numbers import check_memory
+
 from .environment import describe_machine, measure_matmul_tflops
-from .harness import BatchTimer, LoopSettings, run_timers
+from .harness import INPUT_POOL, BatchTimer, LoopSettings, run_timers
 from .report import BenchmarkRun, compare
 from .targets import Target, flops_per_image
 
@@ -18,6 +25,20 @@ def peak_key(target: Target) -> tuple[str, str]:
         return ("cpu", "fp32")
     precision = getattr(target.runtime, "precision", None) or (target.info.precision if target.info else "fp32")
     return (target.runtime.device, {"fp16": "fp16", "bf16": "bf16"}.get(precision, "tf32"))
+
+
+def host_memory(target: Target, batch: int) -> float:
+    """A rough estimate of the host memory a target needs at `batch`: its pool of random inputs
+    (`INPUT_POOL` batches, float32 before conversion) and, on the CPU, a few of the model's
+    largest activations alive at once (none when the file has no architecture recorded)."""
+    runtime = target.runtime
+    image = math.prod(runtime.input_shape[1:])
+    needed = batch * image * 4 * (INPUT_POOL + 1)
+    info = target.info
+    if runtime.device == "cpu" and info is not None and info.to_architecture() is not None:
+        spec = info.input_spec
+        needed += batch * 4 * 4 * largest_activation(info.to_architecture(), spec.height, spec.width)
+    return needed
 
 
 def run_benchmark(
@@ -37,6 +58,7 @@ def run_benchmark(
     for batch in batches:  # all batch sizes checked before anything runs
         for target in targets:
             target.runtime.check_batch(batch)
+            check_memory(host_memory(target, batch), f"batch {batch} of {target.label}", "lower --batch")
     device = next((t.runtime.device for t in targets if t.runtime.device != "cpu"), "cpu")
     machine = describe_machine(threads, device)
     keys = list(dict.fromkeys(peak_key(t) for t in targets))
@@ -47,10 +69,14 @@ def run_benchmark(
         peaks = {key: measure_matmul_tflops(key[0], key[1], threads=threads) for key in keys}
     measurements = []
     for batch in batches:
-        timers = [
-            BatchTimer(t.label, t.runtime, batch, data_transfers=settings.data_transfers, seed=seed) for t in targets
-        ]
-        measurements += run_timers(timers, settings, progress)
+        try:
+            timers = [
+                BatchTimer(t.label, t.runtime, batch, data_transfers=settings.data_transfers, seed=seed)
+                for t in targets
+            ]
+            measurements += run_timers(timers, settings, progress)
+        except torch.OutOfMemoryError:
+            raise ToolkitError(f"batch {batch} does not fit in the GPU's memory; lower --batch") from None
     if peak_tflops is None and measure_peak:
         peaks = {key: max(peaks[key], measure_matmul_tflops(key[0], key[1], threads=threads)) for key in keys}
     if peaks:

@@ -14,15 +14,20 @@ a sentence naming it.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
+import re
 import shutil
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from toolkit.errors import ArtifactError, MissingDependencyError, ToolkitError
-from toolkit.files import publish_folder, sha256_file
+from toolkit.files import check_replaceable_folder, publish_folder, sha256_file
 from toolkit.provenance import versions
 
 from .artifacts.labels import resolve_labels
@@ -54,35 +59,26 @@ class Bundle:
 
     @classmethod
     def open(cls, folder: str | Path) -> Bundle:
-        """Read `manifest.json` and verify the checksum of every file it lists."""
+        """Read `manifest.json` and verify every file it lists: a regular file inside the folder
+        (a symbolic link is refused, even to a file inside), of the listed size and SHA-256."""
         folder = Path(folder)
         manifest_file = folder / MANIFEST_NAME
-        if not manifest_file.is_file():
+        if not folder.is_dir() or not (manifest_file.exists() or manifest_file.is_symlink()):
             raise ArtifactError(f"{folder} is not a bundle (no {MANIFEST_NAME}); make one with resnet-deploy bundle")
         try:
-            manifest = json.loads(manifest_file.read_text())
+            manifest = json.loads(_read_member(manifest_file))
             files = manifest["files"]
             info = ModelInfo.from_dict(manifest["model"])
-        except (ValueError, KeyError, TypeError) as error:
+            if not isinstance(files, dict):
+                raise TypeError(f"'files' is a {type(files).__name__}, not a mapping of file names")
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise ArtifactError(f"{manifest_file} is not a readable bundle manifest ({error})") from None
         if manifest.get("format") != BUNDLE_FORMAT:
             raise ArtifactError(
                 f"{manifest_file} has format {manifest.get('format')!r}; this toolkit reads {BUNDLE_FORMAT!r}"
             )
         for name, entry in files.items():
-            path = folder / name
-            if Path(name).name != name:
-                raise ArtifactError(f"{manifest_file} lists {name!r}, which is not a file of the bundle folder")
-            if not path.is_file():
-                raise ArtifactError(f"bundle file {path} is missing")
-            if path.stat().st_size != entry["bytes"]:
-                raise ArtifactError(
-                    f"bundle file {path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}: truncated or replaced"
-                )
-            if sha256_file(path) != entry["sha256"]:
-                raise ArtifactError(
-                    f"bundle file {path} does not match its checksum in {MANIFEST_NAME}: altered or corrupt"
-                )
+            _verify_member(folder, name, entry)
         if ONNX_NAME not in files:
             raise ArtifactError(f"{manifest_file} lists no {ONNX_NAME}")
         labels = resolve_labels(folder / LABELS_NAME, info.num_classes) if LABELS_NAME in files else None
@@ -108,6 +104,61 @@ class Bundle:
                 if backend == "tensorrt":
                     raise
         return open_runtime(self.onnx, RuntimeOptions(provider=device), backend="onnxruntime")
+
+
+def is_bundle(folder: Path) -> bool:
+    """Whether `folder` is a bundle this toolkit wrote (its manifest names our format)."""
+    try:
+        return json.loads(_read_member(folder / MANIFEST_NAME)).get("format") == BUNDLE_FORMAT
+    except (ArtifactError, ValueError, AttributeError):
+        return False
+
+
+def _open_member(path: Path) -> int:
+    """A file descriptor of a bundle member, opened without following a symbolic link."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise ArtifactError(f"bundle file {path} is missing") from None
+    except OSError as error:
+        if error.errno == errno.ELOOP or path.is_symlink():
+            raise ArtifactError(
+                f"bundle file {path} is a symbolic link; a bundle holds its own files (copy the file into the folder)"
+            ) from None
+        raise ArtifactError(f"bundle file {path} can't be read ({error.strerror})") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise ArtifactError(f"bundle file {path} is not a regular file")
+    return descriptor
+
+
+def _read_member(path: Path) -> bytes:
+    with os.fdopen(_open_member(path), "rb") as stream:
+        return stream.read()
+
+
+def _verify_member(folder: Path, name, entry) -> None:
+    """A listed file: a plain name in the folder, a regular file (no link), of the listed size and checksum."""
+    manifest_file = folder / MANIFEST_NAME
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", "..", MANIFEST_NAME):
+        raise ArtifactError(f"{manifest_file} lists {name!r}, which is not a file of the bundle folder")
+    sha256, size = (entry.get("sha256"), entry.get("bytes")) if isinstance(entry, dict) else (None, None)
+    if not (isinstance(sha256, str) and re.fullmatch("[0-9a-f]{64}", sha256)) or type(size) is not int or size < 0:
+        raise ArtifactError(
+            f"{manifest_file} describes {name} wrongly: each file needs 'sha256' (64 hex digits) and 'bytes' (a whole number)"
+        )
+    path = folder / name
+    with os.fdopen(_open_member(path), "rb") as stream:
+        actual = os.fstat(stream.fileno()).st_size
+        if actual != size:
+            raise ArtifactError(
+                f"bundle file {path} has {actual} bytes, the manifest says {size}: truncated or replaced"
+            )
+        digest = hashlib.sha256()
+        while block := stream.read(1 << 20):
+            digest.update(block)
+    if digest.hexdigest() != sha256:
+        raise ArtifactError(f"bundle file {path} does not match its checksum in {MANIFEST_NAME}: altered or corrupt")
 
 
 def _readme(info: ModelInfo, has_engine: bool, has_labels: bool, engine_env: dict | None) -> str:
@@ -176,11 +227,8 @@ def write_bundle(
     info = signature.info
     if info is None:
         raise ArtifactError(f"{model} carries no resnet-export metadata; export it with resnet-export")
-    if output.exists() and not force:
-        raise ToolkitError(f"{output} already exists; choose another folder or pass --force to replace it")
-    parent = output.parent if str(output.parent) else Path(".")
-    if not parent.is_dir():
-        raise ToolkitError(f"cannot write {output}: folder {parent} does not exist")
+    inputs = [model] + ([engine] if engine is not None else []) + ([labels] if isinstance(labels, (str, Path)) else [])
+    check_replaceable_folder(output, force=force, is_ours=is_bundle, what="bundle", inputs=inputs)
     engine_manifest = None
     if engine is not None:
         engine = Path(engine)

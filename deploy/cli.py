@@ -53,20 +53,22 @@ def predict(model, images, top_k, labels, backend, device, as_json) -> int:
     and the exit status is 1. Bad arguments (a missing model, a bad bundle) exit 2.
     """
     with Predictor(model, backend=backend, device=device, labels=labels) as predictor:
-        arrays, sources, results = [], [], {}
-        for image in images:
+        ordered: list[dict | None] = [None] * len(images)  # one result per argument, in order (repeats too)
+        arrays, read = [], []
+        for position, image in enumerate(images):
             try:
                 arrays.append(predictor.preprocess(image))
-                sources.append(image)
+                read.append(position)
             except ImageError as error:
-                results[image] = {"source": image, "error": str(error)}
+                ordered[position] = {"source": image, "error": str(error)}
         if arrays:
             import numpy as np
 
-            for prediction in predictor.predict_arrays(np.stack(arrays), top_k=top_k, sources=sources):
-                results[prediction.source] = prediction.to_dict()
+            sources = [images[position] for position in read]
+            predictions = predictor.predict_arrays(np.stack(arrays), top_k=top_k, sources=sources)
+            for position, prediction in zip(read, predictions, strict=True):
+                ordered[position] = prediction.to_dict()
         backend_description = predictor.backend
-    ordered = [results[image] for image in dict.fromkeys(images)]
     failed = [r for r in ordered if "error" in r]
     if as_json:
         click.echo(json.dumps({"backend": backend_description, "predictions": ordered}, indent=2))

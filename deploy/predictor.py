@@ -90,6 +90,7 @@ class Predictor:
         device: str | None = None,
         labels: Sequence[str] | str | Path | None = None,
     ) -> None:
+        self.path = Path(path)
         self.runtime, self.bundle = open_model(path, backend=backend, device=device)
         info: ModelInfo | None = self.runtime.info
         if info is None:
@@ -121,7 +122,7 @@ class Predictor:
         A single image (not in a list) is accepted too. An unreadable image raises
         `ImageError` naming it; `resnet-deploy predict` shows how to carry on past one.
         """
-        if isinstance(images, (str, Path, np.ndarray)) or not isinstance(images, Iterable):
+        if isinstance(images, (str, Path, bytes, bytearray, np.ndarray)) or not isinstance(images, Iterable):
             images = [images]
         images = list(images)
         batch = (
@@ -142,6 +143,12 @@ class Predictor:
         if len(sources) != len(batch):
             raise ToolkitError(f"{len(sources)} sources for a batch of {len(batch)} inputs")
         logits = self._logits(batch)
+        broken = ~np.isfinite(logits).all(axis=1)
+        if broken.any():
+            raise ArtifactError(
+                f"{self.path} gives NaN or infinite scores (for {sources[int(np.argmax(broken))]}); its weights or the input "
+                "hold non-finite values: check the input, or re-export the model with validation"
+            )
         probabilities = softmax(logits) if len(logits) else logits
         predictions = []
         for source, row in zip(sources, probabilities, strict=True):

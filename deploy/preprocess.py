@@ -7,12 +7,16 @@ shorter side is `resize` (256 for a 224 crop), bilinear with antialiasing; centr
 normalise. Grayscale, RGBA (alpha dropped, as torchvision's loaders do) and palette images are
 converted to RGB. Pillow is the only image dependency (`pip install '.[images]'`).
 
-Accepted images: a file path, a PIL image, or a NumPy array laid out H x W (grayscale) or
-H x W x C (C = 1, 3 or 4), either uint8 (0-255) or float in [0, 1].
+Accepted images: a file path (str, Path, or bytes as `os` functions take them), a PIL image, or
+a NumPy array laid out H x W (grayscale) or H x W x C (C = 1, 3 or 4), uint8 (0-255), uint16
+(0-65535) or float in [0, 1]. Every problem with an image is an `ImageError` naming it: a
+missing file or a folder, an unreadable or empty one, a decompression bomb (more than
+`MAX_PIXELS`), NaN pixels, or one so elongated that the recipe's resize would blow up.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +35,15 @@ def _pil():
     return require("PIL", "reading images")
 
 
+MAX_PIXELS = 100_000_000  # decoded image size read at most (100 megapixels, about 300 MB as RGB)
+MAX_RESIZED_PIXELS = 16_777_216  # pixels after the resize of an ImageNet-style recipe (4096 x 4096)
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
 def describe_image(image: Any) -> str:
     """How to name an image in messages: its path, or its kind."""
+    if isinstance(image, (bytes, bytearray)):
+        return os.fsdecode(bytes(image))
     if isinstance(image, (str, Path)):
         return str(image)
     if isinstance(image, np.ndarray):
@@ -40,24 +51,54 @@ def describe_image(image: Any) -> str:
     return type(image).__name__
 
 
-def load_image(image: Any):
-    """An RGB PIL image from a path, a PIL image or an array (see the module docstring)."""
-    PIL = _pil()
+def _check_size(width: int, height: int, name: str) -> None:
+    if width < 1 or height < 1:
+        raise ImageError(f"{name} is empty ({width}x{height} pixels)")
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels); images up to "
+            f"{MAX_PIXELS / 1e6:.0f} megapixels are read: scale it down first"
+        )
+
+
+def _open_file(path: Path):
+    """A decoded PIL image from a file, refusing decompression bombs before decoding."""
+    import warnings
+
+    import PIL
     from PIL import Image
 
-    if isinstance(image, (str, Path)):
-        path = Path(image)
-        if not path.is_file():
-            raise ImageError(f"image {path} does not exist")
-        try:
+    if path.is_dir():
+        raise ImageError(f"{path} is a folder, not an image file")
+    if not path.is_file():
+        raise ImageError(f"image {path} does not exist")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
+                _check_size(opened.width, opened.height, f"image {path}")
                 opened.load()
-                picture = opened.copy()
-        except (PIL.UnidentifiedImageError, OSError, ValueError) as error:
-            raise ImageError(
-                f"{path} is not a readable image ({str(error).splitlines()[0][:100] if str(error) else type(error).__name__})"
-            ) from None
+                return opened.copy()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(f"image {path} is too large to decode safely ({str(error).split('.')[0]})") from None
+    except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        reason = str(error).splitlines()[0][:100] if str(error) else type(error).__name__
+        raise ImageError(f"{path} is not a readable image ({reason})") from None
+
+
+def load_image(image: Any):
+    """An RGB PIL image from a path (str, Path or bytes), a PIL image or an array (see the
+    module docstring). Bounded: at most `MAX_PIXELS` decoded; 16-bit images are scaled to
+    8 bits, not clipped."""
+    _pil()
+    from PIL import Image
+
+    if isinstance(image, (bytes, bytearray)):
+        image = os.fsdecode(bytes(image))  # a file name in bytes, as os functions accept
+    if isinstance(image, (str, Path)):
+        picture = _open_file(Path(image))
     elif isinstance(image, Image.Image):
+        _check_size(image.width, image.height, "the image")
         picture = image
     elif isinstance(image, np.ndarray):
         picture = _from_array(image)
@@ -65,6 +106,11 @@ def load_image(image: Any):
         raise ImageError(
             f"cannot read an image from a {type(image).__name__}; give a path, a PIL image or a NumPy array"
         )
+    if picture.mode in _SIXTEEN_BIT:  # 16-bit grayscale: scale 0-65535 to 0-255 (convert() would clip)
+        wide = np.clip(np.asarray(picture, dtype=np.int64), 0, 65535)
+        picture = Image.fromarray(np.round(wide / 257.0).astype(np.uint8))
+    elif picture.mode == "F":  # floating point: [0, 1], as arrays are
+        picture = Image.fromarray(np.round(np.clip(np.asarray(picture), 0, 1) * 255).astype(np.uint8))
     if picture.mode in ("P", "PA"):  # palette: through RGBA, so transparency info isn't misread
         picture = picture.convert("RGBA")
     return picture.convert("RGB") if picture.mode != "RGB" else picture
@@ -77,9 +123,14 @@ def _from_array(array: np.ndarray):
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise ImageError(f"an image array is H x W or H x W x C with C 1, 3 or 4; got shape {array.shape}")
-    if array.dtype != np.uint8:
+    _check_size(array.shape[1], array.shape[0], f"image array {array.shape}")
+    if array.dtype == np.uint16:
+        array = np.round(array / 257.0).astype(np.uint8)
+    elif array.dtype != np.uint8:
         if not np.issubdtype(array.dtype, np.floating):
-            raise ImageError(f"an image array is uint8 or float in [0, 1]; got {array.dtype}")
+            raise ImageError(f"an image array is uint8, uint16 or float in [0, 1]; got {array.dtype}")
+        if not np.isfinite(array).all():
+            raise ImageError(f"image array {array.shape} holds NaN or infinite values")
         array = np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
     return Image.fromarray(np.ascontiguousarray(array))  # mode from the shape: L, RGB or RGBA
 
@@ -108,6 +159,11 @@ def preprocess(image: Any, spec: InputSpec) -> np.ndarray:
     picture = load_image(image)
     if spec.resize is not None:
         size = resized_size(picture.width, picture.height, spec.resize)
+        if size[0] * size[1] > MAX_RESIZED_PIXELS:
+            raise ImageError(
+                f"{describe_image(image)} is {picture.width}x{picture.height}: too elongated for this model's recipe "
+                f"(its shorter side resized to {spec.resize} would make it {size[0]}x{size[1]})"
+            )
         picture = picture.resize(size, Image.BILINEAR) if size != picture.size else picture
         picture = picture.crop(center_crop_box(picture.width, picture.height, spec.width, spec.height))
     elif picture.size != (spec.width, spec.height):

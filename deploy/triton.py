@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import ArtifactError, ToolkitError
-from toolkit.files import publish_folder
+from toolkit.files import check_replaceable_folder, publish_folder
+from toolkit.numbers import check_number
 
 from .artifacts.labels import resolve_labels
 from .artifacts.manifest import BatchProfile, read_manifest
@@ -28,6 +29,7 @@ from .artifacts.tensors import TensorInfo
 from .runtimes.open import backend_of
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+INT32_MAX = 2**31 - 1
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 DEFAULT_MAX_BATCH = 64
 
@@ -139,14 +141,17 @@ def triton_config(
     labels: bool = False,
 ) -> TritonConfig:
     """The Triton config for a model read by `read_served_model`."""
-    if not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise ToolkitError(
             f"model name {name!r} must be letters, digits, '_', '.' or '-' (no slashes or spaces), starting with a letter or digit"
         )
-    if instances < 1:
-        raise ToolkitError(f"--instances must be at least 1, got {instances}")
-    if max_queue_delay_us < 0:
-        raise ToolkitError(f"--max-queue-delay-us must be 0 or more, got {max_queue_delay_us}")
+    # Within the ranges of Triton's ModelConfig fields (int32; uint64 for the queue delay).
+    check_number(instances, "--instances", integer=True, low=1, high=INT32_MAX)
+    check_number(max_queue_delay_us, "--max-queue-delay-us", integer=True, limit="uint64")
+    if max_batch is not None:
+        check_number(max_batch, "--max-batch", integer=True, limit="int32")
+    for size in preferred_batch:
+        check_number(size, "--preferred-batch", integer=True, limit="int32")
     if instance_kind not in ("KIND_GPU", "KIND_CPU"):
         raise ToolkitError(f"instance kind must be KIND_GPU or KIND_CPU, got {instance_kind!r}")
     file_name = model.path.name
@@ -232,14 +237,50 @@ def write_triton_model(
     config = triton_config(served, name, labels=labels is not None, **options)
     label_list = resolve_labels(labels, config.output_dims[-1])
     target = repository / name
-    if target.exists() and not force:
-        raise ToolkitError(f"{target} already exists; choose another --name or pass --force to replace it")
-    repository.mkdir(parents=True, exist_ok=True)
+    if repository.exists() and not repository.is_dir():
+        raise ToolkitError(f"repository {repository} exists and is not a folder")
+    inputs = [served.path] + ([labels] if isinstance(labels, (str, Path)) else [])
+    if repository.is_dir():
+        check_replaceable_folder(
+            target,
+            force=force,
+            is_ours=lambda folder: _is_triton_model(folder, name),
+            what="Triton model",
+            inputs=inputs,
+        )
+    created = _missing_folders(repository)
     file_name = "model.plan" if config.platform == "tensorrt_plan" else "model.onnx"
-    with publish_folder(target) as folder:
-        (folder / "1").mkdir()
-        shutil.copyfile(served.path, folder / "1" / file_name)
-        (folder / "config.pbtxt").write_text(config.to_pbtxt(), encoding="utf-8")
-        if label_list is not None:
-            (folder / "labels.txt").write_text("\n".join(label_list) + "\n", encoding="utf-8")
+    try:
+        repository.mkdir(parents=True, exist_ok=True)
+        with publish_folder(target) as folder:
+            (folder / "1").mkdir()
+            shutil.copyfile(served.path, folder / "1" / file_name)
+            (folder / "config.pbtxt").write_text(config.to_pbtxt(), encoding="utf-8")
+            if label_list is not None:
+                (folder / "labels.txt").write_text("\n".join(label_list) + "\n", encoding="utf-8")
+    except BaseException:
+        for folder in created:  # the repository folders this run created go with it
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     return target
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """The folders `mkdir(parents=True)` would create for `path`, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _is_triton_model(folder: Path, name: str) -> bool:
+    """Whether `folder` is a Triton model folder of that name (its config.pbtxt says so)."""
+    config = folder / "config.pbtxt"
+    if config.is_symlink() or not config.is_file():
+        return False
+    try:
+        return f'name: "{name}"' in config.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False

@@ -6,16 +6,19 @@ import functools
 
 import click
 
+from deploy.artifacts.manifest import manifest_path
 from deploy.runtimes.gpu import require_cuda
 from deploy.runtimes.tensorrt import import_tensorrt
 from resnet.cli import model_options
-from resnet.registry import create
+from resnet.model import model_name
+from resnet.registry import create, model_entry
 from resnet.spec import DATASET_INPUTS
 from toolkit.cli import ToolkitCommand, json_option, options, parse_floats, parse_size, progress_printer, write_json
-from toolkit.files import check_writable
+from toolkit.files import check_outputs
+from toolkit.numbers import Number
 
 from .engine import OPT_LEVELS, BuildReport, build_engine
-from .onnx_export import ExportReport, export_onnx
+from .onnx_export import ExportReport, default_output_name, export_onnx
 from .onnx_graph import DEFAULT_OPSET, SUPPORTED_OPSETS
 from .validate import Thresholds, ValidationFailed, ValidationReport
 
@@ -34,28 +37,28 @@ def threshold_options(function):
     return options(
         click.option(
             "--atol",
-            type=float,
+            type=Number(low=0),
             default=Thresholds.atol,
             show_default=True,
             help="FP32 (engines: without TF32): largest error, in units of the largest |logit|.",
         ),
         click.option(
             "--rtol",
-            type=float,
+            type=Number(low=0),
             default=Thresholds.rtol,
             show_default=True,
             help="FP32: additional error allowed relative to each logit.",
         ),
         click.option(
             "--min-cosine",
-            type=float,
+            type=Number(low=0, high=1),
             default=Thresholds.min_cosine,
             show_default=True,
             help="FP16 (and TF32 engines): smallest per-image cosine similarity.",
         ),
         click.option(
             "--min-top1",
-            type=float,
+            type=Number(low=0, high=1),
             default=Thresholds.min_top1,
             show_default=True,
             help="FP16 (and TF32 engines): smallest top-1 agreement.",
@@ -76,7 +79,7 @@ def threshold_options(function):
 @click.option("--std", default=None, help="Normalisation std R,G,B recorded in the file. [default: the dataset's]")
 @click.option(
     "--opset",
-    type=int,
+    type=Number(integer=True),
     default=DEFAULT_OPSET,
     show_default=True,
     help=f"Default-domain opset of the file, exactly ({_RANGE}).",
@@ -96,7 +99,7 @@ def threshold_options(function):
 )
 @click.option(
     "--batch",
-    type=click.IntRange(min=1),
+    type=Number(integer=True, limit="batch"),
     default=1,
     show_default=True,
     help="Example batch (the fixed batch with --static-batch).",
@@ -127,7 +130,7 @@ def threshold_options(function):
 @threshold_options
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
+    type=Number(integer=True, limit="threads"),
     default=None,
     help="ONNX Runtime threads for validation. [default: one per core]",
 )
@@ -180,10 +183,14 @@ def main(
             mean=parse_floats(mean, 3, "--mean") if mean else spec.mean,
             std=parse_floats(std, 3, "--std") if std else spec.std,
         )
+    # Every output is checked before any work: nothing is written unless all of them can be.
+    model_entry(depth, dataset)
+    output = output or default_output_name(model_name(depth, dataset), precision)
+    outputs = [output, json_path] + ([engine, manifest_path(engine)] if engine else [])
+    check_outputs(*outputs, inputs=[weights] if weights else [])
     model = create(depth, dataset, shortcut=shortcut, num_classes=num_classes, weights=weights, input_spec=spec)
     if engine:
         # Fail before a long export, not after it.
-        check_writable(engine)
         import_tensorrt()
         require_cuda()
     quiet = json_path == "-"
@@ -285,19 +292,32 @@ def format_report(report: ExportReport) -> str:
     help="The engine precision you expect; the file decides, and a mismatch is an error that says how to get the right file.",
 )
 @click.option(
-    "--min-batch", type=int, default=None, help="Smallest batch of the profile. [default: 1, or the file's fixed batch]"
+    "--min-batch",
+    type=Number(integer=True, limit="batch"),
+    default=None,
+    help="Smallest batch of the profile. [default: 1, or the file's fixed batch]",
 )
-@click.option("--opt-batch", type=int, default=None, help="Batch the engine is tuned for. [default: 32]")
-@click.option("--max-batch", type=int, default=None, help="Largest batch of the profile. [default: 64]")
+@click.option(
+    "--opt-batch",
+    type=Number(integer=True, limit="batch"),
+    default=None,
+    help="Batch the engine is tuned for. [default: 32]",
+)
+@click.option(
+    "--max-batch",
+    type=Number(integer=True, limit="batch"),
+    default=None,
+    help="Largest batch of the profile. [default: 64]",
+)
 @click.option(
     "--workspace",
-    type=int,
+    type=Number(integer=True, limit="workspace MiB"),
     default=None,
     help="Builder workspace memory-pool limit, MiB. [default: TensorRT's (the GPU's memory)]",
 )
 @click.option(
     "--opt-level",
-    type=int,
+    type=Number(integer=True),
     default=None,
     help=f"Builder optimization level {OPT_LEVELS.start}-{OPT_LEVELS.stop - 1}. [default: TensorRT's, 3]",
 )

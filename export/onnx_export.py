@@ -13,12 +13,13 @@ from deploy.artifacts.metadata import ModelInfo
 from deploy.artifacts.tensors import TensorInfo
 from deploy.runtimes import RuntimeOptions, open_runtime
 from resnet.model import ResNet
-from resnet.summary import count_parameters
+from resnet.summary import count_parameters, estimated_memory
 from toolkit.files import check_writable, publish, staging_folder
+from toolkit.numbers import check_memory, check_number
 from toolkit.provenance import versions
 
 from .lint import LintReport, check_onnx
-from .onnx_graph import DEFAULT_OPSET, ExportError, check_opset, resnet_to_onnx, resolve_io_dtype
+from .onnx_graph import DEFAULT_OPSET, check_opset, resnet_to_onnx, resolve_io_dtype
 from .validate import (
     FP16_ON_CPU_NOTE,
     Thresholds,
@@ -80,9 +81,14 @@ class ExportReport:
         }
 
 
-def default_output(model: ResNet, precision: str) -> Path:
+def default_output_name(name: str, precision: str) -> Path:
     """`resnet50.onnx`, `resnet50_fp16.onnx`, `resnet20_cifar10.onnx` in the current folder."""
-    return Path(f"{model.name}{'' if precision == 'fp32' else '_' + precision}.onnx")
+    return Path(f"{name}{'' if precision == 'fp32' else '_' + precision}.onnx")
+
+
+def default_output(model: ResNet, precision: str) -> Path:
+    """`default_output_name` of a model."""
+    return default_output_name(model.name, precision)
 
 
 def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
@@ -119,10 +125,15 @@ def export_onnx(
     step = progress or (lambda message: None)
     check_opset(opset)
     io_dtype = resolve_io_dtype(precision, io_dtype)
-    if batch < 1:
-        raise ExportError(f"batch must be at least 1, got {batch}")
+    check_number(batch, "batch", integer=True, limit="batch")
     output = check_writable(Path(output) if output is not None else default_output(model, precision))
     device = validation_device(validate_on, precision) if validate else None
+    if validate:
+        check_memory(
+            estimated_memory(model, max(validation_batches(batch, dynamic_batch))),
+            f"validating {model.name} at batch {max(validation_batches(batch, dynamic_batch))}",
+            "lower --batch or --input-size, or pass --no-validate",
+        )
     timings: dict[str, float] = {}
     started = time.perf_counter()
 

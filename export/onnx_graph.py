@@ -89,6 +89,12 @@ class _GraphWriter:
 
     def weight(self, name: str, array: np.ndarray) -> str:
         """A float initializer in the graph's precision (rounded once, from float64)."""
+        if not np.isfinite(array).all():
+            bad = int((~np.isfinite(array)).sum())
+            raise ExportError(
+                f"{name} holds {bad} NaN or infinite values (after folding BatchNorm); the weights are damaged, "
+                "so the file would compute nothing useful"
+            )
         if self.float_type is np.float16 and np.abs(array).max(initial=0.0) > FP16_MAX:
             raise ExportError(
                 f"{name} has values beyond FP16's range ({np.abs(array).max():.3g} > {FP16_MAX:.0f}); export it as fp32"

@@ -27,6 +27,7 @@ import torch
 
 from deploy.runtimes.base import Runtime
 from toolkit.errors import ToolkitError
+from toolkit.numbers import check_number
 from toolkit.precision import FP16_MAX
 
 
@@ -39,11 +40,9 @@ class Thresholds:
 
     def __post_init__(self) -> None:
         for name in ("atol", "rtol"):
-            if getattr(self, name) < 0:
-                raise ToolkitError(f"{name} must be zero or positive, got {getattr(self, name)}")
+            check_number(getattr(self, name), name, low=0)
         for name in ("min_cosine", "min_top1"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ToolkitError(f"{name.replace('_', '-')} must be between 0 and 1, got {getattr(self, name)}")
+            check_number(getattr(self, name), name.replace("_", "-"), low=0, high=1)
 
 
 @dataclass

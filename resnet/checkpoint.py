@@ -8,6 +8,7 @@ with `torch.load(weights_only=True)`, which never runs code from the file.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,16 +26,32 @@ LISTED = 5  # keys shown per kind of mismatch
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, unwrapped and with wrapper prefixes removed."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a file")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+        raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch.load raises almost anything on a foreign file
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(
-            f"checkpoint {path} is not a readable PyTorch state_dict file ({first_line[:160]})"
-        ) from None
+        raise CheckpointError(_unreadable(path, error)) from None
     return unwrap_state_dict(data, source=str(path))
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    """Why a checkpoint can't be read, in one sentence. Only tensors (and plain containers) are
+    ever loaded: a file holding other Python objects could run code when unpickled, so that is
+    said plainly, and never worked around."""
+    foreign = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    if foreign:
+        return (
+            f"checkpoint {path} holds Python objects besides tensors ({foreign.group(1)}), which this toolkit never "
+            "loads (unpickling them can run code from the file); save the weights alone: "
+            "torch.save(model.state_dict(), path)"
+        )
+    return (
+        f"checkpoint {path} is not a PyTorch checkpoint of tensors (torch.load could not read it as one); "
+        "save one with torch.save(model.state_dict(), path)"
+    )
 
 
 def unwrap_state_dict(data: object, source: str = "checkpoint") -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import click
 
 from toolkit.cli import options
+from toolkit.numbers import Number
 
 from .registry import CIFAR_MODELS, DATASETS, IMAGENET_MODELS, create, registered_models
 from .summary import summarize
@@ -35,7 +36,10 @@ def model_options(*, depth_required: bool, depth_help: str = "", note: str = "")
             help="Option A (slice + zero pad) or B (1x1 projection). [default: B for ImageNet, A for CIFAR]" + suffix,
         ),
         click.option(
-            "--num-classes", type=click.IntRange(min=1), default=None, help="[default: the dataset's]" + suffix
+            "--num-classes",
+            type=Number(integer=True, limit="classes"),
+            default=None,
+            help="[default: the dataset's]" + suffix,
         ),
     )
 

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from toolkit.numbers import check_number
+
 from .blocks import BLOCKS, BasicBlock, Bottleneck
 from .errors import ToolkitError
 from .shortcuts import SHORTCUT_KINDS
@@ -94,8 +96,9 @@ class ResNet(nn.Module):
             raise ToolkitError(
                 f"layers {tuple(layers)} and widths {tuple(widths)} must be equally long, with at least one block per stage"
             )
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool):
             raise ToolkitError(f"num_classes must be a positive integer, got {num_classes!r}")
+        check_number(num_classes, "num_classes", integer=True, limit="classes")
         dataset = dataset or ("imagenet" if stem == "imagenet" else "cifar10")
         if dataset not in DATASET_INPUTS:
             raise ToolkitError(f"dataset must be one of {', '.join(DATASET_INPUTS)}, got {dataset!r}")

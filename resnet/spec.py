@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
+from toolkit.numbers import LIMITS, check_number
+
 from .errors import ToolkitError
 
 
@@ -29,14 +31,18 @@ class InputSpec:
     channels: int = 3
 
     def __post_init__(self) -> None:
-        if self.height < 1 or self.width < 1:
-            raise ToolkitError(f"input size must be positive, got {self.height}x{self.width}")
+        for side in (self.height, self.width):
+            check_number(side, "input size (pixels per side)", integer=True, limit="input size")
+        if self.resize is not None:
+            check_number(self.resize, "resize (shorter side)", integer=True, low=1, high=4 * LIMITS["input size"][1])
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ToolkitError(f"mean and std need three values (R, G, B), got {self.mean} and {self.std}")
-        if min(self.std) <= 0:
-            raise ToolkitError(f"std values must be positive, got {self.std}")
-        if self.num_classes < 1:
-            raise ToolkitError(f"num_classes must be a positive integer, got {self.num_classes}")
+        for value in self.mean:
+            check_number(value, "mean values", low=-1e6, high=1e6)
+        for value in self.std:
+            check_number(value, "std values", low=0, low_open=True, high=1e6)
+        check_number(self.num_classes, "num_classes", integer=True, limit="classes")
+        check_number(self.channels, "input channels", integer=True, low=1, high=4)
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
 

@@ -76,3 +76,33 @@ def summarize(model: nn.Module) -> ModelSummary:
         input_shape=input_shape,
         output_shape=output_shape,
     )
+
+
+def largest_activation(architecture, height: int, width: int) -> int:
+    """Elements of the largest tensor one image produces on its way through a ResNet of
+    `architecture` at `height` x `width`: the stem's convolution or a stage's output.
+
+    Computed from the architecture alone (no memory, no arithmetic), to estimate a run's memory
+    before allocating; the tests check it against a real forward pass.
+    """
+    half = lambda n: (n + 1) // 2  # noqa: E731 - a 3x3 or 7x7 convolution (or pool) with stride 2 and "same" padding
+    h, w = (half(height), half(width)) if architecture.stem == "imagenet" else (height, width)
+    largest = architecture.widths[0] * h * w
+    if architecture.stem == "imagenet":
+        h, w = half(h), half(w)  # the max-pool
+    for index, channels in enumerate(architecture.widths):
+        if index:
+            h, w = half(h), half(w)
+        largest = max(largest, channels * architecture.expansion * h * w)
+    return largest
+
+
+def estimated_memory(model: nn.Module, batch: int) -> int:
+    """A rough upper estimate of the bytes one forward pass of `batch` images needs at the
+    model's input size: the input and a few of the largest activations alive at once (FP32),
+    plus the weights."""
+    spec = model.input_spec
+    per_image = spec.channels * spec.height * spec.width + 4 * largest_activation(
+        model.architecture, spec.height, spec.width
+    )
+    return 4 * (batch * per_image + count_parameters(model))

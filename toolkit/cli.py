@@ -39,14 +39,21 @@ class _OneLineErrors:
         super().__init__(*args, **kwargs)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: D102
+        from .files import on_notice
+
         prog = prog_name or self.name
+        on_notice(lambda message: _one_line(prog, f"note: {message}"))
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
-        except click.Abort:
-            _one_line(prog, "interrupted (files are only ever written complete, so nothing half-written was left)")
-            sys.exit(130)
+        except click.Abort as stop:
+            from .launch import Terminated
+
+            terminated = isinstance(stop.__cause__ or stop.__context__, Terminated)
+            what = "terminated" if terminated else "interrupted"
+            _one_line(prog, f"{what} (files are only ever written complete, so nothing half-written was left)")
+            sys.exit(143 if terminated else 130)
         except click.ClickException as error:
             _one_line(prog, error.format_message())
             sys.exit(USAGE_ERROR if isinstance(error, click.UsageError) else error.exit_code)

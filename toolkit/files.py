@@ -1,37 +1,207 @@
-"""Writing files and folders so that a reader never sees half of one, and checksums.
+"""Writing files and folders so that a reader never sees half of one, nothing a user had is lost,
+and checksums.
 
-A file is written to a temporary name beside its destination and renamed onto it (`atomic_path`,
-`write_bytes_atomic`); several files that belong together are prepared in a hidden staging
-folder beside their destination and moved into place once they are complete and checked
-(`staging_folder`, `publish`); a whole folder (a bundle, a Triton model) is assembled the same
-way and renamed into place (`publish_folder`). Being on the same file system, each move is one
-atomic rename.
+Every output is prepared in a hidden staging folder beside its destination (`staging_folder`)
+and moved into place once it is complete and checked (`publish` for a file, `publish_folder`
+for a folder such as a bundle or a Triton model); being on the same file system, each move is one
+atomic rename. `atomic_path` and `write_bytes_atomic` do this for a single file.
+
+The rules, checked before any work (`check_outputs`):
+
+- an output's folder exists and can be written to; an existing output file is writable (a
+  read-only file is refused, not silently replaced) and keeps its permissions when replaced;
+- a folder may be replaced only by the caller's decision (`--force`), and never the current
+  folder or one that holds an input.
+
+A staging folder carries a marker naming the process that made it. One left by a run that was
+killed (SIGKILL, out of memory) is removed by the next run that stages in the same folder, once
+its process is gone (or, on another machine, a day later), and a notice says so. SIGINT and
+SIGTERM are handled by the commands (`toolkit.launch`): the staging folder goes with them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import socket
+import stat
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ToolkitError
 
+STAGING_PREFIX = ".staging-"
+STAGING_MARKER = ".resnet-deploy-toolkit-staging"
+STALE_ELSEWHERE_S = 24 * 3600  # a staging folder from another machine is stale after a day
+
+_notice: Callable[[str], None] | None = None
+
+
+def on_notice(handler: Callable[[str], None] | None) -> None:
+    """Where notices go (the commands print them on stderr; library callers get none by default)."""
+    global _notice
+    _notice = handler
+
+
+def notice(message: str) -> None:
+    if _notice is not None:
+        _notice(message)
+
+
+def _folder_of(path: Path) -> Path:
+    return path.parent if str(path.parent) else Path(".")
+
 
 def check_writable(path: str | Path) -> Path:
-    """`path` as a Path, after checking that its folder exists and can be written to."""
+    """`path` as a Path, after checking that it can be written: its folder exists and is
+    writable, it is not a folder, and an existing file there is writable (not read-only)."""
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = _folder_of(path)
     if path.is_dir():
         raise ToolkitError(f"cannot write {path}: it is a folder; give a file name")
     if not folder.is_dir():
         raise ToolkitError(f"cannot write {path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ToolkitError(f"cannot write {path}: folder {folder} is not writable")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise ToolkitError(f"cannot write {path}: it exists and is not a regular file")
+    if path.exists() and (not os.access(path, os.W_OK) or not stat.S_IMODE(path.stat().st_mode) & 0o222):
+        raise ToolkitError(f"cannot write {path}: the file is read-only; make it writable or choose another name")
     return path
+
+
+def check_outputs(*paths: str | Path | None, inputs: Iterable[str | Path] = ()) -> list[Path]:
+    """Check every output path of a command before any work (`check_writable` for each; "-" and
+    None, meaning stdout or nothing, are skipped); no output may be one of the `inputs`, and two
+    outputs may not be the same file."""
+    checked, seen = [], {}
+    sources = {Path(p).resolve() for p in inputs if p is not None}
+    for path in paths:
+        if path is None or str(path) == "-":
+            continue
+        path = check_writable(path)
+        resolved = path.resolve()
+        if resolved in sources:
+            raise ToolkitError(f"cannot write {path}: it is an input of this command")
+        if resolved in seen:
+            raise ToolkitError(f"{seen[resolved]} and {path} are the same file; give each output its own name")
+        seen[resolved] = path
+        checked.append(path)
+    return checked
+
+
+def check_replaceable_folder(
+    target: str | Path, *, force: bool, is_ours: Callable[[Path], bool], what: str, inputs: Iterable[str | Path] = ()
+) -> Path:
+    """A folder about to be written whole (a bundle, a Triton model): refused when it exists,
+    unless `force` and `is_ours(target)` (it is a folder this toolkit wrote, e.g. it has our
+    manifest); never the current folder, an ancestor of it, or a folder that holds an input."""
+    target = Path(target)
+    resolved = target.resolve()
+    if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
+        raise ToolkitError(f"{target} is the current folder or holds it; give a new folder for the {what}")
+    for source in inputs:
+        source = Path(source).resolve()
+        if resolved == source or resolved in source.parents:
+            raise ToolkitError(
+                f"{target} holds {source.name}, an input of this command; give a new folder for the {what}"
+            )
+    if not _folder_of(target).is_dir():
+        raise ToolkitError(f"cannot write {target}: folder {_folder_of(target)} does not exist")
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise ToolkitError(f"{target} exists and is not a folder; choose another name")
+    if target.exists():
+        if not force:
+            raise ToolkitError(f"{target} already exists; choose another folder or pass --force to replace it")
+        if not is_ours(target):
+            raise ToolkitError(
+                f"{target} exists and is not a {what} (--force replaces only a {what} this toolkit wrote); choose another folder"
+            )
+    return target
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_stale(stage: Path) -> bool:
+    """A staging folder of ours whose run is over (killed before it could clean up)."""
+    try:
+        marker = json.loads((stage / STAGING_MARKER).read_text())
+    except (OSError, ValueError):
+        return False  # not recognisably ours: leave it
+    if marker.get("host") == socket.gethostname():
+        return not _process_alive(int(marker.get("pid", 0)))
+    return time.time() - float(marker.get("created", time.time())) > STALE_ELSEWHERE_S
+
+
+def remove_stale_staging(folder: str | Path) -> list[Path]:
+    """Remove the staging folders in `folder` left by runs that were killed; returns them."""
+    removed = []
+    for stage in Path(folder).glob(f"{STAGING_PREFIX}*"):
+        if stage.is_dir() and not stage.is_symlink() and _is_stale(stage):
+            shutil.rmtree(stage, ignore_errors=True)
+            removed.append(stage)
+            notice(f"removed {stage}, left by an earlier run that was interrupted")
+    return removed
+
+
+@contextmanager
+def staging_folder(folder: str | Path) -> Iterator[Path]:
+    """A hidden temporary folder inside `folder`, removed with whatever is left in it at the end.
+
+    Files are prepared (and checked) there, then moved into place with `publish`. Staging
+    folders left in `folder` by killed runs are removed first.
+    """
+    folder = Path(folder)
+    remove_stale_staging(folder)
+    stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    (stage / STAGING_MARKER).write_text(
+        json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "created": time.time()})
+    )
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _mode_for(final: Path) -> int:
+    """The permissions a published file gets: an existing file's own, else the umask's."""
+    if final.is_file():
+        return stat.S_IMODE(final.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def publish(staged: str | Path, final: str | Path) -> Path:
+    """Move a finished file from a staging folder onto `final` (flushed to disk first)."""
+    staged, final = Path(staged), Path(final)
+    with open(staged, "rb+") as written:
+        os.fsync(written.fileno())
+    os.chmod(staged, _mode_for(final))
+    os.replace(staged, final)
+    return final
 
 
 @contextmanager
@@ -42,15 +212,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     the complete new file or whatever was there before.
     """
     path = check_writable(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    temporary = Path(temporary)
-    try:
+    with staging_folder(_folder_of(path)) as stage:
+        temporary = stage / path.name
         yield temporary
         publish(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
@@ -64,50 +229,17 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@contextmanager
-def staging_folder(folder: str | Path) -> Iterator[Path]:
-    """A hidden temporary folder inside `folder`, removed with whatever is left in it at the end.
-
-    Files are prepared (and checked) there, then moved into place with `publish`.
-    """
-    folder = Path(folder)
-    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
-    try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def publish(staged: str | Path, final: str | Path) -> Path:
-    """Move a finished file from a staging folder onto `final` (flushed to disk first)."""
-    staged, final = Path(staged), Path(final)
-    with open(staged, "rb+") as written:
-        os.fsync(written.fileno())
-    os.chmod(staged, 0o644)
-    os.replace(staged, final)
-    return final
-
-
 @contextmanager
 def publish_folder(target: str | Path) -> Iterator[Path]:
     """An empty folder to fill, renamed onto `target` when the block ends without error.
 
     The folder is assembled in a staging folder beside `target`. An existing `target` (the
-    caller decided that it may be replaced) is moved aside only once the new folder is
-    complete, and removed with the staging folder. An exception (or Ctrl-C) inside the block
-    leaves `target` as it was.
+    caller decided that it may be replaced: `check_replaceable_folder`) is moved aside only
+    once the new folder is complete, and removed with the staging folder. An exception (or
+    Ctrl-C) inside the block leaves `target` as it was.
     """
     target = Path(target)
-    with staging_folder(target.parent if str(target.parent) else Path(".")) as stage:
+    with staging_folder(_folder_of(target)) as stage:
         folder = stage / "new"
         folder.mkdir()
         yield folder

@@ -11,9 +11,14 @@ from toolkit.errors import ArtifactError
 def read_labels(path: str | Path) -> list[str]:
     """One label per line (blank lines at the end ignored)."""
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"labels file {path} is a folder; give a text file with one label per line")
     if not path.is_file():
         raise ArtifactError(f"labels file {path} does not exist")
-    labels = path.read_text(encoding="utf-8").splitlines()
+    try:
+        labels = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ArtifactError(f"labels file {path} is not UTF-8 text (byte {error.start} can't be decoded)") from None
     while labels and not labels[-1].strip():
         labels.pop()
     return labels

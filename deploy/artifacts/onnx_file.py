@@ -37,6 +37,8 @@ def inspect_onnx(path: str | Path) -> OnnxSignature:
     import onnx
 
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a folder, not an ONNX file")
     if not path.is_file():
         raise ArtifactError(f"ONNX file {path} does not exist")
     try:

@@ -37,6 +37,8 @@ def open_runtime(
     """The runtime for a model file, by its suffix. `backend`, when given, is the backend the
     caller requires; a file of another kind is an error that says what to do instead."""
     path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path} is a folder, not a model file (.onnx, .plan, .engine, .pt, .pth)")
     if not path.is_file():
         raise ArtifactError(f"model file {path} does not exist")
     kind = backend_of(path)

@@ -101,7 +101,7 @@ def test_small_images_are_upscaled(images):
     [
         ("missing.png", "image missing.png does not exist"),
         (np.zeros((4, 4, 2), np.uint8), "H x W x C with C 1, 3 or 4"),
-        (np.zeros((4, 4), np.int32), "uint8 or float"),
+        (np.zeros((4, 4), np.int32), "uint8, uint16 or float"),
         (42, "cannot read an image from a int"),
     ],
 )

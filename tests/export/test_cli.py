@@ -100,14 +100,17 @@ def test_validation_failure_exits_1_and_names_the_figure(tmp_path):
     [
         (["--depth", 51], "depth 51 is not a registered imagenet ResNet; choose one of 18, 34, 50, 101, 152"),
         (["--depth", 50, "--opset", 9], "opset 9 is not supported; choose 11 to 25"),
-        (["--depth", 50, "--batch", 0], "Invalid value for '--batch': 0 is not in the range x>=1."),
+        (["--depth", 50, "--batch", 0], "Invalid value for '--batch': must be at least 1 and at most 4096, got 0"),
         (["--depth", 50, "--dataset", "mnist"], "Invalid value for '--dataset'"),
         (
             ["--depth", 20, "--dataset", "cifar10", "--input-size", "big"],
             "input size is one positive number or HEIGHTxWIDTH",
         ),
         (["--depth", 20, "--dataset", "cifar10", "--mean", "1,2"], "--mean takes 3 comma-separated numbers"),
-        (["--depth", 20, "--dataset", "cifar10", "--min-cosine", 2], "min-cosine must be between 0 and 1"),
+        (
+            ["--depth", 20, "--dataset", "cifar10", "--min-cosine", 2],
+            "Invalid value for '--min-cosine': must be at least 0 and at most 1, got 2",
+        ),
         (
             ["--depth", 20, "--dataset", "cifar10", "--weights", "/no/such/file.pth"],
             "checkpoint /no/such/file.pth does not exist",

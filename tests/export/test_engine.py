@@ -112,7 +112,10 @@ def test_fp32_twin_of_an_fp16_graph_computes_the_same_function_in_fp32(onnx_file
         (["{fp32}", "--min-batch", 8, "--max-batch", 4], "--min-batch 8 is larger than --max-batch 4"),
         (["{static}", "--max-batch", 64], "fixed batch of 8"),
         (["{fp32}", "--opt-level", 7], "--opt-level must be 0 to 5, got 7"),
-        (["{fp32}", "--workspace", 0], "--workspace must be at least 1 MiB"),
+        (
+            ["{fp32}", "--workspace", 0],
+            "Invalid value for '--workspace': must be at least 1 and at most 16777216, got 0",
+        ),
         (["{fp32}", "-o", "/no/such/folder/e.plan"], "folder /no/such/folder does not exist"),
         (["{fp32}", "--reference", "nothing.onnx"], "reference ONNX file nothing.onnx does not exist"),
     ],

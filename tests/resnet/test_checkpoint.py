@@ -87,7 +87,7 @@ def test_unreadable_and_missing_files(tmp_path):
         resnet.create(18, weights=tmp_path / "nope.pth")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(resnet.CheckpointError, match="not a readable PyTorch"):
+    with pytest.raises(resnet.CheckpointError, match="is not a PyTorch checkpoint of tensors"):
         resnet.create(18, weights=junk)
     other = tmp_path / "other.pth"
     torch.save({"epoch": 3, "notes": "no weights here"}, other)

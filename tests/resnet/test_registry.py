@@ -80,7 +80,7 @@ def test_zero_init_residual_zeroes_the_last_batchnorm_of_every_block():
         (dict(depth=50, dataset="cifar10"), ["50", "20, 32, 44, 56, 110, 1202"]),
         (dict(depth=50, dataset="mnist"), ["mnist", "imagenet, cifar10, cifar100"]),
         (dict(depth=50, shortcut="C"), ["'C'", "A, B"]),
-        (dict(depth=50, num_classes=0), ["num_classes", "positive integer", "0"]),
+        (dict(depth=50, num_classes=0), ["num_classes", "at least 1", "0"]),
         (dict(depth=50, num_classes=2.5), ["num_classes", "2.5"]),
     ],
 )

@@ -1,0 +1,58 @@
+"""The commands' entry points (setup.cfg's console_scripts).
+
+Each imports its command only after the signal handling is in place: Ctrl-C while torch is
+still importing is one line and exit 130, not a traceback, and SIGTERM is handled like Ctrl-C,
+so that a terminated run removes its staging folder like an interrupted one does (exit 143).
+"""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+
+COMMANDS = {
+    "resnet-export": ("export.cli", "main"),
+    "resnet-build": ("export.cli", "build_main"),
+    "resnet-bench": ("benchmark.cli", "main"),
+    "resnet-deploy": ("deploy.cli", "main"),
+}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that `finally` blocks clean up as for Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def launch(name: str) -> None:
+    signal.signal(signal.SIGTERM, _terminate)
+    module, attribute = COMMANDS[name]
+    try:
+        command = getattr(importlib.import_module(module), attribute)
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print(
+            f"{name}: {'terminated' if terminated else 'interrupted'} while starting; nothing was written",
+            file=sys.stderr,
+        )
+        sys.exit(143 if terminated else 130)
+    command(prog_name=name)
+
+
+def resnet_export() -> None:
+    launch("resnet-export")
+
+
+def resnet_build() -> None:
+    launch("resnet-build")
+
+
+def resnet_bench() -> None:
+    launch("resnet-bench")
+
+
+def resnet_deploy() -> None:
+    launch("resnet-deploy")
