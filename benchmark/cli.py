@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
-import time
 
 import click
 
 from resnet.cli import model_options
-from toolkit.cli import ToolkitCommand, json_option, parse_ints
+from toolkit.cli import ProgressBar, ToolkitCommand, json_option, parse_ints
 from toolkit.files import check_outputs
 from toolkit.numbers import LIMITS, Number, check_number
 
@@ -40,26 +38,6 @@ def parse_warmup(text: str) -> tuple[int | None, float | None]:
     if text.endswith("s"):
         return None, check_number(value, "--warmup seconds", limit="seconds")
     return check_number(value, "--warmup iterations", low=0, high=LIMITS["iterations"][1], integer=True), None
-
-
-class ProgressBar:
-    """One line on stderr, redrawn at most ten times a second (terminals only)."""
-
-    def __init__(self) -> None:
-        self.last = 0.0
-
-    def __call__(self, timer, fraction: float) -> None:
-        now = time.monotonic()
-        if fraction < 1.0 and now - self.last < 0.1:
-            return
-        self.last = now
-        filled = int(fraction * 30)
-        sys.stderr.write(
-            f"\r  {timer.label[:48]:<48} batch {timer.batch:<5} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}"
-        )
-        if fraction >= 1.0:
-            sys.stderr.write("\r" + " " * 100 + "\r")
-        sys.stderr.flush()
 
 
 @click.command("resnet-bench", cls=ToolkitCommand)
@@ -241,7 +219,8 @@ def main(
     else:
         sweep = parse_batches(batches)
     quiet = json_path == "-"
-    progress = ProgressBar() if not quiet and sys.stderr.isatty() else None
+    bar = ProgressBar(enabled=not quiet)
+    progress = (lambda timer, fraction: bar(f"{timer.label} batch {timer.batch}", fraction)) if bar.enabled else None
     try:
         run = run_benchmark(
             targets,

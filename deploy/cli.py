@@ -6,9 +6,14 @@ import json
 
 import click
 
-from toolkit.cli import ToolkitGroup, parse_ints
+from resnet.cli import model_options
+from toolkit.cli import ProgressBar, ToolkitCommand, ToolkitGroup, json_option, parse_ints, write_json
+from toolkit.files import check_outputs
+from toolkit.numbers import Number
 
 from .bundle import write_bundle
+from .datasets import read_image_folder
+from .evaluate import evaluate
 from .predictor import Predictor
 from .preprocess import ImageError
 from .triton import write_triton_model
@@ -162,3 +167,131 @@ def triton(
 
 if __name__ == "__main__":
     main()
+
+
+@click.command("resnet-eval", cls=ToolkitCommand)
+@click.argument("model", type=click.Path())
+@click.argument("data", type=click.Path())
+@click.option(
+    "--reference",
+    type=click.Path(),
+    default=None,
+    help="A second model run on the same images (the FP32 file, or the checkpoint): top-1 agreement and "
+    "the largest probability difference.",
+)
+@click.option(
+    "--batch",
+    type=Number(integer=True, limit="batch"),
+    default=64,
+    show_default=True,
+    help="Images preprocessed and run together.",
+)
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Class names, one per line; class folders named after them map to their indices. [default: the "
+    "bundle's; else folders in sorted order, as torchvision numbers them]",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["tensorrt", "onnxruntime", "pytorch"]),
+    default=None,
+    help="Force a backend. [default: the file's]",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default=None,
+    help="ONNX Runtime or PyTorch device. [default: cuda when it can run there]",
+)
+@model_options(
+    depth_required=False, depth_help="For a .pth checkpoint that doesn't record its model:", note="With --depth."
+)
+@click.option(
+    "--min-top1",
+    type=Number(low=0, high=1),
+    default=None,
+    help="Exit with status 1 when top-1 accuracy is below this fraction (for CI pipelines).",
+)
+@json_option("the evaluation")
+def eval_main(
+    model, data, reference, batch, labels, backend, device, depth, dataset, shortcut, num_classes, min_top1, json_path
+) -> int:
+    """Top-1 and top-5 accuracy of MODEL on DATA, an ImageFolder tree (DATA/<class>/<image>).
+
+    \b
+    resnet-eval resnet20_digits_int8.onnx heldout/ --reference resnet20_digits.onnx
+    resnet-eval rn50.pth imagenet-val/ --depth 50 --labels imagenet.txt --min-top1 0.75
+
+    MODEL is an ONNX file, an engine, a bundle folder or a .pth checkpoint (its architecture is read
+    from its keys, or given with --depth). Images go through the model's own preprocessing; one
+    that can't be read is counted and named, never fatal. Exit status: 0, 1 below --min-top1,
+    2 bad input.
+    """
+    check_outputs(json_path)
+    quiet = json_path == "-"
+    data_set = None
+    with _open_predictor(model, backend, device, labels, depth, dataset, shortcut, num_classes) as predictor:
+        data_set = read_image_folder(
+            data, labels=predictor.labels, num_classes=predictor.spec.num_classes, labeled=True
+        )
+        other = Predictor(reference, labels=predictor.labels) if reference is not None else None
+        try:
+            bar = ProgressBar(enabled=not quiet and len(data_set) > 1000)
+            report = evaluate(
+                predictor,
+                data_set,
+                reference=other,
+                batch=batch,
+                progress=lambda done, total: bar(f"{done}/{total} images", done / total),
+            )
+        finally:
+            if other is not None:
+                other.close()
+    if json_path:
+        write_json(json_path, report.to_dict())
+    if not quiet:
+        click.echo(format_evaluation(report, len(data_set.classes)))
+    for skipped in report.unreadable:
+        click.echo(f"resnet-eval: skipped {skipped['error']}", err=True)
+    if min_top1 is not None and report.top1 < min_top1:
+        click.echo(f"resnet-eval: top-1 {report.top1:.2%} is below --min-top1 {min_top1:.2%}", err=True)
+        return 1
+    return 0
+
+
+def _open_predictor(model, backend, device, labels, depth, dataset, shortcut, num_classes) -> Predictor:
+    """The Predictor of MODEL; a .pth with --depth is built as that registered model."""
+    if depth is None:
+        return Predictor(model, backend=backend, device=device, labels=labels)
+    from pathlib import Path
+
+    import resnet
+
+    from .runtimes import RuntimeOptions, backend_of
+    from .runtimes.pytorch import torch_runtime
+
+    if backend_of(model) != "pytorch":
+        raise click.UsageError("--depth describes a .pt/.pth checkpoint; other files record their model")
+    network = resnet.create(depth, dataset, shortcut=shortcut, num_classes=num_classes, weights=model)
+    return Predictor.from_runtime(
+        torch_runtime(network, RuntimeOptions(device=device)), name=Path(model), labels=labels
+    )
+
+
+def format_evaluation(report, classes: int) -> str:
+    lines = [
+        f"{report.model} on {report.data}: {report.images} images, {classes} classes"
+        + (f" ({len(report.unreadable)} unreadable, skipped)" if report.unreadable else ""),
+        f"  backend     {report.backend}",
+        f"  top-1       {report.top1:.2%}",
+        f"  top-{report.k}       {report.topk:.2%}",
+    ]
+    if report.reference is not None:
+        lines.append(
+            f"  reference   {report.reference}: top-1 {report.reference_top1:.2%}; agreement {report.top1_agreement:.2%}, "
+            f"largest probability difference {report.max_probability_difference:.4f}"
+        )
+    lines.append(f"  time        {report.seconds:.1f}s ({report.images / max(report.seconds, 1e-9):,.0f} images/s)")
+    return "\n".join(lines)

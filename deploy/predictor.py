@@ -90,8 +90,20 @@ class Predictor:
         device: str | None = None,
         labels: Sequence[str] | str | Path | None = None,
     ) -> None:
-        self.path = Path(path)
-        self.runtime, self.bundle = open_model(path, backend=backend, device=device)
+        runtime, bundle = open_model(path, backend=backend, device=device)
+        self._attach(Path(path), runtime, bundle, labels)
+
+    @classmethod
+    def from_runtime(
+        cls, runtime: Runtime, *, name: str | Path = "the model", labels: Sequence[str] | str | Path | None = None
+    ) -> Predictor:
+        """A Predictor over a runtime opened elsewhere (a PyTorch model built with `resnet.create`, say)."""
+        predictor = cls.__new__(cls)
+        predictor._attach(Path(name), runtime, None, labels)
+        return predictor
+
+    def _attach(self, path: Path, runtime: Runtime, bundle: Bundle | None, labels) -> None:
+        self.path, self.runtime, self.bundle = path, runtime, bundle
         info: ModelInfo | None = self.runtime.info
         if info is None:
             self.runtime.close()
@@ -142,14 +154,7 @@ class Predictor:
         sources = list(sources) if sources is not None else [f"#{i}" for i in range(len(batch))]
         if len(sources) != len(batch):
             raise ToolkitError(f"{len(sources)} sources for a batch of {len(batch)} inputs")
-        logits = self._logits(batch)
-        broken = ~np.isfinite(logits).all(axis=1)
-        if broken.any():
-            raise ArtifactError(
-                f"{self.path} gives NaN or infinite scores (for {sources[int(np.argmax(broken))]}); its weights or the input "
-                "hold non-finite values: check the input, or re-export the model with validation"
-            )
-        probabilities = softmax(logits) if len(logits) else logits
+        probabilities = self.probabilities(batch, sources)
         predictions = []
         for source, row in zip(sources, probabilities, strict=True):
             order = np.argsort(-row, kind="stable")[:top_k]
@@ -162,6 +167,19 @@ class Predictor:
                 )
             )
         return predictions
+
+    def probabilities(self, batch: np.ndarray, sources: Sequence[str] | None = None) -> np.ndarray:
+        """Softmax probabilities (N, classes) for preprocessed inputs (N, C, H, W); a model whose
+        scores come out NaN or infinite is refused with a sentence naming it."""
+        logits = self._logits(batch)
+        broken = ~np.isfinite(logits).all(axis=1)
+        if broken.any():
+            which = sources[int(np.argmax(broken))] if sources is not None else f"input #{int(np.argmax(broken))}"
+            raise ArtifactError(
+                f"{self.path} gives NaN or infinite scores (for {which}); its weights or the input "
+                "hold non-finite values: check the input, or re-export the model with validation"
+            )
+        return softmax(logits) if len(logits) else logits
 
     def _logits(self, batch: np.ndarray) -> np.ndarray:
         outputs = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import click
 
@@ -20,6 +21,7 @@ from toolkit.numbers import Number
 from .engine import OPT_LEVELS, BuildReport, build_engine
 from .onnx_export import ExportReport, default_output_name, export_onnx
 from .onnx_graph import DEFAULT_OPSET, SUPPORTED_OPSETS
+from .quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SIZE, INT8_TARGETS, Int8Options
 from .validate import Thresholds, ValidationFailed, ValidationReport
 
 _RANGE = f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}"
@@ -29,10 +31,11 @@ def threshold_options(function):
     """`--atol`, `--rtol`, `--min-cosine`, `--min-top1`, given to the command as one `thresholds`."""
 
     @functools.wraps(function)
-    def with_thresholds(*args, atol, rtol, min_cosine, min_top1, **kwargs):
-        return function(
-            *args, thresholds=Thresholds(atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=min_top1), **kwargs
+    def with_thresholds(*args, atol, rtol, min_cosine, min_top1, max_top1_drop=Thresholds.max_top1_drop, **kwargs):
+        thresholds = Thresholds(
+            atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=min_top1, max_top1_drop=max_top1_drop
         )
+        return function(*args, thresholds=thresholds, **kwargs)
 
     return options(
         click.option(
@@ -86,10 +89,46 @@ def threshold_options(function):
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16"]),
+    type=click.Choice(["fp32", "fp16", "int8"]),
     default="fp32",
     show_default=True,
-    help="Arithmetic of the graph; fp16 is what TensorRT builds an FP16 engine from.",
+    help="Arithmetic of the graph; fp16 is what TensorRT builds an FP16 engine from; int8 is post-training "
+    "quantization (Q/DQ) calibrated on --calibration images.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="INT8: a folder of images to calibrate on (an ImageFolder tree or flat; labels are ignored).",
+)
+@click.option(
+    "--calibration-size",
+    type=Number(integer=True, low=1, high=100_000),
+    default=DEFAULT_CALIBRATION_SIZE,
+    show_default=True,
+    help="INT8: images used for calibration, spread evenly over the folder's sorted list.",
+)
+@click.option(
+    "--calibration-method",
+    type=click.Choice(list(CALIBRATION_METHODS)),
+    default="minmax",
+    show_default=True,
+    help="INT8: how activation ranges are chosen from the calibration images.",
+)
+@click.option(
+    "--int8-target",
+    type=click.Choice(list(INT8_TARGETS)),
+    default=None,
+    help="INT8: cpu (uint8 activations, for ONNX Runtime on CPUs) or tensorrt (symmetric Q/DQ on Conv, Gemm and Add "
+    "inputs, for resnet-build). [default: tensorrt where a CUDA GPU is visible, else cpu]",
+)
+@click.option(
+    "--eval",
+    "eval_data",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="A folder of labelled images (DIR/<class>/<image>): validation also compares the file's top-1 accuracy "
+    "with PyTorch's on them (see --max-top1-drop).",
 )
 @click.option(
     "--io-dtype",
@@ -127,6 +166,13 @@ def threshold_options(function):
     help="Where ONNX Runtime validates: cuda computes an FP16 graph in FP16, a CPU in FP32 (checking only the weights' "
     "rounding). auto: cuda for fp16 when ONNX Runtime's CUDA provider can run here, else cpu.",
 )
+@click.option(
+    "--max-top1-drop",
+    type=Number(low=0, high=100),
+    default=Thresholds.max_top1_drop,
+    show_default=True,
+    help="With --eval: most points of top-1 accuracy the file may lose against PyTorch.",
+)
 @threshold_options
 @click.option(
     "--threads",
@@ -152,6 +198,11 @@ def main(
     std,
     opset,
     precision,
+    calibration,
+    calibration_size,
+    calibration_method,
+    int8_target,
+    eval_data,
     io_dtype,
     batch,
     dynamic_batch,
@@ -183,6 +234,16 @@ def main(
             mean=parse_floats(mean, 3, "--mean") if mean else spec.mean,
             std=parse_floats(std, 3, "--std") if std else spec.std,
         )
+    int8 = None
+    if precision == "int8":
+        if calibration is None:
+            raise click.UsageError("--precision int8 needs --calibration DIR, a folder of images to calibrate on")
+        import torch
+
+        target = int8_target or ("tensorrt" if torch.cuda.is_available() else "cpu")
+        int8 = Int8Options(Path(calibration), target=target, method=calibration_method, size=calibration_size)
+    elif calibration is not None or int8_target is not None:
+        raise click.UsageError("--calibration and --int8-target apply to --precision int8")
     # Every output is checked before any work: nothing is written unless all of them can be.
     model_entry(depth, dataset)
     output = output or default_output_name(model_name(depth, dataset), precision)
@@ -207,6 +268,8 @@ def main(
             validate_on=validate_on,
             thresholds=thresholds,
             threads=threads,
+            int8=int8,
+            eval_data=eval_data,
             progress=progress_printer(not quiet),
         )
     except ValidationFailed as failed:
@@ -243,6 +306,12 @@ def validation_lines(validation: ValidationReport | None) -> list[str]:
         f"  validation  passed ({checks}) against {validation.reference}, on {validation.device}",
         f"              {validation.summary()}",
     ]
+    if validation.accuracy is not None:
+        a = validation.accuracy
+        lines.append(
+            f"  accuracy    top-1 {a['top1']:.2%} against PyTorch's {a['reference_top1']:.2%} on {a['images']} images of "
+            f"{a['data']} (drop {a['top1_drop_points']:.2f} points, agreement {a['top1_agreement']:.2%})"
+        )
     return lines + [f"  note        {note}" for note in validation.notes]
 
 
@@ -262,6 +331,12 @@ def format_report(report: ExportReport) -> str:
     io_note = ""
     if report.precision == "fp16":
         io_note = " (FP32 I/O, cast to FP16 at the edges)" if report.io_dtype == "fp32" else " (FP16 I/O)"
+    elif report.precision == "int8":
+        q = info.quantization
+        io_note = (
+            f" (Q/DQ for {q['target']}: {q['activations']} activations, {q['weights']} weights; "
+            f"calibrated on {q['calibration_images']} images, {q['calibration_method']}; FP32 I/O)"
+        )
     lines = [
         f"{report.path}: {info.name} ({info.dataset}, shortcut {info.shortcut}, {info.num_classes} classes), "
         f"{report.parameters:,} parameters, {size:.1f} MB",
@@ -275,7 +350,11 @@ def format_report(report: ExportReport) -> str:
     ]
     lines += validation_lines(report.validation)
     t = report.timings
-    parts = [f"{name[:-2]} {t[name]:.2f}s" for name in ("build_s", "lint_s", "write_s", "validate_s") if name in t]
+    parts = [
+        f"{name[:-2]} {t[name]:.2f}s"
+        for name in ("build_s", "quantize_s", "lint_s", "write_s", "validate_s")
+        if name in t
+    ]
     lines.append(f"  time        {', '.join(parts)}; total {t['total_s']:.2f}s")
     return "\n".join(lines)
 
@@ -287,7 +366,7 @@ def format_report(report: ExportReport) -> str:
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16"]),
+    type=click.Choice(["fp32", "fp16", "int8"]),
     default=None,
     help="The engine precision you expect; the file decides, and a mismatch is an error that says how to get the right file.",
 )

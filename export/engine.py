@@ -47,11 +47,14 @@ class EngineBuildError(ToolkitError):
     """TensorRT could not parse or build the model."""
 
 
-def fp16_export_command(source: OnnxSignature) -> str:
-    """The `resnet-export` command that writes the FP16 ONNX of the same model."""
+def export_command(source: OnnxSignature, precision: str) -> str:
+    """The `resnet-export` command that writes the same model's ONNX file of `precision`."""
+    extra = ["--precision", precision] + (
+        ["--calibration", "DIR", "--int8-target", "tensorrt"] if precision == "int8" else []
+    )
     info = source.info
     if info is None:
-        return "resnet-export --depth DEPTH --precision fp16 (with your --weights)"
+        return f"resnet-export --depth DEPTH {' '.join(extra)} (with your --weights)"
     from resnet.registry import model_entry
     from resnet.spec import DATASET_INPUTS
 
@@ -62,7 +65,7 @@ def fp16_export_command(source: OnnxSignature) -> str:
         parts += ["--shortcut", info.shortcut]
     if info.num_classes != DATASET_INPUTS[info.dataset].num_classes:
         parts += ["--num-classes", str(info.num_classes)]
-    return " ".join(parts + ["--precision", "fp16"]) + " (with your --weights)"
+    return " ".join(parts + extra) + " (with your --weights)"
 
 
 def resolve_profile(
@@ -282,18 +285,19 @@ def build_engine(
 
     `precision`, when given, is what the caller expects the engine to be; the graph decides, so
     asking for "fp16" from an FP32 file is an error that gives the export command for the FP16
-    file. The engine is validated against ONNX Runtime on an FP32 ONNX of the same model:
-    `reference`, or the source itself when it is FP32, or the FP32 twin of an FP16 source (same
-    weights, FP32 arithmetic). Files are prepared beside `output` and moved into place only after
+    file. The engine is validated against ONNX Runtime on an ONNX of the same model:
+    `reference`, or the source itself when it is FP32 or INT8, or the FP32 twin of an FP16 source
+    (same weights, FP32 arithmetic). Files are prepared beside `output` and moved into place only after
     validation passes. Needs TensorRT and an NVIDIA GPU; every check that doesn't is done first.
     """
     step = progress or (lambda message: None)
     source = inspect_onnx(onnx_path)
     if precision is not None and precision != source.precision:
-        if precision == "fp16":
+        if precision in ("fp16", "int8"):
             raise ToolkitError(
                 f"{source.path.name} is an {source.precision.upper()} graph, and TensorRT builds the precision the file "
-                f"declares; write the FP16 file first: {fp16_export_command(source)}, then resnet-build it"
+                f"declares; write the {precision.upper()} file first: {export_command(source, precision)}, then "
+                "resnet-build it"
             )
         raise ToolkitError(f"{source.path.name} is an {source.precision.upper()} graph, not {precision.upper()}")
     batch_profile = resolve_profile(source.input.batch, min_batch, opt_batch, max_batch)
@@ -344,12 +348,15 @@ def build_engine(
         write_manifest(manifest, staged)
         warnings: list[str] = []
         if validate:
-            step("validating the engine against ONNX Runtime (FP32)")
+            step("validating the engine against ONNX Runtime")
             mark = time.perf_counter()
-            if reference_path is None and source.precision != "fp32":
+            if reference_path is None and source.precision == "fp16":
                 reference_path = stage / "fp32_reference.onnx"
                 reference_path.write_bytes(upcast_to_fp32(onnx.load(str(source.path))).SerializeToString())
-            label = source.precision if source.precision != "fp32" else ("tf32" if tf32 else "fp32")
+            # An INT8 engine is compared with its own Q/DQ file run in ONNX Runtime (the same
+            # quantized arithmetic), by cosine and top-1 like FP16; its accuracy on real images is
+            # resnet-eval's to measure.
+            label = {"fp32": "tf32" if tf32 else "fp32", "int8": "int8 engine"}.get(source.precision, source.precision)
             sizes = sorted({batch_profile.min, batch_profile.opt, batch_profile.max})
             with (
                 OrtRuntime(reference_path or source.path, provider="cpu") as ort_runtime,

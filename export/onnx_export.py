@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import onnx
 
 from deploy.artifacts.metadata import ModelInfo
 from deploy.artifacts.tensors import TensorInfo
+from deploy.datasets import read_image_folder
 from deploy.runtimes import RuntimeOptions, open_runtime
 from resnet.model import ResNet
 from resnet.summary import count_parameters, estimated_memory
@@ -19,12 +20,14 @@ from toolkit.numbers import check_memory, check_number
 from toolkit.provenance import versions
 
 from .lint import LintReport, check_onnx
-from .onnx_graph import DEFAULT_OPSET, check_opset, resnet_to_onnx, resolve_io_dtype
+from .onnx_graph import DEFAULT_OPSET, INPUT_NAME, ExportError, check_opset, resnet_to_onnx, resolve_io_dtype
+from .quantize import Int8Options, calibration_images, quantize_onnx
 from .validate import (
     FP16_ON_CPU_NOTE,
     Thresholds,
     ValidationFailed,
     ValidationReport,
+    check_accuracy,
     judged_as,
     validate_runtime,
     validation_batches,
@@ -110,6 +113,8 @@ def export_onnx(
     validate_on: str = "auto",
     thresholds: Thresholds = Thresholds(),
     threads: int | None = None,
+    int8: Int8Options | None = None,
+    eval_data: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """Export `model` to one ONNX file, lint it, validate it in ONNX Runtime, then move it into place.
@@ -119,13 +124,30 @@ def export_onnx(
     Raises `ExportError` for options it can't honour, `GraphContractError` if the graph breaks
     the contract, `ValidationFailed` (with the figures) if ONNX Runtime disagrees with PyTorch.
     `validate_on` ("auto", "cpu", "cuda") is where ONNX Runtime runs the file for validation
-    (`export.validate.validation_device`: "auto" is CUDA for FP16 when it can run). `progress`
-    is called with a short description before each step.
+    (`export.validate.validation_device`: "auto" is CUDA for FP16 when it can run).
+
+    `precision="int8"` quantizes the FP32 graph with calibration images (`int8`, see
+    `export.quantize`). `eval_data`, a folder of labelled images (DIR/<class>/<image>), adds
+    the file's accuracy against the PyTorch model's on them to the validation, which then fails
+    when top-1 drops by more than `thresholds.max_top1_drop` points. `progress` is called with a
+    short description before each step.
     """
     step = progress or (lambda message: None)
     check_opset(opset)
     io_dtype = resolve_io_dtype(precision, io_dtype)
     check_number(batch, "batch", integer=True, limit="batch")
+    if precision == "int8":
+        if int8 is None:
+            raise ExportError("an INT8 export needs calibration images: pass --calibration DIR (a folder of images)")
+        int8.check(opset)
+        calibration_images(int8)  # a calibration folder that can't be read fails before any work
+    elif int8 is not None:
+        raise ExportError("calibration options apply to --precision int8")
+    eval_set = None
+    if eval_data is not None:
+        if not validate:
+            raise ExportError("--eval is part of the validation; drop --no-validate")
+        eval_set = read_image_folder(eval_data, num_classes=model.input_spec.num_classes, labeled=True)
     output = check_writable(Path(output) if output is not None else default_output(model, precision))
     device = validation_device(validate_on, precision) if validate else None
     if validate:
@@ -137,26 +159,45 @@ def export_onnx(
     timings: dict[str, float] = {}
     started = time.perf_counter()
 
-    step(f"writing the {precision} graph of {model.name} at opset {opset}")
+    graph_precision = "fp32" if precision == "int8" else precision
+    step(f"writing the {graph_precision} graph of {model.name} at opset {opset}")
     producer = versions("torch", "onnx")
     info = ModelInfo.from_model(model, precision=precision, io_dtype=io_dtype, producer=producer)
     proto = resnet_to_onnx(
-        model, opset=opset, precision=precision, io_dtype=io_dtype, batch=batch, dynamic_batch=dynamic_batch, info=info
+        model,
+        opset=opset,
+        precision=graph_precision,
+        io_dtype=io_dtype,
+        batch=batch,
+        dynamic_batch=dynamic_batch,
+        info=info,
     )
     timings["build_s"] = time.perf_counter() - started
 
-    step("checking the graph contract")
-    mark = time.perf_counter()
-    lint = check_onnx(proto, opset=opset, info=info, source=output.name)
-    timings["lint_s"] = time.perf_counter() - mark
-
-    weight_bytes = sum(t.ByteSize() for t in proto.graph.initializer)
-    external = weight_bytes > EXTERNAL_DATA_BYTES
     validation = None
     with staging_folder(output.parent) as stage:
+        if precision == "int8":
+            step(f"calibrating on {int8.calibration} ({int8.method}) and quantizing for {int8.target}")
+            mark = time.perf_counter()
+            (stage / "fp32.onnx").write_bytes(proto.SerializeToString())
+            quantization = quantize_onnx(stage / "fp32.onnx", stage / "int8.onnx", model.input_spec, INPUT_NAME, int8)
+            info = replace(info, quantization=quantization)
+            written = proto
+            proto = onnx.load(str(stage / "int8.onnx"))
+            proto.producer_name, proto.producer_version = written.producer_name, written.producer_version
+            proto.doc_string = written.doc_string.replace(", fp32,", ", int8 (Q/DQ),")
+            onnx.helper.set_model_props(proto, info.to_metadata())
+            timings["quantize_s"] = time.perf_counter() - mark
+
+        step("checking the graph contract")
+        mark = time.perf_counter()
+        lint = check_onnx(proto, opset=opset, info=info, source=output.name)
+        timings["lint_s"] = time.perf_counter() - mark
+
         step(f"saving {output}")
         mark = time.perf_counter()
         staged = stage / output.name
+        external = sum(t.ByteSize() for t in proto.graph.initializer) > EXTERNAL_DATA_BYTES
         data_name = f"{output.name}.data" if external else None
         if external:
             # Tensors under 1 KiB (the Slice and Pad constants) stay inline: ONNX Runtime's and
@@ -186,9 +227,12 @@ def export_onnx(
                     batch_sizes=batch_sizes,
                     thresholds=thresholds,
                 )
-            validation.device = runtime.device
-            if precision == "fp16" and runtime.device == "cpu":
-                validation.notes.append(FP16_ON_CPU_NOTE)
+                validation.device = runtime.device
+                if precision == "fp16" and runtime.device == "cpu":
+                    validation.notes.append(FP16_ON_CPU_NOTE)
+                if eval_set is not None:
+                    step(f"comparing accuracy with PyTorch on {len(eval_set)} images of {eval_set.root}")
+                    check_accuracy(validation, _accuracy(model, runtime, output.name, eval_set), thresholds)
             timings["validate_s"] = time.perf_counter() - mark
             if not validation.passed:
                 raise ValidationFailed(
@@ -219,3 +263,16 @@ def export_onnx(
         timings=timings,
         versions=producer,
     )
+
+
+def _accuracy(model: ResNet, runtime, name: str, data):
+    """The exported file's accuracy on `data`, with the PyTorch model (FP32, eval, a copy) as reference."""
+    import copy
+
+    from deploy.evaluate import evaluate
+    from deploy.predictor import Predictor
+    from deploy.runtimes.pytorch import TorchCpuRuntime
+
+    candidate = Predictor.from_runtime(runtime, name=name)
+    reference = Predictor.from_runtime(TorchCpuRuntime(copy.deepcopy(model)), name="pytorch fp32 (eval)")
+    return evaluate(candidate, data, reference=reference)

@@ -70,7 +70,7 @@ def resolve_io_dtype(precision: str, io_dtype: str | None) -> str:
     `resnet_to_onnx`), after checking that the pair can be exported."""
     check_precision(precision, GRAPH_PRECISIONS)
     io_dtype = check_precision(io_dtype or "fp32", IO_DTYPES, what="io dtype")
-    if precision == "fp32" and io_dtype == "fp16":
+    if precision in ("fp32", "int8") and io_dtype == "fp16":
         raise ExportError("FP16 input and output need an FP16 graph: add --precision fp16")
     return io_dtype
 
@@ -202,6 +202,10 @@ def resnet_to_onnx(
         raise ExportError(f"export takes a resnet.ResNet (see resnet.create), got {type(model).__name__}")
     check_opset(opset)
     io_dtype = resolve_io_dtype(precision, io_dtype)
+    if precision not in ("fp32", "fp16"):
+        raise ExportError(
+            f"the graph writer writes fp32 and fp16 graphs; {precision} comes from export_onnx (calibration)"
+        )
     if batch < 1:
         raise ExportError(f"batch must be at least 1, got {batch}")
     spec = model.input_spec

@@ -11,7 +11,14 @@ Depends on torch and the toolkit's plumbing (`toolkit`) only.
 from toolkit import __version__
 
 from .blocks import BasicBlock, Bottleneck, conv1x1, conv3x3
-from .checkpoint import check_state_dict, infer_architecture, load_checkpoint, load_model, read_state_dict
+from .checkpoint import (
+    check_state_dict,
+    infer_architecture,
+    load_checkpoint,
+    load_model,
+    read_checkpoint,
+    read_state_dict,
+)
 from .errors import CheckpointError, ToolkitError
 from .model import Architecture, ResNet, model_name
 from .registry import (
@@ -24,7 +31,7 @@ from .registry import (
     registered_models,
 )
 from .shortcuts import SHORTCUT_KINDS, ShortcutA, ShortcutB, make_shortcut
-from .spec import CIFAR10, CIFAR100, DATASET_INPUTS, IMAGENET, InputSpec
+from .spec import CIFAR10, CIFAR100, DATASET_INPUTS, DIGITS, IMAGENET, InputSpec
 from .summary import ModelSummary, count_macs, count_parameters, summarize
 
 __all__ = [
@@ -38,6 +45,7 @@ __all__ = [
     "CheckpointError",
     "DATASETS",
     "DATASET_INPUTS",
+    "DIGITS",
     "IMAGENET",
     "IMAGENET_MODELS",
     "InputSpec",
@@ -60,6 +68,7 @@ __all__ = [
     "make_shortcut",
     "model_entry",
     "model_name",
+    "read_checkpoint",
     "read_state_dict",
     "registered_models",
     "summarize",

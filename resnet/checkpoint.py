@@ -17,6 +17,7 @@ from torch import nn
 
 from .errors import CheckpointError
 from .model import Architecture, ResNet
+from .spec import DATASET_INPUTS
 
 WRAPPER_KEYS = ("state_dict", "model")
 KEY_PREFIXES = ("module.", "_orig_mod.")
@@ -25,6 +26,12 @@ LISTED = 5  # keys shown per kind of mismatch
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a checkpoint file, unwrapped and with wrapper prefixes removed."""
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state_dict, metadata) of a checkpoint file. Metadata are the plain values saved beside a
+    wrapped state_dict, e.g. `{"state_dict": ..., "dataset": "digits"}` (empty for a bare one)."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder, not a file")
@@ -34,7 +41,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch.load raises almost anything on a foreign file
         raise CheckpointError(_unreadable(path, error)) from None
-    return unwrap_state_dict(data, source=str(path))
+    metadata = (
+        {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, (str, int, float, bool))}
+        if isinstance(data, Mapping) and not _is_state_dict(data)
+        else {}
+    )
+    return unwrap_state_dict(data, source=str(path)), metadata
 
 
 def _unreadable(path: Path, error: Exception) -> str:
@@ -155,12 +167,16 @@ def infer_architecture(state_dict: Mapping[str, torch.Tensor], source: str = "ch
 def load_model(path: str | Path) -> ResNet:
     """A `ResNet` with the architecture and weights of a checkpoint file (see `infer_architecture`).
 
-    The dataset (and so the input spec) is guessed from the stem and class count: ImageNet for
-    a 7x7 stem, CIFAR-100 for a 3x3 stem with 100 classes, CIFAR-10 otherwise.
+    The dataset (and so the input spec) is the one the checkpoint names (a "dataset" entry saved
+    beside its state_dict, as tools/train_digits.py writes), else guessed from the stem and class
+    count: ImageNet for a 7x7 stem, CIFAR-100 for a 3x3 stem with 100 classes, CIFAR-10 otherwise.
     """
-    state_dict = read_state_dict(path)
+    state_dict, metadata = read_checkpoint(path)
     architecture = infer_architecture(state_dict, source=f"checkpoint {path}")
-    if architecture.stem == "imagenet":
+    named = metadata.get("dataset")
+    if named in DATASET_INPUTS and (named == "imagenet") == (architecture.stem == "imagenet"):
+        dataset = named
+    elif architecture.stem == "imagenet":
         dataset = "imagenet"
     else:
         dataset = "cifar100" if architecture.num_classes == 100 else "cifar10"

@@ -40,7 +40,7 @@ CIFAR_MODELS = {
     depth: ModelEntry(depth, "cifar", "basic", ((depth - 2) // 6,) * 3, CIFAR_WIDTHS, "A")
     for depth in (20, 32, 44, 56, 110, 1202)
 }
-DATASETS = {"imagenet": "imagenet", "cifar10": "cifar", "cifar100": "cifar"}  # dataset -> family
+DATASETS = {"imagenet": "imagenet", "cifar10": "cifar", "cifar100": "cifar", "digits": "cifar"}  # dataset -> family
 FAMILIES = {"imagenet": IMAGENET_MODELS, "cifar": CIFAR_MODELS}
 
 

@@ -67,5 +67,8 @@ IMAGENET = InputSpec(224, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 100
 # Per-channel statistics of the CIFAR training sets.
 CIFAR10 = InputSpec(32, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 10)
 CIFAR100 = InputSpec(32, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 100)
+# scikit-learn's handwritten digits (8x8 grayscale scans, 10 classes), upsampled to 32x32 and
+# scaled to [-1, 1]: the data of the trained test model (tools/train_digits.py).
+DIGITS = InputSpec(32, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), 10)
 
-DATASET_INPUTS = {"imagenet": IMAGENET, "cifar10": CIFAR10, "cifar100": CIFAR100}
+DATASET_INPUTS = {"imagenet": IMAGENET, "cifar10": CIFAR10, "cifar100": CIFAR100, "digits": DIGITS}

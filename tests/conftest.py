@@ -79,3 +79,18 @@ def engine_manifest():
         return EngineManifest(**fields)
 
     return make
+
+
+DIGITS = DATA / "digits"  # the trained model and its data (tools/train_digits.py; tests/data/README.md)
+
+
+@pytest.fixture(scope="session")
+def digits() -> dict:
+    """The trained digits ResNet-20, its held-out images (ImageFolder), its calibration images
+    and the record of its training."""
+    return {
+        "checkpoint": DIGITS / "resnet20_digits.pth",
+        "heldout": DIGITS / "heldout",
+        "calibration": DIGITS / "calibration",
+        "record": json.loads((DIGITS / "digits.json").read_text()),
+    }

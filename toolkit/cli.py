@@ -143,3 +143,27 @@ def progress_printer(enabled: bool):
     if not enabled or not sys.stderr.isatty():
         return None
     return lambda message: click.echo(f"  ... {message}", err=True)
+
+
+class ProgressBar:
+    """One line on stderr, redrawn at most ten times a second: `bar(text, fraction)`. Draws only
+    on a terminal (and when `enabled`), so pipes and `--json -` stay clean."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        import time
+
+        self.enabled = enabled and sys.stderr.isatty()
+        self._clock, self._last = time.monotonic, 0.0
+
+    def __call__(self, text: str, fraction: float) -> None:
+        if not self.enabled:
+            return
+        now = self._clock()
+        if fraction < 1.0 and now - self._last < 0.1:
+            return
+        self._last = now
+        filled = int(fraction * 30)
+        sys.stderr.write(f"\r  {text[:60]:<60} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}")
+        if fraction >= 1.0:
+            sys.stderr.write("\r" + " " * 100 + "\r")
+        sys.stderr.flush()

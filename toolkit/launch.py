@@ -16,6 +16,7 @@ COMMANDS = {
     "resnet-build": ("export.cli", "build_main"),
     "resnet-bench": ("benchmark.cli", "main"),
     "resnet-deploy": ("deploy.cli", "main"),
+    "resnet-eval": ("deploy.cli", "eval_main"),
 }
 
 
@@ -56,3 +57,7 @@ def resnet_bench() -> None:
 
 def resnet_deploy() -> None:
     launch("resnet-deploy")
+
+
+def resnet_eval() -> None:
+    launch("resnet-eval")

@@ -21,7 +21,7 @@ FP16_MAX = float(np.finfo(np.float16).max)  # 65504: an FP16 activation beyond i
 class Precision:
     name: str  # "fp32"
     dtype: str | None  # NumPy element type: "float32"; None where NumPy has none (bf16)
-    torch_dtype: str  # torch.<name>
+    torch_dtype: str | None  # torch.<name>; None: not a precision PyTorch computes a model in here
     graph: bool  # resnet-export writes ONNX graphs of this precision
 
 
@@ -31,10 +31,11 @@ PRECISIONS = {
         Precision("fp32", "float32", "float32", graph=True),
         Precision("fp16", "float16", "float16", graph=True),
         Precision("bf16", None, "bfloat16", graph=False),
+        Precision("int8", "int8", None, graph=True),  # Q/DQ graphs; their input and output stay float
     )
 }
 GRAPH_PRECISIONS = tuple(name for name, p in PRECISIONS.items() if p.graph)
-TORCH_PRECISIONS = tuple(PRECISIONS)
+TORCH_PRECISIONS = tuple(name for name, p in PRECISIONS.items() if p.torch_dtype is not None)
 IO_DTYPES = ("fp32", "fp16")  # element types of a graph's input and output
 
 

@@ -52,6 +52,7 @@ class ModelInfo:
     io_dtype: str = "fp32"
     architecture: dict = field(default_factory=dict)
     producer: dict = field(default_factory=dict)
+    quantization: dict = field(default_factory=dict)  # INT8: target, calibration method, images, their hash
 
     @property
     def num_classes(self) -> int:
@@ -104,7 +105,7 @@ class ModelInfo:
             "io_dtype": self.io_dtype,
             "architecture": json.dumps(self.architecture, sort_keys=True),
             "producer": json.dumps(self.producer, sort_keys=True),
-        }
+        } | ({"quantization": json.dumps(self.quantization, sort_keys=True)} if self.quantization else {})
 
     @classmethod
     def from_metadata(cls, props: dict[str, str], source: str = "the model") -> ModelInfo:
@@ -134,6 +135,7 @@ class ModelInfo:
                 io_dtype=props["io_dtype"],
                 architecture=json.loads(props["architecture"]),
                 producer=json.loads(props["producer"]),
+                quantization=json.loads(props.get("quantization") or "{}"),
             )
         except (ValueError, TypeError) as error:
             raise ArtifactError(f"{source} has malformed resnet-export metadata ({error})") from None
@@ -149,6 +151,7 @@ class ModelInfo:
             "io_dtype": self.io_dtype,
             "architecture": self.architecture,
             "producer": self.producer,
+            "quantization": self.quantization,
         }
 
     @classmethod

@@ -15,7 +15,7 @@ from deploy.artifacts.manifest import read_manifest
 from export import export_onnx
 from export.cli import build_main
 from export.cli import main as export_main
-from export.engine import build_engine, fp16_export_command, resolve_profile
+from export.engine import build_engine, export_command, resolve_profile
 from export.onnx_graph import upcast_to_fp32
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -88,7 +88,7 @@ def test_fp16_engine_from_fp32_file_gets_the_export_command(onnx_files, tmp_path
     assert "resnet-export --depth 20 --dataset cifar10 --precision fp16 (with your --weights)" in message
     assert list(tmp_path.iterdir()) == []
     info = inspect_onnx(onnx_files["fp32"])
-    assert fp16_export_command(info).startswith("resnet-export --depth 20 --dataset cifar10 --precision fp16")
+    assert export_command(info, "fp16").startswith("resnet-export --depth 20 --dataset cifar10 --precision fp16")
 
 
 def test_fp32_twin_of_an_fp16_graph_computes_the_same_function_in_fp32(onnx_files, tmp_path):

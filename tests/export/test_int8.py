@@ -1,0 +1,228 @@
+"""INT8 export (explicit Q/DQ) for both targets, on the trained digits model and its real images."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+import resnet
+from deploy import Predictor
+from deploy.datasets import read_image_folder
+from deploy.evaluate import evaluate
+from export import ValidationFailed, export_onnx, lint_onnx
+from export.cli import main as export_main
+from export.quantize import Int8Options
+from export.validate import Thresholds
+
+pytest.importorskip(
+    "onnxruntime.quantization", reason="INT8 export uses ONNX Runtime's quantizer: pip install '.[cpu]'"
+)
+
+
+@pytest.fixture(scope="module")
+def model(digits):
+    return resnet.load_model(digits["checkpoint"])
+
+
+@pytest.fixture(scope="module")
+def int8_files(tmp_path_factory, model, digits):
+    folder = tmp_path_factory.mktemp("int8")
+    reports = {}
+    for target in ("cpu", "tensorrt"):
+        reports[target] = export_onnx(
+            model,
+            folder / f"{target}.onnx",
+            precision="int8",
+            int8=Int8Options(digits["calibration"], target=target),
+            eval_data=digits["heldout"],
+        )
+    return folder, reports
+
+
+@pytest.mark.parametrize("target", ["cpu", "tensorrt"])
+def test_int8_keeps_accuracy_within_a_point(target, int8_files, digits):
+    folder, reports = int8_files
+    accuracy = reports[target].validation.accuracy
+    assert accuracy["images"] == 500 and accuracy["reference_top1"] == pytest.approx(digits["record"]["heldout_top1"])
+    assert accuracy["top1_drop_points"] <= 1.0 and accuracy["top1_agreement"] >= 0.98
+    assert reports[target].validation.passed and reports[target].validation.notes == []
+    # The same figure, independently: the file in a Predictor against the checkpoint.
+    with Predictor(folder / f"{target}.onnx", device="cpu") as int8, Predictor(digits["checkpoint"]) as fp32:
+        report = evaluate(int8, read_image_folder(digits["heldout"]), reference=fp32)
+    assert report.top1 == pytest.approx(accuracy["top1"]) and report.reference_top1 - report.top1 <= 0.01
+
+
+@pytest.mark.parametrize("target", ["cpu", "tensorrt"])
+def test_the_file_records_how_it_was_quantized(target, int8_files, digits):
+    folder, _ = int8_files
+    proto = onnx.load(str(folder / f"{target}.onnx"))
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["precision"] == "int8" and props["io_dtype"] == "fp32"
+    record = json.loads(props["quantization"])
+    assert record["target"] == target and record["calibration_method"] == "minmax"
+    assert record["calibration_images"] == 200 and len(record["calibration_hash"]) == 64
+    assert proto.opset_import[0].version == 17 and proto.producer_name == "resnet-deploy-toolkit"
+    assert lint_onnx(proto).passed
+
+
+def test_the_two_targets_are_different_files(int8_files):
+    folder, reports = int8_files
+    cpu, trt = onnx.load(str(folder / "cpu.onnx")), onnx.load(str(folder / "tensorrt.onnx"))
+    zero_types = lambda proto: {t.data_type for t in proto.graph.initializer if t.name.endswith("zero_point")}  # noqa: E731
+    assert onnx.TensorProto.UINT8 in zero_types(cpu)  # asymmetric uint8 activations for ONNX Runtime's CPU kernels
+    assert zero_types(trt) == {onnx.TensorProto.INT8}  # symmetric int8 everywhere for TensorRT
+    assert all(not numpy_helper.to_array(t).any() for t in trt.graph.initializer if t.name.endswith("zero_point"))
+    # TensorRT's form: Q/DQ only before Conv, Gemm and Add; ReLUs stay; biases stay float.
+    produced = {o: n for n in trt.graph.node for o in n.output}
+    for node in trt.graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            assert produced[node.input[0]].op_type == produced[node.input[1]].op_type == "DequantizeLinear"
+            assert node.input[2] not in produced
+        if node.op_type == "Add":
+            assert all(produced[name].op_type == "DequantizeLinear" for name in node.input)
+    assert reports["tensorrt"].op_counts["Relu"] == 19 and "Relu" not in reports["cpu"].op_counts
+
+
+def test_without_real_images_it_says_only_random_agreement_was_checked(model, digits, tmp_path):
+    report = export_onnx(model, tmp_path / "m.onnx", precision="int8", int8=Int8Options(digits["calibration"], size=64))
+    assert report.validation.accuracy is None and "random inputs only" in report.validation.notes[0]
+    assert json.loads(report.model.to_metadata()["quantization"])["calibration_images"] == 64
+
+
+def test_an_accuracy_drop_beyond_the_threshold_fails_and_writes_nothing(model, digits, tmp_path):
+    with pytest.raises(ValidationFailed, match=r"top-1 drop \(points\)") as caught:
+        export_onnx(
+            model,
+            tmp_path / "m.onnx",
+            precision="int8",
+            int8=Int8Options(digits["calibration"], size=8),
+            eval_data=digits["heldout"],
+            thresholds=Thresholds(max_top1_drop=0.0),
+        )
+    assert caught.value.report.accuracy["top1_drop_points"] > 0 and list(tmp_path.iterdir()) == []
+
+
+def run(*args):
+    return CliRunner().invoke(export_main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--precision", "int8"], "--precision int8 needs --calibration DIR"),
+        (["--precision", "int8", "--calibration", "{cal}", "--opset", 11], "INT8 files need opset 13 or later"),
+        (["--precision", "int8", "--calibration", "{tmp}/none"], "image folder {tmp}/none does not exist"),
+        (["--calibration", "{cal}"], "--calibration and --int8-target apply to --precision int8"),
+        (
+            ["--precision", "int8", "--calibration", "{cal}", "--io-dtype", "fp16"],
+            "FP16 input and output need an FP16 graph",
+        ),
+        (["--eval", "{cal}"], "has no class folders"),
+    ],
+)
+def test_bad_int8_input_is_one_sentence_and_exit_2(args, message, digits, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    fill = lambda a: str(a).format(cal=digits["calibration"], tmp=tmp_path)  # noqa: E731
+    result = run("--depth", 20, "--dataset", "digits", *map(fill, args))
+    assert result.exit_code == 2, result.output
+    (line,) = [line for line in result.output.splitlines() if line.strip()]
+    assert fill(message) in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_cli_reports_the_accuracy(digits, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run(
+        "--depth",
+        20,
+        "--dataset",
+        "digits",
+        "--weights",
+        digits["checkpoint"],
+        "--precision",
+        "int8",
+        "--calibration",
+        digits["calibration"],
+        "--int8-target",
+        "cpu",
+        "--eval",
+        digits["heldout"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "resnet20_digits_int8.onnx" in result.output and "Q/DQ for cpu" in result.output
+    assert "accuracy    top-1 99." in result.output and "against PyTorch's 99.60% on 500 images" in result.output
+
+
+# ---------------------------------------------------------------- the INT8 rules of the graph contract
+
+
+def _planted(path, change):
+    proto = onnx.load(str(path))
+    change(proto)
+    return [v.rule + ": " + v.message for v in lint_onnx(proto).violations]
+
+
+def _set(proto, name, array):
+    tensor = next(t for t in proto.graph.initializer if t.name == name)
+    tensor.CopyFrom(numpy_helper.from_array(array, name))
+
+
+def test_the_int8_rules_catch_planted_defects(int8_files, tmp_path):
+    folder, _ = int8_files
+    trt, cpu = folder / "tensorrt.onnx", folder / "cpu.onnx"
+    assert _planted(trt, lambda p: None) == []
+
+    def scale_negative(p):
+        _set(p, "input_scale", np.array(-0.1, np.float32))
+
+    assert any(
+        "int8-params: QuantizeLinear scale input_scale has values that are not positive" in v
+        for v in _planted(trt, scale_negative)
+    )
+
+    def zero_point_nonzero(p):
+        _set(p, "input_zero_point", np.array(3, np.int8))
+
+    assert any("zero point input_zero_point is not 0" in v for v in _planted(trt, zero_point_nonzero))
+
+    def uint8_in_tensorrt_form(p):
+        _set(p, "input_zero_point", np.array(0, np.uint8))
+
+    found = _planted(trt, uint8_in_tensorrt_form)
+    assert any("zero point input_zero_point is uint8, expected int8" in v for v in found)
+
+    def weight_not_dequantized(p):
+        conv = next(n for n in p.graph.node if n.op_type == "Conv")
+        dq = next(n for n in p.graph.node if n.output[0] == conv.input[1])
+        weight = next(t for t in p.graph.initializer if t.name == dq.input[0])
+        p.graph.initializer.append(
+            numpy_helper.from_array(numpy_helper.to_array(weight).astype(np.float32), "raw_weight")
+        )
+        conv.input[1] = "raw_weight"
+
+    assert any(
+        "int8-placement: Conv weights (raw_weight) is not dequantized" in v
+        for v in _planted(trt, weight_not_dequantized)
+    )
+
+    def quantize_into_relu(p):
+        q = next(n for n in p.graph.node if n.op_type == "QuantizeLinear")
+        relu = next(n for n in p.graph.node if n.op_type == "Relu")
+        relu.input[0] = q.output[0]
+
+    assert any("QuantizeLinear must feed DequantizeLinear nodes only" in v for v in _planted(trt, quantize_into_relu))
+    assert _planted(cpu, lambda p: None) == []
+
+
+def test_q_dq_in_a_graph_that_is_not_int8_is_refused(int8_files):
+    folder, _ = int8_files
+    proto = onnx.load(str(folder / "cpu.onnx"))
+    props = {p.key: p.value for p in proto.metadata_props}
+    props["precision"] = "fp32"
+    onnx.helper.set_model_props(proto, props)
+    assert any(
+        v.rule == "allowed-ops" and "in a graph that is not INT8" in v.message for v in lint_onnx(proto).violations
+    )
