@@ -7,7 +7,7 @@ import json
 import click
 
 from resnet.cli import model_options
-from toolkit.cli import ProgressBar, ToolkitCommand, ToolkitGroup, json_option, parse_ints, write_json
+from toolkit.cli import ProgressBar, ToolkitCommand, ToolkitGroup, json_option, options, parse_ints, write_json
 from toolkit.files import check_outputs
 from toolkit.numbers import Number
 
@@ -30,26 +30,31 @@ def main() -> None:
     """
 
 
+backend_options = options(
+    click.option(
+        "--backend",
+        type=click.Choice(["tensorrt", "onnxruntime", "pytorch"]),
+        default=None,
+        help="Force a backend. [default: the file's (.plan TensorRT, .onnx ONNX Runtime, .pth PyTorch); "
+        "a bundle's engine when TensorRT and a compatible GPU are here, else its ONNX file]",
+    ),
+    click.option(
+        "--device",
+        type=click.Choice(["cpu", "cuda"]),
+        default=None,
+        help="ONNX Runtime or PyTorch device. [default: cuda when it can run there]",
+    ),
+)
+
+
 @main.command("predict")
 @click.argument("model", type=click.Path())
 @click.argument("images", nargs=-1, required=True)
-@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--top-k", type=Number(integer=True, limit="top-k"), default=5, show_default=True)
 @click.option(
     "--labels", type=click.Path(dir_okay=False), default=None, help="Class names, one per line. [default: the bundle's]"
 )
-@click.option(
-    "--backend",
-    type=click.Choice(["tensorrt", "onnxruntime", "pytorch"]),
-    default=None,
-    help="Force a backend. [default: the file's (.plan TensorRT, .onnx ONNX Runtime, .pth PyTorch); "
-    "a bundle's engine when TensorRT and a compatible GPU are here, else its ONNX file]",
-)
-@click.option(
-    "--device",
-    type=click.Choice(["cpu", "cuda"]),
-    default=None,
-    help="ONNX Runtime or PyTorch device. [default: cuda when it can run there]",
-)
+@backend_options
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
 def predict(model, images, top_k, labels, backend, device, as_json) -> int:
     """Top-k classes of each IMAGE, from an ONNX file, an engine, a checkpoint or a bundle folder.
@@ -193,18 +198,7 @@ if __name__ == "__main__":
     help="Class names, one per line; class folders named after them map to their indices. [default: the "
     "bundle's; else folders in sorted order, as torchvision numbers them]",
 )
-@click.option(
-    "--backend",
-    type=click.Choice(["tensorrt", "onnxruntime", "pytorch"]),
-    default=None,
-    help="Force a backend. [default: the file's]",
-)
-@click.option(
-    "--device",
-    type=click.Choice(["cpu", "cuda"]),
-    default=None,
-    help="ONNX Runtime or PyTorch device. [default: cuda when it can run there]",
-)
+@backend_options
 @model_options(
     depth_required=False, depth_help="For a .pth checkpoint that doesn't record its model:", note="With --depth."
 )
