@@ -447,6 +447,7 @@ def build_main(
     GPU: pip install '.[gpu]'. Build on the machine that will run the engine (a Jetson builds
     its own). Exit status: 0 built, 1 validation failed (nothing written), 2 bad input.
     """
+    check_outputs(json_path, inputs=[onnx_file])
     quiet = json_path == "-"
     try:
         report = build_engine(

@@ -33,7 +33,7 @@ from deploy.runtimes.gpu import require_cuda
 from deploy.runtimes.onnxruntime import OrtRuntime
 from deploy.runtimes.tensorrt import TensorRTRuntime, engine_environment, import_tensorrt, shared_logger
 from toolkit.errors import ArtifactError, ToolkitError
-from toolkit.files import check_writable, publish, staging_folder, write_bytes_atomic
+from toolkit.files import check_outputs, check_writable, publish, staging_folder, write_bytes_atomic
 from toolkit.provenance import versions
 
 from .onnx_graph import upcast_to_fp32
@@ -304,7 +304,9 @@ def build_engine(
     cache_path = Path(timing_cache) if timing_cache is not None else None
     options = BuildOptions(workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=cache_path, tf32=tf32)
     options.check()
-    output = check_writable(Path(output) if output is not None else Path(source.path.stem + ".plan"))
+    output = Path(output) if output is not None else Path(source.path.stem + ".plan")
+    sources = [source.path] + ([reference] if reference is not None else [])
+    check_outputs(output, manifest_path(output), cache_path, inputs=sources)
     reference_path = Path(reference) if reference is not None else None
     if reference_path is not None and not reference_path.is_file():
         raise ArtifactError(f"reference ONNX file {reference_path} does not exist")
