@@ -133,7 +133,9 @@ def test_a_symlinked_manifest_is_refused(place):
     (place / "elsewhere.json").write_bytes((bundle / "manifest.json").read_bytes())
     (bundle / "manifest.json").unlink()
     (bundle / "manifest.json").symlink_to(place / "elsewhere.json")
+    before = snapshot(place)
     one_sentence(run(deploy_main, "predict", bundle, "good.png"), 2, "manifest.json is a symbolic link")
+    assert snapshot(place) == before
 
 
 # ---------------------------------------------------------------- data loss
