@@ -24,6 +24,7 @@ import numpy as np
 
 from resnet.spec import InputSpec
 from toolkit.errors import ToolkitError
+from toolkit.files import input_file
 from toolkit.optional import require
 
 
@@ -68,10 +69,7 @@ def _open_file(path: Path):
     import PIL
     from PIL import Image
 
-    if path.is_dir():
-        raise ImageError(f"{path} is a folder, not an image file")
-    if not path.is_file():
-        raise ImageError(f"image {path} does not exist")
+    input_file(path, "image", "an image file", ImageError)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

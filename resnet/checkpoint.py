@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from toolkit.files import input_file
+
 from .errors import CheckpointError
 from .model import Architecture, ResNet
 from .spec import DATASET_INPUTS
@@ -32,11 +34,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(state_dict, metadata) of a checkpoint file. Metadata are the plain values saved beside a
     wrapped state_dict, e.g. `{"state_dict": ..., "dataset": "digits"}` (empty for a bare one)."""
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a folder, not a file")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    path = input_file(path, "checkpoint", "a checkpoint file", CheckpointError)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch.load raises almost anything on a foreign file

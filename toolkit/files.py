@@ -57,6 +57,17 @@ def _folder_of(path: Path) -> Path:
     return path.parent if str(path.parent) else Path(".")
 
 
+def input_file(path: str | Path, name: str, kind: str, error: type[ToolkitError] = ToolkitError) -> Path:
+    """`path` as a Path, after checking that it is an existing file: a folder is `error`
+    "PATH is a folder, not KIND", a missing path "NAME PATH does not exist"."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{path} is a folder, not {kind}")
+    if not path.is_file():
+        raise error(f"{name} {path} does not exist")
+    return path
+
+
 def check_writable(path: str | Path) -> Path:
     """`path` as a Path, after checking that it can be written: its folder exists and is
     writable, it is not a folder, and an existing file there is writable (not read-only)."""

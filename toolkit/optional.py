@@ -8,7 +8,6 @@ one is one sentence naming what to install.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from types import ModuleType
 
 from .errors import MissingDependencyError
@@ -36,8 +35,3 @@ def require(module: str, purpose: str) -> ModuleType:
         raise MissingDependencyError(
             f"{purpose} needs the {module} package, which is not installed: {INSTALL[module]}"
         ) from None
-
-
-def installed(module: str) -> bool:
-    """Whether an optional module can be imported here (without importing it)."""
-    return importlib.util.find_spec(module) is not None

@@ -50,12 +50,3 @@ def numpy_dtype(precision: str) -> np.dtype:
     """The NumPy element type of a precision ("fp16" -> float16)."""
     dtype = PRECISIONS[check_precision(precision, IO_DTYPES)].dtype
     return np.dtype(dtype)
-
-
-def precision_of(dtype) -> str:
-    """The precision name of a NumPy element type (float16 -> "fp16")."""
-    name = np.dtype(dtype).name
-    for precision in PRECISIONS.values():
-        if precision.dtype == name:
-            return precision.name
-    raise ToolkitError(f"element type {name} is not one of the toolkit's precisions")

@@ -6,15 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from toolkit.errors import ArtifactError
+from toolkit.files import input_file
 
 
 def read_labels(path: str | Path) -> list[str]:
     """One label per line (blank lines at the end ignored)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ArtifactError(f"labels file {path} is a folder; give a text file with one label per line")
-    if not path.is_file():
-        raise ArtifactError(f"labels file {path} does not exist")
+    path = input_file(path, "labels file", "a labels file (one label per line)", ArtifactError)
     try:
         labels = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import ArtifactError
+from toolkit.files import input_file
 
 from .metadata import ModelInfo
 from .tensors import TensorInfo
@@ -36,11 +37,7 @@ def inspect_onnx(path: str | Path) -> OnnxSignature:
     """
     import onnx
 
-    path = Path(path)
-    if path.is_dir():
-        raise ArtifactError(f"{path} is a folder, not an ONNX file")
-    if not path.is_file():
-        raise ArtifactError(f"ONNX file {path} does not exist")
+    path = input_file(path, "ONNX file", "an ONNX file", ArtifactError)
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as error:  # noqa: BLE001 - protobuf raises several types on a foreign file

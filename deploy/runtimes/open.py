@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from toolkit.errors import ArtifactError, ToolkitError
+from toolkit.files import input_file
 
 from .base import Runtime, RuntimeOptions
 
@@ -36,11 +37,7 @@ def open_runtime(
 ) -> Runtime:
     """The runtime for a model file, by its suffix. `backend`, when given, is the backend the
     caller requires; a file of another kind is an error that says what to do instead."""
-    path = Path(path)
-    if path.is_dir():
-        raise ArtifactError(f"{path} is a folder, not a model file (.onnx, .plan, .engine, .pt, .pth)")
-    if not path.is_file():
-        raise ArtifactError(f"model file {path} does not exist")
+    path = input_file(path, "model file", "a model file (.onnx, .plan, .engine, .pt, .pth)", ArtifactError)
     kind = backend_of(path)
     if backend is not None and backend != kind:
         if backend == "tensorrt":

@@ -10,7 +10,7 @@ from toolkit import NAME, __version__
 from toolkit.errors import MissingDependencyError, ToolkitError
 from toolkit.files import atomic_path, publish_folder, sha256_file, write_bytes_atomic
 from toolkit.optional import INSTALL, require
-from toolkit.precision import FP16_MAX, GRAPH_PRECISIONS, TORCH_PRECISIONS, check_precision, numpy_dtype, precision_of
+from toolkit.precision import FP16_MAX, GRAPH_PRECISIONS, TORCH_PRECISIONS, check_precision, numpy_dtype
 from toolkit.provenance import version_of, versions
 
 
@@ -68,6 +68,6 @@ def test_provenance_reads_installed_versions():
 def test_precision_table():
     assert GRAPH_PRECISIONS == ("fp32", "fp16", "int8") and FP16_MAX == 65504.0
     assert TORCH_PRECISIONS == ("fp32", "fp16", "bf16")
-    assert numpy_dtype("fp16") == np.float16 and precision_of(np.float32) == "fp32"
+    assert numpy_dtype("fp16") == np.float16 and numpy_dtype("fp32") == np.float32
     with pytest.raises(ToolkitError, match="precision must be one of fp32, fp16, int8, got 'int4'"):
         check_precision("int4")
