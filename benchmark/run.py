@@ -35,9 +35,9 @@ def host_memory(target: Target, batch: int) -> float:
     image = math.prod(runtime.input_shape[1:])
     needed = batch * image * 4 * (INPUT_POOL + 1)
     info = target.info
-    if runtime.device == "cpu" and info is not None and info.to_architecture() is not None:
+    if runtime.device == "cpu" and info is not None:
         spec = info.input_spec
-        needed += batch * 4 * 4 * largest_activation(info.to_architecture(), spec.height, spec.width)
+        needed += batch * 4 * 4 * largest_activation(info.architecture, spec.height, spec.width)
     return needed
 
 

@@ -57,12 +57,12 @@ def open_target(
         model = create(**model_args)
         return _pytorch(model, model.name, options)
     if name == PYTORCH_WORD:
-        if like is None or like.info is None or like.info.to_architecture() is None:
+        if like is None or like.info is None:
             raise ToolkitError(
                 "'pytorch' compares with the PyTorch model of the other target, which needs a file made by resnet-export or resnet-build"
             )
         info = like.info
-        model = ResNet.from_architecture(info.to_architecture(), dataset=info.dataset, input_spec=info.input_spec)
+        model = ResNet.from_architecture(info.architecture, dataset=info.dataset, input_spec=info.input_spec)
         return _pytorch(model, info.name, options)
     path = Path(name)
     runtime = open_runtime(path, options)
@@ -77,10 +77,10 @@ def open_target(
 
 def flops_per_image(info: ModelInfo | None) -> float | None:
     """2 x the multiply-accumulates of one image through the model (None when unknown)."""
-    if info is None or info.to_architecture() is None:
+    if info is None:
         return None
     spec = info.input_spec
     with torch.device("meta"):
-        model = ResNet.from_architecture(info.to_architecture(), dataset=info.dataset, input_spec=spec)
+        model = ResNet.from_architecture(info.architecture, dataset=info.dataset, input_spec=spec)
     macs, _ = count_macs(model, (1, spec.channels, spec.height, spec.width))
     return 2.0 * macs

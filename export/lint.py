@@ -223,7 +223,7 @@ def lint_onnx(
         _int8_rules(graph, target, initializers, producers, consumers, add)
 
     op_counts = dict(Counter(n.op_type for n in graph.node).most_common())
-    architecture = info.to_architecture() if info is not None else None
+    architecture = info.architecture if info is not None else None
     if architecture is not None:
         expected = architecture.shortcut_blocks()
         if info.shortcut == "A":

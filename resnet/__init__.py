@@ -5,38 +5,70 @@
     model = resnet.create(50, weights="rn50.pth")  # a checkpoint file (torchvision's loads as is)
     model = resnet.create(20, "cifar10")           # the paper's CIFAR ResNet-20, Option A
 
-Depends on torch and the toolkit's plumbing (`toolkit`) only.
+Depends on torch and the toolkit's plumbing (`toolkit`) only. What describes a model without
+building it (`Architecture`, `InputSpec`, the registry's tables, `ModelOptions`) is plain data and
+imports no torch: `import resnet` is cheap, and the modules that need torch (blocks, shortcuts,
+`ResNet`, checkpoints, summaries) are imported on first use of one of their names.
 """
+
+import importlib
 
 from toolkit import __version__
 
-from .blocks import BasicBlock, Bottleneck, conv1x1, conv3x3
-from .checkpoint import (
-    check_state_dict,
-    infer_architecture,
-    load_checkpoint,
-    load_model,
-    read_checkpoint,
-    read_state_dict,
-)
+from .architecture import BLOCK_EXPANSION, SHORTCUT_KINDS, Architecture, model_name
 from .errors import CheckpointError, ToolkitError
-from .model import Architecture, ResNet, model_name
 from .registry import (
     CIFAR_MODELS,
     DATASETS,
     IMAGENET_MODELS,
     ModelEntry,
+    ModelOptions,
     create,
     model_entry,
     registered_models,
 )
-from .shortcuts import SHORTCUT_KINDS, ShortcutA, ShortcutB, make_shortcut
 from .spec import CIFAR10, CIFAR100, DATASET_INPUTS, DIGITS, IMAGENET, InputSpec
-from .summary import ModelSummary, count_macs, count_parameters, summarize
+
+# name -> the module (of this package) that defines it and needs torch
+_WITH_TORCH = {
+    "BasicBlock": "blocks",
+    "Bottleneck": "blocks",
+    "conv1x1": "blocks",
+    "conv3x3": "blocks",
+    "ShortcutA": "shortcuts",
+    "ShortcutB": "shortcuts",
+    "make_shortcut": "shortcuts",
+    "ResNet": "model",
+    "check_state_dict": "checkpoint",
+    "infer_architecture": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "load_model": "checkpoint",
+    "read_checkpoint": "checkpoint",
+    "read_state_dict": "checkpoint",
+    "ModelSummary": "summary",
+    "count_macs": "summary",
+    "count_parameters": "summary",
+    "summarize": "summary",
+}
+
+
+def __getattr__(name: str):
+    """The names of `_WITH_TORCH`, imported (with torch) when first asked for."""
+    if name not in _WITH_TORCH:
+        raise AttributeError(f"module 'resnet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WITH_TORCH[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "__version__",
     "Architecture",
+    "BLOCK_EXPANSION",
     "BasicBlock",
     "Bottleneck",
     "CIFAR10",
@@ -50,6 +82,7 @@ __all__ = [
     "IMAGENET_MODELS",
     "InputSpec",
     "ModelEntry",
+    "ModelOptions",
     "ModelSummary",
     "ResNet",
     "SHORTCUT_KINDS",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .architecture import BLOCK_EXPANSION
 from .shortcuts import make_shortcut
 
 
@@ -29,7 +30,7 @@ class BasicBlock(nn.Module):
     The stride is on the first convolution. Output channels = `channels` (expansion 1).
     """
 
-    expansion = 1
+    expansion = BLOCK_EXPANSION["basic"]
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1, shortcut: str = "B") -> None:
         super().__init__()
@@ -60,7 +61,7 @@ class Bottleneck(nn.Module):
     ("ResNet v1.5"); the original paper put it on the first 1x1.
     """
 
-    expansion = 4
+    expansion = BLOCK_EXPANSION["bottleneck"]
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1, shortcut: str = "B") -> None:
         super().__init__()

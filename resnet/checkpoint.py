@@ -17,8 +17,9 @@ from torch import nn
 
 from toolkit.files import input_file
 
+from .architecture import Architecture
 from .errors import CheckpointError
-from .model import Architecture, ResNet
+from .model import ResNet
 from .spec import DATASET_INPUTS
 
 WRAPPER_KEYS = ("state_dict", "model")

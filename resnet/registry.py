@@ -1,14 +1,21 @@
-"""The registered models and `create`, the one entry point to build them."""
+"""The registered models and `create`, the one entry point to build them.
+
+The tables (`IMAGENET_MODELS`, `CIFAR_MODELS`, `DATASETS`) and `ModelOptions` are plain data:
+naming a model, or checking a name, does not import PyTorch; `create` does.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .blocks import BLOCKS
+from .architecture import model_name
 from .errors import ToolkitError
-from .model import ResNet
 from .spec import DATASET_INPUTS, InputSpec
+
+if TYPE_CHECKING:
+    from .model import ResNet
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,9 @@ def create(
     mean and std (its class count always follows `num_classes`). The model is returned in
     training mode, as `torch.nn.Module` constructors do; call `.eval()` for inference.
     """
+    from .blocks import BLOCKS
+    from .model import ResNet
+
     entry = model_entry(depth, dataset)
     spec = input_spec or DATASET_INPUTS[dataset]
     model = ResNet(
@@ -96,3 +106,36 @@ def create(
 
         load_checkpoint(model, weights)
     return model
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """A registered model and how to build it: what `create` takes, as one value (the command
+    lines' `--depth`, `--dataset`, `--shortcut`, `--num-classes`, and resnet-export's input
+    options). Checked when made: the depth must be registered for the dataset."""
+
+    depth: int
+    dataset: str = "imagenet"
+    shortcut: str | None = None  # None: the family's (B for ImageNet, A for CIFAR)
+    num_classes: int | None = None  # None: the dataset's
+    input_spec: InputSpec | None = None  # None: the dataset's
+
+    def __post_init__(self) -> None:
+        model_entry(self.depth, self.dataset)
+
+    @property
+    def name(self) -> str:
+        """The model's name (`resnet50`, `resnet20_cifar10`), as `create` will name it."""
+        return model_name(self.depth, self.dataset)
+
+    def create(self, *, weights: str | Path | None = None, zero_init_residual: bool = False) -> ResNet:
+        """`create` with these options (and a checkpoint file, if given)."""
+        return create(
+            self.depth,
+            self.dataset,
+            shortcut=self.shortcut,
+            num_classes=self.num_classes,
+            weights=weights,
+            zero_init_residual=zero_init_residual,
+            input_spec=self.input_spec,
+        )

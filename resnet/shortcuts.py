@@ -17,9 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .architecture import SHORTCUT_KINDS
 from .errors import ToolkitError
-
-SHORTCUT_KINDS = ("A", "B")
 
 
 class ShortcutA(nn.Module):

@@ -99,3 +99,27 @@ def test_the_check_catches_an_upward_import(tmp_path):
     assert violations(tool / "heavy.py", fake_root) == [
         "toolkit/heavy.py:2 imports torch, too heavy for the bottom layer"
     ]
+
+
+def test_reading_what_an_artifact_says_imports_no_torch(tmp_path):
+    """A client reads a file's input spec with `deploy.read_onnx_info` (the README's Triton client
+    does): the model's description (`Architecture`, `InputSpec`, the registry) and the artifact
+    readers must work without importing torch."""
+    import subprocess
+    import sys
+
+    import resnet
+    from export import export_onnx
+
+    path = tmp_path / "m.onnx"
+    export_onnx(resnet.create(20, "cifar10"), path, validate=False)
+    code = (
+        "import sys\n"
+        "import resnet, resnet.spec, resnet.architecture\n"
+        "from deploy import read_onnx_info\n"
+        f"info = read_onnx_info({str(path)!r})\n"
+        "options = resnet.ModelOptions(50)\n"
+        "print(info.architecture.depth, info.input_spec.height, options.name, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.split() == ["20", "32", "resnet50", "False"]

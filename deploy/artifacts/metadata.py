@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from resnet.model import Architecture
+from resnet.architecture import Architecture
 from resnet.spec import InputSpec
 from toolkit.errors import ArtifactError
 
@@ -36,58 +36,59 @@ KEYS = (
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """The model behind an artifact: name, architecture, input spec, precision, provenance.
+    """The model behind an artifact: name, dataset, architecture, input spec, precision, provenance.
 
     `precision` is the arithmetic of the model (one of `toolkit.precision.PRECISIONS`: "fp32",
-    "fp16", ...); `io_dtype` the element type of its input and output tensors (an FP16 graph
-    may keep FP32 I/O, casting at the edges).
+    "fp16", "int8", ...); `io_dtype` the element type of its input and output tensors (an FP16
+    graph may keep FP32 I/O, casting at the edges). `architecture` rebuilds the network
+    (`resnet.ResNet.from_architecture`); the name alone omits the shortcut and the class count.
     """
 
     name: str
-    depth: int
     dataset: str
-    shortcut: str
+    architecture: Architecture
     input_spec: InputSpec
     precision: str = "fp32"
     io_dtype: str = "fp32"
-    architecture: dict = field(default_factory=dict)
     producer: dict = field(default_factory=dict)
     quantization: dict = field(default_factory=dict)  # INT8: target, calibration method, images, their hash
+
+    def __post_init__(self) -> None:
+        if self.architecture.num_classes != self.input_spec.num_classes:
+            raise ArtifactError(
+                f"{self.name}'s architecture has {self.architecture.num_classes} classes and its input spec "
+                f"{self.input_spec.num_classes}"
+            )
+
+    @property
+    def depth(self) -> int:
+        return self.architecture.depth
+
+    @property
+    def shortcut(self) -> str:
+        return self.architecture.shortcut
 
     @property
     def num_classes(self) -> int:
         return self.input_spec.num_classes
-
-    def to_architecture(self) -> Architecture | None:
-        """The `resnet.Architecture` recorded at export (None for an empty record)."""
-        if not self.architecture:
-            return None
-        arch = self.architecture
-        return Architecture(
-            arch["block"], tuple(arch["layers"]), tuple(arch["widths"]), arch["stem"], self.shortcut, self.num_classes
-        )
 
     @classmethod
     def from_model(
         cls, model, precision: str = "fp32", io_dtype: str = "fp32", producer: dict | None = None
     ) -> ModelInfo:
         """The info of a `resnet.ResNet` about to be exported."""
-        # JSON-shaped (lists, not tuples), so that an info read back from a file compares equal.
-        arch = {k: list(v) if isinstance(v, tuple) else v for k, v in model.architecture.to_dict().items()}
-        del arch["num_classes"]  # kept once, in the input spec
         return cls(
             name=model.name,
-            depth=model.depth,
             dataset=model.dataset,
-            shortcut=arch.pop("shortcut"),
+            architecture=model.architecture,
             input_spec=model.input_spec,
             precision=precision,
             io_dtype=io_dtype,
-            architecture=arch,
             producer=dict(producer or {}),
         )
 
     def to_metadata(self) -> dict[str, str]:
+        """The `metadata_props` of an ONNX file: strings, lists and mappings as JSON."""
         spec = self.input_spec
         return {
             "model_name": self.name,
@@ -103,7 +104,7 @@ class ModelInfo:
             "std": json.dumps(list(spec.std)),
             "precision": self.precision,
             "io_dtype": self.io_dtype,
-            "architecture": json.dumps(self.architecture, sort_keys=True),
+            "architecture": json.dumps(_architecture_record(self.architecture), sort_keys=True),
             "producer": json.dumps(self.producer, sort_keys=True),
         } | ({"quantization": json.dumps(self.quantization, sort_keys=True)} if self.quantization else {})
 
@@ -125,22 +126,24 @@ class ModelInfo:
                 num_classes=int(props["num_classes"]),
                 resize=int(props["resize"]) if props["resize"] else None,
             )
+            architecture = _read_architecture(json.loads(props["architecture"]), props["shortcut"], spec.num_classes)
+            _check_depth(int(props["depth"]), architecture)
             return cls(
                 name=props["model_name"],
-                depth=int(props["depth"]),
                 dataset=props["dataset"],
-                shortcut=props["shortcut"],
+                architecture=architecture,
                 input_spec=spec,
                 precision=props["precision"],
                 io_dtype=props["io_dtype"],
-                architecture=json.loads(props["architecture"]),
                 producer=json.loads(props["producer"]),
                 quantization=json.loads(props.get("quantization") or "{}"),
             )
-        except (ValueError, TypeError) as error:
+        except (ValueError, TypeError, KeyError) as error:
             raise ArtifactError(f"{source} has malformed resnet-export metadata ({error})") from None
 
     def to_dict(self) -> dict:
+        """JSON form (engine and bundle manifests, reports): the architecture record as in the
+        metadata, with the shortcut and class count beside it."""
         return {
             "name": self.name,
             "depth": self.depth,
@@ -149,11 +152,46 @@ class ModelInfo:
             "input_spec": self.input_spec.to_dict(),
             "precision": self.precision,
             "io_dtype": self.io_dtype,
-            "architecture": self.architecture,
+            "architecture": _architecture_record(self.architecture),
             "producer": self.producer,
             "quantization": self.quantization,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelInfo:
-        return cls(**{**data, "input_spec": InputSpec.from_dict(data["input_spec"])})
+        spec = InputSpec.from_dict(data["input_spec"])
+        architecture = _read_architecture(data["architecture"], data["shortcut"], spec.num_classes)
+        _check_depth(data["depth"], architecture)
+        return cls(
+            name=data["name"],
+            dataset=data["dataset"],
+            architecture=architecture,
+            input_spec=spec,
+            precision=data.get("precision", "fp32"),
+            io_dtype=data.get("io_dtype", "fp32"),
+            producer=data.get("producer", {}),
+            quantization=data.get("quantization", {}),
+        )
+
+
+def _architecture_record(architecture: Architecture) -> dict:
+    """The architecture as files record it: block, layers, widths, stem (lists, JSON-shaped);
+    the shortcut and the class count are recorded once, beside it."""
+    return {
+        "block": architecture.block,
+        "layers": list(architecture.layers),
+        "widths": list(architecture.widths),
+        "stem": architecture.stem,
+    }
+
+
+def _read_architecture(record: dict, shortcut: str, num_classes: int) -> Architecture:
+    return Architecture(
+        record["block"], tuple(record["layers"]), tuple(record["widths"]), record["stem"], shortcut, num_classes
+    )
+
+
+def _check_depth(depth: int, architecture: Architecture) -> None:
+    """The recorded depth is the architecture's (a record that contradicts itself is malformed)."""
+    if depth != architecture.depth:
+        raise ValueError(f"depth {depth} disagrees with its architecture, which has depth {architecture.depth}")

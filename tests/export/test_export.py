@@ -120,7 +120,7 @@ def test_metadata_carries_what_later_stages_need(tmp_path):
     assert info.input_spec == model.input_spec
     assert (info.precision, info.io_dtype) == ("fp16", "fp32")
     assert set(info.producer) >= {"resnet-deploy-toolkit", "torch", "onnx"}
-    assert info.to_architecture() == model.architecture
+    assert info.architecture == model.architecture
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
     assert props["mean"] == "[0.4914, 0.4822, 0.4465]" and props["input_height"] == "40"
 
