@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from deploy.runtimes.gpu import describe_gpu
+from deploy.runtimes.gpu import cuda_available, describe_gpu
 from toolkit.provenance import versions
 
 
@@ -43,7 +43,7 @@ def cpu_model() -> str:
 def library_versions() -> dict[str, str]:
     """The versions a measurement depends on (and the CUDA stack, where there is a GPU)."""
     found = versions("torch", "numpy", "onnxruntime", "tensorrt", "onnx", python=True)
-    if torch.cuda.is_available():
+    if cuda_available():
         gpu = describe_gpu()
         found["cuda (torch)"], found["cudnn"] = gpu.cuda, gpu.cudnn
     return found
@@ -51,7 +51,7 @@ def library_versions() -> dict[str, str]:
 
 def describe_machine(threads: int | None, device: str) -> MachineInfo:
     gpu = None
-    if device.startswith("cuda") and torch.cuda.is_available():
+    if device.startswith("cuda") and cuda_available():
         gpu = describe_gpu(device)
     return MachineInfo(
         cpu_model(),

@@ -27,14 +27,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from toolkit.errors import ArtifactError, MissingDependencyError, ToolkitError
-from toolkit.files import check_replaceable_folder, publish_folder, sha256_file
+from toolkit.files import check_replaceable_folder, input_file, publish_folder, sha256_file
 from toolkit.provenance import versions
 
 from .artifacts.labels import resolve_labels
 from .artifacts.manifest import manifest_path, read_manifest
 from .artifacts.metadata import ModelInfo
 from .artifacts.onnx_file import inspect_onnx
-from .runtimes import Runtime, RuntimeOptions, open_runtime
+from .runtimes import Runtime, RuntimeOptions, backend_of, open_runtime
 
 BUNDLE_FORMAT = "resnet-bundle/1"
 ONNX_NAME, ENGINE_NAME, LABELS_NAME, MANIFEST_NAME, README_NAME = (
@@ -219,7 +219,7 @@ def write_bundle(
     `force`, which replaces it only once the new bundle is complete.
     """
     model, output = Path(model), Path(output)
-    if model.suffix.lower() in (".plan", ".engine"):
+    if backend_of(model) == "tensorrt":
         raise ToolkitError(
             f"{model.name} is an engine; a bundle is made from the ONNX file (add the engine with --engine)"
         )
@@ -231,9 +231,7 @@ def write_bundle(
     check_replaceable_folder(output, force=force, is_ours=is_bundle, what="bundle", inputs=inputs)
     engine_manifest = None
     if engine is not None:
-        engine = Path(engine)
-        if not engine.is_file():
-            raise ArtifactError(f"engine file {engine} does not exist")
+        engine = input_file(engine, "engine file", "an engine file", ArtifactError)
         engine_manifest = read_manifest(engine)
         if engine_manifest is None:
             raise ArtifactError(

@@ -61,6 +61,14 @@ class Int8Options:
             raise ToolkitError(f"INT8 files need opset {MIN_OPSET} or later (per-channel Q/DQ), got --opset {opset}")
 
 
+def default_int8_target() -> str:
+    """The INT8 target when none is named: "tensorrt" where a CUDA GPU is here (an engine will be
+    built), else "cpu" (ONNX Runtime on this machine's CPU)."""
+    from deploy.runtimes.gpu import cuda_available
+
+    return "tensorrt" if cuda_available() else "cpu"
+
+
 def calibration_images(options: Int8Options) -> ImageSet:
     """The calibration folder's images (labels are ignored), at most `options.size` of them."""
     return read_image_folder(options.calibration, labeled=False).subset(options.size)

@@ -2,7 +2,8 @@
 
 The candidate runs through `deploy`'s runtimes (the same classes the Predictor and the benchmark
 use), on several random batches; the reference is the PyTorch model in FP32, eval mode. What
-counts as passing depends on the precision of the artifact:
+counts as passing depends on the precision of the artifact, decided in one place
+(`criterion_for`, which returns a `Criterion`):
 
 - FP32: every logit within `atol x scale + rtol x |reference|`, where scale is the largest
   |logit| of the reference (so the tolerance follows the logits' magnitude). Default atol 1e-4.
@@ -13,8 +14,11 @@ counts as passing depends on the precision of the artifact:
   weight rounding; an activation that overflows FP16 on a GPU must be caught from the range.
   On a GPU (`validation_device`: ONNX Runtime's CUDA provider) FP16 arithmetic itself is
   checked, and the report says which device validated.
-- FP32 on a GPU: judged like FP16 (cosine and top-1), because cuDNN may use TF32 tensor cores
-  for FP32 convolutions.
+- FP32 on a GPU (and TF32 engines): judged like FP16 (cosine and top-1), because cuDNN may use
+  TF32 tensor cores for FP32 convolutions.
+- INT8 against the FP32 model: random inputs lie outside the calibration range, so only finite
+  outputs are required (the agreement is reported); accuracy on real images (`check_accuracy`,
+  `--eval`) decides. An INT8 engine against its own Q/DQ file in ONNX Runtime: like FP16.
 """
 
 from __future__ import annotations
@@ -109,24 +113,67 @@ class ValidationFailed(ToolkitError):
 
     def __init__(self, report: ValidationReport, what: str = "the model") -> None:
         self.report = report
+        self.exported = None  # export_onnx(engine=...): the report of the ONNX file, written before the engine failed
         super().__init__(f"validation of {what} failed: {'; '.join(report.failures)}")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """How a candidate's logits are judged against the reference's (chosen by `criterion_for`)."""
+
+    name: str  # recorded as the report's "precision": fp32, tf32, fp16, int8, int8 engine
+    elementwise: bool = False  # every logit within atol x scale + rtol x |reference|
+    agreement: bool = False  # smallest cosine and top-1 agreement
+    fp16_range: bool = False  # the reference model's activations within FP16's range, when measured
+    note: str | None = None  # what such a comparison cannot show
+
+
+INT8_RANDOM_NOTE = (
+    "an INT8 file was compared with the FP32 model on random inputs only (agreement, not accuracy); "
+    "pass --eval DIR, a folder of labelled images, to check its accuracy"
+)
+CRITERIA = {
+    c.name: c
+    for c in (
+        Criterion("fp32", elementwise=True),
+        Criterion("tf32", agreement=True),  # FP32 where tensor cores may compute in TF32
+        Criterion("fp16", agreement=True, fp16_range=True),
+        # Random inputs lie far outside the calibration range, so agreement on them says little
+        # about INT8: it is reported, and judged on real images (`check_accuracy`).
+        Criterion("int8", note=INT8_RANDOM_NOTE),
+        Criterion("int8 engine", agreement=True),  # an INT8 engine against its own Q/DQ file
+    )
+}
+
+
+def criterion_for(precision: str, *, tf32: bool = False, against_qdq: bool = False) -> Criterion:
+    """The criterion for a candidate of `precision`: FP32 elementwise, or by agreement when it
+    may compute in TF32 (`tf32`: a GPU); FP16 by agreement and the activation range; INT8 by
+    agreement when the reference computes the same Q/DQ arithmetic (`against_qdq`: an engine
+    against its file), else by finite outputs only (against the FP32 model, on random inputs)."""
+    if precision == "fp32":
+        return CRITERIA["tf32" if tf32 else "fp32"]
+    if precision == "int8":
+        return CRITERIA["int8 engine" if against_qdq else "int8"]
+    if precision not in CRITERIA:
+        raise ToolkitError(f"no validation criterion for precision {precision!r}")
+    return CRITERIA[precision]
 
 
 def compare_logits(
     reference: np.ndarray,
     candidate: np.ndarray,
     *,
-    precision: str,
+    criterion: Criterion,
     thresholds: Thresholds = Thresholds(),
     reference_name: str = "reference",
     candidate_name: str = "candidate",
     batch_sizes: Sequence[int] = (),
     activation_peak: float | None = None,
 ) -> ValidationReport:
-    """The figures and checks for `candidate` logits against `reference` logits (N, classes).
-
-    `activation_peak`, the largest |activation| the reference model produced, is checked
-    against FP16's range for FP16 candidates."""
+    """The figures of `candidate` logits against `reference` logits (N, classes), and the checks
+    `criterion` asks for. `activation_peak`, the largest |activation| the reference model
+    produced, is checked against FP16's range where the criterion says so."""
     ref = np.asarray(reference, dtype=np.float64)
     out = np.asarray(candidate, dtype=np.float64)
     if ref.shape != out.shape:
@@ -136,6 +183,22 @@ def compare_logits(
             f"the {reference_name} logits are not finite (NaN or inf) on random inputs, so there is nothing to "
             "compare against; the weights overflow (a randomly initialised very deep model does), or pass --no-validate"
         )
+    report = ValidationReport(
+        reference=reference_name,
+        candidate=candidate_name,
+        precision=criterion.name,
+        batch_sizes=list(batch_sizes),
+        activation_peak=activation_peak,
+        **_figures(ref, out),
+    )
+    report.checks += _checks(criterion, thresholds, report, np.abs(out - ref), ref)
+    if criterion.note:
+        report.notes.append(criterion.note)
+    return report
+
+
+def _figures(ref: np.ndarray, out: np.ndarray) -> dict:
+    """Errors, cosine and agreement of `out` against `ref` (the `ValidationReport` figures)."""
     finite = bool(np.isfinite(out).all())
     diff = np.abs(out - ref)
     scale = float(np.abs(ref).max()) or 1.0
@@ -144,52 +207,46 @@ def compare_logits(
     norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
     cosine = float(np.min(np.sum(ref * out, axis=1) / np.where(norms == 0, 1.0, norms))) if finite else float("nan")
     k = min(5, ref.shape[1])
-    top1 = float(np.mean(ref.argmax(1) == out.argmax(1)))
     ref_top = np.sort(np.argsort(-ref, axis=1)[:, :k], axis=1)
     out_top = np.sort(np.argsort(-out, axis=1)[:, :k], axis=1)
-    top5 = float(np.mean(np.all(ref_top == out_top, axis=1)))
     max_abs = float(diff.max()) if finite else float("inf")
-    report = ValidationReport(
-        reference=reference_name,
-        candidate=candidate_name,
-        precision=precision,
-        batch_sizes=list(batch_sizes),
-        samples=int(ref.shape[0]),
-        max_abs_error=max_abs,
-        max_rel_error=max_rel if finite else float("inf"),
-        logits_scale=scale,
-        scaled_error=max_abs / scale,
-        cosine=cosine,
-        top1_agreement=top1,
-        top5_agreement=top5,
-        activation_peak=activation_peak,
-    )
-    if precision == "fp32":
+    return {
+        "samples": int(ref.shape[0]),
+        "max_abs_error": max_abs,
+        "max_rel_error": max_rel if finite else float("inf"),
+        "logits_scale": scale,
+        "scaled_error": max_abs / scale,
+        "cosine": cosine,
+        "top1_agreement": float(np.mean(ref.argmax(1) == out.argmax(1))),
+        "top5_agreement": float(np.mean(np.all(ref_top == out_top, axis=1))),
+    }
+
+
+def _checks(
+    criterion: Criterion, thresholds: Thresholds, report: ValidationReport, diff: np.ndarray, ref: np.ndarray
+) -> list[Check]:
+    finite = bool(np.isfinite(report.max_abs_error))
+    checks = []
+    if criterion.elementwise:
         # Elementwise, as numpy.allclose: |error| <= atol * scale + rtol * |reference|. The figure
         # shown is the error in units of the scale, which is the whole test when rtol is 0.
+        scale = report.logits_scale
         within = finite and bool(np.all(diff <= thresholds.atol * scale + thresholds.rtol * np.abs(ref)))
         name = "max-error/scale" if not thresholds.rtol else f"max-error/scale (rtol {thresholds.rtol:g})"
-        report.checks.append(Check(name, max_abs / scale, "<=", thresholds.atol, within))
-    elif precision == "int8":
-        # Random inputs lie far outside the calibration range, so agreement on them says little
-        # about INT8: it is reported, and judged on real images (`check_accuracy`).
-        report.notes.append(INT8_RANDOM_NOTE)
-        report.checks.append(Check("finite outputs", float(finite), ">=", 1.0, finite))
-    else:
-        report.checks.append(
-            Check("cosine", cosine, ">=", thresholds.min_cosine, finite and cosine >= thresholds.min_cosine)
-        )
-        report.checks.append(Check("top-1 agreement", top1, ">=", thresholds.min_top1, top1 >= thresholds.min_top1))
-        if precision == "fp16" and activation_peak is not None:
-            report.checks.append(Check("activation-peak", activation_peak, "<=", FP16_MAX, activation_peak <= FP16_MAX))
-    return report
+        checks.append(Check(name, report.scaled_error, "<=", thresholds.atol, within))
+    if criterion.agreement:
+        cosine, top1 = report.cosine, report.top1_agreement
+        checks.append(Check("cosine", cosine, ">=", thresholds.min_cosine, finite and cosine >= thresholds.min_cosine))
+        checks.append(Check("top-1 agreement", top1, ">=", thresholds.min_top1, top1 >= thresholds.min_top1))
+    if criterion.fp16_range and report.activation_peak is not None:
+        peak = report.activation_peak
+        checks.append(Check("activation-peak", peak, "<=", FP16_MAX, peak <= FP16_MAX))
+    if not checks:  # nothing to compare closely: the outputs must at least be numbers
+        checks.append(Check("finite outputs", float(finite), ">=", 1.0, finite))
+    return checks
 
 
 VALIDATION_DEVICES = ("auto", "cpu", "cuda")
-INT8_RANDOM_NOTE = (
-    "an INT8 file was compared with the FP32 model on random inputs only (agreement, not accuracy); "
-    "pass --eval DIR, a folder of labelled images, to check its accuracy"
-)
 
 
 def check_accuracy(report: ValidationReport, evaluation, thresholds: Thresholds) -> None:
@@ -222,9 +279,10 @@ FP16_ON_CPU_NOTE = (
 def validation_device(validate_on: str, precision: str) -> str:
     """Where ONNX Runtime validates an export: "cpu" or "cuda".
 
-    "auto" is CUDA for FP16 graphs when ONNX Runtime's CUDA provider can run here (it computes
-    them in FP16, where the CPU computes them in FP32), else the CPU; "cuda" insists, with one
-    sentence naming what is missing when it can't run.
+    "auto" is CUDA for FP16 graphs where ONNX Runtime's automatic choice is CUDA (a GPU is here
+    and its CUDA provider can run: `deploy.runtimes.default_provider`), since it computes them in
+    FP16 where a CPU computes them in FP32; else the CPU. "cuda" insists, with one sentence naming
+    what is missing when it can't run.
     """
     from deploy.runtimes.onnxruntime import default_provider, require_provider
 
@@ -235,11 +293,6 @@ def validation_device(validate_on: str, precision: str) -> str:
     if validate_on == "cpu":
         return "cpu"
     return "cuda" if precision == "fp16" and default_provider() == "cuda" else "cpu"
-
-
-def judged_as(precision: str, device: str) -> str:
-    """The precision whose checks apply: FP32 on a GPU is judged like TF32 (cosine, top-1)."""
-    return "tf32" if precision == "fp32" and device != "cpu" else precision
 
 
 def validation_batches(example_batch: int, dynamic_batch: bool) -> list[int]:
@@ -282,7 +335,7 @@ def _compare_on_random_batches(
     reference_name: str,
     runtime: Runtime,
     *,
-    precision: str,
+    criterion: Criterion,
     batch_sizes: Sequence[int],
     thresholds: Thresholds,
     seed: int,
@@ -295,7 +348,7 @@ def _compare_on_random_batches(
         reference,
         candidate,
         activation_peak=peak,
-        precision=precision,
+        criterion=criterion,
         thresholds=thresholds,
         reference_name=reference_name,
         candidate_name=runtime.describe(),
@@ -307,7 +360,7 @@ def validate_runtime(
     model: torch.nn.Module,
     runtime: Runtime,
     *,
-    precision: str,
+    criterion: Criterion,
     batch_sizes: Sequence[int],
     thresholds: Thresholds = Thresholds(),
     seed: int = 0,
@@ -317,7 +370,7 @@ def validate_runtime(
         lambda batches: reference_logits(model, batches),
         "pytorch fp32 (eval)",
         runtime,
-        precision=precision,
+        criterion=criterion,
         batch_sizes=batch_sizes,
         thresholds=thresholds,
         seed=seed,
@@ -328,7 +381,7 @@ def compare_runtimes(
     reference: Runtime,
     runtime: Runtime,
     *,
-    precision: str,
+    criterion: Criterion,
     batch_sizes: Sequence[int],
     thresholds: Thresholds = Thresholds(),
     seed: int = 0,
@@ -339,7 +392,7 @@ def compare_runtimes(
         lambda batches: (np.concatenate([reference.run(b) for b in batches]), None),
         reference.describe(),
         runtime,
-        precision=precision,
+        criterion=criterion,
         batch_sizes=batch_sizes,
         thresholds=thresholds,
         seed=seed,

@@ -19,7 +19,7 @@ class OnnxSignature:
     path: Path
     input: TensorInfo  # (N, C, H, W); N is None when the batch axis is dynamic
     output: TensorInfo  # (N, classes)
-    precision: str  # the graph's arithmetic: "fp32" or "fp16"
+    precision: str  # the graph's arithmetic: "fp32", "fp16" or "int8" (from its metadata; else guessed)
     info: ModelInfo | None  # None for a file without resnet-export metadata
 
     def sha256(self) -> str:
@@ -45,26 +45,38 @@ def inspect_onnx(path: str | Path) -> OnnxSignature:
         raise ArtifactError(f"{path} is not a readable ONNX file ({first})") from None
     graph = proto.graph
     initializers = {t.name for t in graph.initializer}
-    inputs = [v for v in graph.input if v.name not in initializers]
-    if len(inputs) != 1 or len(graph.output) != 1:
-        raise ArtifactError(
-            f"{path} has {len(inputs)} inputs and {len(graph.output)} outputs; a classifier has one of each"
-        )
+    inputs = [tensor_info(v) for v in graph.input if v.name not in initializers]
+    has_fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+    props = {p.key: p.value for p in proto.metadata_props}
+    return classifier_signature(
+        path, inputs, [tensor_info(v) for v in graph.output], props, "fp16" if has_fp16 else "fp32"
+    )
 
-    def tensor(value) -> TensorInfo:
-        elem_type = value.type.tensor_type.elem_type
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem_type).name if elem_type else "undefined"
-        shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim)
-        return TensorInfo(value.name, dtype, shape)
 
-    inp, out = tensor(inputs[0]), tensor(graph.output[0])
+def tensor_info(value) -> TensorInfo:
+    """The `TensorInfo` of an ONNX graph input or output (a `ValueInfoProto`)."""
+    import onnx
+
+    tensor = value.type.tensor_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name if tensor.elem_type else "undefined"
+    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
+    return TensorInfo(value.name, dtype, shape)
+
+
+def classifier_signature(
+    path: Path, inputs: list[TensorInfo], outputs: list[TensorInfo], metadata: dict[str, str], precision: str
+) -> OnnxSignature:
+    """The signature of a classifier from what a reader found in it (the file's graph, or an ONNX
+    Runtime session's inputs, outputs and metadata): one input (N, C, H, W) with fixed C, H, W and
+    one output, else `ArtifactError`; the resnet-export metadata when present (its precision then
+    overrides `precision`, the reader's guess)."""
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ArtifactError(f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; a classifier has one of each")
+    inp, out = inputs[0], outputs[0]
     if len(inp.shape) != 4 or None in inp.shape[1:]:
         raise ArtifactError(f"{path} takes input of shape {inp.shape}; expected (N, C, H, W) with fixed C, H, W")
-    props = {p.key: p.value for p in proto.metadata_props}
-    info = ModelInfo.from_metadata(props, source=str(path)) if "model_name" in props else None
-    has_fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
-    precision = info.precision if info is not None else ("fp16" if has_fp16 else "fp32")
-    return OnnxSignature(path, inp, out, precision, info)
+    info = ModelInfo.from_metadata(metadata, source=str(path)) if "model_name" in metadata else None
+    return OnnxSignature(path, inp, out, info.precision if info is not None else precision, info)
 
 
 def read_onnx_info(path: str | Path) -> ModelInfo | None:

@@ -116,10 +116,24 @@ class DeviceRuntime(Runtime):
     `copy_in(host)` (host to device, after checking the batch; returns its size), `execute(n)`
     (the model on the first n inputs), `copy_out(n)` (device to a pinned host tensor, valid
     after `synchronize()`). The benchmark times them apart with CUDA events; `run` chains them.
-    A backend implements `_copy_in`, `execute` and `copy_out`.
+
+    The buffers are this class's: `allocate` makes the device input and output (PyTorch CUDA
+    tensors for the largest batch; a call uses their first n rows) and the pinned host copy of the
+    output; the copies in and out are the same for every backend. A backend calls `allocate`
+    once it knows its shapes, and implements `execute`.
     """
 
     stream = None  # a torch.cuda.Stream
+    _input = _output = _host_output = None  # torch tensors, made by `allocate`
+
+    def allocate(self, max_batch: int, classes: int, input_dtype, output_dtype) -> None:
+        """Device input (max_batch, C, H, W) and output (max_batch, classes) buffers of the given
+        torch dtypes, on `self.device`, and a pinned host tensor for the output."""
+        import torch
+
+        self._input = torch.empty((max_batch, *self.input_shape[1:]), dtype=input_dtype, device=self.device)
+        self._output = torch.empty((max_batch, classes), dtype=output_dtype, device=self.device)
+        self._host_output = torch.empty(self._output.shape, dtype=output_dtype, pin_memory=True)
 
     def pinned_input(self, batch: np.ndarray):
         """`batch` as a pinned host tensor of the input dtype (what `copy_in` reads fastest)."""
@@ -136,17 +150,25 @@ class DeviceRuntime(Runtime):
         self._copy_in(host)
         return host.shape[0]
 
-    @abstractmethod
     def _copy_in(self, host) -> None:
-        """Queue the copy of a checked pinned batch into the device input buffer."""
+        """Queue the copy of a checked pinned batch into the first rows of the device input."""
+        import torch
+
+        with torch.cuda.stream(self.stream):
+            self._input[: host.shape[0]].copy_(host, non_blocking=True)
 
     @abstractmethod
     def execute(self, n: int) -> None:
         """Queue the model on the first `n` images of the device input (n came from `copy_in`)."""
 
-    @abstractmethod
     def copy_out(self, n: int):
-        """Queue the device-to-host copy of the first `n` outputs; returns the pinned tensor."""
+        """Queue the device-to-host copy of the first `n` outputs; returns the pinned host tensor
+        (valid after `synchronize()`)."""
+        import torch
+
+        with torch.cuda.stream(self.stream):
+            self._host_output[:n].copy_(self._output[:n], non_blocking=True)
+        return self._host_output[:n]
 
     def synchronize(self) -> None:
         self.stream.synchronize()

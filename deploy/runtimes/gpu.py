@@ -8,11 +8,20 @@ from dataclasses import asdict, dataclass
 from toolkit.errors import MissingDependencyError
 
 
+def cuda_available() -> bool:
+    """Whether a CUDA GPU is visible here, to PyTorch (whose CUDA tensors every GPU runtime of the
+    toolkit uses for its buffers): the one answer to "is there a GPU for this?" that every default
+    (ONNX Runtime's provider, PyTorch's device, the INT8 target) follows."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def require_cuda(what: str = "TensorRT engines"):
     """torch, after checking that a CUDA GPU is visible."""
     import torch
 
-    if not torch.cuda.is_available():
+    if not cuda_available():
         raise MissingDependencyError(f"{what} need an NVIDIA GPU, and torch sees none on this machine")
     return torch
 

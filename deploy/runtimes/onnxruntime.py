@@ -27,9 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ArtifactError, MissingDependencyError, ToolkitError
+from toolkit.files import input_file
 from toolkit.optional import INSTALL, require
 
-from ..artifacts.metadata import ModelInfo
+from ..artifacts.onnx_file import OnnxSignature, classifier_signature
+from ..artifacts.tensors import TensorInfo
 from .base import DeviceRuntime, Runtime
 
 ORT_PROVIDERS = {
@@ -41,7 +43,8 @@ PROVIDER_NAMES = {ep: name for name, ep in ORT_PROVIDERS.items()}
 DEVICES = ("cpu", "cuda")
 CONV_SEARCHES = ("exhaustive", "heuristic", "default")  # cuDNN convolution algorithm search
 _LIBRARIES = {"cuda": "libonnxruntime_providers_cuda.so", "tensorrt": "libonnxruntime_providers_tensorrt.so"}
-_ELEMENT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+_ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
+_FLOAT_TYPES = ("float32", "float16")
 _DEFAULT_LOG_SEVERITY = 2  # ONNX Runtime's own default: warnings and above
 
 
@@ -57,7 +60,7 @@ def provider_problem(provider: str) -> str | None:
     A GPU provider needs onnxruntime-gpu and every library its provider library links against
     (CUDA, cuDNN; TensorRT for "tensorrt"). The library is loaded the way ONNX Runtime loads it,
     so a missing dependency is named exactly. Whether a GPU is present is for the session to
-    find out (`OrtRuntime` reports what it found).
+    find out (`OrtRuntime` reports what it found); `default_provider` asks `gpu.cuda_available` first.
     """
     if provider not in ORT_PROVIDERS:
         raise ToolkitError(f"provider must be one of {', '.join(ORT_PROVIDERS)}, got {provider!r}")
@@ -96,8 +99,11 @@ def available_ort_providers() -> list[str]:
 
 
 def default_provider() -> str:
-    """The automatic choice: "cuda" when ONNX Runtime's CUDA provider can run here, else "cpu"."""
-    return "cuda" if provider_problem("cuda") is None else "cpu"
+    """The automatic choice: "cuda" when a CUDA GPU is here (`gpu.cuda_available`) and ONNX
+    Runtime's CUDA provider can run, else "cpu"."""
+    from .gpu import cuda_available
+
+    return "cuda" if cuda_available() and provider_problem("cuda") is None else "cpu"
 
 
 def require_provider(provider: str) -> str:
@@ -132,20 +138,32 @@ def _create_session(path: Path, options, providers: list, requested: str | None)
     return session, running
 
 
-def _model_io(session, path: Path):
-    """(input name, output name, input dtype, input shape, info) of a classifier's session."""
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ArtifactError(f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; a classifier has one of each")
-    if inputs[0].type not in _ELEMENT_TYPES:
-        raise ArtifactError(f"{path} takes {inputs[0].type} input; only float and float16 images are supported")
-    shape = tuple(d if isinstance(d, int) else None for d in inputs[0].shape)
-    if len(shape) != 4 or None in shape[1:]:
-        raise ArtifactError(f"{path} takes input of shape {inputs[0].shape}; expected (N, C, H, W) with fixed C, H, W")
-    output_dtype = np.dtype(_ELEMENT_TYPES.get(outputs[0].type, np.float32))
+def _signature(session, path: Path) -> OnnxSignature:
+    """The classifier signature of a loaded session: the checks `inspect_onnx` applies to a file
+    (`deploy.artifacts.classifier_signature`), on what the session read, so the file is not parsed
+    a second time; the input must be float32 or float16 images."""
     metadata = session.get_modelmeta().custom_metadata_map
-    info = ModelInfo.from_metadata(metadata, source=str(path)) if "model_name" in metadata else None
-    return inputs[0].name, outputs[0].name, np.dtype(_ELEMENT_TYPES[inputs[0].type]), shape, output_dtype, info
+    inputs = [_tensor_info(arg) for arg in session.get_inputs()]
+    outputs = [_tensor_info(arg) for arg in session.get_outputs()]
+    signature = classifier_signature(path, inputs, outputs, metadata, precision="fp32")
+    if signature.input.dtype not in _FLOAT_TYPES:
+        raise ArtifactError(
+            f"{path} takes {signature.input.dtype} input; only float32 and float16 images are supported"
+        )
+    return signature
+
+
+def _tensor_info(arg) -> TensorInfo:
+    """A session input or output: "tensor(float)" is float32; a symbolic dimension ("batch") is None."""
+    dtype = _ORT_TYPES.get(arg.type, arg.type.removeprefix("tensor(").removesuffix(")"))
+    return TensorInfo(arg.name, dtype, tuple(d if isinstance(d, int) and d >= 0 else None for d in arg.shape))
+
+
+def _adopt(runtime: Runtime, signature: OnnxSignature) -> None:
+    """Give a runtime the interface of its file: input and output names, input type and shape, metadata."""
+    runtime.input_name, runtime.output_name = signature.input.name, signature.output.name
+    runtime.input_dtype, runtime.input_shape = np.dtype(signature.input.dtype), signature.input.shape
+    runtime.info = signature.info
 
 
 def _session_options(threads: int | None = None):
@@ -173,9 +191,7 @@ class OrtRuntime(Runtime):
 
     def __init__(self, path: str | Path, *, provider: str | None = None, threads: int | None = None) -> None:
         import_onnxruntime()
-        path = Path(path)
-        if not path.is_file():
-            raise ArtifactError(f"model file {path} does not exist")
+        path = input_file(path, "model file", "a model file (.onnx)", ArtifactError)
         requested = provider
         provider = require_provider(provider) if provider is not None else default_provider()
         chain = [ORT_PROVIDERS[provider]] + (["CUDAExecutionProvider"] if provider == "tensorrt" else [])
@@ -184,9 +200,7 @@ class OrtRuntime(Runtime):
         self.path = path
         self.device = "cpu" if self.provider == "cpu" else "cuda"
         self.threads = threads
-        self.input_name, self.output_name, self.input_dtype, self.input_shape, _, self.info = _model_io(
-            self.session, path
-        )
+        _adopt(self, _signature(self.session, path))
         self._outputs = [self.output_name]
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
@@ -231,9 +245,7 @@ class OrtCudaRuntime(DeviceRuntime):
         from .gpu import require_cuda
 
         ort = import_onnxruntime()
-        path = Path(path)
-        if not path.is_file():
-            raise ArtifactError(f"model file {path} does not exist")
+        path = input_file(path, "model file", "a model file (.onnx)", ArtifactError)
         require_provider("cuda")
         torch = require_cuda("ONNX Runtime on CUDA with device buffers (PyTorch's)")
         if conv_search not in CONV_SEARCHES:
@@ -247,18 +259,20 @@ class OrtCudaRuntime(DeviceRuntime):
         # One session runs every batch size; with CUDA graphs, each batch size has its own.
         session = self._shared = self._new_session()
         self._graph_sessions: dict[int, object] = {}
-        self.input_name, self.output_name, self.input_dtype, self.input_shape, output_dtype, self.info = _model_io(
-            session, path
-        )
+        signature = _signature(session, path)
+        _adopt(self, signature)
+        if signature.output.dtype not in _FLOAT_TYPES:
+            raise ArtifactError(
+                f"{path} gives {signature.output.dtype} output; float32 or float16 logits are supported"
+            )
         self.max_batch = self.input_shape[0] or max_batch
-        num_classes = session.get_outputs()[0].shape[-1]
-        torch_type = {np.dtype(np.float32): torch.float32, np.dtype(np.float16): torch.float16}
-        self._output_dtype = output_dtype
-        self._input = torch.empty(
-            (self.max_batch, *self.input_shape[1:]), dtype=torch_type[self.input_dtype], device=self.device
+        self._output_dtype = np.dtype(signature.output.dtype)
+        self.allocate(
+            self.max_batch,
+            signature.output.shape[-1],
+            getattr(torch, self.input_dtype.name),
+            getattr(torch, self._output_dtype.name),
         )
-        self._output = torch.empty((self.max_batch, num_classes), dtype=torch_type[output_dtype], device=self.device)
-        self._host_output = torch.empty(self._output.shape, dtype=self._output.dtype, pin_memory=True)
         self._bindings: dict[int, object] = {}
         self._run_options = ort.RunOptions()
         # The stream is ours: synchronize() waits for it; ONNX Runtime need not block each run.
@@ -311,19 +325,10 @@ class OrtCudaRuntime(DeviceRuntime):
             self._bindings[n] = (session, binding)
         return self._bindings[n]
 
-    def _copy_in(self, host) -> None:
-        with self._torch.cuda.stream(self.stream):
-            self._input[: host.shape[0]].copy_(host, non_blocking=True)
-
     def execute(self, n: int) -> None:
         """Queue the model on the first `n` inputs (the CUDA graph of batch size n, when on)."""
         session, binding = self._binding(n)
         session.run_with_iobinding(binding, self._run_options)
-
-    def copy_out(self, n: int):
-        with self._torch.cuda.stream(self.stream):
-            self._host_output[:n].copy_(self._output[:n], non_blocking=True)
-        return self._host_output[:n]
 
     def close(self) -> None:
         self._bindings.clear()

@@ -19,6 +19,7 @@ from toolkit.files import input_file
 from .base import Runtime, RuntimeOptions
 
 BACKENDS = {".plan": "tensorrt", ".engine": "tensorrt", ".onnx": "onnxruntime", ".pt": "pytorch", ".pth": "pytorch"}
+BACKEND_NAMES = tuple(dict.fromkeys(BACKENDS.values()))  # "tensorrt", "onnxruntime", "pytorch"
 
 
 def backend_of(path: str | Path) -> str:
@@ -59,12 +60,11 @@ def open_runtime(
 def _open_onnx(path: Path, options: RuntimeOptions) -> Runtime:
     """ONNX Runtime: on CUDA with device buffers (`OrtCudaRuntime`) when the CUDA provider is
     asked for, or chosen automatically, and PyTorch sees the GPU; else NumPy in and out."""
-    import torch
-
+    from .gpu import cuda_available
     from .onnxruntime import OrtCudaRuntime, OrtRuntime, default_provider
 
     provider = options.provider or default_provider()
-    if provider == "cuda" and torch.cuda.is_available():
+    if provider == "cuda" and cuda_available():
         return OrtCudaRuntime(
             path,
             cuda_graphs=options.cuda_graphs,

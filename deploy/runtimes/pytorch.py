@@ -16,7 +16,7 @@ from toolkit.precision import PRECISIONS, TORCH_PRECISIONS, check_precision
 
 from ..artifacts.metadata import ModelInfo
 from .base import DeviceRuntime, Runtime, RuntimeOptions
-from .gpu import require_cuda
+from .gpu import cuda_available, require_cuda
 
 TORCH_DTYPES = {name: getattr(torch, PRECISIONS[name].torch_dtype) for name in TORCH_PRECISIONS}
 
@@ -53,7 +53,7 @@ def _describe_options(runtime) -> str:
 
 def torch_runtime(model: ResNet, options: RuntimeOptions = RuntimeOptions()) -> Runtime:
     """The right PyTorch runtime for `options.device` ("cpu", "cuda[:i]"; None: cuda when available)."""
-    device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = options.device or ("cuda" if cuda_available() else "cpu")
     common = dict(precision=options.precision, channels_last=options.channels_last, compile=options.compile)
     if device.startswith("cuda"):
         return TorchCudaRuntime(
@@ -142,28 +142,23 @@ class TorchCudaRuntime(DeviceRuntime):
         self.info = ModelInfo.from_model(model, precision=precision)
         self.max_batch = max_batch
         self.stream = torch.cuda.Stream(device=device)
+        # The device input holds the host's dtype; the model's dtype and layout are made from it
+        # inside `execute` (`_model_input`), as eager code converts on the device.
+        self.allocate(max_batch, spec.num_classes, getattr(torch, self.input_dtype.name), torch.float32)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        host_dtype = torch.float16 if precision == "fp16" else torch.float32
-        self._staging = torch.empty((max_batch, *self.input_shape[1:]), dtype=host_dtype, device=device)
-        self._input = torch.empty(
+        self._model_input = torch.empty(
             (max_batch, *self.input_shape[1:]), dtype=TORCH_DTYPES[precision], device=device
         ).contiguous(memory_format=memory_format)
-        self._output = torch.empty((max_batch, spec.num_classes), dtype=torch.float32, device=device)
-        self._host_output = torch.empty((max_batch, spec.num_classes), dtype=torch.float32, pin_memory=True)
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
 
     @property
     def batch_range(self) -> tuple[int, int]:
         return (1, self.max_batch)
 
-    def _copy_in(self, host) -> None:
-        with torch.cuda.stream(self.stream):
-            self._staging[: host.shape[0]].copy_(host, non_blocking=True)
-
     def _step(self, n: int) -> None:
         # Conversion to the model's dtype and layout is part of the model's work, as in eager code.
-        self._input[:n].copy_(self._staging[:n])
-        self._output[:n].copy_(self._forward(self._input[:n]))
+        self._model_input[:n].copy_(self._input[:n])
+        self._output[:n].copy_(self._forward(self._model_input[:n]))
 
     def execute(self, n: int) -> None:
         with torch.cuda.stream(self.stream), torch.inference_mode():
@@ -184,11 +179,6 @@ class TorchCudaRuntime(DeviceRuntime):
             self._step(n)
         self._graphs[n] = graph
         return graph
-
-    def copy_out(self, n: int):
-        with torch.cuda.stream(self.stream):
-            self._host_output[:n].copy_(self._output[:n], non_blocking=True)
-        return self._host_output[:n]
 
     def close(self) -> None:
         self._graphs.clear()

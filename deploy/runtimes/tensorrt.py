@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ArtifactError, ToolkitError
+from toolkit.files import input_file
 from toolkit.optional import require
 
 from ..artifacts.manifest import BatchProfile, EngineEnvironment, EngineManifest, check_compatible, read_manifest
@@ -124,9 +125,7 @@ def load_engine(path: str | Path, device: int = 0):
     rebuild it here; softer differences come back as warnings. An engine without a manifest
     (from trtexec, say) is loaded as is, and TensorRT itself judges it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"engine file {path} does not exist")
+    path = input_file(path, "engine file", "an engine file", ArtifactError)
     manifest: EngineManifest | None = read_manifest(path)
     data = path.read_bytes()
     if manifest is not None and hashlib.sha256(data).hexdigest() != manifest.engine_sha256:
@@ -190,13 +189,8 @@ class TensorRTRuntime(DeviceRuntime):
         self.batch_profile = BatchProfile(low[0], opt[0], high[0])
         self.num_classes = tuple(self.engine.get_tensor_shape(self.output_name))[-1]
         self.info = self.manifest.model if self.manifest is not None else None
-        # Buffers for the largest batch; calls use a prefix.
         self.stream = torch.cuda.Stream()
-        self._input = torch.empty((self.batch_profile.max, *shape[1:]), dtype=input_torch_dtype, device=self.device)
-        self._output = torch.empty(
-            (self.batch_profile.max, self.num_classes), dtype=output_torch_dtype, device=self.device
-        )
-        self._host_output = torch.empty(self._output.shape, dtype=output_torch_dtype, pin_memory=True)
+        self.allocate(self.batch_profile.max, self.num_classes, input_torch_dtype, output_torch_dtype)
         self.context = self._new_context()
         self._shape_set: int | None = None
         self._graphs: dict[int, tuple[object, object]] = {}  # batch -> (CUDA graph, its execution context)
@@ -227,10 +221,6 @@ class TensorRTRuntime(DeviceRuntime):
                 f"batch {batch_size} is outside engine {self.path.name}'s profile ({self.batch_profile}); "
                 "rebuild with resnet-build --min-batch/--max-batch to cover it"
             )
-
-    def _copy_in(self, host) -> None:
-        with self._torch.cuda.stream(self.stream):
-            self._input[: host.shape[0]].copy_(host, non_blocking=True)
 
     def _set_shape(self, context, n: int) -> None:
         if not context.set_input_shape(self.input_name, (n, *self.input_shape[1:])):
@@ -276,13 +266,6 @@ class TensorRTRuntime(DeviceRuntime):
             )
         self._graphs[n] = (graph, context)
         return self._graphs[n]
-
-    def copy_out(self, n: int):
-        """Queue the device->host copy of the first `n` logits; returns the pinned host tensor
-        (valid after `synchronize()`)."""
-        with self._torch.cuda.stream(self.stream):
-            self._host_output[:n].copy_(self._output[:n], non_blocking=True)
-        return self._host_output[:n]
 
     def close(self) -> None:
         self._graphs.clear()
