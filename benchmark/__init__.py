@@ -5,10 +5,10 @@ The top layer (docs/design.md): it may import `toolkit`, `resnet`, `deploy` and 
 """
 
 from .harness import BatchTimer, LoopSettings, Measurement, run_timers
-from .report import BenchmarkRun, Comparison, format_table, to_csv, to_markdown
-from .run import run_benchmark
+from .report import BenchmarkRun, Comparison, ReportFiles, format_table, to_csv, to_markdown
+from .run import benchmark_models, run_benchmark
 from .stats import LatencyStats, percentile
-from .targets import Target, TargetOptions, flops_per_image, open_target
+from .targets import Target, flops_per_image, open_target
 
 __all__ = [
     "BatchTimer",
@@ -17,10 +17,11 @@ __all__ = [
     "LatencyStats",
     "LoopSettings",
     "Measurement",
+    "ReportFiles",
     "Target",
-    "TargetOptions",
     "flops_per_image",
     "format_table",
+    "benchmark_models",
     "open_target",
     "percentile",
     "run_benchmark",

@@ -210,22 +210,28 @@ def to_markdown(run: BenchmarkRun) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(
-    run: BenchmarkRun,
-    *,
-    json_path: str | None = None,
-    csv_path: str | None = None,
-    markdown_path: str | None = None,
-    plot_path: str | None = None,
-) -> None:
-    if json_path and json_path != "-":
-        write_text_atomic(Path(json_path), json.dumps(run.to_dict(), indent=2) + "\n")
-    if csv_path:
-        write_text_atomic(Path(csv_path), to_csv(run))
-    if markdown_path:
-        write_text_atomic(Path(markdown_path), to_markdown(run))
-    if plot_path:
-        plot(run, Path(plot_path))
+@dataclass(frozen=True)
+class ReportFiles:
+    """The files a run is written to (`resnet-bench --json/--csv/--markdown/--plot`); None: not
+    written. JSON to "-" is the command's to print (stdout)."""
+
+    json_path: str | None = None
+    csv_path: str | None = None
+    markdown_path: str | None = None
+    plot_path: str | None = None
+
+    def paths(self) -> list[str | None]:
+        return [self.json_path, self.csv_path, self.markdown_path, self.plot_path]
+
+    def write(self, run: BenchmarkRun) -> None:
+        if self.json_path and self.json_path != "-":
+            write_text_atomic(Path(self.json_path), json.dumps(run.to_dict(), indent=2) + "\n")
+        if self.csv_path:
+            write_text_atomic(Path(self.csv_path), to_csv(run))
+        if self.markdown_path:
+            write_text_atomic(Path(self.markdown_path), to_markdown(run))
+        if self.plot_path:
+            plot(run, Path(self.plot_path))
 
 
 def plot(run: BenchmarkRun, path: Path) -> None:

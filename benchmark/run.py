@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from deploy.runtimes.base import RuntimeOptions
+from resnet.registry import ModelOptions
 from resnet.summary import largest_activation
 from toolkit.errors import ToolkitError
 from toolkit.numbers import check_memory
@@ -14,7 +16,7 @@ from toolkit.numbers import check_memory
 from .environment import describe_machine, measure_matmul_tflops
 from .harness import INPUT_POOL, BatchTimer, LoopSettings, run_timers
 from .report import BenchmarkRun, compare
-from .targets import Target, flops_per_image
+from .targets import Target, flops_per_image, open_target
 
 
 def peak_key(target: Target) -> tuple[str, str]:
@@ -94,3 +96,42 @@ def run_benchmark(
                     m.peak_tflops = peak
                     m.fraction_of_peak = m.achieved_tflops / peak
     return BenchmarkRun(machine, settings, measurements, compare(measurements))
+
+
+def benchmark_models(
+    target: str | None,
+    other: str | None,
+    batches: Sequence[int] | None,
+    options: RuntimeOptions = RuntimeOptions(),
+    settings: LoopSettings = LoopSettings(),
+    *,
+    model: ModelOptions | None = None,
+    peak_tflops: float | None = None,
+    measure_peak: bool = True,
+    seed: int = 0,
+    progress: Callable[[BatchTimer, float], None] | None = None,
+) -> BenchmarkRun:
+    """What `resnet-bench TARGET --vs OTHER` does: open the target (a file, or the registered
+    `model` in PyTorch when `target` is None) and the other one (a file, or "pytorch": the
+    target's architecture in PyTorch), measure both over `batches` (default: an engine's opt
+    batch, else 1) with `run_benchmark`, and close them."""
+    targets = [open_target(target, options, model=model)]
+    try:
+        if other is not None:
+            targets.append(open_target(other, options, like=targets[0], model=model))
+        if batches is None:
+            profile = getattr(targets[0].runtime, "batch_profile", None)
+            batches = [profile.opt] if profile is not None else [1]
+        return run_benchmark(
+            targets,
+            batches,
+            settings,
+            peak_tflops=peak_tflops,
+            measure_peak=measure_peak,
+            threads=options.threads,
+            seed=seed,
+            progress=progress,
+        )
+    finally:
+        for opened in targets:
+            opened.runtime.close()

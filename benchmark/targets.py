@@ -17,12 +17,11 @@ from deploy.artifacts.metadata import ModelInfo
 from deploy.runtimes import Runtime, RuntimeOptions, open_runtime
 from deploy.runtimes.pytorch import torch_runtime
 from resnet.model import ResNet
-from resnet.registry import create
+from resnet.registry import ModelOptions
 from resnet.summary import count_macs
 from toolkit.errors import ToolkitError
 
 PYTORCH_WORD = "pytorch"
-TargetOptions = RuntimeOptions  # what resnet-bench may ask of each backend
 
 
 @dataclass
@@ -48,22 +47,23 @@ def _pytorch(model: ResNet, name: str, options: RuntimeOptions) -> Target:
 
 
 def open_target(
-    name: str | None, options: RuntimeOptions, *, like: Target | None = None, model_args: dict | None = None
+    name: str | None, options: RuntimeOptions, *, like: Target | None = None, model: ModelOptions | None = None
 ) -> Target:
-    """Open one benchmark target (see the module docstring). `like` is the target `pytorch` copies."""
+    """Open one benchmark target (see the module docstring): the file `name`, or `pytorch` (the
+    architecture of `like` in PyTorch), or, without a name, the registered `model` in PyTorch."""
     if name is None:
-        if not model_args or model_args.get("depth") is None:
+        if model is None:
             raise ToolkitError("name a model file (.plan, .engine, .onnx, .pt, .pth) or give --depth")
-        model = create(**model_args)
-        return _pytorch(model, model.name, options)
+        network = model.create()
+        return _pytorch(network, network.name, options)
     if name == PYTORCH_WORD:
         if like is None or like.info is None:
             raise ToolkitError(
                 "'pytorch' compares with the PyTorch model of the other target, which needs a file made by resnet-export or resnet-build"
             )
         info = like.info
-        model = ResNet.from_architecture(info.architecture, dataset=info.dataset, input_spec=info.input_spec)
-        return _pytorch(model, info.name, options)
+        network = ResNet.from_architecture(info.architecture, dataset=info.dataset, input_spec=info.input_spec)
+        return _pytorch(network, info.name, options)
     path = Path(name)
     runtime = open_runtime(path, options)
     if runtime.backend == "pytorch":

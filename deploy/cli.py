@@ -1,4 +1,7 @@
-"""`resnet-deploy`: predictions on images, deployment bundles, Triton model repositories."""
+"""`resnet-deploy` (predictions on images, deployment bundles, Triton model repositories) and
+`resnet-eval` (accuracy on a folder of labelled images). Each command parses its options, calls
+one library function (`Predictor.predict_each`, `write_bundle`, `write_triton_model`,
+`evaluate_model`) and prints what it returns."""
 
 from __future__ import annotations
 
@@ -7,16 +10,25 @@ import json
 import click
 
 from resnet.cli import model_options
-from toolkit.cli import ProgressBar, ToolkitCommand, ToolkitGroup, json_option, options, parse_ints, write_json
+from toolkit.cli import (
+    ProgressBar,
+    ToolkitCommand,
+    ToolkitGroup,
+    json_option,
+    option_group,
+    options,
+    parse_ints,
+    write_json,
+)
 from toolkit.files import check_outputs
 from toolkit.numbers import Number
 
 from .bundle import write_bundle
-from .datasets import read_image_folder
-from .evaluate import evaluate
-from .predictor import Predictor
-from .preprocess import ImageError
-from .triton import write_triton_model
+from .evaluate import Evaluation, evaluate_model
+from .predictor import Prediction, Predictor, UnreadableImage
+from .runtimes.onnxruntime import DEVICES
+from .runtimes.open import BACKEND_NAMES
+from .triton import TritonOptions, write_triton_model
 
 
 @click.group("resnet-deploy", cls=ToolkitGroup)
@@ -33,14 +45,14 @@ def main() -> None:
 backend_options = options(
     click.option(
         "--backend",
-        type=click.Choice(["tensorrt", "onnxruntime", "pytorch"]),
+        type=click.Choice(list(BACKEND_NAMES)),
         default=None,
         help="Force a backend. [default: the file's (.plan TensorRT, .onnx ONNX Runtime, .pth PyTorch); "
         "a bundle's engine when TensorRT and a compatible GPU are here, else its ONNX file]",
     ),
     click.option(
         "--device",
-        type=click.Choice(["cpu", "cuda"]),
+        type=click.Choice(list(DEVICES)),
         default=None,
         help="ONNX Runtime or PyTorch device. [default: cuda when it can run there]",
     ),
@@ -63,41 +75,32 @@ def predict(model, images, top_k, labels, backend, device, as_json) -> int:
     and the exit status is 1. Bad arguments (a missing model, a bad bundle) exit 2.
     """
     with Predictor(model, backend=backend, device=device, labels=labels) as predictor:
-        ordered: list[dict | None] = [None] * len(images)  # one result per argument, in order (repeats too)
-        arrays, read = [], []
-        for position, image in enumerate(images):
-            try:
-                arrays.append(predictor.preprocess(image))
-                read.append(position)
-            except ImageError as error:
-                ordered[position] = {"source": image, "error": str(error)}
-        if arrays:
-            import numpy as np
-
-            sources = [images[position] for position in read]
-            predictions = predictor.predict_arrays(np.stack(arrays), top_k=top_k, sources=sources)
-            for position, prediction in zip(read, predictions, strict=True):
-                ordered[position] = prediction.to_dict()
+        results = predictor.predict_each(images, top_k=top_k)
         backend_description = predictor.backend
-    failed = [r for r in ordered if "error" in r]
+    failed = [r for r in results if isinstance(r, UnreadableImage)]
     if as_json:
-        click.echo(json.dumps({"backend": backend_description, "predictions": ordered}, indent=2))
+        click.echo(
+            json.dumps({"backend": backend_description, "predictions": [r.to_dict() for r in results]}, indent=2)
+        )
     else:
         click.echo(f"# {backend_description}")
-        for result in ordered:
-            if "error" in result:
-                click.echo(f"{result['source']}: error: {result['error']}")
-                continue
-            names = result["labels"] or [""] * len(result["indices"])
-            ranked = ", ".join(
-                f"{name + ' ' if name else ''}[{index}] {score:.3f}"
-                for name, index, score in zip(names, result["indices"], result["scores"], strict=True)
-            )
-            click.echo(f"{result['source']}: {ranked}")
+        for result in results:
+            click.echo(f"{result.source}: {format_prediction(result)}")
     if failed:
-        click.echo(f"resnet-deploy: {len(failed)} of {len(ordered)} images could not be read", err=True)
+        click.echo(f"resnet-deploy: {len(failed)} of {len(results)} images could not be read", err=True)
         return 1
     return 0
+
+
+def format_prediction(result: Prediction | UnreadableImage) -> str:
+    """`name [index] score, ...` best first, or `error: why` for an image that could not be read."""
+    if isinstance(result, UnreadableImage):
+        return f"error: {result.error}"
+    names = result.labels or [""] * len(result.indices)
+    return ", ".join(
+        f"{name + ' ' if name else ''}[{index}] {score:.3f}"
+        for name, index, score in zip(names, result.indices, result.scores, strict=True)
+    )
 
 
 @main.command("bundle")
@@ -122,6 +125,35 @@ def bundle(model, output, engine, labels, force) -> int:
     return 0
 
 
+def _serving(max_batch, instances, preferred_batch, max_queue_delay_us, cpu) -> TritonOptions:
+    return TritonOptions(
+        max_batch=max_batch,
+        instances=instances,
+        preferred_batch=parse_ints(preferred_batch, "--preferred-batch") if preferred_batch else (),
+        max_queue_delay_us=max_queue_delay_us,
+        instance_kind="KIND_CPU" if cpu else "KIND_GPU",
+    )
+
+
+serving_options = option_group(
+    "serving",
+    _serving,
+    click.option(
+        "--max-batch", type=int, default=None, help="max_batch_size. [default: the engine's profile maximum, or 64]"
+    ),
+    click.option("--instances", type=int, default=1, show_default=True, help="Model instances (per GPU)."),
+    click.option("--preferred-batch", default=None, help="Preferred batch sizes of the dynamic batcher, e.g. 8,32."),
+    click.option(
+        "--max-queue-delay-us",
+        type=int,
+        default=100,
+        show_default=True,
+        help="How long the batcher may wait to fill a batch.",
+    ),
+    click.option("--cpu", is_flag=True, help="Instances on the CPU (ONNX only) instead of the GPU."),
+)
+
+
 @main.command("triton")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option(
@@ -131,47 +163,17 @@ def bundle(model, output, engine, labels, force) -> int:
     help="Model repository folder (created if missing).",
 )
 @click.option("--name", default=None, help="Model name in Triton. [default: the model's name]")
-@click.option(
-    "--max-batch", type=int, default=None, help="max_batch_size. [default: the engine's profile maximum, or 64]"
-)
-@click.option("--instances", type=int, default=1, show_default=True, help="Model instances (per GPU).")
-@click.option("--preferred-batch", default=None, help="Preferred batch sizes of the dynamic batcher, e.g. 8,32.")
-@click.option(
-    "--max-queue-delay-us",
-    type=int,
-    default=100,
-    show_default=True,
-    help="How long the batcher may wait to fill a batch.",
-)
-@click.option("--cpu", is_flag=True, help="Instances on the CPU (ONNX only) instead of the GPU.")
+@serving_options
 @click.option(
     "--labels", type=click.Path(dir_okay=False), default=None, help="Class names for Triton's classification extension."
 )
 @click.option("--force", is_flag=True, help="Replace an existing model folder of that name.")
-def triton(
-    model, repository, name, max_batch, instances, preferred_batch, max_queue_delay_us, cpu, labels, force
-) -> int:
+def triton(model, repository, name, serving, labels, force) -> int:
     """Write REPOSITORY/NAME/config.pbtxt and REPOSITORY/NAME/1/model.onnx (or model.plan)."""
-    preferred = parse_ints(preferred_batch, "--preferred-batch") if preferred_batch else []
-    target = write_triton_model(
-        model,
-        repository,
-        name,
-        labels=labels,
-        force=force,
-        max_batch=max_batch,
-        instances=instances,
-        preferred_batch=preferred,
-        max_queue_delay_us=max_queue_delay_us,
-        instance_kind="KIND_CPU" if cpu else "KIND_GPU",
-    )
+    target = write_triton_model(model, repository, name, serving, labels=labels, force=force)
     click.echo(f"{target}: " + ", ".join(sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())))
     click.echo(f"  serve it: tritonserver --model-repository {target.parent}")
     return 0
-
-
-if __name__ == "__main__":
-    main()
 
 
 @click.command("resnet-eval", cls=ToolkitCommand)
@@ -200,7 +202,10 @@ if __name__ == "__main__":
 )
 @backend_options
 @model_options(
-    depth_required=False, depth_help="For a .pth checkpoint that doesn't record its model:", note="With --depth."
+    depth_required=False,
+    depth_help="For a .pth checkpoint that doesn't record its model:",
+    note="With --depth.",
+    name="architecture",
 )
 @click.option(
     "--min-top1",
@@ -209,9 +214,7 @@ if __name__ == "__main__":
     help="Exit with status 1 when top-1 accuracy is below this fraction (for CI pipelines).",
 )
 @json_option("the evaluation")
-def eval_main(
-    model, data, reference, batch, labels, backend, device, depth, dataset, shortcut, num_classes, min_top1, json_path
-) -> int:
+def eval_main(model, data, reference, batch, labels, backend, device, architecture, min_top1, json_path) -> int:
     """Top-1 and top-5 accuracy of MODEL on DATA, an ImageFolder tree (DATA/<class>/<image>).
 
     \b
@@ -225,28 +228,22 @@ def eval_main(
     """
     check_outputs(json_path)
     quiet = json_path == "-"
-    data_set = None
-    with _open_predictor(model, backend, device, labels, depth, dataset, shortcut, num_classes) as predictor:
-        data_set = read_image_folder(
-            data, labels=predictor.labels, num_classes=predictor.spec.num_classes, labeled=True
-        )
-        other = Predictor(reference, labels=predictor.labels) if reference is not None else None
-        try:
-            bar = ProgressBar(enabled=not quiet and len(data_set) > 1000)
-            report = evaluate(
-                predictor,
-                data_set,
-                reference=other,
-                batch=batch,
-                progress=lambda done, total: bar(f"{done}/{total} images", done / total),
-            )
-        finally:
-            if other is not None:
-                other.close()
+    bar = ProgressBar(enabled=not quiet)
+    report = evaluate_model(
+        model,
+        data,
+        reference=reference,
+        batch=batch,
+        labels=labels,
+        backend=backend,
+        device=device,
+        architecture=architecture,
+        progress=lambda done, total: bar(f"{done}/{total} images", done / total) if total > 1000 else None,
+    )
     if json_path:
         write_json(json_path, report.to_dict())
     if not quiet:
-        click.echo(format_evaluation(report, len(data_set.classes)))
+        click.echo(format_evaluation(report))
     for skipped in report.unreadable:
         click.echo(f"resnet-eval: skipped {skipped['error']}", err=True)
     if min_top1 is not None and report.top1 < min_top1:
@@ -255,28 +252,9 @@ def eval_main(
     return 0
 
 
-def _open_predictor(model, backend, device, labels, depth, dataset, shortcut, num_classes) -> Predictor:
-    """The Predictor of MODEL; a .pth with --depth is built as that registered model."""
-    if depth is None:
-        return Predictor(model, backend=backend, device=device, labels=labels)
-    from pathlib import Path
-
-    import resnet
-
-    from .runtimes import RuntimeOptions, backend_of
-    from .runtimes.pytorch import torch_runtime
-
-    if backend_of(model) != "pytorch":
-        raise click.UsageError("--depth describes a .pt/.pth checkpoint; other files record their model")
-    network = resnet.create(depth, dataset, shortcut=shortcut, num_classes=num_classes, weights=model)
-    return Predictor.from_runtime(
-        torch_runtime(network, RuntimeOptions(device=device)), name=Path(model), labels=labels
-    )
-
-
-def format_evaluation(report, classes: int) -> str:
+def format_evaluation(report: Evaluation) -> str:
     lines = [
-        f"{report.model} on {report.data}: {report.images} images, {classes} classes"
+        f"{report.model} on {report.data}: {report.images} images, {report.classes} classes"
         + (f" ({len(report.unreadable)} unreadable, skipped)" if report.unreadable else ""),
         f"  backend     {report.backend}",
         f"  top-1       {report.top1:.2%}",
@@ -289,3 +267,7 @@ def format_evaluation(report, classes: int) -> str:
         )
     lines.append(f"  time        {report.seconds:.1f}s ({report.images / max(report.seconds, 1e-9):,.0f} images/s)")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

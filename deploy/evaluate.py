@@ -11,14 +11,16 @@ often their top-1 agree and the largest difference of any class probability.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
+from resnet.registry import ModelOptions
 from toolkit.errors import ToolkitError
 
-from .datasets import ImageSet
+from .datasets import ImageSet, read_image_folder
 from .predictor import Predictor
 from .preprocess import ImageError
 
@@ -34,6 +36,7 @@ class Evaluation:
     top1: float
     topk: float  # top-k accuracy, k = min(5, classes)
     k: int
+    classes: int  # class folders of the data
     unreadable: list[dict] = field(default_factory=list)  # {"image", "error"} of each skipped image
     reference: str | None = None
     reference_backend: str | None = None
@@ -49,6 +52,53 @@ class Evaluation:
 def _topk_hits(probabilities: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
     top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
     return (top == targets[:, None]).any(axis=1)
+
+
+class _Tally:
+    """Hits gathered batch by batch: the model's top-1 and top-k, and with a reference its top-1,
+    the agreement and the largest probability difference."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.top1: list[np.ndarray] = []
+        self.topk: list[np.ndarray] = []
+        self.reference_top1: list[np.ndarray] = []
+        self.agreement: list[np.ndarray] = []
+        self.difference = 0.0
+        self.unreadable: list[dict] = []  # {"image", "error"} of each skipped image
+
+    def add(self, probabilities: np.ndarray, targets: np.ndarray, expected: np.ndarray | None) -> None:
+        self.top1.append(probabilities.argmax(1) == targets)
+        self.topk.append(_topk_hits(probabilities, targets, self.k))
+        if expected is not None:
+            self.reference_top1.append(expected.argmax(1) == targets)
+            self.agreement.append(expected.argmax(1) == probabilities.argmax(1))
+            self.difference = max(self.difference, float(np.abs(expected - probabilities).max()))
+
+    @property
+    def count(self) -> int:
+        return sum(len(hits) for hits in self.top1)
+
+
+def _rate(parts: list[np.ndarray]) -> float:
+    return float(np.concatenate(parts).mean())
+
+
+def _read(predictor: Predictor, reference: Predictor | None, data: ImageSet, start: int, batch: int, tally: _Tally):
+    """The readable images of one batch, preprocessed for the model (and for the reference, when
+    its input spec differs), with their targets and names; unreadable ones go to the tally."""
+    arrays, other, targets, names = [], [], [], []
+    for path, target in zip(data.files[start : start + batch], data.targets[start : start + batch], strict=True):
+        try:
+            arrays.append(predictor.preprocess(path))
+            if reference is not None:
+                other.append(arrays[-1] if reference.spec == predictor.spec else reference.preprocess(path))
+        except ImageError as error:
+            tally.unreadable.append({"image": str(path), "error": str(error)})
+            continue
+        targets.append(target)
+        names.append(str(path))
+    return arrays, other, np.asarray(targets), names
 
 
 def evaluate(
@@ -69,54 +119,56 @@ def evaluate(
             f"the reference has {reference.spec.num_classes} classes and the model {predictor.spec.num_classes}"
         )
     started = time.perf_counter()
-    k = min(5, predictor.spec.num_classes)
-    unreadable, top1, topk, targets_seen = [], [], [], []
-    reference_hits, agreement, difference = [], [], 0.0
+    tally = _Tally(k=min(5, predictor.spec.num_classes))
     for start in range(0, len(data), batch):
-        arrays, other, targets, names = [], [], [], []
-        for path, target in zip(data.files[start : start + batch], data.targets[start : start + batch], strict=True):
-            try:
-                arrays.append(predictor.preprocess(path))
-                if reference is not None:
-                    other.append(arrays[-1] if reference.spec == predictor.spec else reference.preprocess(path))
-            except ImageError as error:
-                unreadable.append({"image": str(path), "error": str(error)})
-                continue
-            targets.append(target)
-            names.append(str(path))
+        arrays, other, targets, names = _read(predictor, reference, data, start, batch, tally)
         if arrays:
-            goal = np.asarray(targets)
-            probabilities = predictor.probabilities(np.stack(arrays), names)
-            top1.append(probabilities.argmax(1) == goal)
-            topk.append(_topk_hits(probabilities, goal, k))
-            targets_seen.append(goal)
-            if reference is not None:
-                expected = reference.probabilities(np.stack(other), names)
-                reference_hits.append(expected.argmax(1) == goal)
-                agreement.append(expected.argmax(1) == probabilities.argmax(1))
-                difference = max(difference, float(np.abs(expected - probabilities).max()))
+            expected = reference.probabilities(np.stack(other), names) if reference is not None else None
+            tally.add(predictor.probabilities(np.stack(arrays), names), targets, expected)
         if progress is not None:
             progress(min(start + batch, len(data)), len(data))
-    count = sum(len(hits) for hits in top1)
-    if count == 0:
+    if tally.count == 0:
         raise ToolkitError(f"none of the {len(data)} images of {data.root} could be read")
-
-    def rate(parts: list[np.ndarray]) -> float:
-        return float(np.concatenate(parts).mean())
-
     report = Evaluation(
         model=str(predictor.path),
         backend=predictor.backend,
         data=str(data.root),
-        images=count,
-        top1=rate(top1),
-        topk=rate(topk),
-        k=k,
-        unreadable=unreadable,
+        images=tally.count,
+        top1=_rate(tally.top1),
+        topk=_rate(tally.topk),
+        k=tally.k,
+        classes=len(data.classes),
+        unreadable=tally.unreadable,
     )
     if reference is not None:
         report.reference, report.reference_backend = str(reference.path), reference.backend
-        report.reference_top1, report.top1_agreement = rate(reference_hits), rate(agreement)
-        report.max_probability_difference = difference
+        report.reference_top1, report.top1_agreement = _rate(tally.reference_top1), _rate(tally.agreement)
+        report.max_probability_difference = tally.difference
     report.seconds = time.perf_counter() - started
     return report
+
+
+def evaluate_model(
+    model: str | Path,
+    data: str | Path,
+    *,
+    reference: str | Path | None = None,
+    batch: int = 64,
+    labels: Sequence[str] | str | Path | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    architecture: ModelOptions | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Evaluation:
+    """What `resnet-eval MODEL DATA` does: open the model (an ONNX file, an engine, a bundle, a
+    checkpoint; `architecture` names the registered model of a checkpoint that doesn't record
+    it) and the `reference` model, if any, read DATA's ImageFolder tree (class indices from the
+    model's labels when they name every class folder), `evaluate`, and close both."""
+    with Predictor(model, backend=backend, device=device, labels=labels, model=architecture) as predictor:
+        images = read_image_folder(data, labels=predictor.labels, num_classes=predictor.spec.num_classes, labeled=True)
+        other = Predictor(reference, labels=predictor.labels) if reference is not None else None
+        try:
+            return evaluate(predictor, images, reference=other, batch=batch, progress=progress)
+        finally:
+            if other is not None:
+                other.close()

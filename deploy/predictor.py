@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from resnet.registry import ModelOptions
 from toolkit.errors import ArtifactError, ToolkitError
 
 from .artifacts.labels import resolve_labels
 from .artifacts.metadata import ModelInfo
 from .bundle import Bundle
-from .preprocess import describe_image, preprocess
-from .runtimes import Runtime, RuntimeOptions, open_runtime
+from .preprocess import ImageError, describe_image, preprocess
+from .runtimes import BACKEND_NAMES, Runtime, RuntimeOptions, backend_of, open_runtime
 from .runtimes.onnxruntime import DEVICES
 
-BACKENDS = ("tensorrt", "onnxruntime", "pytorch")
 DEFAULT_CHUNK = 32  # images per run when the model takes any batch size
 
 
@@ -36,6 +36,17 @@ class Prediction:
         return {"source": self.source, "indices": self.indices, "scores": self.scores, "labels": self.labels}
 
 
+@dataclass
+class UnreadableImage:
+    """An image that could not be read, in the place of its prediction."""
+
+    source: str
+    error: str
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "error": self.error}
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)
@@ -44,7 +55,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def open_model(
-    path: str | Path, *, backend: str | None = None, device: str | None = None
+    path: str | Path, *, backend: str | None = None, device: str | None = None, model: ModelOptions | None = None
 ) -> tuple[Runtime, Bundle | None]:
     """The runtime for a model file or a bundle folder (and the bundle, if one).
 
@@ -52,17 +63,26 @@ def open_model(
     its engine when TensorRT and a compatible GPU are here, else its ONNX file
     (`Bundle.open_runtime`). ONNX Runtime and PyTorch run on CUDA when they can, else on the
     CPU. `backend` and `device` ("cpu" or "cuda") force a choice; a forced choice that can't
-    be honoured is an error, not a fallback.
+    be honoured is an error, not a fallback. `model` names the registered model a `.pt`/`.pth`
+    checkpoint holds, for one that doesn't record it (its architecture is otherwise read from
+    its keys).
     """
-    if backend is not None and backend not in BACKENDS:
-        raise ToolkitError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend is not None and backend not in BACKEND_NAMES:
+        raise ToolkitError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
     if device is not None and device not in DEVICES:
         raise ToolkitError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     path = Path(path)
+    options = RuntimeOptions(provider=device, device=device)
+    if model is not None:
+        if backend_of(path) != "pytorch":
+            raise ToolkitError("--depth describes a .pt/.pth checkpoint; other files record their model")
+        from .runtimes.pytorch import torch_runtime
+
+        return torch_runtime(replace(model, weights=path).create(), options), None
     if path.is_dir():
         bundle = Bundle.open(path)
         return bundle.open_runtime(backend=backend, device=device), bundle
-    return open_runtime(path, RuntimeOptions(provider=device, device=device), backend=backend), None
+    return open_runtime(path, options, backend=backend), None
 
 
 class Predictor:
@@ -89,8 +109,9 @@ class Predictor:
         backend: str | None = None,
         device: str | None = None,
         labels: Sequence[str] | str | Path | None = None,
+        model: ModelOptions | None = None,
     ) -> None:
-        runtime, bundle = open_model(path, backend=backend, device=device)
+        runtime, bundle = open_model(path, backend=backend, device=device, model=model)
         self._attach(Path(path), runtime, bundle, labels)
 
     @classmethod
@@ -144,6 +165,23 @@ class Predictor:
         )
         return self.predict_arrays(batch, top_k=top_k, sources=[describe_image(i) for i in images])
 
+    def predict_each(self, images: Sequence[Any], top_k: int = 5) -> list[Prediction | UnreadableImage]:
+        """One result per image, in order (an image given twice gets two): its `Prediction`, or an
+        `UnreadableImage` saying why it could not be read; the readable ones run as one batch."""
+        results: list[Prediction | UnreadableImage | None] = [None] * len(images)
+        arrays, read = [], []
+        for position, image in enumerate(images):
+            try:
+                arrays.append(self.preprocess(image))
+                read.append(position)
+            except ImageError as error:
+                results[position] = UnreadableImage(describe_image(image), str(error))
+        if arrays:
+            sources = [describe_image(images[position]) for position in read]
+            for position, prediction in zip(read, self.predict_arrays(np.stack(arrays), top_k, sources), strict=True):
+                results[position] = prediction
+        return results
+
     def predict_arrays(
         self, batch: np.ndarray, top_k: int = 5, sources: Sequence[str] | None = None
     ) -> list[Prediction]:
@@ -187,9 +225,8 @@ class Predictor:
             for start in range(0, len(batch), self.max_batch):
                 chunk = batch[start : start + self.max_batch]
                 count = len(chunk)
-                if (
-                    count < self.min_batch
-                ):  # a fixed batch or an engine profile's minimum: pad, then drop the padding's outputs
+                # Below a fixed batch or an engine profile's minimum: pad, then drop the padding's outputs.
+                if count < self.min_batch:
                     chunk = np.concatenate([chunk, np.zeros((self.min_batch - count, *chunk.shape[1:]), chunk.dtype)])
                 outputs.append(np.asarray(self.runtime.run(chunk), dtype=np.float32)[:count])
         return np.concatenate(outputs) if outputs else np.empty((0, self.spec.num_classes), np.float32)

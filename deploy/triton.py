@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import ArtifactError, ToolkitError
-from toolkit.files import check_replaceable_folder, publish_folder
+from toolkit.files import check_replaceable_folder, input_file, publish_folder
 from toolkit.numbers import check_number
 
 from .artifacts.labels import resolve_labels
@@ -31,6 +31,7 @@ from .runtimes.open import backend_of
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 INT32_MAX = 2**31 - 1
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
+INSTANCE_KINDS = ("KIND_GPU", "KIND_CPU")
 DEFAULT_MAX_BATCH = 64
 
 
@@ -54,9 +55,7 @@ class ServedModel:
 
 def read_served_model(path: str | Path) -> ServedModel:
     """An ONNX file or a TensorRT engine (with its manifest), as Triton will serve it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"model {path} does not exist")
+    path = input_file(path, "model", "a model file (.onnx, .plan, .engine)", ArtifactError)
     backend = backend_of(path)
     if backend == "tensorrt":
         manifest = read_manifest(path)
@@ -129,112 +128,127 @@ class TritonConfig:
         return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class TritonOptions:
+    """How Triton serves a model: the largest batch, model instances and where they run, and the
+    dynamic batcher (preferred sizes, longest wait). What `resnet-deploy triton`'s options say."""
+
+    max_batch: int | None = None  # None: an engine's profile maximum, else 64
+    instances: int = 1
+    preferred_batch: tuple[int, ...] = ()
+    max_queue_delay_us: int = 100
+    instance_kind: str = "KIND_GPU"  # or "KIND_CPU" (ONNX only)
+
+    def __post_init__(self) -> None:
+        # Within the ranges of Triton's ModelConfig fields (int32; uint64 for the queue delay).
+        check_number(self.instances, "--instances", integer=True, low=1, high=INT32_MAX)
+        check_number(self.max_queue_delay_us, "--max-queue-delay-us", integer=True, limit="uint64")
+        if self.max_batch is not None:
+            check_number(self.max_batch, "--max-batch", integer=True, limit="int32")
+        for size in self.preferred_batch:
+            check_number(size, "--preferred-batch", integer=True, limit="int32")
+        if self.instance_kind not in INSTANCE_KINDS:
+            raise ToolkitError(f"instance kind must be {' or '.join(INSTANCE_KINDS)}, got {self.instance_kind!r}")
+        object.__setattr__(self, "preferred_batch", tuple(self.preferred_batch))
+
+
 def triton_config(
-    model: ServedModel,
-    name: str,
-    *,
-    max_batch: int | None = None,
-    instances: int = 1,
-    preferred_batch: Sequence[int] = (),
-    max_queue_delay_us: int = 100,
-    instance_kind: str = "KIND_GPU",
-    labels: bool = False,
+    model: ServedModel, name: str, options: TritonOptions = TritonOptions(), *, labels: bool = False
 ) -> TritonConfig:
     """The Triton config for a model read by `read_served_model`."""
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise ToolkitError(
             f"model name {name!r} must be letters, digits, '_', '.' or '-' (no slashes or spaces), starting with a letter or digit"
         )
-    # Within the ranges of Triton's ModelConfig fields (int32; uint64 for the queue delay).
-    check_number(instances, "--instances", integer=True, low=1, high=INT32_MAX)
-    check_number(max_queue_delay_us, "--max-queue-delay-us", integer=True, limit="uint64")
-    if max_batch is not None:
-        check_number(max_batch, "--max-batch", integer=True, limit="int32")
-    for size in preferred_batch:
-        check_number(size, "--preferred-batch", integer=True, limit="int32")
-    if instance_kind not in ("KIND_GPU", "KIND_CPU"):
-        raise ToolkitError(f"instance kind must be KIND_GPU or KIND_CPU, got {instance_kind!r}")
-    file_name = model.path.name
-    inp, out = model.input, model.output
-    dynamic = inp.batch is None
-    limit = None
-    if model.platform == "tensorrt_plan":
-        if instance_kind == "KIND_CPU":
-            raise ToolkitError("a TensorRT engine runs on the GPU; --cpu serves ONNX files only")
-        if dynamic and model.profile.min != 1:
-            raise ToolkitError(
-                f"engine {file_name}'s profile starts at batch {model.profile.min}; Triton's batcher sends batches "
-                "from 1, so rebuild with --min-batch 1"
-            )
-        limit = model.profile.max if dynamic else None
-    if inp.dtype not in TRITON_TYPES or out.dtype not in TRITON_TYPES:
+    limit = _engine_limit(model, options)
+    if model.input.dtype not in TRITON_TYPES or model.output.dtype not in TRITON_TYPES:
         raise ArtifactError(
-            f"{file_name} has {inp.dtype}/{out.dtype} input/output; only float32 and float16 are supported"
+            f"{model.path.name} has {model.input.dtype}/{model.output.dtype} input/output; only float32 and float16 are supported"
         )
-    in_shape = [-1 if d is None else d for d in inp.shape]
-    out_shape = [-1 if d is None else d for d in out.shape]
-    if dynamic:
-        max_batch_size = max_batch if max_batch is not None else (limit or DEFAULT_MAX_BATCH)
-        if max_batch_size < 1:
-            raise ToolkitError(f"--max-batch must be at least 1, got {max_batch_size}")
-        if limit is not None and max_batch_size > limit:
-            raise ToolkitError(
-                f"--max-batch {max_batch_size} is above engine {file_name}'s profile maximum {limit}; "
-                f"rebuild with resnet-build --max-batch {max_batch_size}, or lower --max-batch"
-            )
-        too_big = [b for b in preferred_batch if b < 1 or b > max_batch_size]
-        if too_big:
-            raise ToolkitError(f"preferred batch sizes must be between 1 and max batch {max_batch_size}, got {too_big}")
-        input_dims, output_dims = in_shape[1:], out_shape[1:]
-    else:
-        # A fixed batch: Triton sees the full shape and does no batching of its own.
-        if max_batch not in (None, 0):
-            raise ToolkitError(
-                f"{file_name} has a fixed batch of {in_shape[0]}, so Triton can't batch it; drop --max-batch "
-                "or export with --dynamic-batch"
-            )
-        if preferred_batch:
-            raise ToolkitError(
-                f"{file_name} has a fixed batch of {in_shape[0]}; --preferred-batch needs a dynamic batch axis"
-            )
-        max_batch_size, input_dims, output_dims = 0, in_shape, out_shape
+    max_batch_size, input_dims, output_dims = _batching(model, options, limit)
     return TritonConfig(
         name=name,
         platform=model.platform,
         max_batch_size=max_batch_size,
-        input_name=inp.name,
-        input_type=TRITON_TYPES[inp.dtype],
-        input_dims=list(input_dims),
-        output_name=out.name,
-        output_type=TRITON_TYPES[out.dtype],
-        output_dims=list(output_dims),
-        instances=instances,
-        instance_kind=instance_kind,
-        preferred_batch_sizes=sorted(set(preferred_batch)),
-        max_queue_delay_us=max_queue_delay_us,
+        input_name=model.input.name,
+        input_type=TRITON_TYPES[model.input.dtype],
+        input_dims=input_dims,
+        output_name=model.output.name,
+        output_type=TRITON_TYPES[model.output.dtype],
+        output_dims=output_dims,
+        instances=options.instances,
+        instance_kind=options.instance_kind,
+        preferred_batch_sizes=sorted(set(options.preferred_batch)),
+        max_queue_delay_us=options.max_queue_delay_us,
         labels=labels,
     )
+
+
+def _engine_limit(model: ServedModel, options: TritonOptions) -> int | None:
+    """An engine's largest batch (None for ONNX, or a fixed batch), after checking that Triton can
+    serve the engine as asked: on the GPU, from batch 1."""
+    if model.platform != "tensorrt_plan":
+        return None
+    if options.instance_kind == "KIND_CPU":
+        raise ToolkitError("a TensorRT engine runs on the GPU; --cpu serves ONNX files only")
+    if model.input.batch is None and model.profile.min != 1:
+        raise ToolkitError(
+            f"engine {model.path.name}'s profile starts at batch {model.profile.min}; Triton's batcher sends batches "
+            "from 1, so rebuild with --min-batch 1"
+        )
+    return model.profile.max if model.input.batch is None else None
+
+
+def _batching(model: ServedModel, options: TritonOptions, limit: int | None) -> tuple[int, list[int], list[int]]:
+    """(max_batch_size, input dims, output dims): without the batch axis when Triton batches (a
+    dynamic batch axis); the full shapes and max_batch_size 0 for a fixed batch."""
+    file_name, preferred = model.path.name, options.preferred_batch
+    in_shape = [-1 if d is None else d for d in model.input.shape]
+    out_shape = [-1 if d is None else d for d in model.output.shape]
+    if model.input.batch is not None:  # a fixed batch: Triton sees the full shape and does no batching of its own
+        if options.max_batch not in (None, 0):
+            raise ToolkitError(
+                f"{file_name} has a fixed batch of {in_shape[0]}, so Triton can't batch it; drop --max-batch "
+                "or export with --dynamic-batch"
+            )
+        if preferred:
+            raise ToolkitError(
+                f"{file_name} has a fixed batch of {in_shape[0]}; --preferred-batch needs a dynamic batch axis"
+            )
+        return 0, in_shape, out_shape
+    max_batch_size = options.max_batch if options.max_batch is not None else (limit or DEFAULT_MAX_BATCH)
+    if max_batch_size < 1:
+        raise ToolkitError(f"--max-batch must be at least 1, got {max_batch_size}")
+    if limit is not None and max_batch_size > limit:
+        raise ToolkitError(
+            f"--max-batch {max_batch_size} is above engine {file_name}'s profile maximum {limit}; "
+            f"rebuild with resnet-build --max-batch {max_batch_size}, or lower --max-batch"
+        )
+    too_big = [b for b in preferred if b < 1 or b > max_batch_size]
+    if too_big:
+        raise ToolkitError(f"preferred batch sizes must be between 1 and max batch {max_batch_size}, got {too_big}")
+    return max_batch_size, in_shape[1:], out_shape[1:]
 
 
 def write_triton_model(
     model: str | Path,
     repository: str | Path,
     name: str | None = None,
+    options: TritonOptions = TritonOptions(),
     *,
     labels: str | Path | Sequence[str] | None = None,
     force: bool = False,
-    **options,
 ) -> Path:
     """Write `repository/name/` (config.pbtxt, version 1 of the model, labels) and return it.
 
-    `name` defaults to the model's own (`ServedModel.default_name`); `options` are
-    `triton_config`'s. The model folder is assembled in a hidden folder beside it and renamed
-    into place; an existing model folder of that name is refused unless `force`.
+    `name` defaults to the model's own (`ServedModel.default_name`); `options` say how Triton
+    serves it (`TritonOptions`). The model folder is assembled in a hidden folder beside it and
+    renamed into place; an existing model folder of that name is refused unless `force`.
     """
     served = read_served_model(model)
     repository = Path(repository)
     name = name or served.default_name
-    config = triton_config(served, name, labels=labels is not None, **options)
+    config = triton_config(served, name, options, labels=labels is not None)
     label_list = resolve_labels(labels, config.output_dims[-1])
     target = repository / name
     if repository.exists() and not repository.is_dir():

@@ -1,43 +1,44 @@
-"""`resnet-export`: a registered ResNet to one validated ONNX file."""
+"""`resnet-export` (a registered ResNet to one validated ONNX file) and `resnet-build` (an ONNX
+file to a validated TensorRT engine). Each command parses its options, most of them in groups that
+give the library's own objects (`ModelOptions`, `Int8Options`, `Thresholds`, `BuildOptions`),
+calls one library function (`export_onnx`, `build_engine`) and prints its report."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import click
 
 from deploy.artifacts.manifest import manifest_path
-from deploy.runtimes.gpu import require_cuda
-from deploy.runtimes.tensorrt import import_tensorrt
 from resnet.cli import model_options
-from resnet.model import model_name
-from resnet.registry import create, model_entry
-from resnet.spec import DATASET_INPUTS
-from toolkit.cli import ToolkitCommand, json_option, options, parse_floats, parse_size, progress_printer, write_json
+from toolkit.cli import ToolkitCommand, json_option, option_group, progress_printer, write_json
 from toolkit.files import check_outputs
 from toolkit.numbers import Number
+from toolkit.precision import GRAPH_PRECISIONS, IO_DTYPES
 
-from .engine import OPT_LEVELS, BuildReport, build_engine
+from .engine import OPT_LEVELS, BuildOptions, BuildReport, build_engine
 from .onnx_export import ExportReport, default_output_name, export_onnx
 from .onnx_graph import DEFAULT_OPSET, SUPPORTED_OPSETS
-from .quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SIZE, INT8_TARGETS, Int8Options
-from .validate import Thresholds, ValidationFailed, ValidationReport
+from .quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SIZE, INT8_TARGETS, Int8Options, default_int8_target
+from .validate import VALIDATION_DEVICES, Thresholds, ValidationFailed, ValidationReport
 
 _RANGE = f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}"
 
 
-def threshold_options(function):
-    """`--atol`, `--rtol`, `--min-cosine`, `--min-top1`, given to the command as one `thresholds`."""
-
-    @functools.wraps(function)
-    def with_thresholds(*args, atol, rtol, min_cosine, min_top1, max_top1_drop=Thresholds.max_top1_drop, **kwargs):
-        thresholds = Thresholds(
-            atol=atol, rtol=rtol, min_cosine=min_cosine, min_top1=min_top1, max_top1_drop=max_top1_drop
+def threshold_options(*, accuracy: bool = False):
+    """`--atol`, `--rtol`, `--min-cosine`, `--min-top1` (and, with `accuracy`, `--max-top1-drop`),
+    given to the command as one `thresholds`, a `Thresholds`."""
+    group = [
+        click.option(
+            "--max-top1-drop",
+            type=Number(low=0, high=100),
+            default=Thresholds.max_top1_drop,
+            show_default=True,
+            help="With --eval: most points of top-1 accuracy the file may lose against PyTorch.",
         )
-        return function(*args, thresholds=thresholds, **kwargs)
-
-    return options(
+    ]
+    group = group if accuracy else []
+    group += [
         click.option(
             "--atol",
             type=Number(low=0),
@@ -66,20 +67,59 @@ def threshold_options(function):
             show_default=True,
             help="FP16 (and TF32 engines): smallest top-1 agreement.",
         ),
-    )(with_thresholds)
+    ]
+    return option_group("thresholds", Thresholds, *group)
+
+
+def _int8(calibration, calibration_size, calibration_method, int8_target) -> Int8Options | None:
+    """The INT8 options (None for a float export). They go with `--precision int8`, which the
+    command's context holds: the two are checked together here."""
+    precision = click.get_current_context().params["precision"]
+    if precision != "int8":
+        if calibration is not None or int8_target is not None:
+            raise click.UsageError("--calibration and --int8-target apply to --precision int8")
+        return None
+    if calibration is None:
+        raise click.UsageError("--precision int8 needs --calibration DIR, a folder of images to calibrate on")
+    target = int8_target or default_int8_target()
+    return Int8Options(Path(calibration), target=target, method=calibration_method, size=calibration_size)
+
+
+int8_options = option_group(
+    "int8",
+    _int8,
+    click.option(
+        "--calibration",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="INT8: a folder of images to calibrate on (an ImageFolder tree or flat; labels are ignored).",
+    ),
+    click.option(
+        "--calibration-size",
+        type=Number(integer=True, low=1, high=100_000),
+        default=DEFAULT_CALIBRATION_SIZE,
+        show_default=True,
+        help="INT8: images used for calibration, spread evenly over the folder's sorted list.",
+    ),
+    click.option(
+        "--calibration-method",
+        type=click.Choice(list(CALIBRATION_METHODS)),
+        default="minmax",
+        show_default=True,
+        help="INT8: how activation ranges are chosen from the calibration images.",
+    ),
+    click.option(
+        "--int8-target",
+        type=click.Choice(list(INT8_TARGETS)),
+        default=None,
+        help="INT8: cpu (uint8 activations, for ONNX Runtime on CPUs) or tensorrt (symmetric Q/DQ on Conv, Gemm and Add "
+        "inputs, for resnet-build). [default: tensorrt where a CUDA GPU is visible, else cpu]",
+    ),
+)
 
 
 @click.command("resnet-export", cls=ToolkitCommand)
-@model_options(depth_required=True)
-@click.option(
-    "--weights",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Checkpoint file to load (state_dict, DataParallel or torch.compile layouts).",
-)
-@click.option("--input-size", default=None, help="Input resolution, 224 or HEIGHTxWIDTH. [default: the dataset's]")
-@click.option("--mean", default=None, help="Normalisation mean R,G,B recorded in the file. [default: the dataset's]")
-@click.option("--std", default=None, help="Normalisation std R,G,B recorded in the file. [default: the dataset's]")
+@model_options(depth_required=True, export=True)
 @click.option(
     "--opset",
     type=Number(integer=True),
@@ -89,39 +129,13 @@ def threshold_options(function):
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16", "int8"]),
+    type=click.Choice(list(GRAPH_PRECISIONS)),
     default="fp32",
     show_default=True,
     help="Arithmetic of the graph; fp16 is what TensorRT builds an FP16 engine from; int8 is post-training "
     "quantization (Q/DQ) calibrated on --calibration images.",
 )
-@click.option(
-    "--calibration",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="INT8: a folder of images to calibrate on (an ImageFolder tree or flat; labels are ignored).",
-)
-@click.option(
-    "--calibration-size",
-    type=Number(integer=True, low=1, high=100_000),
-    default=DEFAULT_CALIBRATION_SIZE,
-    show_default=True,
-    help="INT8: images used for calibration, spread evenly over the folder's sorted list.",
-)
-@click.option(
-    "--calibration-method",
-    type=click.Choice(list(CALIBRATION_METHODS)),
-    default="minmax",
-    show_default=True,
-    help="INT8: how activation ranges are chosen from the calibration images.",
-)
-@click.option(
-    "--int8-target",
-    type=click.Choice(list(INT8_TARGETS)),
-    default=None,
-    help="INT8: cpu (uint8 activations, for ONNX Runtime on CPUs) or tensorrt (symmetric Q/DQ on Conv, Gemm and Add "
-    "inputs, for resnet-build). [default: tensorrt where a CUDA GPU is visible, else cpu]",
-)
+@int8_options
 @click.option(
     "--eval",
     "eval_data",
@@ -132,7 +146,7 @@ def threshold_options(function):
 )
 @click.option(
     "--io-dtype",
-    type=click.Choice(["fp32", "fp16"]),
+    type=click.Choice(list(IO_DTYPES)),
     default=None,
     help="Input/output element type. [default: fp32, with casts at the edges of an fp16 graph]",
 )
@@ -160,20 +174,13 @@ def threshold_options(function):
 )
 @click.option(
     "--validate-on",
-    type=click.Choice(["auto", "cpu", "cuda"]),
+    type=click.Choice(list(VALIDATION_DEVICES)),
     default="auto",
     show_default=True,
     help="Where ONNX Runtime validates: cuda computes an FP16 graph in FP16, a CPU in FP32 (checking only the weights' "
     "rounding). auto: cuda for fp16 when ONNX Runtime's CUDA provider can run here, else cpu.",
 )
-@click.option(
-    "--max-top1-drop",
-    type=Number(low=0, high=100),
-    default=Thresholds.max_top1_drop,
-    show_default=True,
-    help="With --eval: most points of top-1 accuracy the file may lose against PyTorch.",
-)
-@threshold_options
+@threshold_options(accuracy=True)
 @click.option(
     "--threads",
     type=Number(integer=True, limit="threads"),
@@ -188,20 +195,10 @@ def threshold_options(function):
 )
 @json_option("the whole report")
 def main(
-    depth,
-    dataset,
-    shortcut,
-    num_classes,
-    weights,
-    input_size,
-    mean,
-    std,
+    model,
     opset,
     precision,
-    calibration,
-    calibration_size,
-    calibration_method,
-    int8_target,
+    int8,
     eval_data,
     io_dtype,
     batch,
@@ -223,41 +220,14 @@ def main(
 
     Exit status: 0 exported, 1 validation failed (nothing written), 2 bad input.
     """
-    spec = DATASET_INPUTS[dataset]
-    if input_size:
-        spec = spec.with_size(*parse_size(input_size))
-    if mean or std:
-        from dataclasses import replace
-
-        spec = replace(
-            spec,
-            mean=parse_floats(mean, 3, "--mean") if mean else spec.mean,
-            std=parse_floats(std, 3, "--std") if std else spec.std,
-        )
-    int8 = None
-    if precision == "int8":
-        if calibration is None:
-            raise click.UsageError("--precision int8 needs --calibration DIR, a folder of images to calibrate on")
-        import torch
-
-        target = int8_target or ("tensorrt" if torch.cuda.is_available() else "cpu")
-        int8 = Int8Options(Path(calibration), target=target, method=calibration_method, size=calibration_size)
-    elif calibration is not None or int8_target is not None:
-        raise click.UsageError("--calibration and --int8-target apply to --precision int8")
     # Every output is checked before any work: nothing is written unless all of them can be.
-    model_entry(depth, dataset)
-    output = output or default_output_name(model_name(depth, dataset), precision)
-    outputs = [output, json_path] + ([engine, manifest_path(engine)] if engine else [])
-    check_outputs(*outputs, inputs=[weights] if weights else [])
-    model = create(depth, dataset, shortcut=shortcut, num_classes=num_classes, weights=weights, input_spec=spec)
-    if engine:
-        # Fail before a long export, not after it.
-        import_tensorrt()
-        require_cuda()
+    output = output or default_output_name(model.name, precision)
+    engine_files = [engine, manifest_path(engine)] if engine else []
+    check_outputs(output, json_path, *engine_files, inputs=[model.weights] if model.weights else [])
     quiet = json_path == "-"
     try:
         report = export_onnx(
-            model,
+            model.create(),
             output,
             opset=opset,
             precision=precision,
@@ -270,30 +240,19 @@ def main(
             threads=threads,
             int8=int8,
             eval_data=eval_data,
+            engine=engine,
             progress=progress_printer(not quiet),
         )
     except ValidationFailed as failed:
+        if failed.exported is not None:  # the ONNX file was written; its engine failed
+            click.echo(format_report(failed.exported), err=quiet)
         return report_failure("resnet-export", failed, json_path)
-    build = None
-    if engine:
-        try:
-            build = build_engine(
-                report.path,
-                engine,
-                precision=precision,
-                validate=validate,
-                thresholds=thresholds,
-                progress=progress_printer(not quiet),
-            )
-        except ValidationFailed as failed:
-            click.echo(format_report(report), err=quiet)
-            return report_failure("resnet-export", failed, json_path)
     if json_path:
-        write_json(json_path, report.to_dict() if build is None else {**report.to_dict(), "engine": build.to_dict()})
+        write_json(json_path, report.to_dict())
     if not quiet:
         click.echo(format_report(report))
-        if build is not None:
-            click.echo(format_build_report(build))
+        if report.engine is not None:
+            click.echo(format_build_report(report.engine))
     return 0
 
 
@@ -359,6 +318,53 @@ def format_report(report: ExportReport) -> str:
     return "\n".join(lines)
 
 
+def _build_options(min_batch, opt_batch, max_batch, workspace, opt_level, timing_cache, tf32) -> BuildOptions:
+    return BuildOptions(min_batch, opt_batch, max_batch, workspace, opt_level, timing_cache, tf32)
+
+
+build_options = option_group(
+    "build",
+    _build_options,
+    click.option(
+        "--min-batch",
+        type=Number(integer=True, limit="batch"),
+        default=None,
+        help="Smallest batch of the profile. [default: 1, or the file's fixed batch]",
+    ),
+    click.option(
+        "--opt-batch",
+        type=Number(integer=True, limit="batch"),
+        default=None,
+        help="Batch the engine is tuned for. [default: 32]",
+    ),
+    click.option(
+        "--max-batch",
+        type=Number(integer=True, limit="batch"),
+        default=None,
+        help="Largest batch of the profile. [default: 64]",
+    ),
+    click.option(
+        "--workspace",
+        type=Number(integer=True, limit="workspace MiB"),
+        default=None,
+        help="Builder workspace memory-pool limit, MiB. [default: TensorRT's (the GPU's memory)]",
+    ),
+    click.option(
+        "--opt-level",
+        type=Number(integer=True),
+        default=None,
+        help=f"Builder optimization level {OPT_LEVELS.start}-{OPT_LEVELS.stop - 1}. [default: TensorRT's, 3]",
+    ),
+    click.option(
+        "--timing-cache",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Timing cache file: loaded when present, saved after the build.",
+    ),
+    click.option("--tf32/--no-tf32", default=True, show_default=True, help="Allow TF32 tensor cores for FP32 graphs."),
+)
+
+
 @click.command("resnet-build", cls=ToolkitCommand)
 @click.argument("onnx_file", type=click.Path(dir_okay=False))
 @click.option(
@@ -366,47 +372,11 @@ def format_report(report: ExportReport) -> str:
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16", "int8"]),
+    type=click.Choice(list(GRAPH_PRECISIONS)),
     default=None,
     help="The engine precision you expect; the file decides, and a mismatch is an error that says how to get the right file.",
 )
-@click.option(
-    "--min-batch",
-    type=Number(integer=True, limit="batch"),
-    default=None,
-    help="Smallest batch of the profile. [default: 1, or the file's fixed batch]",
-)
-@click.option(
-    "--opt-batch",
-    type=Number(integer=True, limit="batch"),
-    default=None,
-    help="Batch the engine is tuned for. [default: 32]",
-)
-@click.option(
-    "--max-batch",
-    type=Number(integer=True, limit="batch"),
-    default=None,
-    help="Largest batch of the profile. [default: 64]",
-)
-@click.option(
-    "--workspace",
-    type=Number(integer=True, limit="workspace MiB"),
-    default=None,
-    help="Builder workspace memory-pool limit, MiB. [default: TensorRT's (the GPU's memory)]",
-)
-@click.option(
-    "--opt-level",
-    type=Number(integer=True),
-    default=None,
-    help=f"Builder optimization level {OPT_LEVELS.start}-{OPT_LEVELS.stop - 1}. [default: TensorRT's, 3]",
-)
-@click.option(
-    "--timing-cache",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Timing cache file: loaded when present, saved after the build.",
-)
-@click.option("--tf32/--no-tf32", default=True, show_default=True, help="Allow TF32 tensor cores for FP32 graphs.")
+@build_options
 @click.option(
     "--validate/--no-validate",
     default=True,
@@ -419,24 +389,9 @@ def format_report(report: ExportReport) -> str:
     default=None,
     help="FP32 ONNX to validate against. [default: the source if FP32, else its FP32 twin]",
 )
-@threshold_options
+@threshold_options()
 @json_option()
-def build_main(
-    onnx_file,
-    output,
-    precision,
-    min_batch,
-    opt_batch,
-    max_batch,
-    workspace,
-    opt_level,
-    timing_cache,
-    tf32,
-    validate,
-    reference,
-    thresholds,
-    json_path,
-) -> int:
+def build_main(onnx_file, output, precision, build, validate, reference, thresholds, json_path) -> int:
     """Build a TensorRT engine (and NAME.plan.json, its manifest) from an ONNX file, then validate it.
 
     \b
@@ -453,14 +408,8 @@ def build_main(
         report = build_engine(
             onnx_file,
             output,
+            build,
             precision=precision,
-            min_batch=min_batch,
-            opt_batch=opt_batch,
-            max_batch=max_batch,
-            workspace_mib=workspace,
-            opt_level=opt_level,
-            timing_cache=timing_cache,
-            tf32=tf32,
             validate=validate,
             reference=reference,
             thresholds=thresholds,

@@ -33,11 +33,11 @@ from deploy.runtimes.gpu import require_cuda
 from deploy.runtimes.onnxruntime import OrtRuntime
 from deploy.runtimes.tensorrt import TensorRTRuntime, engine_environment, import_tensorrt, shared_logger
 from toolkit.errors import ArtifactError, ToolkitError
-from toolkit.files import check_outputs, check_writable, publish, staging_folder, write_bytes_atomic
+from toolkit.files import check_outputs, check_writable, input_file, publish, staging_folder, write_bytes_atomic
 from toolkit.provenance import versions
 
 from .onnx_graph import upcast_to_fp32
-from .validate import Thresholds, ValidationFailed, ValidationReport, compare_runtimes
+from .validate import Thresholds, ValidationFailed, ValidationReport, compare_runtimes, criterion_for
 
 DEFAULT_MIN_BATCH, DEFAULT_OPT_BATCH, DEFAULT_MAX_BATCH = 1, 32, 64
 OPT_LEVELS = range(0, 6)
@@ -171,12 +171,24 @@ def parse_onnx(source: OnnxSignature):
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """How the builder works: memory, effort, TF32, the timing cache file."""
+    """How the builder works: the batch profile (`profile` resolves it against the file), memory,
+    effort, TF32, the timing cache file. What `resnet-build`'s options say, as one value."""
 
+    min_batch: int | None = None  # None: 1
+    opt_batch: int | None = None  # None: 32 (within the range)
+    max_batch: int | None = None  # None: 64 (at least min)
     workspace_mib: int | None = None  # None: TensorRT's default (the GPU's memory)
     opt_level: int | None = None  # None: TensorRT's default, 3
     timing_cache: Path | None = None  # loaded when present, saved after the build
     tf32: bool = True  # FP32 graphs may use TF32 tensor cores
+
+    def __post_init__(self) -> None:
+        if self.timing_cache is not None:
+            object.__setattr__(self, "timing_cache", Path(self.timing_cache))
+
+    def profile(self, batch_dim: int | None) -> BatchProfile:
+        """The batch profile for a file whose batch axis is `batch_dim` (None: dynamic)."""
+        return resolve_profile(batch_dim, self.min_batch, self.opt_batch, self.max_batch)
 
     def check(self) -> None:
         if self.opt_level is not None and self.opt_level not in OPT_LEVELS:
@@ -267,15 +279,9 @@ def _build_serialized(
 def build_engine(
     onnx_path: str | Path,
     output: str | Path | None = None,
+    options: BuildOptions = BuildOptions(),
     *,
     precision: str | None = None,
-    min_batch: int | None = None,
-    opt_batch: int | None = None,
-    max_batch: int | None = None,
-    workspace_mib: int | None = None,
-    opt_level: int | None = None,
-    timing_cache: str | Path | None = None,
-    tf32: bool = True,
     validate: bool = True,
     reference: str | Path | None = None,
     thresholds: Thresholds = Thresholds(),
@@ -283,104 +289,142 @@ def build_engine(
 ) -> BuildReport:
     """Build a TensorRT engine from an ONNX file, write it and its manifest, validate it.
 
+    The steps: read the file, parse it into a network, configure the builder (`options`), build,
+    check the engine against ONNX Runtime, then move the engine and its manifest into place.
     `precision`, when given, is what the caller expects the engine to be; the graph decides, so
     asking for "fp16" from an FP32 file is an error that gives the export command for the FP16
     file. The engine is validated against ONNX Runtime on an ONNX of the same model:
     `reference`, or the source itself when it is FP32 or INT8, or the FP32 twin of an FP16 source
-    (same weights, FP32 arithmetic). Files are prepared beside `output` and moved into place only after
-    validation passes. Needs TensorRT and an NVIDIA GPU; every check that doesn't is done first.
+    (same weights, FP32 arithmetic). Files are prepared beside `output` and moved into place only
+    after validation passes. Needs TensorRT and an NVIDIA GPU; every check that doesn't is done first.
     """
     step = progress or (lambda message: None)
     source = inspect_onnx(onnx_path)
-    if precision is not None and precision != source.precision:
-        if precision in ("fp16", "int8"):
-            raise ToolkitError(
-                f"{source.path.name} is an {source.precision.upper()} graph, and TensorRT builds the precision the file "
-                f"declares; write the {precision.upper()} file first: {export_command(source, precision)}, then "
-                "resnet-build it"
-            )
-        raise ToolkitError(f"{source.path.name} is an {source.precision.upper()} graph, not {precision.upper()}")
-    batch_profile = resolve_profile(source.input.batch, min_batch, opt_batch, max_batch)
-    cache_path = Path(timing_cache) if timing_cache is not None else None
-    options = BuildOptions(workspace_mib=workspace_mib, opt_level=opt_level, timing_cache=cache_path, tf32=tf32)
+    _check_precision(source, precision)
+    batch_profile = options.profile(source.input.batch)
     options.check()
     output = Path(output) if output is not None else Path(source.path.stem + ".plan")
     sources = [source.path] + ([reference] if reference is not None else [])
-    check_outputs(output, manifest_path(output), cache_path, inputs=sources)
-    reference_path = Path(reference) if reference is not None else None
-    if reference_path is not None and not reference_path.is_file():
-        raise ArtifactError(f"reference ONNX file {reference_path} does not exist")
-
+    check_outputs(output, manifest_path(output), options.timing_cache, inputs=sources)
+    if reference is not None:
+        reference = input_file(reference, "reference ONNX file", "an ONNX file", ArtifactError)
     import_tensorrt()
     require_cuda()
     environment = engine_environment()
-    timings: dict[str, float] = {}
     step(
         f"building {output.name} from {source.path.name} ({source.precision}, batch {batch_profile}) on {environment.gpu_name}"
     )
     started = time.perf_counter()
     engine_bytes, cache_bytes, flags = _build_serialized(source, batch_profile, options, progress)
-    timings["build_s"] = time.perf_counter() - started
+    timings = {"build_s": time.perf_counter() - started}
+    manifest = engine_manifest(
+        source, output, engine_bytes, environment, batch_profile, options, flags, timings["build_s"]
+    )
+    validation, warnings = None, []
+    with staging_folder(output.parent) as stage:
+        staged = stage / output.name
+        staged.write_bytes(engine_bytes)
+        write_manifest(manifest, staged)
+        if validate:
+            mark = time.perf_counter()
+            step("validating the engine against ONNX Runtime")
+            validation, warnings = validate_engine(staged, source, reference, batch_profile, options.tf32, thresholds)
+            timings["validate_s"] = time.perf_counter() - mark
+        # Engine first: in the instant between the renames an old manifest names another
+        # checksum, and the runtime refuses the pair instead of trusting it.
+        publish(staged, output)
+        publish(manifest_path(staged), manifest_path(output))
+    warnings += save_timing_cache(options.timing_cache, cache_bytes)
+    timings["total_s"] = time.perf_counter() - started
+    return BuildReport(
+        str(output), str(manifest_path(output)), manifest, len(engine_bytes), validation, timings, warnings
+    )
 
-    manifest = EngineManifest(
+
+def _check_precision(source: OnnxSignature, precision: str | None) -> None:
+    """The precision the caller expects is the file's; else one sentence on how to get the right file."""
+    if precision is None or precision == source.precision:
+        return
+    if precision in ("fp16", "int8"):
+        raise ToolkitError(
+            f"{source.path.name} is an {source.precision.upper()} graph, and TensorRT builds the precision the file "
+            f"declares; write the {precision.upper()} file first: {export_command(source, precision)}, then "
+            "resnet-build it"
+        )
+    raise ToolkitError(f"{source.path.name} is an {source.precision.upper()} graph, not {precision.upper()}")
+
+
+def engine_manifest(
+    source: OnnxSignature,
+    output: Path,
+    engine_bytes: bytes,
+    environment,
+    batch_profile: BatchProfile,
+    options: BuildOptions,
+    flags: list[str],
+    seconds: float,
+) -> EngineManifest:
+    """The manifest of an engine built from `source` (see `deploy.artifacts.manifest`)."""
+    return EngineManifest(
         engine_file=output.name,
         engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
         environment=environment,
         precision=source.precision,
-        tf32=tf32,
+        tf32=options.tf32,
         profile=batch_profile,
         inputs=[source.input],
         outputs=[source.output],
         model=source.info,
         source_onnx={"file": str(source.path), "sha256": source.sha256()},
         build={
-            "seconds": round(timings["build_s"], 3),
+            "seconds": round(seconds, 3),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "workspace_mib": workspace_mib,
-            "opt_level": opt_level,
-            "timing_cache": str(cache_path) if cache_path else None,
+            "workspace_mib": options.workspace_mib,
+            "opt_level": options.opt_level,
+            "timing_cache": str(options.timing_cache) if options.timing_cache else None,
             "flags": flags,
             "versions": versions("tensorrt", "onnx"),
         },
     )
-    validation = None
-    with staging_folder(output.parent) as stage:
-        staged = stage / output.name
-        staged.write_bytes(engine_bytes)
-        write_manifest(manifest, staged)
-        warnings: list[str] = []
-        if validate:
-            step("validating the engine against ONNX Runtime")
-            mark = time.perf_counter()
-            if reference_path is None and source.precision == "fp16":
-                reference_path = stage / "fp32_reference.onnx"
-                reference_path.write_bytes(upcast_to_fp32(onnx.load(str(source.path))).SerializeToString())
-            # An INT8 engine is compared with its own Q/DQ file run in ONNX Runtime (the same
-            # quantized arithmetic), by cosine and top-1 like FP16; its accuracy on real images is
-            # resnet-eval's to measure.
-            label = {"fp32": "tf32" if tf32 else "fp32", "int8": "int8 engine"}.get(source.precision, source.precision)
-            sizes = sorted({batch_profile.min, batch_profile.opt, batch_profile.max})
-            with (
-                OrtRuntime(reference_path or source.path, provider="cpu") as ort_runtime,
-                TensorRTRuntime(staged) as engine_runtime,
-            ):
-                warnings = list(engine_runtime.warnings)
-                validation = compare_runtimes(
-                    ort_runtime, engine_runtime, precision=label, batch_sizes=sizes, thresholds=thresholds
-                )
-            timings["validate_s"] = time.perf_counter() - mark
-            if not validation.passed:
-                raise ValidationFailed(validation, f"engine {output.name} (nothing was written)")
-        # Engine first: in the instant between the renames an old manifest names another
-        # checksum, and the runtime refuses the pair instead of trusting it.
-        publish(staged, output)
-        publish(manifest_path(staged), manifest_path(output))
-    if cache_path is not None:
-        if cache_bytes is not None:
-            write_bytes_atomic(cache_path, cache_bytes)
-        else:
-            warnings.append(f"TensorRT returned no timing cache after the build; {cache_path} was not updated")
-    timings["total_s"] = time.perf_counter() - started
-    return BuildReport(
-        str(output), str(manifest_path(output)), manifest, len(engine_bytes), validation, timings, warnings
-    )
+
+
+def validate_engine(
+    staged: Path,
+    source: OnnxSignature,
+    reference: Path | None,
+    batch_profile: BatchProfile,
+    tf32: bool,
+    thresholds: Thresholds,
+) -> tuple[ValidationReport, list[str]]:
+    """The staged engine against ONNX Runtime on the CPU, at the profile's min, opt and max batch;
+    (the report, the runtime's warnings), or `ValidationFailed`. The reference is `reference`, or
+    the source itself (FP32; an INT8 engine against its own Q/DQ file, the same quantized
+    arithmetic: its accuracy on real images is resnet-eval's to measure), or the FP32 twin of an
+    FP16 source, written beside the staged engine."""
+    if reference is None and source.precision == "fp16":
+        reference = staged.with_name("fp32_reference.onnx")
+        reference.write_bytes(upcast_to_fp32(onnx.load(str(source.path))).SerializeToString())
+    criterion = criterion_for(source.precision, tf32=tf32, against_qdq=True)
+    sizes = sorted({batch_profile.min, batch_profile.opt, batch_profile.max})
+    with (
+        OrtRuntime(reference or source.path, provider="cpu") as ort_runtime,
+        TensorRTRuntime(staged) as engine_runtime,
+    ):
+        validation = compare_runtimes(
+            ort_runtime, engine_runtime, criterion=criterion, batch_sizes=sizes, thresholds=thresholds
+        )
+        warnings = list(engine_runtime.warnings)
+    if not validation.passed:
+        raise ValidationFailed(validation, f"engine {staged.name} (nothing was written)")
+    return validation, warnings
+
+
+def save_timing_cache(path: Path | None, cache_bytes: bytes | None) -> list[str]:
+    """Write the builder's timing cache to `path` (when one was asked for); returns a warning when
+    TensorRT gave none back."""
+    if path is None:
+        return []
+    if cache_bytes is None:
+        return [f"TensorRT returned no timing cache after the build; {path} was not updated"]
+    write_bytes_atomic(path, cache_bytes)
+    return []

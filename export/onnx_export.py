@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 
+from deploy.artifacts.manifest import manifest_path
 from deploy.artifacts.metadata import ModelInfo
+from deploy.artifacts.onnx_file import tensor_info
 from deploy.artifacts.tensors import TensorInfo
-from deploy.datasets import read_image_folder
+from deploy.datasets import ImageSet, read_image_folder
 from deploy.runtimes import RuntimeOptions, open_runtime
 from resnet.model import ResNet
 from resnet.summary import count_parameters, estimated_memory
-from toolkit.files import check_writable, publish, staging_folder
+from toolkit.files import check_outputs, check_writable, publish, staging_folder
 from toolkit.numbers import check_memory, check_number
 from toolkit.provenance import versions
 
@@ -28,11 +32,14 @@ from .validate import (
     ValidationFailed,
     ValidationReport,
     check_accuracy,
-    judged_as,
+    criterion_for,
     validate_runtime,
     validation_batches,
     validation_device,
 )
+
+if TYPE_CHECKING:
+    from .engine import BuildReport
 
 # A protobuf message can't exceed 2 GiB; above this many bytes of weights they go to a
 # `NAME.onnx.data` file beside the model (no registered model comes near: ResNet-152 is 240 MB).
@@ -58,6 +65,7 @@ class ExportReport:
     validation: ValidationReport | None
     timings: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    engine: BuildReport | None = None  # with `engine=`: the TensorRT engine built from the file
 
     @property
     def op_counts(self) -> dict[str, int]:
@@ -81,7 +89,7 @@ class ExportReport:
             "validation": None if self.validation is None else self.validation.to_dict(),
             "timings": self.timings,
             "versions": self.versions,
-        }
+        } | ({} if self.engine is None else {"engine": self.engine.to_dict()})
 
 
 def default_output_name(name: str, precision: str) -> Path:
@@ -94,10 +102,26 @@ def default_output(model: ResNet, precision: str) -> Path:
     return default_output_name(model.name, precision)
 
 
-def _tensor_info(value: onnx.ValueInfoProto) -> TensorInfo:
-    tensor = value.type.tensor_type
-    shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim)
-    return TensorInfo(value.name, onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name, shape)
+class _Timings(dict):
+    """Seconds per step, as the report shows them ("build_s", "lint_s", ...)."""
+
+    @contextmanager
+    def measure(self, key: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self[key] = time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class ValidationPlan:
+    """How an export will be validated: where, on which batches, against which thresholds, and
+    on which labelled images (`eval_set`), if any."""
+
+    device: str  # "cpu" or "cuda" (`export.validate.validation_device`)
+    batch_sizes: list[int]
+    thresholds: Thresholds
+    threads: int | None
+    eval_set: ImageSet | None
 
 
 def export_onnx(
@@ -115,16 +139,20 @@ def export_onnx(
     threads: int | None = None,
     int8: Int8Options | None = None,
     eval_data: str | Path | None = None,
+    engine: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """Export `model` to one ONNX file, lint it, validate it in ONNX Runtime, then move it into place.
 
-    The file is prepared in a hidden folder beside `output` and renamed onto it only after the
-    lint and the validation pass, so a failure (or Ctrl-C) leaves an existing file untouched.
+    The steps: write the graph, quantize it (INT8), check the graph contract, save it in a hidden
+    folder beside `output`, validate it, publish it (rename onto `output`); with `engine`, then
+    build a TensorRT engine from it (`build_engine`; `report.engine`). Every option and output is
+    checked before the first step, and a failure (or Ctrl-C) leaves an existing file untouched.
     Raises `ExportError` for options it can't honour, `GraphContractError` if the graph breaks
-    the contract, `ValidationFailed` (with the figures) if ONNX Runtime disagrees with PyTorch.
-    `validate_on` ("auto", "cpu", "cuda") is where ONNX Runtime runs the file for validation
-    (`export.validate.validation_device`: "auto" is CUDA for FP16 when it can run).
+    the contract, `ValidationFailed` (with the figures) if ONNX Runtime disagrees with PyTorch;
+    an engine that fails its validation raises `ValidationFailed` with `exported`, the report of
+    the ONNX file that was written. `validate_on` ("auto", "cpu", "cuda") is where ONNX Runtime
+    validates (`export.validate.validation_device`: "auto" is CUDA for FP16 when it can run).
 
     `precision="int8"` quantizes the FP32 graph with calibration images (`int8`, see
     `export.quantize`). `eval_data`, a folder of labelled images (DIR/<class>/<image>), adds
@@ -133,6 +161,53 @@ def export_onnx(
     short description before each step.
     """
     step = progress or (lambda message: None)
+    io_dtype = _check_options(model, opset, precision, io_dtype, batch, int8)
+    if eval_data is not None and not validate:
+        raise ExportError("--eval is part of the validation; drop --no-validate")
+    output = check_writable(Path(output) if output is not None else default_output(model, precision))
+    plan = None
+    if validate:
+        plan = _validation_plan(model, precision, validate_on, thresholds, threads, eval_data, batch, dynamic_batch)
+    engine = _check_engine(engine, output)
+    timings, started = _Timings(), time.perf_counter()
+    with timings.measure("build_s"):
+        step(f"writing the {'fp32' if precision == 'int8' else precision} graph of {model.name} at opset {opset}")
+        info = ModelInfo.from_model(model, precision=precision, io_dtype=io_dtype, producer=versions("torch", "onnx"))
+        graph_precision = "fp32" if precision == "int8" else precision  # INT8 quantizes the FP32 graph
+        proto = resnet_to_onnx(
+            model,
+            opset=opset,
+            precision=graph_precision,
+            io_dtype=io_dtype,
+            batch=batch,
+            dynamic_batch=dynamic_batch,
+            info=info,
+        )
+    with staging_folder(output.parent) as stage:
+        if int8 is not None:
+            with timings.measure("quantize_s"):
+                step(f"calibrating on {int8.calibration} ({int8.method}) and quantizing for {int8.target}")
+                proto, info = quantize_graph(proto, info, model.input_spec, int8, stage)
+        with timings.measure("lint_s"):
+            step("checking the graph contract")
+            lint = check_onnx(proto, opset=opset, info=info, source=output.name)
+        with timings.measure("write_s"):
+            step(f"saving {output}")
+            staged, data_name = stage / output.name, save_onnx(proto, stage / output.name)
+        validation = None
+        if plan is not None:
+            with timings.measure("validate_s"):
+                validation = validate_export(model, staged, precision, plan, step)
+        publish_onnx(staged, output, data_name)
+    timings["total_s"] = time.perf_counter() - started
+    report = _report(model, info, proto, output, opset, data_name, lint, validation, timings)
+    if engine is not None:
+        report.engine = _build(report, engine, validate, thresholds, progress)
+    return report
+
+
+def _check_options(model: ResNet, opset: int, precision: str, io_dtype: str | None, batch: int, int8) -> str:
+    """Check the graph options before any work; returns the input/output element type."""
     check_opset(opset)
     io_dtype = resolve_io_dtype(precision, io_dtype)
     check_number(batch, "batch", integer=True, limit="batch")
@@ -143,126 +218,135 @@ def export_onnx(
         calibration_images(int8)  # a calibration folder that can't be read fails before any work
     elif int8 is not None:
         raise ExportError("calibration options apply to --precision int8")
+    return io_dtype
+
+
+def _validation_plan(
+    model: ResNet, precision: str, validate_on: str, thresholds, threads, eval_data, batch: int, dynamic_batch: bool
+) -> ValidationPlan:
+    """Where and on what the export will be validated, after checking that it fits in memory."""
     eval_set = None
     if eval_data is not None:
-        if not validate:
-            raise ExportError("--eval is part of the validation; drop --no-validate")
         eval_set = read_image_folder(eval_data, num_classes=model.input_spec.num_classes, labeled=True)
-    output = check_writable(Path(output) if output is not None else default_output(model, precision))
-    device = validation_device(validate_on, precision) if validate else None
-    if validate:
-        check_memory(
-            estimated_memory(model, max(validation_batches(batch, dynamic_batch))),
-            f"validating {model.name} at batch {max(validation_batches(batch, dynamic_batch))}",
-            "lower --batch or --input-size, or pass --no-validate",
-        )
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-
-    graph_precision = "fp32" if precision == "int8" else precision
-    step(f"writing the {graph_precision} graph of {model.name} at opset {opset}")
-    producer = versions("torch", "onnx")
-    info = ModelInfo.from_model(model, precision=precision, io_dtype=io_dtype, producer=producer)
-    proto = resnet_to_onnx(
-        model,
-        opset=opset,
-        precision=graph_precision,
-        io_dtype=io_dtype,
-        batch=batch,
-        dynamic_batch=dynamic_batch,
-        info=info,
+    batch_sizes = validation_batches(batch, dynamic_batch)
+    device = validation_device(validate_on, precision)
+    check_memory(
+        estimated_memory(model, max(batch_sizes)),
+        f"validating {model.name} at batch {max(batch_sizes)}",
+        "lower --batch or --input-size, or pass --no-validate",
     )
-    timings["build_s"] = time.perf_counter() - started
+    return ValidationPlan(device, batch_sizes, thresholds, threads, eval_set)
 
-    validation = None
-    with staging_folder(output.parent) as stage:
-        if precision == "int8":
-            step(f"calibrating on {int8.calibration} ({int8.method}) and quantizing for {int8.target}")
-            mark = time.perf_counter()
-            (stage / "fp32.onnx").write_bytes(proto.SerializeToString())
-            quantization = quantize_onnx(stage / "fp32.onnx", stage / "int8.onnx", model.input_spec, INPUT_NAME, int8)
-            info = replace(info, quantization=quantization)
-            written = proto
-            proto = onnx.load(str(stage / "int8.onnx"))
-            proto.producer_name, proto.producer_version = written.producer_name, written.producer_version
-            proto.doc_string = written.doc_string.replace(", fp32,", ", int8 (Q/DQ),")
-            onnx.helper.set_model_props(proto, info.to_metadata())
-            timings["quantize_s"] = time.perf_counter() - mark
 
-        step("checking the graph contract")
-        mark = time.perf_counter()
-        lint = check_onnx(proto, opset=opset, info=info, source=output.name)
-        timings["lint_s"] = time.perf_counter() - mark
+def _check_engine(engine: str | Path | None, output: Path) -> Path | None:
+    """An engine to build after the export: its outputs writable, TensorRT and a GPU here (so a
+    long export never ends in "TensorRT is missing")."""
+    if engine is None:
+        return None
+    from deploy.runtimes.gpu import require_cuda
+    from deploy.runtimes.tensorrt import import_tensorrt
 
-        step(f"saving {output}")
-        mark = time.perf_counter()
-        staged = stage / output.name
-        external = sum(t.ByteSize() for t in proto.graph.initializer) > EXTERNAL_DATA_BYTES
-        data_name = f"{output.name}.data" if external else None
-        if external:
-            # Tensors under 1 KiB (the Slice and Pad constants) stay inline: ONNX Runtime's and
-            # TensorRT's shape inference read them while parsing.
-            onnx.save_model(
-                proto,
-                str(staged),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=data_name,
-                size_threshold=1024,
-            )
-        else:
-            staged.write_bytes(proto.SerializeToString())
-        timings["write_s"] = time.perf_counter() - mark
+    engine = check_outputs(output, engine, manifest_path(engine))[1]
+    import_tensorrt()
+    require_cuda()
+    return engine
 
-        if validate:
-            batch_sizes = validation_batches(batch, dynamic_batch)
-            step(f"validating against PyTorch in ONNX Runtime (batches {', '.join(map(str, batch_sizes))})")
-            mark = time.perf_counter()
-            options = RuntimeOptions(provider=device, threads=threads, max_batch=max(batch_sizes))
-            with open_runtime(staged, options) as runtime:
-                validation = validate_runtime(
-                    model,
-                    runtime,
-                    precision=judged_as(precision, runtime.device),
-                    batch_sizes=batch_sizes,
-                    thresholds=thresholds,
-                )
-                validation.device = runtime.device
-                if precision == "fp16" and runtime.device == "cpu":
-                    validation.notes.append(FP16_ON_CPU_NOTE)
-                if eval_set is not None:
-                    step(f"comparing accuracy with PyTorch on {len(eval_set)} images of {eval_set.root}")
-                    check_accuracy(validation, _accuracy(model, runtime, output.name, eval_set), thresholds)
-            timings["validate_s"] = time.perf_counter() - mark
-            if not validation.passed:
-                raise ValidationFailed(
-                    validation, f"{output.name} (the file was not written; --no-validate writes it anyway)"
-                )
 
-        if data_name:
-            publish(stage / data_name, output.parent / data_name)
-        publish(staged, output)
-    timings["total_s"] = time.perf_counter() - started
+def quantize_graph(proto: onnx.ModelProto, info: ModelInfo, spec, int8: Int8Options, stage: Path):
+    """The INT8 Q/DQ form of an FP32 graph, calibrated on `int8.calibration` (in `stage`); returns
+    it with its metadata (the quantization record added), keeping the writer's producer and doc."""
+    (stage / "fp32.onnx").write_bytes(proto.SerializeToString())
+    quantization = quantize_onnx(stage / "fp32.onnx", stage / "int8.onnx", spec, INPUT_NAME, int8)
+    info = replace(info, quantization=quantization)
+    quantized = onnx.load(str(stage / "int8.onnx"))
+    quantized.producer_name, quantized.producer_version = proto.producer_name, proto.producer_version
+    quantized.doc_string = proto.doc_string.replace(", fp32,", ", int8 (Q/DQ),")
+    onnx.helper.set_model_props(quantized, info.to_metadata())
+    return quantized, info
 
+
+def save_onnx(proto: onnx.ModelProto, staged: Path) -> str | None:
+    """Write the model to `staged`; weights above `EXTERNAL_DATA_BYTES` go to `NAME.data` beside
+    it, whose name is returned (None: one self-contained file)."""
+    if sum(t.ByteSize() for t in proto.graph.initializer) <= EXTERNAL_DATA_BYTES:
+        staged.write_bytes(proto.SerializeToString())
+        return None
+    data_name = f"{staged.name}.data"
+    # Tensors under 1 KiB (the Slice and Pad constants) stay inline: ONNX Runtime's and
+    # TensorRT's shape inference read them while parsing.
+    onnx.save_model(
+        proto,
+        str(staged),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data_name,
+        size_threshold=1024,
+    )
+    return data_name
+
+
+def validate_export(model: ResNet, staged: Path, precision: str, plan: ValidationPlan, step) -> ValidationReport:
+    """Run the staged file in ONNX Runtime (through `deploy.runtimes`, as it will ship) against the
+    PyTorch model; `ValidationFailed` when a figure misses its threshold."""
+    step(f"validating against PyTorch in ONNX Runtime (batches {', '.join(map(str, plan.batch_sizes))})")
+    options = RuntimeOptions(provider=plan.device, threads=plan.threads, max_batch=max(plan.batch_sizes))
+    with open_runtime(staged, options) as runtime:
+        criterion = criterion_for(precision, tf32=runtime.device != "cpu")
+        validation = validate_runtime(
+            model, runtime, criterion=criterion, batch_sizes=plan.batch_sizes, thresholds=plan.thresholds
+        )
+        validation.device = runtime.device
+        if precision == "fp16" and runtime.device == "cpu":
+            validation.notes.append(FP16_ON_CPU_NOTE)
+        if plan.eval_set is not None:
+            step(f"comparing accuracy with PyTorch on {len(plan.eval_set)} images of {plan.eval_set.root}")
+            check_accuracy(validation, _accuracy(model, runtime, staged.name, plan.eval_set), plan.thresholds)
+    if not validation.passed:
+        raise ValidationFailed(validation, f"{staged.name} (the file was not written; --no-validate writes it anyway)")
+    return validation
+
+
+def publish_onnx(staged: Path, output: Path, data_name: str | None) -> Path:
+    """Move the staged file (and its external data, if any) onto `output`."""
+    if data_name:
+        publish(staged.with_name(data_name), output.with_name(data_name))
+    return publish(staged, output)
+
+
+def _report(model: ResNet, info, proto, output: Path, opset: int, data_name, lint, validation, timings) -> ExportReport:
+    producer = dict(info.producer)
     if validation is not None:
-        producer = {**producer, "onnxruntime (validation)": versions("onnxruntime")["onnxruntime"]}
+        producer["onnxruntime (validation)"] = versions("onnxruntime")["onnxruntime"]
     return ExportReport(
         path=str(output),
         model=info,
         opset=opset,
         ir_version=proto.ir_version,
-        precision=precision,
-        io_dtype=io_dtype,
-        inputs=[_tensor_info(v) for v in proto.graph.input],
-        outputs=[_tensor_info(v) for v in proto.graph.output],
+        precision=info.precision,
+        io_dtype=info.io_dtype,
+        inputs=[tensor_info(v) for v in proto.graph.input],
+        outputs=[tensor_info(v) for v in proto.graph.output],
         parameters=count_parameters(model),
-        file_bytes=output.stat().st_size + ((output.parent / data_name).stat().st_size if data_name else 0),
+        file_bytes=output.stat().st_size + (output.with_name(data_name).stat().st_size if data_name else 0),
         external_data=data_name,
         lint=lint,
         validation=validation,
-        timings=timings,
+        timings=dict(timings),
         versions=producer,
     )
+
+
+def _build(report: ExportReport, engine: Path, validate: bool, thresholds: Thresholds, progress):
+    """`build_engine` on the exported file; a failed engine validation carries the export's report."""
+    from .engine import build_engine
+
+    try:
+        return build_engine(
+            report.path, engine, precision=report.precision, validate=validate, thresholds=thresholds, progress=progress
+        )
+    except ValidationFailed as failed:
+        failed.exported = report
+        raise
 
 
 def _accuracy(model: ResNet, runtime, name: str, data):

@@ -1,37 +1,45 @@
 """The model zoo on the command line: `python -m resnet` (every registered model, its size and
-cost), and the options every command uses to name a registered model (`model_options`)."""
+cost), and the option group every command uses to name a registered model (`model_options`)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
 import click
 
-from toolkit.cli import options
+from toolkit.cli import option_group, parse_floats, parse_size
 from toolkit.numbers import Number
 
-from .registry import CIFAR_MODELS, DATASETS, IMAGENET_MODELS, create, registered_models
-from .summary import summarize
+from .architecture import SHORTCUT_KINDS
+from .registry import CIFAR_MODELS, DATASETS, IMAGENET_MODELS, ModelOptions, create, registered_models
+from .spec import DATASET_INPUTS
 
 _DEPTHS = f"ImageNet {', '.join(map(str, IMAGENET_MODELS))}; CIFAR {', '.join(map(str, CIFAR_MODELS))}."
 
 
-def model_options(*, depth_required: bool, depth_help: str = "", note: str = "") -> Callable:
-    """`--depth`, `--dataset`, `--shortcut`, `--num-classes`: a registered model, as `create` takes it.
+def model_options(
+    *, depth_required: bool, depth_help: str = "", note: str = "", export: bool = False, name: str = "model"
+) -> Callable:
+    """`--depth`, `--dataset`, `--shortcut`, `--num-classes`: a registered model, given to the
+    command as one value named `name`, a `ModelOptions` (None when `--depth` is not given).
 
-    The command receives `depth`, `dataset`, `shortcut` and `num_classes`. `depth_help` opens
-    the help of --depth; `note` ends the help of the other three (e.g. "With --depth.").
+    `depth_help` opens the help of --depth; `note` ends the help of the other three (e.g. "With
+    --depth."). `export` adds what resnet-export builds the model with: `--weights` (a
+    checkpoint) and `--input-size`, `--mean`, `--std`, which change the dataset's input spec (the
+    file records them).
     """
     suffix = f" {note}" if note else ""
-    return options(
+    group = [
         click.option("--depth", type=int, required=depth_required, help=" ".join(filter(None, [depth_help, _DEPTHS]))),
         click.option(
             "--dataset", type=click.Choice(list(DATASETS)), default="imagenet", show_default=True, help=note or None
         ),
         click.option(
             "--shortcut",
-            type=click.Choice(["A", "B"]),
+            type=click.Choice(list(SHORTCUT_KINDS)),
             default=None,
             help="Option A (slice + zero pad) or B (1x1 projection). [default: B for ImageNet, A for CIFAR]" + suffix,
         ),
@@ -41,11 +49,51 @@ def model_options(*, depth_required: bool, depth_help: str = "", note: str = "")
             default=None,
             help="[default: the dataset's]" + suffix,
         ),
-    )
+    ]
+    if export:
+        group += [
+            click.option(
+                "--weights",
+                type=click.Path(dir_okay=False),
+                default=None,
+                help="Checkpoint file to load (state_dict, DataParallel or torch.compile layouts).",
+            ),
+            click.option(
+                "--input-size", default=None, help="Input resolution, 224 or HEIGHTxWIDTH. [default: the dataset's]"
+            ),
+            click.option(
+                "--mean", default=None, help="Normalisation mean R,G,B recorded in the file. [default: the dataset's]"
+            ),
+            click.option(
+                "--std", default=None, help="Normalisation std R,G,B recorded in the file. [default: the dataset's]"
+            ),
+        ]
+    return option_group(name, _model, *group)
+
+
+def _model(
+    depth, dataset, shortcut, num_classes, weights=None, input_size=None, mean=None, std=None
+) -> ModelOptions | None:
+    """The `ModelOptions` the options name (None without --depth)."""
+    spec = None
+    if input_size or mean or std:
+        spec = DATASET_INPUTS[dataset]
+        if input_size:
+            spec = spec.with_size(*parse_size(input_size))
+        spec = replace(
+            spec,
+            mean=parse_floats(mean, 3, "--mean") if mean else spec.mean,
+            std=parse_floats(std, 3, "--std") if std else spec.std,
+        )
+    if depth is None:
+        return None
+    return ModelOptions(depth, dataset, shortcut, num_classes, Path(weights) if weights else None, spec)
 
 
 def main() -> None:
     """Build every registered model and print its size and cost."""
+    from .summary import summarize
+
     header = f"{'model':<18} {'depth':>5} {'shortcut':>8} {'parameters':>12} {'GMACs':>8} {'input':>16} {'output':>10} {'build s':>8}"
     print(header)
     print("-" * len(header))

@@ -111,13 +111,14 @@ def create(
 @dataclass(frozen=True)
 class ModelOptions:
     """A registered model and how to build it: what `create` takes, as one value (the command
-    lines' `--depth`, `--dataset`, `--shortcut`, `--num-classes`, and resnet-export's input
-    options). Checked when made: the depth must be registered for the dataset."""
+    lines' `--depth`, `--dataset`, `--shortcut`, `--num-classes`, and resnet-export's `--weights`
+    and input options). Checked when made: the depth must be registered for the dataset."""
 
     depth: int
     dataset: str = "imagenet"
     shortcut: str | None = None  # None: the family's (B for ImageNet, A for CIFAR)
     num_classes: int | None = None  # None: the dataset's
+    weights: Path | None = None  # a checkpoint file; None: random initialisation
     input_spec: InputSpec | None = None  # None: the dataset's
 
     def __post_init__(self) -> None:
@@ -128,14 +129,14 @@ class ModelOptions:
         """The model's name (`resnet50`, `resnet20_cifar10`), as `create` will name it."""
         return model_name(self.depth, self.dataset)
 
-    def create(self, *, weights: str | Path | None = None, zero_init_residual: bool = False) -> ResNet:
-        """`create` with these options (and a checkpoint file, if given)."""
+    def create(self, *, zero_init_residual: bool = False) -> ResNet:
+        """`create` with these options."""
         return create(
             self.depth,
             self.dataset,
             shortcut=self.shortcut,
             num_classes=self.num_classes,
-            weights=weights,
+            weights=self.weights,
             zero_init_residual=zero_init_residual,
             input_spec=self.input_spec,
         )

@@ -6,13 +6,17 @@ one line `PROG: what was wrong` on stderr and exit status 2. Anything else is a 
 traceback. The command's callback returns its exit status (0, or 1 for "ran, but a check
 failed", such as validation). `-h` works like `--help` everywhere.
 
-Options that several commands share are declared once, as an option group: `options(...)`
-combines click options into one decorator (`resnet.cli.model_options` and
-`export.cli.threshold_options` are built with it; `json_option` is one).
+Options that belong together are declared once, as an option group that parses into the
+library's own object, as Polygraphy's argument groups do: `option_group(name, build, ...)` adds
+click options to a command and hands the command one value, `build(**their values)`, under
+`name` (`resnet.cli.model_options` gives a `resnet.ModelOptions`, `export.cli.threshold_options`
+a `Thresholds`, `benchmark.cli.loop_options` a `LoopSettings`, ...). `options(...)` combines
+click options into one decorator without building anything; `json_option` is one option.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -82,6 +86,24 @@ def options(*decorators: Callable) -> Callable:
         for decorator in reversed(decorators):
             function = decorator(function)
         return function
+
+    return apply
+
+
+def option_group(name: str, build: Callable[..., object], *decorators: Callable) -> Callable:
+    """click options that reach the command as one value: the command receives `name`, which is
+    `build(**values of those options)` (build raises a `ToolkitError` or `click.BadParameter`
+    for values that don't go together: one line and exit 2, like any bad option)."""
+    probe = options(*decorators)(lambda: None)
+    keys = [parameter.name for parameter in probe.__click_params__]
+
+    def apply(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def with_group(*args, **kwargs):
+            values = {key: kwargs.pop(key) for key in keys}
+            return function(*args, **{name: build(**values)}, **kwargs)
+
+        return options(*decorators)(with_group)
 
     return apply
 

@@ -15,10 +15,11 @@ from .onnxruntime import (
     provider_problem,
     usable_ort_providers,
 )
-from .open import BACKENDS, backend_of, open_runtime
+from .open import BACKEND_NAMES, BACKENDS, backend_of, open_runtime
 
 __all__ = [
     "BACKENDS",
+    "BACKEND_NAMES",
     "DeviceRuntime",
     "OrtCudaRuntime",
     "OrtRuntime",

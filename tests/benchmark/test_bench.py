@@ -10,10 +10,11 @@ import torch
 from click.testing import CliRunner
 
 import resnet
-from benchmark import BatchTimer, LoopSettings, TargetOptions, flops_per_image, open_target, run_benchmark, run_timers
+from benchmark import BatchTimer, LoopSettings, flops_per_image, open_target, run_benchmark, run_timers
 from benchmark.cli import main
 from benchmark.report import CSV_COLUMNS, to_csv, to_markdown
 from deploy import OrtRuntime
+from deploy.runtimes import RuntimeOptions
 from deploy.runtimes.pytorch import TorchCpuRuntime
 from export import export_onnx
 
@@ -54,7 +55,7 @@ def test_duration_mode_runs_at_least_min_iterations(cifar):
 
 
 def test_interleaved_targets_are_measured_alike(cifar):
-    options = TargetOptions(device="cpu", threads=1)
+    options = RuntimeOptions(device="cpu", threads=1)
     first = open_target(str(cifar / "r20.onnx"), options)
     second = open_target("pytorch", options, like=first)
     seen = []
@@ -79,7 +80,7 @@ def test_interleaved_targets_are_measured_alike(cifar):
 
 
 def test_flops_and_fraction_of_peak(cifar):
-    target = open_target(str(cifar / "r20.onnx"), TargetOptions(threads=1))
+    target = open_target(str(cifar / "r20.onnx"), RuntimeOptions(threads=1))
     macs, _ = resnet.count_macs(resnet.create(20, "cifar10"), (1, 3, 32, 32))
     assert flops_per_image(target.info) == 2 * macs
     run = run_benchmark([target], [2], FAST, peak_tflops=0.5)
@@ -108,7 +109,7 @@ def test_torch_cpu_runtime_computes_the_model(cifar):
 
 
 def test_reports(cifar, tmp_path):
-    target = open_target(str(cifar / "r20.onnx"), TargetOptions(threads=1))
+    target = open_target(str(cifar / "r20.onnx"), RuntimeOptions(threads=1))
     run = run_benchmark([target], [1, 4], FAST, peak_tflops=1.0)
     data = json.loads(json.dumps(run.to_dict()))
     assert set(data) == {"machine", "settings", "measurements", "comparisons"}
@@ -271,7 +272,7 @@ def test_the_gpu_check_script_runs_its_steps(tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_harness_splits_transfers_and_compute():
     target = open_target(
-        None, TargetOptions(device="cuda", cuda_graphs=True), model_args={"depth": 20, "dataset": "cifar10"}
+        None, RuntimeOptions(device="cuda", cuda_graphs=True), model=resnet.ModelOptions(20, "cifar10")
     )
     run = run_benchmark([target], [8], FAST, measure_peak=False)
     m = run.measurements[0]

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import resnet
-from benchmark import TargetOptions, open_target, run_benchmark
+from benchmark import open_target, run_benchmark
 from benchmark.harness import LoopSettings
 from deploy import OrtRuntime, Predictor
-from deploy.runtimes import OrtCudaRuntime, open_runtime, provider_problem
+from deploy.runtimes import OrtCudaRuntime, RuntimeOptions, open_runtime, provider_problem
 from export import export_onnx
 
 CUDA_PROBLEM = "PyTorch sees no CUDA GPU" if not torch.cuda.is_available() else provider_problem("cuda")
@@ -91,7 +91,7 @@ def test_the_predictor_and_the_benchmark_use_device_buffers(files, tmp_path):
     with Predictor(files["fp32"]) as predictor:
         assert isinstance(predictor.runtime, OrtCudaRuntime)
         assert len(predictor.predict_arrays(predictor.runtime.random_input(3))) == 3
-    target = open_target(str(files["fp16"]), TargetOptions(provider="cuda", cuda_graphs=True))
+    target = open_target(str(files["fp16"]), RuntimeOptions(provider="cuda", cuda_graphs=True))
     run = run_benchmark(
         [target], [8], LoopSettings(warmup_iterations=2, warmup_seconds=None, iterations=5), measure_peak=False
     )

@@ -7,7 +7,7 @@ import pytest
 
 from deploy import ArtifactError
 from deploy.artifacts.manifest import BatchProfile, write_manifest
-from deploy.triton import read_served_model, write_triton_model
+from deploy.triton import TritonOptions, read_served_model, write_triton_model
 from resnet import ToolkitError
 from toolkit.files import sha256_file
 
@@ -36,9 +36,8 @@ def onnx_io(path):
 @pytest.mark.parametrize("kind", ["cifar", "cifar_fp16", "cifar_fp16_io", "imagenet"])
 def test_onnx_config_matches_the_file(kind, models, tmp_path):
     path = models["files"][kind]
-    folder = write_triton_model(
-        path, tmp_path / "repo", "m", max_batch=32, instances=2, preferred_batch=[8, 16], max_queue_delay_us=250
-    )
+    options = TritonOptions(max_batch=32, instances=2, preferred_batch=[8, 16], max_queue_delay_us=250)
+    folder = write_triton_model(path, tmp_path / "repo", "m", options)
     config = parse(folder)
     (in_name, in_type, in_dims), (out_name, out_type, out_dims) = onnx_io(path)
     assert config.name == "m" and config.platform == "onnxruntime_onnx" and config.max_batch_size == 32
@@ -57,7 +56,7 @@ def test_onnx_config_matches_the_file(kind, models, tmp_path):
 def test_defaults_labels_and_cpu_instances(models, tmp_path):
     labels = [f"c{i}" for i in range(10)]
     folder = write_triton_model(
-        models["files"]["cifar"], tmp_path / "repo", "m", labels=labels, instance_kind="KIND_CPU"
+        models["files"]["cifar"], tmp_path / "repo", "m", TritonOptions(instance_kind="KIND_CPU"), labels=labels
     )
     config = parse(folder)
     assert config.max_batch_size == 64 and config.output[0].label_filename == "labels.txt"
@@ -71,7 +70,7 @@ def test_fixed_batch_onnx_has_no_batching(models, tmp_path):
     assert config.max_batch_size == 0 and list(config.input[0].dims) == [4, 3, 32, 32]
     assert not config.HasField("dynamic_batching")
     with pytest.raises(ToolkitError, match="fixed batch of 4, so Triton can't batch it"):
-        write_triton_model(models["files"]["cifar_b4"], tmp_path / "repo2", "fixed", max_batch=8)
+        write_triton_model(models["files"]["cifar_b4"], tmp_path / "repo2", "fixed", TritonOptions(max_batch=8))
 
 
 @pytest.fixture
@@ -90,7 +89,7 @@ def engine(models, tmp_path, engine_manifest):
 
 
 def test_engine_config_matches_the_manifest(engine, tmp_path):
-    folder = write_triton_model(engine, tmp_path / "repo", "trt", preferred_batch=[16])
+    folder = write_triton_model(engine, tmp_path / "repo", "trt", TritonOptions(preferred_batch=[16]))
     config = parse(folder)
     assert config.platform == "tensorrt_plan" and config.max_batch_size == 48  # the profile maximum
     assert list(config.input[0].dims) == [3, 32, 32] and config.input[0].data_type == model_config_pb2.TYPE_FP32
@@ -101,9 +100,9 @@ def test_engine_config_matches_the_manifest(engine, tmp_path):
 
 def test_engine_limits(engine, tmp_path, engine_manifest):
     with pytest.raises(ToolkitError, match="--max-batch 64 is above engine r20.plan's profile maximum 48"):
-        write_triton_model(engine, tmp_path / "repo", "trt", max_batch=64)
+        write_triton_model(engine, tmp_path / "repo", "trt", TritonOptions(max_batch=64))
     with pytest.raises(ToolkitError, match="runs on the GPU"):
-        write_triton_model(engine, tmp_path / "repo", "trt", instance_kind="KIND_CPU")
+        write_triton_model(engine, tmp_path / "repo", "trt", TritonOptions(instance_kind="KIND_CPU"))
     write_manifest(
         engine_manifest(engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(), profile=BatchProfile(4, 16, 48)),
         engine,
@@ -114,17 +113,17 @@ def test_engine_limits(engine, tmp_path, engine_manifest):
 
 
 @pytest.mark.parametrize(
-    "kwargs,message",
+    "name,options,message",
     [
-        (dict(name="a/b"), "must be letters, digits"),
-        (dict(name="m", preferred_batch=[128]), "between 1 and max batch 64"),
-        (dict(name="m", instances=0), "--instances must be at least 1"),
-        (dict(name="m", max_batch=0), "--max-batch must be at least 1"),
+        ("a/b", {}, "must be letters, digits"),
+        ("m", dict(preferred_batch=[128]), "between 1 and max batch 64"),
+        ("m", dict(instances=0), "--instances must be at least 1"),
+        ("m", dict(max_batch=0), "--max-batch must be at least 1"),
     ],
 )
-def test_bad_options(kwargs, message, models, tmp_path):
+def test_bad_options(name, options, message, models, tmp_path):
     with pytest.raises(ToolkitError, match=message):
-        write_triton_model(models["files"]["cifar"], tmp_path / "repo", **kwargs)
+        write_triton_model(models["files"]["cifar"], tmp_path / "repo", name, TritonOptions(**options))
     assert not (tmp_path / "repo").exists() or list((tmp_path / "repo").iterdir()) == []
 
 
