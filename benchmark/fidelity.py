@@ -1,7 +1,7 @@
-"""Does the harness distort what it measures? Its median against a bare `session.run` loop.
+"""Does the harness distort what it measures? Its median against bare loops written by hand.
 
     python -m benchmark.fidelity                     # exports ResNet-50 to a temporary file
-    python -m benchmark.fidelity --model resnet50.onnx --batch 8 --rounds 6
+    python -m benchmark.fidelity --model resnet50.onnx --batch 8 --iterations 60
 
 One ONNX Runtime session, the same four random input batches, timed two ways in the same
 process: through `benchmark.harness.BatchTimer.iterate` (what resnet-bench does) and by a bare
@@ -9,6 +9,11 @@ process: through `benchmark.harness.BatchTimer.iterate` (what resnet-bench does)
 iteration at a time (in alternating order), so that drift of the machine hits both alike.
 Passes when the harness median is within --tolerance (3%) of the bare median; exit status 1
 otherwise.
+
+The bare GPU loops (`bare_ort_loop`: ONNX Runtime with IOBinding and a CUDA graph; and
+`bare_torch_loop`: PyTorch replaying a CUDA graph) are the references `tools/gpu_check.py`
+holds the harness to. They are written here on purpose, apart from `deploy.runtimes`: a
+reference must not share the code it checks.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import torch
+
 
 def bare_iteration(session, name: str, x) -> float:
     """One `session.run`, timed with nothing around it (milliseconds)."""
@@ -27,6 +35,120 @@ def bare_iteration(session, name: str, x) -> float:
     start = time.perf_counter()
     session.run(None, feed)
     return (time.perf_counter() - start) * 1e3
+
+
+def bare_ort_loop(path: Path, batch: int, iterations: int, warmup: int, on_gpu: bool) -> list[float]:
+    """ONNX Runtime timed by hand: on a GPU with IOBinding on device buffers, a CUDA graph and its
+    own stream, each run between two CUDA events (milliseconds); on a CPU, `session.run`."""
+    import onnxruntime as ort
+
+    if not on_gpu:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        inp = session.get_inputs()[0]
+        x = np.random.default_rng(0).standard_normal((batch, *inp.shape[1:]), dtype=np.float32)
+        for _ in range(warmup):
+            bare_iteration(session, inp.name, x)
+        return [bare_iteration(session, inp.name, x) for _ in range(iterations)]
+    stream = torch.cuda.Stream()
+    options = {
+        "device_id": "0",
+        "has_user_compute_stream": "1",
+        "user_compute_stream": str(stream.cuda_stream),
+        "cudnn_conv_algo_search": "EXHAUSTIVE",
+        "prefer_nhwc": "1",
+        "enable_cuda_graph": "1",
+    }
+    session = ort.InferenceSession(str(path), providers=[("CUDAExecutionProvider", options)])
+    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+    half = inp.type == "tensor(float16)"
+    x = torch.randn(batch, *inp.shape[1:], device="cuda").to(torch.float16 if half else torch.float32)
+    y = torch.empty(
+        batch, out.shape[1], device="cuda", dtype=torch.float16 if out.type == "tensor(float16)" else torch.float32
+    )
+    binding = session.io_binding()
+    binding.bind_input(inp.name, "cuda", 0, np.float16 if half else np.float32, tuple(x.shape), x.data_ptr())
+    binding.bind_output(
+        out.name, "cuda", 0, np.float16 if y.dtype == torch.float16 else np.float32, tuple(y.shape), y.data_ptr()
+    )
+    run_options = ort.RunOptions()
+    run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+    torch.cuda.synchronize()
+    for _ in range(warmup):
+        session.run_with_iobinding(binding, run_options)
+    stream.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(iterations):
+        start.record(stream)
+        session.run_with_iobinding(binding, run_options)
+        end.record(stream)
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
+def bare_torch_loop(model, batch: int, iterations: int, warmup: int, on_gpu: bool) -> list[float]:
+    """PyTorch timed by hand: FP16 channels-last replaying a CUDA graph on a GPU (CUDA events),
+    a plain FP32 forward on a CPU (perf_counter); milliseconds."""
+    spec = model.input_spec
+    if not on_gpu:
+        model = model.eval()
+        x = torch.randn(batch, spec.channels, spec.height, spec.width)
+        times = []
+        with torch.inference_mode():
+            for index in range(warmup + iterations):
+                start = time.perf_counter()
+                model(x)
+                if index >= warmup:
+                    times.append((time.perf_counter() - start) * 1e3)
+        return times
+    model = model.eval().cuda().half().to(memory_format=torch.channels_last)
+    x = torch.randn(batch, spec.channels, spec.height, spec.width, device="cuda", dtype=torch.float16)
+    x = x.contiguous(memory_format=torch.channels_last)
+    stream = torch.cuda.Stream()
+    with torch.inference_mode():
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                model(x)
+        stream.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            model(x)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        with torch.cuda.stream(stream):
+            for _ in range(warmup):
+                graph.replay()
+            stream.synchronize()
+            times = []
+            for _ in range(iterations):
+                start.record(stream)
+                graph.replay()
+                end.record(stream)
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+    return times
+
+
+def against_bare(name: str, measurements: list[dict], bare, tolerance: float) -> list[dict]:
+    """The harness's median at each batch of a run (`Measurement.to_dict()` records) against the
+    median of `bare(batch)`, a bare loop's times (ms): one record per batch, within `tolerance`
+    or not."""
+    records = []
+    for m in measurements:
+        bare_ms = statistics.median(bare(m["batch"]))
+        harness_ms = m["latency"]["median"]
+        difference = harness_ms / bare_ms - 1
+        records.append(
+            {
+                "backend": name,
+                "batch": m["batch"],
+                "harness_ms": harness_ms,
+                "bare_ms": bare_ms,
+                "difference": difference,
+                "within": abs(difference) <= tolerance,
+            }
+        )
+    return records
 
 
 def main(argv: list[str] | None = None) -> int:

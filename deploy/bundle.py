@@ -31,7 +31,7 @@ from toolkit.files import check_replaceable_folder, input_file, publish_folder, 
 from toolkit.provenance import versions
 
 from .artifacts.labels import resolve_labels
-from .artifacts.manifest import manifest_path, read_manifest
+from .artifacts.manifest import EngineManifest, manifest_path, read_manifest
 from .artifacts.metadata import ModelInfo
 from .artifacts.onnx_file import inspect_onnx
 from .runtimes import Runtime, RuntimeOptions, backend_of, open_runtime
@@ -229,20 +229,8 @@ def write_bundle(
         raise ArtifactError(f"{model} carries no resnet-export metadata; export it with resnet-export")
     inputs = [model] + ([engine] if engine is not None else []) + ([labels] if isinstance(labels, (str, Path)) else [])
     check_replaceable_folder(output, force=force, is_ours=is_bundle, what="bundle", inputs=inputs)
-    engine_manifest = None
-    if engine is not None:
-        engine = input_file(engine, "engine file", "an engine file", ArtifactError)
-        engine_manifest = read_manifest(engine)
-        if engine_manifest is None:
-            raise ArtifactError(
-                f"engine {engine} has no manifest ({manifest_path(engine).name}); build it with resnet-build"
-            )
-        if engine_manifest.source_onnx.get("sha256") != sha256_file(model):
-            raise ArtifactError(
-                f"engine {engine.name} was built from another ONNX file than {model.name}; rebuild it from this one"
-            )
+    engine_manifest = _engine_of(model, engine) if engine is not None else None
     label_list = resolve_labels(labels, info.num_classes)
-
     with publish_folder(output) as folder:
         shutil.copyfile(model, folder / ONNX_NAME)
         if engine is not None:
@@ -255,18 +243,40 @@ def write_bundle(
         (folder / README_NAME).write_text(
             _readme(info, engine is not None, label_list is not None, environment), encoding="utf-8"
         )
-        manifest = {
-            "format": BUNDLE_FORMAT,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "model": info.to_dict(),
-            "precision": info.precision,
-            "io": {"input": signature.input.to_dict(), "output": signature.output.to_dict()},
-            "engine": environment,
-            "versions": {**versions(), **info.producer},
-            "files": {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir())},
-        }
+        manifest = _manifest(folder, signature, environment)
         (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return Bundle.open(output)
+
+
+def _engine_of(model: Path, engine: str | Path) -> EngineManifest:
+    """The manifest of a prebuilt engine for the bundle, after checking it was built from `model`."""
+    engine = input_file(engine, "engine file", "an engine file", ArtifactError)
+    engine_manifest = read_manifest(engine)
+    if engine_manifest is None:
+        raise ArtifactError(
+            f"engine {engine} has no manifest ({manifest_path(engine).name}); build it with resnet-build"
+        )
+    if engine_manifest.source_onnx.get("sha256") != sha256_file(model):
+        raise ArtifactError(
+            f"engine {engine.name} was built from another ONNX file than {model.name}; rebuild it from this one"
+        )
+    return engine_manifest
+
+
+def _manifest(folder: Path, signature, environment: dict | None) -> dict:
+    """`manifest.json`: the model, its inputs and outputs, the engine's environment, versions, and
+    the size and SHA-256 of every file already in `folder`."""
+    info = signature.info
+    return {
+        "format": BUNDLE_FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": info.to_dict(),
+        "precision": info.precision,
+        "io": {"input": signature.input.to_dict(), "output": signature.output.to_dict()},
+        "engine": environment,
+        "versions": {**versions(), **info.producer},
+        "files": {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir())},
+    }
 
 
 def _retarget_engine_manifest(path: Path) -> None:

@@ -1,16 +1,17 @@
-"""Making artifacts: ONNX at an exact opset (FP32, FP16), the graph lint, validation, TensorRT engines.
+"""Making artifacts: ONNX at an exact opset (FP32, FP16, INT8), the graph lint, validation, TensorRT engines.
 
 Imports `toolkit`, `resnet` and `deploy` (docs/design.md); validation runs the artifacts through
 `deploy.runtimes`, so what is validated is what ships.
 """
 
-from .engine import BuildReport, EngineBuildError, build_engine, resolve_profile
+from .engine import BuildOptions, BuildReport, EngineBuildError, build_engine, resolve_profile
 from .lint import GraphContractError, LintReport, Violation, check_onnx, lint_onnx
 from .onnx_export import ExportReport, default_output, export_onnx
 from .onnx_graph import DEFAULT_OPSET, SUPPORTED_OPSETS, ExportError, fold_batchnorm, resnet_to_onnx
 from .validate import Thresholds, ValidationFailed, ValidationReport, compare_logits, validate_runtime
 
 __all__ = [
+    "BuildOptions",
     "BuildReport",
     "EngineBuildError",
     "build_engine",

@@ -303,11 +303,7 @@ def build_engine(
     _check_precision(source, precision)
     batch_profile = options.profile(source.input.batch)
     options.check()
-    output = Path(output) if output is not None else Path(source.path.stem + ".plan")
-    sources = [source.path] + ([reference] if reference is not None else [])
-    check_outputs(output, manifest_path(output), options.timing_cache, inputs=sources)
-    if reference is not None:
-        reference = input_file(reference, "reference ONNX file", "an ONNX file", ArtifactError)
+    output, reference = _check_files(source, output, reference, options)
     import_tensorrt()
     require_cuda()
     environment = engine_environment()
@@ -339,6 +335,17 @@ def build_engine(
     return BuildReport(
         str(output), str(manifest_path(output)), manifest, len(engine_bytes), validation, timings, warnings
     )
+
+
+def _check_files(source: OnnxSignature, output, reference, options: BuildOptions) -> tuple[Path, Path | None]:
+    """The engine's path (default: ./NAME.plan) and the reference's, after checking every output
+    (engine, manifest, timing cache) and that the reference exists."""
+    output = Path(output) if output is not None else Path(source.path.stem + ".plan")
+    sources = [source.path] + ([reference] if reference is not None else [])
+    check_outputs(output, manifest_path(output), options.timing_cache, inputs=sources)
+    if reference is not None:
+        reference = input_file(reference, "reference ONNX file", "an ONNX file", ArtifactError)
+    return output, reference
 
 
 def _check_precision(source: OnnxSignature, precision: str | None) -> None:

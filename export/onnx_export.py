@@ -172,38 +172,63 @@ def export_onnx(
     timings, started = _Timings(), time.perf_counter()
     with timings.measure("build_s"):
         step(f"writing the {'fp32' if precision == 'int8' else precision} graph of {model.name} at opset {opset}")
-        info = ModelInfo.from_model(model, precision=precision, io_dtype=io_dtype, producer=versions("torch", "onnx"))
-        graph_precision = "fp32" if precision == "int8" else precision  # INT8 quantizes the FP32 graph
-        proto = resnet_to_onnx(
-            model,
-            opset=opset,
-            precision=graph_precision,
-            io_dtype=io_dtype,
-            batch=batch,
-            dynamic_batch=dynamic_batch,
-            info=info,
-        )
+        proto, info = write_graph(model, opset, precision, io_dtype, batch, dynamic_batch)
     with staging_folder(output.parent) as stage:
-        if int8 is not None:
-            with timings.measure("quantize_s"):
-                step(f"calibrating on {int8.calibration} ({int8.method}) and quantizing for {int8.target}")
-                proto, info = quantize_graph(proto, info, model.input_spec, int8, stage)
-        with timings.measure("lint_s"):
-            step("checking the graph contract")
-            lint = check_onnx(proto, opset=opset, info=info, source=output.name)
-        with timings.measure("write_s"):
-            step(f"saving {output}")
-            staged, data_name = stage / output.name, save_onnx(proto, stage / output.name)
-        validation = None
-        if plan is not None:
-            with timings.measure("validate_s"):
-                validation = validate_export(model, staged, precision, plan, step)
-        publish_onnx(staged, output, data_name)
+        staged = _stage(model, proto, info, stage, output, opset, int8, plan, timings, step)
+        publish_onnx(staged.path, output, staged.data_name)
     timings["total_s"] = time.perf_counter() - started
-    report = _report(model, info, proto, output, opset, data_name, lint, validation, timings)
+    report = _report(model, staged, output, timings)
     if engine is not None:
         report.engine = _build(report, engine, validate, thresholds, progress)
     return report
+
+
+@dataclass
+class _Staged:
+    """A file prepared in the staging folder: its graph and metadata, lint and validation."""
+
+    path: Path
+    proto: onnx.ModelProto
+    info: ModelInfo
+    lint: LintReport
+    data_name: str | None  # its external data file, if any
+    validation: ValidationReport | None
+
+
+def write_graph(model: ResNet, opset: int, precision: str, io_dtype: str, batch: int, dynamic_batch: bool):
+    """The graph of `model` (FP32 for an INT8 export, which quantizes it) and its metadata."""
+    info = ModelInfo.from_model(model, precision=precision, io_dtype=io_dtype, producer=versions("torch", "onnx"))
+    graph_precision = "fp32" if precision == "int8" else precision
+    return resnet_to_onnx(
+        model,
+        opset=opset,
+        precision=graph_precision,
+        io_dtype=io_dtype,
+        batch=batch,
+        dynamic_batch=dynamic_batch,
+        info=info,
+    ), info
+
+
+def _stage(model, proto, info, stage: Path, output: Path, opset: int, int8, plan, timings, step) -> _Staged:
+    """Quantize (INT8), lint, save and validate the file in the staging folder `stage`, timing
+    each step; `output` is where it will be published."""
+    if int8 is not None:
+        with timings.measure("quantize_s"):
+            step(f"calibrating on {int8.calibration} ({int8.method}) and quantizing for {int8.target}")
+            proto, info = quantize_graph(proto, info, model.input_spec, int8, stage)
+    with timings.measure("lint_s"):
+        step("checking the graph contract")
+        lint = check_onnx(proto, opset=opset, info=info, source=output.name)
+    with timings.measure("write_s"):
+        step(f"saving {output}")
+        staged = stage / output.name
+        data_name = save_onnx(proto, staged)
+    validation = None
+    if plan is not None:
+        with timings.measure("validate_s"):
+            validation = validate_export(model, staged, info.precision, plan, step)
+    return _Staged(staged, proto, info, lint, data_name, validation)
 
 
 def _check_options(model: ResNet, opset: int, precision: str, io_dtype: str | None, batch: int, int8) -> str:
@@ -313,24 +338,24 @@ def publish_onnx(staged: Path, output: Path, data_name: str | None) -> Path:
     return publish(staged, output)
 
 
-def _report(model: ResNet, info, proto, output: Path, opset: int, data_name, lint, validation, timings) -> ExportReport:
-    producer = dict(info.producer)
-    if validation is not None:
+def _report(model: ResNet, staged: _Staged, output: Path, timings: _Timings) -> ExportReport:
+    producer, data_name = dict(staged.info.producer), staged.data_name
+    if staged.validation is not None:
         producer["onnxruntime (validation)"] = versions("onnxruntime")["onnxruntime"]
     return ExportReport(
         path=str(output),
-        model=info,
-        opset=opset,
-        ir_version=proto.ir_version,
-        precision=info.precision,
-        io_dtype=info.io_dtype,
-        inputs=[tensor_info(v) for v in proto.graph.input],
-        outputs=[tensor_info(v) for v in proto.graph.output],
+        model=staged.info,
+        opset=next(o.version for o in staged.proto.opset_import if o.domain in ("", "ai.onnx")),
+        ir_version=staged.proto.ir_version,
+        precision=staged.info.precision,
+        io_dtype=staged.info.io_dtype,
+        inputs=[tensor_info(v) for v in staged.proto.graph.input],
+        outputs=[tensor_info(v) for v in staged.proto.graph.output],
         parameters=count_parameters(model),
         file_bytes=output.stat().st_size + (output.with_name(data_name).stat().st_size if data_name else 0),
         external_data=data_name,
-        lint=lint,
-        validation=validation,
+        lint=staged.lint,
+        validation=staged.validation,
         timings=dict(timings),
         versions=producer,
     )

@@ -208,41 +208,55 @@ def resnet_to_onnx(
         )
     if batch < 1:
         raise ExportError(f"batch must be at least 1, got {batch}")
-    spec = model.input_spec
     g = _GraphWriter(precision)
-
     x = INPUT_NAME
     if io_dtype != precision:
         x = g.node("Cast", [x], "input.cast", to=onnx_type(precision))
     with torch.no_grad():
-        # Step 7, the stem; the CIFAR stem has no max-pool.
-        x = g.node("Relu", [_conv_bn(g, x, model.conv1, model.bn1, "conv1")], "relu")
-        if isinstance(model.maxpool, nn.MaxPool2d):
-            pool = model.maxpool
-            if pool.ceil_mode or pool.dilation not in (1, (1, 1)):
-                raise ExportError("maxpool: ceil_mode and dilation are not supported")
-            k, s, p = (v if isinstance(v, int) else v[0] for v in (pool.kernel_size, pool.stride, pool.padding))
-            x = g.node("MaxPool", [x], "maxpool", kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p])
-        # Step 8, the stages.
-        for index, stage in enumerate(model.stages):
-            for position, block in enumerate(stage):
-                x = _block(g, x, block, f"layer{index + 1}.{position}")
-        # Step 9, the head.
-        x = g.node("GlobalAveragePool", [x], "avgpool")
-        x = g.node("Flatten", [x], "flatten", axis=1)
-        fc_weight = g.weight("fc.weight", model.fc.weight.detach().double().cpu().numpy())
-        fc_bias = g.weight("fc.bias", model.fc.bias.detach().double().cpu().numpy())
-        last = OUTPUT_NAME if io_dtype == precision else "fc"
-        x = g.node("Gemm", [x, fc_weight, fc_bias], "fc", output=last, transB=1)
-        if io_dtype != precision:
-            g.node("Cast", [x], "logits.cast", output=OUTPUT_NAME, to=onnx_type(io_dtype))
+        x = _network(g, model, x, last=OUTPUT_NAME if io_dtype == precision else "fc")
+    if io_dtype != precision:
+        g.node("Cast", [x], "logits.cast", output=OUTPUT_NAME, to=onnx_type(io_dtype))
+    info = info or ModelInfo.from_model(model, precision=precision, io_dtype=io_dtype, producer=producer)
+    return _model_proto(g, model, opset, precision, io_dtype, BATCH_DIM if dynamic_batch else batch, info)
 
-    n = BATCH_DIM if dynamic_batch else batch
+
+def _network(g: _GraphWriter, model: ResNet, x: str, last: str) -> str:
+    """The nodes of the stem, the stages and the head (cookbook steps 7-9), from `x` to `last`."""
+    # Step 7, the stem; the CIFAR stem has no max-pool.
+    x = g.node("Relu", [_conv_bn(g, x, model.conv1, model.bn1, "conv1")], "relu")
+    if isinstance(model.maxpool, nn.MaxPool2d):
+        pool = model.maxpool
+        if pool.ceil_mode or pool.dilation not in (1, (1, 1)):
+            raise ExportError("maxpool: ceil_mode and dilation are not supported")
+        k, s, p = (v if isinstance(v, int) else v[0] for v in (pool.kernel_size, pool.stride, pool.padding))
+        x = g.node("MaxPool", [x], "maxpool", kernel_shape=[k, k], strides=[s, s], pads=[p, p, p, p])
+    # Step 8, the stages.
+    for index, stage in enumerate(model.stages):
+        for position, block in enumerate(stage):
+            x = _block(g, x, block, f"layer{index + 1}.{position}")
+    # Step 9, the head.
+    x = g.node("GlobalAveragePool", [x], "avgpool")
+    x = g.node("Flatten", [x], "flatten", axis=1)
+    fc_weight = g.weight("fc.weight", model.fc.weight.detach().double().cpu().numpy())
+    fc_bias = g.weight("fc.bias", model.fc.bias.detach().double().cpu().numpy())
+    return g.node("Gemm", [x, fc_weight, fc_bias], "fc", output=last, transB=1)
+
+
+def _model_proto(
+    g: _GraphWriter, model: ResNet, opset: int, precision: str, io_dtype: str, batch, info: ModelInfo
+) -> onnx.ModelProto:
+    """The model around the written nodes: input and output (`batch` is a number or the symbolic
+    "batch"), the opset and the lowest IR version it allows, producer, doc string and metadata."""
+    spec = model.input_spec
     graph = helper.make_graph(
         g.nodes,
         model.name,
-        [helper.make_tensor_value_info(INPUT_NAME, onnx_type(io_dtype), [n, spec.channels, spec.height, spec.width])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, onnx_type(io_dtype), [n, spec.num_classes])],
+        [
+            helper.make_tensor_value_info(
+                INPUT_NAME, onnx_type(io_dtype), [batch, spec.channels, spec.height, spec.width]
+            )
+        ],
+        [helper.make_tensor_value_info(OUTPUT_NAME, onnx_type(io_dtype), [batch, spec.num_classes])],
         initializer=g.initializers,
     )
     opsets = [helper.make_opsetid("", opset)]
@@ -251,7 +265,6 @@ def resnet_to_onnx(
     proto.doc_string = (
         f"{model.name} ({model.dataset}, shortcut {model.architecture.shortcut}), {precision}, written by resnet-export"
     )
-    info = info or ModelInfo.from_model(model, precision=precision, io_dtype=io_dtype, producer=producer)
     helper.set_model_props(proto, info.to_metadata())
     return proto
 

@@ -51,34 +51,20 @@ def to_uint8(scan: np.ndarray) -> np.ndarray:
     return np.round(scan * (255.0 / 16.0)).astype(np.uint8)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=ROOT / "tests" / "data" / "digits")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.1)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    from sklearn.datasets import load_digits
 
-    import resnet
-    from deploy.preprocess import preprocess
-
-    torch.manual_seed(SEED)
-    torch.set_num_threads(2)
-    digits = load_digits()
-    order = np.random.default_rng(SEED).permutation(len(digits.images))
-    heldout, train = order[:HELDOUT], order[HELDOUT:]
-    spec = resnet.DIGITS
-
-    def tensors(indices):
-        x = np.stack([preprocess(to_uint8(digits.images[i]), spec) for i in indices])
-        return torch.from_numpy(x), torch.from_numpy(digits.target[indices].astype(np.int64))
-
-    x_train, y_train = tensors(train)
-    model = resnet.create(20, "digits")
+def train(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, args: argparse.Namespace) -> float:
+    """SGD with a one-cycle schedule and random shifts of up to 2 pixels; returns the seconds it took."""
+    spec = model.input_spec
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    steps = (len(train) + args.batch - 1) // args.batch
+    steps = (len(x_train) + args.batch - 1) // args.batch
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, epochs=args.epochs, steps_per_epoch=steps)
     loss_fn = nn.CrossEntropyLoss()
     background = (0.0 - spec.mean[0]) / spec.std[0]  # a 0 pixel after normalisation
@@ -86,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for epoch in range(args.epochs):
         model.train()
-        permutation = torch.randperm(len(train), generator=generator)
+        permutation = torch.randperm(len(x_train), generator=generator)
         total = 0.0
-        for start in range(0, len(train), args.batch):
+        for start in range(0, len(x_train), args.batch):
             index = permutation[start : start + args.batch]
             x = nn.functional.pad(x_train[index], (2, 2, 2, 2), value=background)
             dy, dx = (int(v) for v in torch.randint(0, 5, (2,), generator=generator))
@@ -99,37 +85,46 @@ def main(argv: list[str] | None = None) -> int:
             optimizer.step()
             schedule.step()
             total += float(loss) * len(index)
-        print(f"epoch {epoch + 1:2d}/{args.epochs}: loss {total / len(train):.4f}", flush=True)
-    seconds = time.perf_counter() - started
+        print(f"epoch {epoch + 1:2d}/{args.epochs}: loss {total / len(x_train):.4f}", flush=True)
+    return time.perf_counter() - started
 
-    output = args.output
-    for folder in (output / "heldout", output / "calibration"):
-        shutil.rmtree(folder, ignore_errors=True)
+
+def write_images(digits, heldout: np.ndarray, train_split: np.ndarray, output: Path) -> None:
+    """The held-out scans as OUTPUT/heldout/<class>/<index>.png, the calibration scans (the
+    first of the training split) as OUTPUT/calibration/<index>.png."""
     from PIL import Image
 
+    for folder in (output / "heldout", output / "calibration"):
+        shutil.rmtree(folder, ignore_errors=True)
     for i in heldout:
         path = output / "heldout" / str(digits.target[i]) / f"{i:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(to_uint8(digits.images[i]), mode="L").save(path, optimize=True)
     (output / "calibration").mkdir(parents=True, exist_ok=True)
-    for i in train[:CALIBRATION]:
+    for i in train_split[:CALIBRATION]:
         Image.fromarray(to_uint8(digits.images[i]), mode="L").save(
             output / "calibration" / f"{i:04d}.png", optimize=True
         )
 
-    # Held-out accuracy, read back from the PNG files as every later stage will read them.
+
+def heldout_accuracy(model: nn.Module, output: Path) -> tuple[float, int]:
+    """Top-1 on the held-out PNGs, read back as every later stage reads them; (accuracy, images)."""
+    from deploy.preprocess import preprocess
+
     model.eval()
     files = sorted((output / "heldout").glob("*/*.png"))
-    x = torch.from_numpy(np.stack([preprocess(path, spec) for path in files]))
+    x = torch.from_numpy(np.stack([preprocess(path, model.input_spec) for path in files]))
     labels = torch.tensor([int(path.parent.name) for path in files])
     with torch.no_grad():
-        accuracy = float((model(x).argmax(1) == labels).float().mean())
-    torch.save({"state_dict": model.state_dict(), "dataset": "digits"}, output / "resnet20_digits.pth")
-    record = {
+        return float((model(x).argmax(1) == labels).float().mean()), len(files)
+
+
+def training_record(args, sizes: dict, spec, seconds: float, accuracy: float, argv) -> dict:
+    """What digits.json says: the data, the seed, the split sizes, the settings, the accuracy, the versions."""
+    return {
         "data": "sklearn.datasets.load_digits (1,797 8x8 scans, 10 classes)",
         "seed": SEED,
-        "train": len(train),
-        "heldout": len(heldout),
+        **sizes,
         "calibration": CALIBRATION,
         "model": "resnet20_digits (CIFAR ResNet-20, shortcut A)",
         "input_spec": spec.to_dict(),
@@ -151,8 +146,32 @@ def main(argv: list[str] | None = None) -> int:
         },
         "command": "PYTHONPATH=. python tools/train_digits.py " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    (output / "digits.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"held-out top-1 {accuracy:.2%} ({len(files)} images); {seconds:.0f} s of training; wrote {output}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    from sklearn.datasets import load_digits
+
+    import resnet
+    from deploy.preprocess import preprocess
+
+    torch.manual_seed(SEED)
+    torch.set_num_threads(2)
+    digits = load_digits()
+    order = np.random.default_rng(SEED).permutation(len(digits.images))
+    heldout, train_split = order[:HELDOUT], order[HELDOUT:]
+    spec = resnet.DIGITS
+    x_train = torch.from_numpy(np.stack([preprocess(to_uint8(digits.images[i]), spec) for i in train_split]))
+    y_train = torch.from_numpy(digits.target[train_split].astype(np.int64))
+    model = resnet.create(20, "digits")
+    seconds = train(model, x_train, y_train, args)
+    write_images(digits, heldout, train_split, args.output)
+    accuracy, count = heldout_accuracy(model, args.output)
+    torch.save({"state_dict": model.state_dict(), "dataset": "digits"}, args.output / "resnet20_digits.pth")
+    sizes = {"train": len(train_split), "heldout": len(heldout)}
+    record = training_record(args, sizes, spec, seconds, accuracy, argv)
+    (args.output / "digits.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(f"held-out top-1 {accuracy:.2%} ({count} images); {seconds:.0f} s of training; wrote {args.output}")
     return 0
 
 

@@ -60,7 +60,7 @@ class EngineManifest:
     engine_file: str
     engine_sha256: str
     environment: EngineEnvironment
-    precision: str  # the graph's: "fp32" or "fp16"
+    precision: str  # the graph's: "fp32", "fp16" or "int8"
     tf32: bool
     profile: BatchProfile
     inputs: list[TensorInfo]

@@ -1,0 +1,80 @@
+"""The README's tour and its Python, run for real: every `$ ` command of its `console` block in a
+fresh folder (with this repository's `tests/` beside it, as at the repository root), each must
+exit 0 and print the README's output lines (numbers aside: they are the README's run's); then
+its Python blocks in the same folder. So the README can't drift from what the commands do."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*(?:e[-+]?\d+)?")
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, re.S)
+
+
+def tour() -> list[tuple[str, list[str]]]:
+    """(command, the output lines shown under it) of the console block."""
+    (block,) = blocks("console")
+    steps: list[tuple[str, list[str]]] = []
+    for line in block.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        elif line.strip() and line.strip() != "...":
+            steps[-1][1].append(line)
+    return steps
+
+
+def shape(line: str) -> str:
+    """A line with its numbers masked and its spacing folded: what must match across runs."""
+    return " ".join(NUMBER.sub("#", line).split())
+
+
+def test_the_tour_and_the_python_run_as_the_readme_shows(tmp_path):
+    (tmp_path / "tests").symlink_to(ROOT / "tests")
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    environment["PYTHONPATH"] = str(ROOT)
+    steps = tour()
+    assert [command.split()[0] for command, _ in steps[:3]] == [".", "mkdir", "resnet-export"]
+    for command, shown in steps:
+        if command.startswith(". "):  # activating the environment: the test runs inside it
+            continue
+        done = subprocess.run(command, shell=True, cwd=tmp_path, env=environment, capture_output=True, text=True)
+        assert done.returncode == 0, f"{command}\n{done.stderr}"
+        printed = {shape(line) for line in done.stdout.splitlines()}
+        # The machine line names the README's machine; the rest must be what the command prints.
+        missing = [line for line in shown if not line.startswith("machine:") and shape(line) not in printed]
+        assert not missing, f"{command} no longer prints: {missing}"
+    for code in blocks("python"):
+        done = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+
+
+def test_the_docs_name_what_exists():
+    """Every page the README and the docs link to exists, and every name the docs' Python imports
+    is there (the snippets need files of the reader's, so they are not run)."""
+    import ast
+    import importlib
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)#]+\.md)(?:#[^)]*)?\)", text):
+            assert (page.parent / target).is_file(), f"{page.name} links to {target}, which does not exist"
+        for code in re.findall(r"```python\n(.*?)```", text, re.S):
+            for node in ast.walk(ast.parse(code)):
+                if isinstance(node, ast.ImportFrom):
+                    module = importlib.import_module(node.module)
+                    for alias in node.names:
+                        assert hasattr(module, alias.name), f"{page.name}: {node.module} has no {alias.name}"
+                elif isinstance(node, ast.Import):
+                    for alias in node.names:
+                        if alias.name.split(".")[0] in ("resnet", "deploy", "export", "benchmark", "toolkit"):
+                            importlib.import_module(alias.name)
