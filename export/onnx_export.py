@@ -161,7 +161,7 @@ def export_onnx(
     short description before each step.
     """
     step = progress or (lambda message: None)
-    io_dtype = _check_options(model, opset, precision, io_dtype, batch, int8)
+    io_dtype = _check_options(opset, precision, io_dtype, batch, int8)
     if eval_data is not None and not validate:
         raise ExportError("--eval is part of the validation; drop --no-validate")
     output = check_writable(Path(output) if output is not None else default_output(model, precision))
@@ -231,7 +231,7 @@ def _stage(model, proto, info, stage: Path, output: Path, opset: int, int8, plan
     return _Staged(staged, proto, info, lint, data_name, validation)
 
 
-def _check_options(model: ResNet, opset: int, precision: str, io_dtype: str | None, batch: int, int8) -> str:
+def _check_options(opset: int, precision: str, io_dtype: str | None, batch: int, int8) -> str:
     """Check the graph options before any work; returns the input/output element type."""
     check_opset(opset)
     io_dtype = resolve_io_dtype(precision, io_dtype)
