@@ -7,8 +7,6 @@ files to write (`ReportFiles`); `benchmark_models` does the rest.
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from deploy.runtimes import RuntimeOptions
@@ -155,8 +153,18 @@ report_options = option_group(
     "files",
     ReportFiles,
     json_option("the run"),
-    click.option("--csv", "csv_path", default=None, help="Write one CSV row per target and batch."),
-    click.option("--markdown", "markdown_path", default=None, help="Write the table as Markdown."),
+    click.option(
+        "--csv",
+        "csv_path",
+        default=None,
+        help="Write one CSV row per target and batch ('-': stdout, nothing else printed).",
+    ),
+    click.option(
+        "--markdown",
+        "markdown_path",
+        default=None,
+        help="Write the table as Markdown ('-': stdout, nothing else printed).",
+    ),
     click.option(
         "--plot",
         "plot_path",
@@ -220,8 +228,7 @@ def main(target, other, batches, loop, runtime, model, peak_tflops, no_peak, see
         from toolkit.optional import require
 
         require("matplotlib", "--plot")
-    quiet = files.json_path == "-"
-    bar = ProgressBar(enabled=not quiet)
+    bar = ProgressBar(enabled="-" not in files.paths())
     run = benchmark_models(
         target,
         other,
@@ -235,7 +242,8 @@ def main(target, other, batches, loop, runtime, model, peak_tflops, no_peak, see
         progress=(lambda timer, fraction: bar(f"{timer.label} batch {timer.batch}", fraction)) if bar.enabled else None,
     )
     files.write(run)
-    click.echo(json.dumps(run.to_dict(), indent=2) if quiet else format_table(run))
+    report = files.stdout(run)
+    click.echo(report if report is not None else format_table(run), nl=report is None)
     return 0
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from toolkit.errors import ToolkitError
 from toolkit.files import atomic_path, write_text_atomic
 from toolkit.optional import require
 
@@ -213,23 +215,40 @@ def to_markdown(run: BenchmarkRun) -> str:
 @dataclass(frozen=True)
 class ReportFiles:
     """The files a run is written to (`resnet-bench --json/--csv/--markdown/--plot`); None: not
-    written. JSON to "-" is the command's to print (stdout)."""
+    written; "-": standard output, for one of the JSON, CSV and Markdown reports (the command
+    prints it in place of its table)."""
 
     json_path: str | None = None
     csv_path: str | None = None
     markdown_path: str | None = None
     plot_path: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.plot_path == "-":
+            raise ToolkitError("--plot writes a PNG file; give it a file name, not '-'")
+        if [self.json_path, self.csv_path, self.markdown_path].count("-") > 1:
+            raise ToolkitError("only one of --json, --csv and --markdown can go to standard output ('-')")
+
     def paths(self) -> list[str | None]:
         return [self.json_path, self.csv_path, self.markdown_path, self.plot_path]
 
+    def renderings(self, run: BenchmarkRun) -> dict[str | None, Callable[[], str]]:
+        return {
+            self.json_path: lambda: json.dumps(run.to_dict(), indent=2) + "\n",
+            self.csv_path: lambda: to_csv(run),
+            self.markdown_path: lambda: to_markdown(run),
+        }
+
+    def stdout(self, run: BenchmarkRun) -> str | None:
+        """The report that goes to standard output ("-"), rendered; None when none does."""
+        render = {path: text for path, text in self.renderings(run).items() if path == "-"}
+        return render["-"]() if render else None
+
     def write(self, run: BenchmarkRun) -> None:
-        if self.json_path and self.json_path != "-":
-            write_text_atomic(Path(self.json_path), json.dumps(run.to_dict(), indent=2) + "\n")
-        if self.csv_path:
-            write_text_atomic(Path(self.csv_path), to_csv(run))
-        if self.markdown_path:
-            write_text_atomic(Path(self.markdown_path), to_markdown(run))
+        """Write every report that has a file name (each atomically), and the plot."""
+        for path, text in self.renderings(run).items():
+            if path and path != "-":
+                write_text_atomic(Path(path), text())
         if self.plot_path:
             plot(run, Path(self.plot_path))
 

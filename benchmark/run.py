@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 
@@ -56,7 +57,11 @@ def run_benchmark(
 ) -> BenchmarkRun:
     """Measure every target at every batch size (targets interleaved), then add FLOP rates,
     the fraction of peak (`peak_tflops`, or a measured matmul rate) and the ratios of the first
-    target to the others."""
+    target to the others. Every target needs its own label (`unique_labels`)."""
+    labels = [t.label for t in targets]
+    shared = next((label for label in labels if labels.count(label) > 1), None)
+    if shared is not None:
+        raise ToolkitError(f"two targets share the label {shared!r}; give each its own")
     for batch in batches:  # all batch sizes checked before anything runs
         for target in targets:
             target.runtime.check_batch(batch)
@@ -83,18 +88,16 @@ def run_benchmark(
         peaks = {key: max(peaks[key], measure_matmul_tflops(key[0], key[1], threads=threads)) for key in keys}
     if peaks:
         machine.peak_tflops, machine.peak_source = peaks[peak_key(targets[0])]
-    for target in targets:
-        flops = flops_per_image(target.info)
-        peak = peaks.get(peak_key(target), (None, ""))[0]
-        for m in measurements:
-            if m.label != target.label:
-                continue
-            m.flops_per_image = flops
-            if flops is not None:
-                m.achieved_tflops = flops * m.images_per_second / 1e12
-                if peak:
-                    m.peak_tflops = peak
-                    m.fraction_of_peak = m.achieved_tflops / peak
+    # Measurements come batch by batch, each batch's in the targets' order: matched by position.
+    figures = [(flops_per_image(t.info), peaks.get(peak_key(t), (None, ""))[0]) for t in targets]
+    for index, m in enumerate(measurements):
+        flops, peak = figures[index % len(targets)]
+        m.flops_per_image = flops
+        if flops is not None:
+            m.achieved_tflops = flops * m.images_per_second / 1e12
+            if peak:
+                m.peak_tflops = peak
+                m.fraction_of_peak = m.achieved_tflops / peak
     return BenchmarkRun(machine, settings, measurements, compare(measurements))
 
 
@@ -119,6 +122,7 @@ def benchmark_models(
     try:
         if other is not None:
             targets.append(open_target(other, options, like=targets[0], model=model))
+        unique_labels(targets, [target, other])
         if batches is None:
             profile = getattr(targets[0].runtime, "batch_profile", None)
             batches = [profile.opt] if profile is not None else [1]
@@ -135,3 +139,17 @@ def benchmark_models(
     finally:
         for opened in targets:
             opened.runtime.close()
+
+
+def unique_labels(targets: Sequence[Target], names: Sequence[str | None]) -> None:
+    """Give targets whose labels collide labels of their own: the path as given (a/model.onnx and
+    c/model.onnx), and a number for the same file twice."""
+    labels = [t.label for t in targets]
+    for index, target in enumerate(targets):
+        if labels.count(target.label) > 1 and names[index] and Path(names[index]).name in target.label:
+            target.label = target.label.replace(Path(names[index]).name, str(names[index]), 1)
+    seen: dict[str, int] = {}
+    for target in targets:
+        seen[target.label] = seen.get(target.label, 0) + 1
+        if seen[target.label] > 1:
+            target.label = f"{target.label} #{seen[target.label]}"

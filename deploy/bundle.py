@@ -33,7 +33,7 @@ from toolkit.provenance import versions
 from .artifacts.labels import resolve_labels
 from .artifacts.manifest import EngineManifest, manifest_path, read_manifest
 from .artifacts.metadata import ModelInfo
-from .artifacts.onnx_file import inspect_onnx
+from .artifacts.onnx_file import external_data_files, inspect_onnx
 from .runtimes import Runtime, RuntimeOptions, backend_of, open_runtime
 
 BUNDLE_FORMAT = "resnet-bundle/1"
@@ -81,6 +81,12 @@ class Bundle:
             _verify_member(folder, name, entry)
         if ONNX_NAME not in files:
             raise ArtifactError(f"{manifest_file} lists no {ONNX_NAME}")
+        for location in inspect_onnx(folder / ONNX_NAME).external_data:
+            if location not in files or location == MANIFEST_NAME:
+                raise ArtifactError(
+                    f"bundle {ONNX_NAME} reads its weights from {location}, which the manifest does not list: "
+                    "no checksum covers it"
+                )
         labels = resolve_labels(folder / LABELS_NAME, info.num_classes) if LABELS_NAME in files else None
         engine = folder / ENGINE_NAME if ENGINE_NAME in files else None
         return cls(folder, manifest, info, folder / ONNX_NAME, engine, labels)
@@ -229,10 +235,14 @@ def write_bundle(
         raise ArtifactError(f"{model} carries no resnet-export metadata; export it with resnet-export")
     inputs = [model] + ([engine] if engine is not None else []) + ([labels] if isinstance(labels, (str, Path)) else [])
     check_replaceable_folder(output, force=force, is_ours=is_bundle, what="bundle", inputs=inputs)
+    replace = is_bundle if output.exists() else None  # checked again when the new bundle is complete
     engine_manifest = _engine_of(model, engine) if engine is not None else None
     label_list = resolve_labels(labels, info.num_classes)
-    with publish_folder(output) as folder:
+    data_files = _data_files(signature)
+    with publish_folder(output, replace=replace) as folder:
         shutil.copyfile(model, folder / ONNX_NAME)
+        for data in data_files:  # the model names its external data by file name: they keep theirs
+            shutil.copyfile(data, folder / data.name)
         if engine is not None:
             shutil.copyfile(engine, folder / ENGINE_NAME)
             shutil.copyfile(manifest_path(engine), folder / (ENGINE_NAME + ".json"))
@@ -246,6 +256,19 @@ def write_bundle(
         manifest = _manifest(folder, signature, environment)
         (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return Bundle.open(output)
+
+
+def _data_files(signature) -> list[Path]:
+    """The model's external data files (copied under their own names), none named like a bundle file."""
+    files = external_data_files(signature)
+    taken = [
+        f.name
+        for f in files
+        if f.name in (ONNX_NAME, ENGINE_NAME, ENGINE_NAME + ".json", LABELS_NAME, MANIFEST_NAME, README_NAME)
+    ]
+    if taken:
+        raise ArtifactError(f"{signature.path} reads weights from {taken[0]}, a name a bundle keeps for its own file")
+    return files
 
 
 def _engine_of(model: Path, engine: str | Path) -> EngineManifest:

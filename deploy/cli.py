@@ -21,7 +21,7 @@ from toolkit.cli import (
     write_json,
 )
 from toolkit.files import check_outputs
-from toolkit.numbers import Number
+from toolkit.numbers import Number, shown_apart
 
 from .bundle import write_bundle
 from .evaluate import Evaluation, evaluate_model
@@ -85,17 +85,23 @@ def predict(model, images, top_k, labels, backend, device, as_json) -> int:
     else:
         click.echo(f"# {backend_description}")
         for result in results:
-            click.echo(f"{result.source}: {format_prediction(result)}")
+            click.echo(f"{printable(result.source)}: {format_prediction(result)}")
     if failed:
         click.echo(f"resnet-deploy: {len(failed)} of {len(results)} images could not be read", err=True)
         return 1
     return 0
 
 
+def printable(name: str) -> str:
+    """A name as one line of output: quoted (Python's repr) when it holds a newline or another
+    character that isn't printable, so that it can't pass for lines of its own."""
+    return name if name.isprintable() else repr(name)
+
+
 def format_prediction(result: Prediction | UnreadableImage) -> str:
     """`name [index] score, ...` best first, or `error: why` for an image that could not be read."""
     if isinstance(result, UnreadableImage):
-        return f"error: {result.error}"
+        return f"error: {' '.join(result.error.split())}"
     names = result.labels or [""] * len(result.indices)
     return ", ".join(
         f"{name + ' ' if name else ''}[{index}] {score:.3f}"
@@ -226,7 +232,7 @@ def eval_main(model, data, reference, batch, labels, backend, device, architectu
     that can't be read is counted and named, never fatal. Exit status: 0, 1 below --min-top1,
     2 bad input.
     """
-    check_outputs(json_path)
+    check_outputs(json_path, inputs=[model, data, reference, labels])
     quiet = json_path == "-"
     bar = ProgressBar(enabled=not quiet)
     report = evaluate_model(
@@ -247,7 +253,8 @@ def eval_main(model, data, reference, batch, labels, backend, device, architectu
     for skipped in report.unreadable:
         click.echo(f"resnet-eval: skipped {skipped['error']}", err=True)
     if min_top1 is not None and report.top1 < min_top1:
-        click.echo(f"resnet-eval: top-1 {report.top1:.2%} is below --min-top1 {min_top1:.2%}", err=True)
+        top1, limit = shown_apart(report.top1, min_top1, percent=True)
+        click.echo(f"resnet-eval: top-1 {top1} is below --min-top1 {limit}", err=True)
         return 1
     return 0
 

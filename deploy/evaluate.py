@@ -90,12 +90,14 @@ def _read(predictor: Predictor, reference: Predictor | None, data: ImageSet, sta
     arrays, other, targets, names = [], [], [], []
     for path, target in zip(data.files[start : start + batch], data.targets[start : start + batch], strict=True):
         try:
-            arrays.append(predictor.preprocess(path))
-            if reference is not None:
-                other.append(arrays[-1] if reference.spec == predictor.spec else reference.preprocess(path))
+            array = predictor.preprocess(path)
+            # An image only the reference's recipe refuses is skipped for both: the lists stay in step.
+            second = array if reference is None or reference.spec == predictor.spec else reference.preprocess(path)
         except ImageError as error:
             tally.unreadable.append({"image": str(path), "error": str(error)})
             continue
+        arrays.append(array)
+        other.append(second)
         targets.append(target)
         names.append(str(path))
     return arrays, other, np.asarray(targets), names
@@ -128,7 +130,8 @@ def evaluate(
         if progress is not None:
             progress(min(start + batch, len(data)), len(data))
     if tally.count == 0:
-        raise ToolkitError(f"none of the {len(data)} images of {data.root} could be read")
+        first = tally.unreadable[0]["error"] if tally.unreadable else "no image"
+        raise ToolkitError(f"none of the {len(data)} images of {data.root} could be read (the first: {first})")
     report = Evaluation(
         model=str(predictor.path),
         backend=predictor.backend,
@@ -165,7 +168,13 @@ def evaluate_model(
     it) and the `reference` model, if any, read DATA's ImageFolder tree (class indices from the
     model's labels when they name every class folder), `evaluate`, and close both."""
     with Predictor(model, backend=backend, device=device, labels=labels, model=architecture) as predictor:
-        images = read_image_folder(data, labels=predictor.labels, num_classes=predictor.spec.num_classes, labeled=True)
+        images = read_image_folder(
+            data,
+            labels=predictor.labels,
+            num_classes=predictor.spec.num_classes,
+            labeled=True,
+            labels_required=labels is not None,
+        )
         other = Predictor(reference, labels=predictor.labels) if reference is not None else None
         try:
             return evaluate(predictor, images, reference=other, batch=batch, progress=progress)

@@ -12,6 +12,7 @@ import numpy as np
 
 from resnet.registry import ModelOptions
 from toolkit.errors import ArtifactError, ToolkitError
+from toolkit.numbers import check_number
 
 from .artifacts.labels import resolve_labels
 from .artifacts.metadata import ModelInfo
@@ -153,42 +154,42 @@ class Predictor:
         """Top-k predictions for each image (paths, PIL images or arrays), in order.
 
         A single image (not in a list) is accepted too. An unreadable image raises
-        `ImageError` naming it; `resnet-deploy predict` shows how to carry on past one.
+        `ImageError` naming it; `predict_each` carries on past one. Images are read and run a
+        batch at a time, so memory does not grow with their number.
         """
         if isinstance(images, (str, Path, bytes, bytearray, np.ndarray)) or not isinstance(images, Iterable):
             images = [images]
-        images = list(images)
-        batch = (
-            np.stack([self.preprocess(image) for image in images])
-            if images
-            else np.empty((0, *self.runtime.input_shape[1:]), np.float32)
-        )
-        return self.predict_arrays(batch, top_k=top_k, sources=[describe_image(i) for i in images])
+        images, predictions = list(images), []
+        for start in range(0, len(images), self.max_batch):
+            chunk = images[start : start + self.max_batch]
+            batch = np.stack([self.preprocess(image) for image in chunk])
+            predictions += self.predict_arrays(batch, top_k=top_k, sources=[describe_image(i) for i in chunk])
+        return predictions
 
     def predict_each(self, images: Sequence[Any], top_k: int = 5) -> list[Prediction | UnreadableImage]:
         """One result per image, in order (an image given twice gets two): its `Prediction`, or an
-        `UnreadableImage` saying why it could not be read; the readable ones run as one batch."""
-        results: list[Prediction | UnreadableImage | None] = [None] * len(images)
-        arrays, read = [], []
-        for position, image in enumerate(images):
-            try:
-                arrays.append(self.preprocess(image))
-                read.append(position)
-            except ImageError as error:
-                results[position] = UnreadableImage(describe_image(image), str(error))
-        if arrays:
-            sources = [describe_image(images[position]) for position in read]
-            for position, prediction in zip(read, self.predict_arrays(np.stack(arrays), top_k, sources), strict=True):
-                results[position] = prediction
+        `UnreadableImage` saying why it could not be read. Images are read and run a batch at a
+        time, so memory does not grow with their number."""
+        results: list[Prediction | UnreadableImage] = []
+        for start in range(0, len(images), self.max_batch):
+            chunk = images[start : start + self.max_batch]
+            arrays, failed = {}, {}
+            for position, image in enumerate(chunk):
+                try:
+                    arrays[position] = self.preprocess(image)
+                except ImageError as error:
+                    failed[position] = UnreadableImage(describe_image(image), str(error))
+            sources = [describe_image(chunk[position]) for position in arrays]
+            predicted = self.predict_arrays(np.stack(list(arrays.values())), top_k, sources) if arrays else []
+            predicted = dict(zip(arrays, predicted, strict=True))
+            results += [predicted[p] if p in predicted else failed[p] for p in range(len(chunk))]
         return results
 
     def predict_arrays(
         self, batch: np.ndarray, top_k: int = 5, sources: Sequence[str] | None = None
     ) -> list[Prediction]:
         """Top-k predictions for preprocessed inputs (N, C, H, W)."""
-        if top_k < 1:
-            raise ToolkitError(f"top_k must be at least 1, got {top_k}")
-        top_k = min(top_k, self.spec.num_classes)
+        top_k = min(check_number(top_k, "top_k", integer=True, limit="top-k"), self.spec.num_classes)
         sources = list(sources) if sources is not None else [f"#{i}" for i in range(len(batch))]
         if len(sources) != len(batch):
             raise ToolkitError(f"{len(sources)} sources for a batch of {len(batch)} inputs")

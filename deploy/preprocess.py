@@ -70,7 +70,11 @@ def _open_file(path: Path):
     from PIL import Image
 
     input_file(path, "image", "an image file", ImageError)
+    pillows = Image.MAX_IMAGE_PIXELS
     try:
+        # Our bound decides (Pillow's own default, 89.5 megapixels, would refuse images we promise
+        # to read); Pillow's check then guards what our header check can't see.
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as opened:
@@ -82,6 +86,8 @@ def _open_file(path: Path):
     except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         reason = str(error).splitlines()[0][:100] if str(error) else type(error).__name__
         raise ImageError(f"{path} is not a readable image ({reason})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillows
 
 
 def load_image(image: Any):
@@ -108,7 +114,9 @@ def load_image(image: Any):
         wide = np.clip(np.asarray(picture, dtype=np.int64), 0, 65535)
         picture = Image.fromarray(np.round(wide / 257.0).astype(np.uint8))
     elif picture.mode == "F":  # floating point: [0, 1], as arrays are
-        picture = Image.fromarray(np.round(np.clip(np.asarray(picture), 0, 1) * 255).astype(np.uint8))
+        values = np.asarray(picture)
+        _check_unit_range(values, describe_image(image))
+        picture = Image.fromarray(np.round(values * 255).astype(np.uint8))
     if picture.mode in ("P", "PA"):  # palette: through RGBA, so transparency info isn't misread
         picture = picture.convert("RGBA")
     return picture.convert("RGB") if picture.mode != "RGB" else picture
@@ -129,8 +137,18 @@ def _from_array(array: np.ndarray):
             raise ImageError(f"an image array is uint8, uint16 or float in [0, 1]; got {array.dtype}")
         if not np.isfinite(array).all():
             raise ImageError(f"image array {array.shape} holds NaN or infinite values")
-        array = np.clip(np.round(array * 255.0), 0, 255).astype(np.uint8)
+        _check_unit_range(array, f"image array {array.shape}")
+        array = np.round(array * 255.0).astype(np.uint8)
     return Image.fromarray(np.ascontiguousarray(array))  # mode from the shape: L, RGB or RGBA
+
+
+def _check_unit_range(values: np.ndarray, name: str) -> None:
+    """Float pixels are in [0, 1]; anything else (0-255 floats, say) is refused, never clipped to white."""
+    low, high = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    if low < 0.0 or high > 1.0:
+        raise ImageError(
+            f"{name} holds values from {low:g} to {high:g}; float images are in [0, 1] (divide 0-255 values by 255)"
+        )
 
 
 def resized_size(width: int, height: int, shorter: int) -> tuple[int, int]:
@@ -157,7 +175,8 @@ def preprocess(image: Any, spec: InputSpec) -> np.ndarray:
     picture = load_image(image)
     if spec.resize is not None:
         size = resized_size(picture.width, picture.height, spec.resize)
-        if size[0] * size[1] > MAX_RESIZED_PIXELS:
+        # Up to 4096x4096 pixels, or an image 4 times as long as wide at a large crop's resize.
+        if size[0] * size[1] > max(MAX_RESIZED_PIXELS, 4 * spec.resize**2):
             raise ImageError(
                 f"{describe_image(image)} is {picture.width}x{picture.height}: too elongated for this model's recipe "
                 f"(its shorter side resized to {spec.resize} would make it {size[0]}x{size[1]})"

@@ -24,7 +24,7 @@ from toolkit.numbers import check_number
 from .artifacts.labels import resolve_labels
 from .artifacts.manifest import BatchProfile, read_manifest
 from .artifacts.metadata import ModelInfo
-from .artifacts.onnx_file import inspect_onnx
+from .artifacts.onnx_file import external_data_files, inspect_onnx
 from .artifacts.tensors import TensorInfo
 from .runtimes.open import backend_of
 
@@ -46,6 +46,7 @@ class ServedModel:
     output: TensorInfo
     profile: BatchProfile | None  # an engine's
     info: ModelInfo | None
+    data_files: tuple[Path, ...] = ()  # an ONNX file's external weights, copied beside it
 
     @property
     def default_name(self) -> str:
@@ -65,10 +66,29 @@ def read_served_model(path: str | Path) -> ServedModel:
         return ServedModel(path, "tensorrt_plan", inp, out, manifest.profile, manifest.model)
     if backend == "onnxruntime":
         signature = inspect_onnx(path)
-        return ServedModel(path, "onnxruntime_onnx", signature.input, signature.output, None, signature.info)
+        data = tuple(external_data_files(signature))
+        return ServedModel(path, "onnxruntime_onnx", signature.input, signature.output, None, signature.info, data)
     raise ToolkitError(
         f"{path.name} is a PyTorch checkpoint; Triton serves the ONNX file or engine made from it (resnet-export)"
     )
+
+
+def quoted(text: str) -> str:
+    """`text` as a protobuf text-format string: in double quotes, with backslashes and quotes
+    escaped, so that a tensor name from a foreign file stays one string of the config (a name can
+    not end the string and add fields of its own)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def check_tensor_name(name: str, file_name: str) -> str:
+    """A tensor name a config can carry: one sentence for a control character (a newline, a tab...)."""
+    bad = next((c for c in name if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise ArtifactError(
+            f"{file_name} names a tensor {name!r}, with the control character {bad!r}, which a Triton config "
+            "can't carry; rename the tensor"
+        )
+    return name
 
 
 @dataclass
@@ -91,20 +111,21 @@ class TritonConfig:
     labels: bool = False
 
     def to_pbtxt(self) -> str:
+        """The config in protobuf's text format; every string quoted and escaped (`quoted`)."""
         lines = [
-            f'name: "{self.name}"',
-            f'platform: "{self.platform}"',
+            f"name: {quoted(self.name)}",
+            f"platform: {quoted(self.platform)}",
             f"max_batch_size: {self.max_batch_size}",
             "input [",
             "  {",
-            f'    name: "{self.input_name}"',
+            f"    name: {quoted(self.input_name)}",
             f"    data_type: {self.input_type}",
             f"    dims: [ {', '.join(map(str, self.input_dims))} ]",
             "  }",
             "]",
             "output [",
             "  {",
-            f'    name: "{self.output_name}"',
+            f"    name: {quoted(self.output_name)}",
             f"    data_type: {self.output_type}",
             f"    dims: [ {', '.join(map(str, self.output_dims))} ]",
         ]
@@ -161,6 +182,8 @@ def triton_config(
             f"model name {name!r} must be letters, digits, '_', '.' or '-' (no slashes or spaces), starting with a letter or digit"
         )
     limit = _engine_limit(model, options)
+    for tensor in (model.input, model.output):
+        check_tensor_name(tensor.name, model.path.name)
     if model.input.dtype not in TRITON_TYPES or model.output.dtype not in TRITON_TYPES:
         raise ArtifactError(
             f"{model.path.name} has {model.input.dtype}/{model.output.dtype} input/output; only float32 and float16 are supported"
@@ -247,6 +270,8 @@ def write_triton_model(
     """
     served = read_served_model(model)
     repository = Path(repository)
+    if name is not None and not name:
+        raise ToolkitError("the model name is empty; give --name a name, or leave it out for the model's own")
     name = name or served.default_name
     config = triton_config(served, name, options, labels=labels is not None)
     label_list = resolve_labels(labels, config.output_dims[-1])
@@ -254,21 +279,19 @@ def write_triton_model(
     if repository.exists() and not repository.is_dir():
         raise ToolkitError(f"repository {repository} exists and is not a folder")
     inputs = [served.path] + ([labels] if isinstance(labels, (str, Path)) else [])
+    is_ours = lambda folder: _is_triton_model(folder, name)  # noqa: E731
     if repository.is_dir():
-        check_replaceable_folder(
-            target,
-            force=force,
-            is_ours=lambda folder: _is_triton_model(folder, name),
-            what="Triton model",
-            inputs=inputs,
-        )
+        check_replaceable_folder(target, force=force, is_ours=is_ours, what="Triton model", inputs=inputs)
     created = _missing_folders(repository)
     file_name = "model.plan" if config.platform == "tensorrt_plan" else "model.onnx"
+    replace = is_ours if target.exists() else None  # checked again when the new folder is complete
     try:
         repository.mkdir(parents=True, exist_ok=True)
-        with publish_folder(target) as folder:
+        with publish_folder(target, replace=replace) as folder:
             (folder / "1").mkdir()
             shutil.copyfile(served.path, folder / "1" / file_name)
+            for data in served.data_files:  # the model names its external data by file name
+                shutil.copyfile(data, folder / "1" / data.name)
             (folder / "config.pbtxt").write_text(config.to_pbtxt(), encoding="utf-8")
             if label_list is not None:
                 (folder / "labels.txt").write_text("\n".join(label_list) + "\n", encoding="utf-8")

@@ -16,7 +16,7 @@ from toolkit.files import check_outputs
 from toolkit.numbers import Number
 from toolkit.precision import GRAPH_PRECISIONS, IO_DTYPES
 
-from .engine import OPT_LEVELS, BuildOptions, BuildReport, build_engine
+from .engine import OPT_LEVELS, BuildOptions, BuildReport, build_engine, default_engine_path
 from .onnx_export import ExportReport, default_output_name, export_onnx
 from .onnx_graph import DEFAULT_OPSET, SUPPORTED_OPSETS
 from .quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SIZE, INT8_TARGETS, Int8Options, default_int8_target
@@ -223,7 +223,7 @@ def main(
     # Every output is checked before any work: nothing is written unless all of them can be.
     output = output or default_output_name(model.name, precision)
     engine_files = [engine, manifest_path(engine)] if engine else []
-    check_outputs(output, json_path, *engine_files, inputs=[model.weights] if model.weights else [])
+    check_outputs(output, json_path, *engine_files, inputs=[model.weights, int8 and int8.calibration, eval_data])
     quiet = json_path == "-"
     try:
         report = export_onnx(
@@ -294,7 +294,8 @@ def format_report(report: ExportReport) -> str:
         q = info.quantization
         io_note = (
             f" (Q/DQ for {q['target']}: {q['activations']} activations, {q['weights']} weights; "
-            f"calibrated on {q['calibration_images']} images, {q['calibration_method']}; FP32 I/O)"
+            f"calibrated on {q['calibration_images']} image{'' if q['calibration_images'] == 1 else 's'}, "
+            f"{q['calibration_method']}; FP32 I/O)"
         )
     lines = [
         f"{report.path}: {info.name} ({info.dataset}, shortcut {info.shortcut}, {info.num_classes} classes), "
@@ -402,7 +403,8 @@ def build_main(onnx_file, output, precision, build, validate, reference, thresho
     GPU: pip install '.[gpu]'. Build on the machine that will run the engine (a Jetson builds
     its own). Exit status: 0 built, 1 validation failed (nothing written), 2 bad input.
     """
-    check_outputs(json_path, inputs=[onnx_file])
+    engine = Path(output) if output is not None else default_engine_path(onnx_file)
+    check_outputs(json_path, engine, manifest_path(engine), build.timing_cache, inputs=[onnx_file, reference])
     quiet = json_path == "-"
     try:
         report = build_engine(

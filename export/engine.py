@@ -337,10 +337,15 @@ def build_engine(
     )
 
 
+def default_engine_path(onnx_path: str | Path) -> Path:
+    """Where an engine goes when no path is given: ./NAME.plan for NAME.onnx."""
+    return Path(Path(onnx_path).stem + ".plan")
+
+
 def _check_files(source: OnnxSignature, output, reference, options: BuildOptions) -> tuple[Path, Path | None]:
     """The engine's path (default: ./NAME.plan) and the reference's, after checking every output
     (engine, manifest, timing cache) and that the reference exists."""
-    output = Path(output) if output is not None else Path(source.path.stem + ".plan")
+    output = Path(output) if output is not None else default_engine_path(source.path)
     sources = [source.path] + ([reference] if reference is not None else [])
     check_outputs(output, manifest_path(output), options.timing_cache, inputs=sources)
     if reference is not None:
@@ -415,7 +420,7 @@ def validate_engine(
     sizes = sorted({batch_profile.min, batch_profile.opt, batch_profile.max})
     with (
         OrtRuntime(reference or source.path, provider="cpu") as ort_runtime,
-        TensorRTRuntime(staged) as engine_runtime,
+        TensorRTRuntime(staged, announce=False) as engine_runtime,  # its warnings go into the report
     ):
         validation = compare_runtimes(
             ort_runtime, engine_runtime, criterion=criterion, batch_sizes=sizes, thresholds=thresholds

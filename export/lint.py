@@ -43,6 +43,7 @@ from onnx import TensorProto, numpy_helper
 
 from deploy.artifacts.metadata import ModelInfo
 from toolkit.errors import ToolkitError
+from toolkit.files import input_file
 
 ALLOWED_OPS = frozenset(
     {
@@ -338,7 +339,7 @@ def lint_onnx(
     `INT8_RULES` on an INT8 graph); violations are listed rule by rule, each rule's in node order.
     """
     if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model))
+        model = _load(model)
     if info is None:
         props = {p.key: p.value for p in model.metadata_props}
         info = ModelInfo.from_metadata(props) if "model_name" in props else None
@@ -348,6 +349,16 @@ def lint_onnx(
     domains = {o.domain or "ai.onnx": o.version for o in model.opset_import}
     op_counts = dict(Counter(n.op_type for n in model.graph.node).most_common())
     return LintReport(opset=domains.get("ai.onnx"), op_counts=op_counts, violations=violations, rules=tuple(rules))
+
+
+def _load(path) -> onnx.ModelProto:
+    """An ONNX file, or one sentence: missing, a folder, or not ONNX at all."""
+    path = input_file(path, "ONNX file", "an ONNX file", ToolkitError)
+    try:
+        return onnx.load(str(path))
+    except Exception as error:  # noqa: BLE001 - protobuf raises several types on a foreign file
+        first = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise ToolkitError(f"{path} is not a readable ONNX file ({first})") from None
 
 
 def check_onnx(

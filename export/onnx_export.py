@@ -161,6 +161,8 @@ def export_onnx(
     short description before each step.
     """
     step = progress or (lambda message: None)
+    if not isinstance(model, ResNet):
+        raise ExportError(f"export takes a resnet.ResNet (see resnet.create), got {type(model).__name__}")
     io_dtype = _check_options(opset, precision, io_dtype, batch, int8)
     if eval_data is not None and not validate:
         raise ExportError("--eval is part of the validation; drop --no-validate")
@@ -281,7 +283,9 @@ def quantize_graph(proto: onnx.ModelProto, info: ModelInfo, spec, int8: Int8Opti
     """The INT8 Q/DQ form of an FP32 graph, calibrated on `int8.calibration` (in `stage`); returns
     it with its metadata (the quantization record added), keeping the writer's producer and doc."""
     (stage / "fp32.onnx").write_bytes(proto.SerializeToString())
-    quantization = quantize_onnx(stage / "fp32.onnx", stage / "int8.onnx", spec, INPUT_NAME, int8)
+    batch = proto.graph.input[0].type.tensor_type.shape.dim[0]  # a static batch: calibration batches have it
+    fixed_batch = batch.dim_value if batch.HasField("dim_value") else None
+    quantization = quantize_onnx(stage / "fp32.onnx", stage / "int8.onnx", spec, INPUT_NAME, int8, fixed_batch)
     info = replace(info, quantization=quantization)
     quantized = onnx.load(str(stage / "int8.onnx"))
     quantized.producer_name, quantized.producer_version = proto.producer_name, proto.producer_version
@@ -376,12 +380,10 @@ def _build(report: ExportReport, engine: Path, validate: bool, thresholds: Thres
 
 def _accuracy(model: ResNet, runtime, name: str, data):
     """The exported file's accuracy on `data`, with the PyTorch model (FP32, eval, a copy) as reference."""
-    import copy
-
     from deploy.evaluate import evaluate
     from deploy.predictor import Predictor
     from deploy.runtimes.pytorch import TorchCpuRuntime
 
     candidate = Predictor.from_runtime(runtime, name=name)
-    reference = Predictor.from_runtime(TorchCpuRuntime(copy.deepcopy(model)), name="pytorch fp32 (eval)")
+    reference = Predictor.from_runtime(TorchCpuRuntime(model), name="pytorch fp32 (eval)")  # runs a copy
     return evaluate(candidate, data, reference=reference)

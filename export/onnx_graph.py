@@ -37,6 +37,7 @@ from resnet.blocks import BasicBlock, Bottleneck
 from resnet.model import ResNet
 from resnet.shortcuts import ShortcutA, ShortcutB
 from toolkit.errors import ToolkitError
+from toolkit.numbers import check_number
 from toolkit.precision import FP16_MAX, GRAPH_PRECISIONS, IO_DTYPES, check_precision, numpy_dtype
 
 # Opset 11 is the first with Pad's pads as an input (constant initializers, as TensorRT wants);
@@ -58,6 +59,7 @@ class ExportError(ToolkitError):
 
 
 def check_opset(opset: int) -> int:
+    check_number(opset, "opset", integer=True)
     if opset not in SUPPORTED_OPSETS:
         raise ExportError(
             f"opset {opset} is not supported; choose {SUPPORTED_OPSETS.start} to {SUPPORTED_OPSETS.stop - 1} (default {DEFAULT_OPSET})"

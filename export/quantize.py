@@ -31,6 +31,7 @@ from deploy.datasets import ImageSet, read_image_folder
 from deploy.preprocess import ImageError, preprocess
 from resnet.spec import InputSpec
 from toolkit.errors import ToolkitError
+from toolkit.files import notice
 from toolkit.numbers import check_number
 from toolkit.optional import require
 from toolkit.provenance import version_of
@@ -74,65 +75,107 @@ def calibration_images(options: Int8Options) -> ImageSet:
     return read_image_folder(options.calibration, labeled=False).subset(options.size)
 
 
-def _reader(images: ImageSet, spec: InputSpec, input_name: str):
-    """An ONNX Runtime calibration data reader over the images, preprocessed as the model's are."""
+class _Batches:
+    """Calibration batches read lazily, one at a time, so that memory does not grow with the folder:
+    the images of a batch are preprocessed (as the model's are) when ONNX Runtime asks for it.
+    With a fixed batch size (a `--static-batch` graph), every batch has exactly that many images
+    (a short one is filled by repeating its own). Unreadable images are skipped and counted.
+    ONNX Runtime's strided calibration (`set_range`, one batch per pass) keeps its own memory to
+    one batch's activations too, whatever the method."""
+
+    fixed = False  # every batch exactly `batch` images
+
+    def __init__(self, images: ImageSet, spec: InputSpec, input_name: str, batch: int) -> None:
+        self.files, self.spec, self.input_name, self.batch = images.files, spec, input_name, batch
+        self.count = (len(self.files) + batch - 1) // batch
+        self.used, self.skipped = 0, []
+        self._pending = iter(range(self.count))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._pending = iter(range(start_index, min(end_index, self.count)))
+
+    def get_next(self):
+        for index in self._pending:
+            arrays = []
+            for path in self.files[index * self.batch : (index + 1) * self.batch]:
+                try:
+                    arrays.append(preprocess(path, self.spec))
+                except ImageError as error:
+                    self.skipped.append(str(error))
+            self.used += len(arrays)
+            if arrays:
+                filled = [arrays[i % len(arrays)] for i in range(self.batch)] if self.fixed else arrays
+                return {self.input_name: np.stack(filled)}
+        return None
+
+
+def _reader(images: ImageSet, spec: InputSpec, input_name: str, fixed_batch: int | None):
+    """The calibration reader (an ONNX Runtime `CalibrationDataReader`), after checking that at
+    least one image can be read (else one sentence naming the first and why)."""
     from onnxruntime.quantization import CalibrationDataReader
 
-    arrays, skipped = [], []
     for path in images.files:
         try:
-            arrays.append(preprocess(path, spec))
+            preprocess(path, spec)
+            break
         except ImageError as error:
-            skipped.append(str(error))
-    if not arrays:
-        raise ToolkitError(
-            f"none of the {len(images)} calibration images in {images.root} could be read ({skipped[0]})"
-        )
+            first = str(error)
+    else:
+        raise ToolkitError(f"none of the {len(images)} calibration images in {images.root} could be read ({first})")
 
-    class Batches(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._batches = iter(
-                {input_name: np.stack(arrays[i : i + CALIBRATION_BATCH])}
-                for i in range(0, len(arrays), CALIBRATION_BATCH)
-            )
+    class Reader(_Batches, CalibrationDataReader):
+        fixed = fixed_batch is not None
 
-        def get_next(self):
-            return next(self._batches, None)
-
-    return Batches(), len(arrays), skipped
+    return Reader(images, spec, input_name, fixed_batch or CALIBRATION_BATCH)
 
 
-def quantize_onnx(fp32_path: Path, int8_path: Path, spec: InputSpec, input_name: str, options: Int8Options) -> dict:
-    """Write the INT8 Q/DQ form of `fp32_path` to `int8_path`; returns the quantization record
-    (target, method, images used, their list's hash, skipped images, quantizer version)."""
-    require("onnxruntime", "INT8 quantization (ONNX Runtime's quantizer)")
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+def _settings(options: Int8Options) -> dict:
+    """`quantize_static`'s arguments for the target's form (see the module docstring)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
-    images = calibration_images(options)
-    reader, used, skipped = _reader(images, spec, input_name)
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}
+    methods["percentile"] = CalibrationMethod.Percentile
     settings = dict(
         quant_format=QuantFormat.QDQ,
         per_channel=True,
         weight_type=QuantType.QInt8,
-        calibrate_method={
-            "minmax": CalibrationMethod.MinMax,
-            "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile,
-        }[options.method],
+        calibrate_method=methods[options.method],
+        extra_options={"CalibStridedMinMax": 1},  # one batch per calibration pass: bounded memory
     )
     if options.target == "cpu":
         settings.update(activation_type=QuantType.QUInt8)
-    else:
-        settings.update(
-            activation_type=QuantType.QInt8,
-            op_types_to_quantize=["Conv", "Gemm", "Add"],
-            extra_options={
-                "ActivationSymmetric": True,
-                "WeightSymmetric": True,
-                "QuantizeBias": False,
-                "OpTypesToExcludeOutputQuantization": ["Conv", "Gemm", "Add"],
-            },
-        )
+        return settings
+    settings.update(activation_type=QuantType.QInt8, op_types_to_quantize=["Conv", "Gemm", "Add"])
+    settings["extra_options"].update(
+        ActivationSymmetric=True,
+        WeightSymmetric=True,
+        QuantizeBias=False,
+        OpTypesToExcludeOutputQuantization=["Conv", "Gemm", "Add"],
+    )
+    return settings
+
+
+def quantize_onnx(
+    fp32_path: Path,
+    int8_path: Path,
+    spec: InputSpec,
+    input_name: str,
+    options: Int8Options,
+    fixed_batch: int | None = None,
+) -> dict:
+    """Write the INT8 Q/DQ form of `fp32_path` to `int8_path`; returns the quantization record
+    (target, method, images used, their list's hash, skipped images, quantizer version).
+    `fixed_batch` is the graph's batch size when it is fixed (calibration batches then have it).
+    Unreadable calibration images are said (`toolkit.files.notice`)."""
+    require("onnxruntime", "INT8 quantization (ONNX Runtime's quantizer)")
+    from onnxruntime.quantization import quantize_static
+
+    images = calibration_images(options)
+    reader = _reader(images, spec, input_name, fixed_batch)
+    settings = _settings(options)
     # The quantizer prints progress and advice on stdout and the root logger: kept off the terminal.
     logging.disable(logging.WARNING)
     try:
@@ -140,13 +183,18 @@ def quantize_onnx(fp32_path: Path, int8_path: Path, spec: InputSpec, input_name:
             quantize_static(str(fp32_path), str(int8_path), reader, **settings)
     finally:
         logging.disable(logging.NOTSET)
+    if reader.skipped:
+        notice(
+            f"{len(reader.skipped)} of the {len(images)} calibration images could not be read and were skipped "
+            f"(the first: {reader.skipped[0]})"
+        )
     return {
         "target": options.target,
         "activations": "uint8 asymmetric" if options.target == "cpu" else "int8 symmetric",
         "weights": "int8 symmetric per channel",
         "calibration_method": options.method,
-        "calibration_images": used,
-        "calibration_skipped": len(skipped),
+        "calibration_images": reader.used,
+        "calibration_skipped": len(reader.skipped),
         "calibration_hash": images.fingerprint(),
         "quantizer": f"onnxruntime {version_of('onnxruntime')}",
     }

@@ -31,7 +31,7 @@ import torch
 
 from deploy.runtimes.base import Runtime
 from toolkit.errors import ToolkitError
-from toolkit.numbers import check_number
+from toolkit.numbers import check_number, shown_apart
 from toolkit.precision import FP16_MAX
 
 
@@ -45,10 +45,10 @@ class Thresholds:
 
     def __post_init__(self) -> None:
         for name in ("atol", "rtol"):
-            check_number(getattr(self, name), name, low=0)
-        check_number(self.max_top1_drop, "max-top1-drop", low=0, high=100)
+            object.__setattr__(self, name, check_number(getattr(self, name), name, low=0))
+        object.__setattr__(self, "max_top1_drop", check_number(self.max_top1_drop, "max-top1-drop", low=0, high=100))
         for name in ("min_cosine", "min_top1"):
-            check_number(getattr(self, name), name.replace("_", "-"), low=0, high=1)
+            object.__setattr__(self, name, check_number(getattr(self, name), name.replace("_", "-"), low=0, high=1))
 
 
 @dataclass
@@ -62,7 +62,10 @@ class Check:
     passed: bool
 
     def __str__(self) -> str:
-        return f"{self.name} {self.value:.6g} (must be {self.relation} {self.limit:.6g})"
+        value, limit = f"{self.value:.6g}", f"{self.limit:.6g}"
+        if value == limit and self.value != self.limit:  # as many digits as it takes to tell them apart
+            value, limit = shown_apart(self.value, self.limit)
+        return f"{self.name} {value} (must be {self.relation} {limit})"
 
 
 @dataclass
@@ -265,6 +268,13 @@ def check_accuracy(report: ValidationReport, evaluation, thresholds: Thresholds)
         "max_probability_difference": evaluation.max_probability_difference,
     }
     report.notes = [note for note in report.notes if note != INT8_RANDOM_NOTE]
+    chance = 1.0 / evaluation.classes if evaluation.classes else 0.0
+    if evaluation.reference_top1 <= 2 * chance:  # the folders can't be the model's classes, in its order
+        report.notes.append(
+            f"PyTorch's own top-1 on {evaluation.data} is {evaluation.reference_top1:.1%}, near chance "
+            f"({chance:.1%} for {evaluation.classes} classes): the class folders may not be the model's classes in "
+            "its order (name them after its labels), or the weights are not trained, so this comparison says little"
+        )
     report.checks.append(
         Check("top-1 drop (points)", drop, "<=", thresholds.max_top1_drop, drop <= thresholds.max_top1_drop)
     )

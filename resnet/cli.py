@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from toolkit.cli import option_group, parse_floats, parse_size
+from toolkit.cli import ToolkitCommand, option_group, parse_floats, parse_size
 from toolkit.numbers import Number
 
 from .architecture import SHORTCUT_KINDS
@@ -90,19 +90,20 @@ def _model(
     return ModelOptions(depth, dataset, shortcut, num_classes, Path(weights) if weights else None, spec)
 
 
+@click.command("python -m resnet", cls=ToolkitCommand)
 def main() -> None:
-    """Build every registered model and print its size and cost."""
+    """Build every registered model and print its size and cost (parameters, GMACs at its input size)."""
     from .summary import summarize
 
     header = f"{'model':<18} {'depth':>5} {'shortcut':>8} {'parameters':>12} {'GMACs':>8} {'input':>16} {'output':>10} {'build s':>8}"
-    print(header)
-    print("-" * len(header))
+    click.echo(header)
+    click.echo("-" * len(header))
     for depth, dataset in registered_models():
         start = time.perf_counter()
         model = create(depth, dataset)
         summary = summarize(model)
         elapsed = time.perf_counter() - start
-        print(
+        click.echo(
             f"{summary.name:<18} {summary.depth:>5} {summary.shortcut:>8} {summary.parameters:>12,} "
             f"{summary.macs / 1e9:>8.3f} {'x'.join(map(str, summary.input_shape)):>16} "
             f"{'x'.join(map(str, summary.output_shape)):>10} {elapsed:>8.2f}"

@@ -53,6 +53,8 @@ FAMILIES = {"imagenet": IMAGENET_MODELS, "cifar": CIFAR_MODELS}
 
 def model_entry(depth: int, dataset: str = "imagenet") -> ModelEntry:
     """The registry entry for a depth and dataset; an error lists the valid choices."""
+    if isinstance(depth, bool) or not isinstance(depth, int):
+        raise ToolkitError(f"depth must be a whole number (18, 50, 20, ...), got {depth!r}")
     if dataset not in DATASETS:
         raise ToolkitError(f"dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     models = FAMILIES[DATASETS[dataset]]

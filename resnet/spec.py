@@ -35,6 +35,11 @@ class InputSpec:
             check_number(side, "input size (pixels per side)", integer=True, limit="input size")
         if self.resize is not None:
             check_number(self.resize, "resize (shorter side)", integer=True, low=1, high=4 * LIMITS["input size"][1])
+            if self.resize < max(self.height, self.width):  # else the crop doesn't fit in some images
+                raise ToolkitError(
+                    f"resize (shorter side) {self.resize} must be at least the crop's longer side, "
+                    f"{max(self.height, self.width)}, so that a {self.height}x{self.width} crop fits every image"
+                )
         if len(self.mean) != 3 or len(self.std) != 3:
             raise ToolkitError(f"mean and std need three values (R, G, B), got {self.mean} and {self.std}")
         for value in self.mean:
@@ -50,8 +55,11 @@ class InputSpec:
         return replace(self, num_classes=num_classes)
 
     def with_size(self, height: int, width: int) -> InputSpec:
-        """The same spec at another resolution; an ImageNet-style resize keeps its 256/224 ratio."""
-        resize = None if self.resize is None else round(min(height, width) * self.resize / min(self.height, self.width))
+        """The same spec at another resolution. An ImageNet-style resize keeps its 256/224 ratio to
+        the crop's longer side: the shorter side of every image, square or not, then covers the
+        crop (224x224 -> 256; 64x96 -> 110)."""
+        longest = max(self.height, self.width)
+        resize = None if self.resize is None else round(max(height, width) * self.resize / longest)
         return replace(self, height=height, width=width, resize=resize)
 
     def to_dict(self) -> dict:

@@ -467,3 +467,540 @@ def test_unreadable_checkpoints_never_suggest_unsafe_loading(kind, place):
     if kind == "module":
         assert "holds Python objects besides tensors (torch.nn.modules.linear.Linear)" in line
     assert not (place / "x.onnx").exists()
+
+
+# ================================================================ the second hostile pass
+# Each case below failed before its fix (issue 17's list: data loss, integrity, hangs, crashes,
+# unbounded memory, silent wrong results, unclear messages).
+
+from deploy.cli import eval_main  # noqa: E402
+
+DIGITS = ROOT / "tests" / "data" / "digits"
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("digits")
+    export_onnx(resnet.load_model(DIGITS / "resnet20_digits.pth"), folder / "d.onnx", validate=False)
+    return folder / "d.onnx"
+
+
+@pytest.fixture
+def data(place, digits_model):
+    """d.onnx (the trained digits model), data/<class>/ with two held-out scans each (20 images),
+    cal/ with eight calibration scans, labels.txt naming the classes 0-9."""
+    (place / "d.onnx").write_bytes(digits_model.read_bytes())
+    for folder in sorted((DIGITS / "heldout").iterdir()):
+        (place / "data" / folder.name).mkdir(parents=True)
+        for image in sorted(folder.iterdir())[:2]:
+            (place / "data" / folder.name / image.name).write_bytes(image.read_bytes())
+    (place / "cal").mkdir()
+    for image in sorted((DIGITS / "calibration").iterdir())[:8]:
+        (place / "cal" / image.name).write_bytes(image.read_bytes())
+    (place / "labels.txt").write_text("".join(f"{i}\n" for i in range(10)))
+    return place
+
+
+def first_image(place: Path) -> str:
+    return str(next(iter(sorted((place / "data" / "3").iterdir()))).relative_to(place))
+
+
+# ---------------------------------------------------------------- 1. reports never overwrite inputs
+
+
+@pytest.mark.parametrize(
+    "extra,json_to,message",
+    [
+        ([], "d.onnx", "it is an input of this command"),
+        ([], "FIRST", "inside data, an input folder of this command"),
+        (["--reference", "r20.onnx"], "r20.onnx", "it is an input of this command"),
+        (["--labels", "labels.txt"], "labels.txt", "it is an input of this command"),
+    ],
+)
+def test_an_evaluation_report_never_overwrites_its_inputs(extra, json_to, message, data):
+    json_to = first_image(data) if json_to == "FIRST" else json_to
+    before = snapshot(data)
+    one_sentence(run(eval_main, "d.onnx", "data", *extra, "--json", json_to), 2, message)
+    assert snapshot(data) == before
+
+
+def test_an_export_report_never_overwrites_a_calibration_image(data):
+    before = snapshot(data)
+    args = ["--depth", 20, "--dataset", "digits", "--precision", "int8", "--calibration", "cal", "-o", "x.onnx"]
+    one_sentence(run(export_main, *args, "--json", "cal/0001.png"), 2, "inside cal, an input folder")
+    one_sentence(run(export_main, *args, "--eval", "data", "--json", "data/3/new.json"), 2, "inside data")
+    assert snapshot(data) == before
+
+
+# ---------------------------------------------------------------- 2. publishing never deletes a newer folder
+
+
+def test_publishing_a_folder_never_replaces_one_that_appeared_meanwhile(tmp_path):
+    from toolkit.errors import ToolkitError
+    from toolkit.files import publish_folder
+
+    target = tmp_path / "bundle"
+    with pytest.raises(ToolkitError, match="appeared while this command ran"):
+        with publish_folder(target) as folder:
+            (folder / "new.txt").write_text("ours")
+            target.mkdir()  # the user's folder, made while the command runs
+            (target / "thesis.txt").write_text("four years of work")
+    assert sorted(p.name for p in target.iterdir()) == ["thesis.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]  # no staging folder left
+    # Two runs to one new target: the later one refuses instead of replacing the earlier one.
+    other = tmp_path / "other"
+    with pytest.raises(ToolkitError, match="appeared while this command ran"):
+        with publish_folder(other) as second:
+            (second / "b.txt").write_text("second")
+            with publish_folder(other) as first:
+                (first / "a.txt").write_text("first")
+    assert [p.name for p in other.iterdir()] == ["a.txt"]
+    # A folder that may be replaced (--force, checked as ours) is checked again at publish time.
+    with pytest.raises(ToolkitError, match="no longer one this command may replace"):
+        with publish_folder(other, replace=lambda folder: (folder / "a.txt").exists()) as third:
+            (third / "c.txt").write_text("third")
+            (other / "a.txt").unlink()
+            (other / "user.txt").write_text("the user's now")
+    assert [p.name for p in other.iterdir()] == ["user.txt"]
+
+
+# ---------------------------------------------------------------- 3. config.pbtxt from foreign tensor names
+
+
+def renamed_output(source: Path, target: Path, name: str) -> Path:
+    import onnx
+
+    proto = onnx.load(str(source))
+    old = proto.graph.output[0].name
+    for node in proto.graph.node:
+        node.output[:] = [name if o == old else o for o in node.output]
+    proto.graph.output[0].name = name
+    onnx.save(proto, str(target))
+    return target
+
+
+def test_tensor_names_cannot_inject_into_a_triton_config(place):
+    pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient parses the configs")
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    crafted = 'logits" dims: [ 1 ] } ] parameters { key: "x" value: { string_value: "evil" } } output [ { name: "y'
+    renamed_output(place / "r20.onnx", place / "quoted.onnx", crafted)
+    assert run(deploy_main, "triton", "quoted.onnx", "--repository", "repo", "--name", "m").exit_code == 0
+    config = text_format.Parse((place / "repo" / "m" / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    assert [o.name for o in config.output] == [crafted] and not config.parameters
+    renamed_output(place / "r20.onnx", place / "newline.onnx", "logits\nparameters")
+    before = snapshot(place)
+    one_sentence(run(deploy_main, "triton", "newline.onnx", "--repository", "repo2"), 2, "control character")
+    assert snapshot(place) == before
+
+
+# ---------------------------------------------------------------- 4. external data travels with the model
+
+
+def with_external_data(source: Path, target: Path) -> Path:
+    import onnx
+
+    onnx.save_model(
+        onnx.load(str(source)),
+        str(target),
+        save_as_external_data=True,
+        location=target.name + ".data",
+        size_threshold=1024,  # the Slice and Pad constants stay inline, as ONNX Runtime needs
+    )
+    return target
+
+
+def test_bundles_and_triton_carry_external_data_and_bundles_check_it(place):
+    from deploy import Predictor
+    from deploy.bundle import Bundle
+
+    with_external_data(place / "r20.onnx", place / "ext.onnx")
+    assert run(deploy_main, "bundle", "ext.onnx", "-o", "b").exit_code == 0
+    manifest = json.loads((place / "b" / "manifest.json").read_text())
+    assert "ext.onnx.data" in manifest["files"]
+    with Predictor("b") as predictor:
+        assert len(predictor.predict(["good.png"])) == 1
+    assert run(deploy_main, "triton", "ext.onnx", "--repository", "repo", "--name", "m").exit_code == 0
+    assert (place / "repo" / "m" / "1" / "ext.onnx.data").read_bytes() == (place / "ext.onnx.data").read_bytes()
+    rewrite_manifest(place / "b", lambda m: m["files"].pop("ext.onnx.data"))
+    with pytest.raises(
+        resnet.ToolkitError, match="reads its weights from ext.onnx.data, which the manifest does not list"
+    ):
+        Bundle.open(place / "b")
+
+
+def test_external_data_outside_the_models_folder_is_refused(place):
+    import onnx
+
+    with_external_data(place / "r20.onnx", place / "ext.onnx")
+    proto = onnx.load(str(place / "ext.onnx"), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../secret.data"
+    onnx.save(proto, str(place / "ext.onnx"))
+    before = snapshot(place)
+    one_sentence(run(deploy_main, "bundle", "ext.onnx", "-o", "b"), 2, "../secret.data")
+    assert snapshot(place) == before
+
+
+# ---------------------------------------------------------------- 5. image folders that loop
+
+
+def test_links_in_an_image_folder_never_loop_or_count_twice(data):
+    (data / "data" / "3" / "up").symlink_to("..")  # a loop back into the tree
+    (data / "data" / "4" / "again").symlink_to(data / "data" / "5")  # a second way to the same images
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from toolkit.launch import launch; launch('resnet-eval')",
+            "d.onnx",
+            "data",
+            "--json",
+            "-",
+        ],
+        cwd=data,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["images"] == 20
+    assert "skipped" in done.stderr and "up" in done.stderr
+
+
+# ---------------------------------------------------------------- 6. a reference with another recipe
+
+
+@pytest.mark.parametrize("batch", [2, 64])
+def test_an_image_only_the_reference_refuses_is_skipped_for_both(batch, data):
+    Image.new("L", (1, 3000), 128).save(data / "data" / "3" / "thin.png")  # too elongated for r18's recipe
+    result = run(eval_main, "d.onnx", "data", "--reference", "r18.onnx", "--batch", batch, "--json", "-")
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    report = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
+    assert report["images"] == 20 and [u["image"] for u in report["unreadable"]] == ["data/3/thin.png"]
+
+
+# ---------------------------------------------------------------- 7-9. calibration: static batch, bounded memory
+
+
+def test_an_int8_export_with_a_static_batch_calibrates(data):
+    args = ["--depth", 20, "--dataset", "digits", "--weights", DIGITS / "resnet20_digits.pth", "--precision", "int8"]
+    result = run(export_main, *args, "--calibration", "cal", "--static-batch", "--batch", 3, "-o", "s.onnx")
+    assert result.exit_code == 0, result.output
+    from deploy.artifacts import inspect_onnx
+
+    assert inspect_onnx(data / "s.onnx").input.shape == (3, 3, 32, 32)
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy"])
+def test_calibration_reads_images_batch_by_batch(method, data, monkeypatch):
+    """At most one calibration batch of images is preprocessed at a time, whatever the folder holds."""
+    import deploy.preprocess
+    import export.quantize
+
+    Counted.live = Counted.most = 0
+    real = deploy.preprocess.preprocess
+
+    def counting(image, spec):
+        return counted(real(image, spec))
+
+    monkeypatch.setattr(export.quantize, "preprocess", counting)
+    scan = sorted((data / "cal").iterdir())[0].read_bytes()
+    for index in range(40):
+        (data / "cal" / f"extra{index}.png").write_bytes(scan)
+    model = resnet.load_model(DIGITS / "resnet20_digits.pth")
+    # 45: the last batch is short, which ONNX Runtime's histogram collector could not merge in one pass.
+    options = export.quantize.Int8Options(data / "cal", method=method, size=45)
+    report = export_onnx(model, data / "m.onnx", precision="int8", int8=options, validate=False)
+    assert report.model.quantization["calibration_images"] == 45
+    assert Counted.most <= 2 * export.quantize.CALIBRATION_BATCH
+
+
+# ---------------------------------------------------------------- 10-11. predict's memory, python -m resnet
+
+
+class Counted(np.ndarray):
+    """A preprocessed image that counts how many of its kind are alive at once."""
+
+    live = most = 0
+
+    def __del__(self):
+        Counted.live -= 1
+
+
+def counted(array: np.ndarray) -> np.ndarray:
+    Counted.live += 1
+    Counted.most = max(Counted.most, Counted.live)
+    return array.view(Counted)
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_each"])
+def test_predict_holds_one_batch_of_images_at_a_time(method, place):
+    """Memory independent of the number of images: at most one batch (32) is preprocessed at once."""
+    from deploy import Predictor
+
+    Counted.live = Counted.most = 0
+    with Predictor("r20.onnx") as predictor:
+        real = predictor.preprocess
+        predictor.preprocess = lambda image: counted(real(image))
+        results = getattr(predictor, method)(["good.png"] * 100)
+    assert len(results) == 100 and Counted.most <= 2 * predictor.max_batch
+
+
+def test_python_m_resnet_has_a_help_and_survives_a_closed_pipe(tmp_path):
+    command = [sys.executable, "-m", "resnet"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    helped = subprocess.run([*command, "--help"], capture_output=True, text=True, env=env, timeout=60)
+    assert helped.returncode == 0 and "Usage" in helped.stdout and "resnet18" not in helped.stdout
+    wrong = subprocess.run([*command, "--bogus"], capture_output=True, text=True, env=env, timeout=60)
+    assert wrong.returncode == 2 and "No such option" in wrong.stderr
+    piped = subprocess.run(
+        " ".join(command) + " | head -1", shell=True, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert "Traceback" not in piped.stderr and piped.stdout.startswith("model")
+
+
+# ---------------------------------------------------------------- 12. torch_runtime leaves the caller's model alone
+
+
+def test_running_a_model_in_pytorch_does_not_change_it(place):
+    from deploy.runtimes import RuntimeOptions
+    from deploy.runtimes.pytorch import torch_runtime
+
+    model = resnet.create(20, "cifar10").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch_runtime(model, RuntimeOptions(device="cpu", precision="bf16", channels_last=True)).close()
+    assert model.training and all(
+        torch.equal(v, before[k]) and v.dtype == before[k].dtype for k, v in model.state_dict().items()
+    )
+    assert export_onnx(model, place / "after.onnx").validation.passed
+
+
+# ---------------------------------------------------------------- 13. non-square ImageNet-style sizes
+
+
+@pytest.mark.parametrize("size", [(64, 96), (96, 64), (8, 2048)])
+def test_a_non_square_input_takes_images_of_every_shape(size, place):
+    from deploy.preprocess import preprocess
+
+    spec = resnet.IMAGENET.with_size(*size)
+    assert spec.resize >= max(size)
+    for width, height in [(73, 73), (60, 200), (200, 60), (40, 30)]:
+        assert preprocess(Image.new("RGB", (width, height), (1, 2, 3)), spec).shape == (3, *size)
+    with pytest.raises(resnet.ToolkitError, match="resize .* must be at least the crop's longer side"):
+        resnet.InputSpec(64, 96, (0.5,) * 3, (0.5,) * 3, 10, resize=73)
+
+
+# ---------------------------------------------------------------- 14-15. class folders and labels
+
+
+def test_labels_that_miss_a_class_folder_are_an_error(data):
+    (data / "data" / "9").rename(data / "data" / "Nine")
+    before = snapshot(data)
+    one_sentence(run(eval_main, "d.onnx", "data", "--labels", "labels.txt"), 2, "Nine")
+    assert snapshot(data) == before
+
+
+def test_an_empty_class_folder_is_an_error_and_hidden_folders_are_skipped(data):
+    (data / "data" / "3" / ".ipynb_checkpoints").mkdir()
+    (data / "data" / ".ipynb_checkpoints").mkdir()
+    result = run(eval_main, "d.onnx", "data", "--json", "-")
+    assert result.exit_code == 0 and "skipped 2 (hidden)" in result.output and ".ipynb_checkpoints" in result.output
+    report = json.loads(result.output[result.output.index("{") : result.output.rindex("}") + 1])
+    assert report["images"] == 20 and report["top1"] >= 0.9
+    for hidden in (data / "data" / "3" / ".ipynb_checkpoints", data / "data" / ".ipynb_checkpoints"):
+        hidden.rmdir()
+    (data / "data" / "empty").mkdir()
+    one_sentence(run(eval_main, "d.onnx", "data"), 2, "empty")
+
+
+# ---------------------------------------------------------------- 16. same-named files in a benchmark
+
+
+def test_same_named_models_get_their_own_labels_and_figures(place):
+    for folder, source in (("a", "r20.onnx"), ("c", "r18.onnx")):
+        (place / folder).mkdir()
+        (place / folder / "model.onnx").write_bytes((place / source).read_bytes())
+    result = run(
+        bench_main, "a/model.onnx", "--vs", "c/model.onnx", "--iterations", 2, "--warmup", 0, "--no-peak", "--json", "-"
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    labels = [m["label"] for m in report["measurements"]]
+    assert len(set(labels)) == 2 and len(report["comparisons"]) == 1
+    flops = [m["flops_per_image"] for m in report["measurements"]]
+    assert flops[0] < flops[1]  # ResNet-20 at 32x32, ResNet-18 at 224x224
+    same = json.loads(
+        run(
+            bench_main, "r20.onnx", "--vs", "r20.onnx", "--iterations", 2, "--warmup", 0, "--no-peak", "--json", "-"
+        ).output
+    )
+    assert len({m["label"] for m in same["measurements"]}) == 2 and len(same["comparisons"]) == 1
+
+
+# ---------------------------------------------------------------- 17-20. wrong arrays, stdout, warnings
+
+
+def test_float_images_outside_zero_to_one_are_refused(place):
+    from deploy import Predictor
+    from deploy.preprocess import ImageError
+
+    with Predictor("r20.onnx") as predictor:
+        with pytest.raises(ImageError, match=r"from 0 to 255.*\[0, 1\]"):
+            predictor.predict(np.linspace(0, 255, 300, dtype=np.float32).reshape(10, 10, 3))
+
+
+def test_dash_means_stdout_for_every_report(place):
+    result = run(bench_main, "r20.onnx", "--iterations", 2, "--warmup", 0, "--no-peak", "--csv", "-")
+    assert result.exit_code == 0 and result.output.startswith("label,backend,device") and not (place / "-").exists()
+    result = run(bench_main, "r20.onnx", "--iterations", 2, "--warmup", 0, "--no-peak", "--markdown", "-")
+    assert result.exit_code == 0 and result.output.startswith("| target |") and not (place / "-").exists()
+    one_sentence(
+        run(bench_main, "r20.onnx", "--iterations", 2, "--no-peak", "--json", "-", "--csv", "-"), 2, "standard output"
+    )
+
+
+@pytest.mark.parametrize(
+    "command,args",
+    [
+        ("resnet-deploy", ["predict", "r20.onnx", "good.png"]),
+        ("resnet-eval", ["d.onnx", "data"]),
+        ("resnet-eval", ["d.onnx", "data", "--json", "-"]),
+    ],
+)
+def test_a_closed_stdout_is_an_error(command, args, data):
+    code = f"from toolkit.launch import launch; launch({command!r})"
+    done = subprocess.run(
+        f"{sys.executable} -c {code!r} {' '.join(args)} >&-",
+        shell=True,
+        cwd=data,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "standard output is closed" in done.stderr and "Traceback" not in done.stderr
+
+
+# ---------------------------------------------------------------- 21-29. messages that say what happened
+
+
+def test_when_no_image_can_be_read_the_message_names_one_and_why(data):
+    for image in (data / "data").rglob("*.png"):
+        image.write_bytes(b"not a png")
+    one_sentence(run(eval_main, "d.onnx", "data"), 2, "none of the 20 images", "data/0/", "not a readable image")
+
+
+def test_a_fifo_or_a_device_named_like_an_image_says_what_it_is(place):
+    os.mkfifo(place / "pipe.png")
+    (place / "zero.png").symlink_to("/dev/zero")
+    result = run(deploy_main, "predict", "r20.onnx", "pipe.png", "zero.png")
+    assert result.exit_code == 1
+    assert "pipe.png is a FIFO, not an image file" in result.output
+    assert "zero.png is a character device, not an image file" in result.output
+
+
+def test_numbers_in_messages_never_contradict_themselves(data):
+    import math
+
+    from export import Thresholds
+    from toolkit.numbers import check_number
+
+    with pytest.raises(resnet.ToolkitError, match=r"at most 1, got 1\.0000001"):
+        check_number(1.0000001, "x", high=1)
+    assert math.copysign(1.0, Thresholds(max_top1_drop=-0.0).max_top1_drop) == 1.0  # never "must be <= -0"
+    # One scan of a 3 filed under 7: top-1 is 19/20; a limit a hair above it must read as above it.
+    seven = sorted((data / "data" / "7").iterdir())[0]
+    seven.write_bytes(sorted((data / "data" / "3").iterdir())[0].read_bytes())
+    report = json.loads(run(eval_main, "d.onnx", "data", "--json", "-").output)
+    result = run(eval_main, "d.onnx", "data", "--min-top1", report["top1"] + 1e-9)
+    line = [row for row in result.output.splitlines() if "below" in row][0]
+    value, limit = line.split("top-1 ")[1].split(" is below --min-top1 ")
+    assert result.exit_code == 1 and value != limit
+
+
+def test_an_output_folder_that_cannot_take_a_file_is_refused_before_any_work(place):
+    """/proc passes os.access(W_OK) for root, yet no file can be made there: the check probes."""
+    result = run(export_main, "--depth", 20, "--dataset", "cifar10", "-o", "/proc/m.onnx")
+    one_sentence(result, 2, "cannot write /proc/m.onnx: folder /proc is not writable")
+    from toolkit.files import check_writable
+
+    with pytest.raises(resnet.ToolkitError, match="folder /proc is not writable"):
+        check_writable("/proc/m.onnx")
+
+
+def test_skipped_calibration_images_are_counted_and_pytorch_near_chance_is_said(data):
+    (data / "cal" / "broken.png").write_bytes(b"not a png")
+    args = ["--depth", 20, "--dataset", "digits", "--weights", DIGITS / "resnet20_digits.pth", "--precision", "int8"]
+    result = run(export_main, *args, "--calibration", "cal", "-o", "q.onnx")
+    assert result.exit_code == 0 and "1 of the 9 calibration images could not be read" in result.output
+    assert "broken.png" in result.output and "calibrated on 8 images" in result.output
+    (data / "shuffled").mkdir()
+    for index, folder in enumerate(sorted((data / "data").iterdir())):
+        (data / "data" / folder.name).rename(data / "shuffled" / f"{(index + 3) % 10}")
+    result = run(
+        export_main,
+        "--depth",
+        20,
+        "--dataset",
+        "digits",
+        "--weights",
+        DIGITS / "resnet20_digits.pth",
+        "--eval",
+        "shuffled",
+        "-o",
+        "e.onnx",
+    )
+    assert "PyTorch's own top-1" in result.output
+
+
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: __import__("deploy").open_runtime(None), "model file must be a path"),
+        (lambda: __import__("deploy").RuntimeOptions(threads="2"), "threads must be a number"),
+        (lambda: resnet.create("50"), "depth must be a whole number"),
+        (lambda: export_onnx(resnet.create(20, "cifar10"), "m.onnx", opset="17"), "opset must be a number"),
+        (lambda: export_onnx(torch.nn.Linear(2, 2), "m.onnx"), "export takes a resnet.ResNet"),
+        (lambda: __import__("export").lint_onnx("good.png"), "is not a readable ONNX file"),
+    ],
+)
+def test_the_api_says_what_it_accepts(call, message, place):
+    with pytest.raises(resnet.ToolkitError, match=message):
+        call()
+
+
+def test_the_predictor_and_runtimes_check_their_arguments(place):
+    from deploy import OrtRuntime, Predictor
+
+    with pytest.raises(resnet.ToolkitError, match="labels"):
+        Predictor("r20.onnx", labels=5)
+    with Predictor("r20.onnx") as predictor:
+        with pytest.raises(resnet.ToolkitError, match="top_k must be a number"):
+            predictor.predict(["good.png"], top_k="3")
+    with OrtRuntime("r20.onnx") as runtime:
+        for bad in (np.zeros((1, 3, 32, 32), complex), np.zeros((1, 3, 32, 32), object)):
+            with pytest.raises(resnet.ToolkitError, match="real numbers"):
+                runtime.run(bad)
+
+
+def test_an_image_name_cannot_forge_a_prediction_line(place):
+    forged = "x.png: [0] 1.000\nreal.png"
+    (place / forged).write_bytes((place / "good.png").read_bytes())
+    result = run(deploy_main, "predict", "r20.onnx", forged)
+    assert result.exit_code == 0 and len([line for line in result.output.splitlines() if line.strip()]) == 2
+
+
+def test_an_empty_triton_name_is_refused(place):
+    one_sentence(run(deploy_main, "triton", "r20.onnx", "--repository", "repo", "--name", ""), 2, "name")
+
+
+def test_images_up_to_our_limit_are_read_whatever_pillows_default(place):
+    from deploy.preprocess import MAX_PIXELS, load_image
+
+    Image.new("L", (10_000, 9_500), 7).save(place / "big.png")  # 95 MP: above Pillow's own 89.5 MP warning
+    assert 95_000_000 < MAX_PIXELS and load_image(place / "big.png").size == (10_000, 9_500)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,22 @@ def _one_line(prog: str, message: str) -> None:
     click.echo(f"{prog}: {text}", err=True)
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is closed (`>&-`): Python then has no `sys.stdout`, and whatever a
+    command prints would vanish while it exits 0."""
+    if sys.stdout is None:
+        return True
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # not a file (a test's buffer): open
+        return False
+    try:
+        os.fstat(descriptor)
+    except OSError:
+        return True
+    return False
+
+
 class _OneLineErrors:
     """Mixin for click commands: user errors as one line and exit 2 (see the module docstring)."""
 
@@ -47,8 +64,12 @@ class _OneLineErrors:
 
         prog = prog_name or self.name
         on_notice(lambda message: _one_line(prog, f"note: {message}"))
+        if _stdout_closed():
+            _one_line(prog, "standard output is closed, so what this command prints would be lost; redirect it instead")
+            sys.exit(USAGE_ERROR)
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            sys.stdout.flush()  # a write error (a full disk) is this command's error, not a message at exit
         except click.exceptions.Exit as done:
             sys.exit(done.exit_code)
         except click.Abort as stop:
@@ -64,6 +85,9 @@ class _OneLineErrors:
         except ToolkitError as error:
             _one_line(prog, str(error))
             sys.exit(USAGE_ERROR)
+        except BrokenPipeError:  # the reader stopped reading (`| head`): stop quietly, as click does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+            sys.exit(1)
         except OSError as error:  # a file that can't be read or written, a full disk
             where = f": {error.filename}" if error.filename else ""
             _one_line(prog, f"{error.strerror or error}{where}")

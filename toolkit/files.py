@@ -57,14 +57,36 @@ def _folder_of(path: Path) -> Path:
     return path.parent if str(path.parent) else Path(".")
 
 
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def kind_of(path: Path) -> str | None:
+    """What a path that exists but is neither a regular file nor a folder is ("a FIFO", "a
+    character device", ...; following links); None for a file, a folder or nothing."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    return next((kind for test, kind in _KINDS if test(mode)), None)
+
+
 def input_file(path: str | Path, name: str, kind: str, error: type[ToolkitError] = ToolkitError) -> Path:
-    """`path` as a Path, after checking that it is an existing file: a folder is `error`
-    "PATH is a folder, not KIND", a missing path "NAME PATH does not exist"."""
+    """`path` as a Path, after checking that it is an existing regular file: a folder is `error`
+    "PATH is a folder, not KIND", a FIFO or device "PATH is a FIFO, not KIND", a missing path
+    "NAME PATH does not exist"."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise error(f"{name} must be a path (str or Path), got {type(path).__name__}")
     path = Path(path)
     if path.is_dir():
         raise error(f"{path} is a folder, not {kind}")
     if not path.is_file():
-        raise error(f"{name} {path} does not exist")
+        other = kind_of(path)
+        raise error(f"{path} is {other}, not {kind}" if other else f"{name} {path} does not exist")
     return path
 
 
@@ -79,6 +101,7 @@ def check_writable(path: str | Path) -> Path:
         raise ToolkitError(f"cannot write {path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ToolkitError(f"cannot write {path}: folder {folder} is not writable")
+    _probe(folder, path)
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise ToolkitError(f"cannot write {path}: it exists and is not a regular file")
     if path.exists() and (not os.access(path, os.W_OK) or not stat.S_IMODE(path.stat().st_mode) & 0o222):
@@ -86,19 +109,33 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
-def check_outputs(*paths: str | Path | None, inputs: Iterable[str | Path] = ()) -> list[Path]:
+def _probe(folder: Path, path: Path) -> None:
+    """Make (and remove) a staging folder in `folder`, as the command will: `os.access` can say
+    yes where nothing can be created (root in /proc, a read-only mount), and the answer must come
+    before any work, not after it."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder))
+    except OSError as error:
+        raise ToolkitError(f"cannot write {path}: folder {folder} is not writable ({error.strerror})") from None
+
+
+def check_outputs(*paths: str | Path | None, inputs: Iterable[str | Path | None] = ()) -> list[Path]:
     """Check every output path of a command before any work (`check_writable` for each; "-" and
-    None, meaning stdout or nothing, are skipped); no output may be one of the `inputs`, and two
-    outputs may not be the same file."""
+    None, meaning stdout or nothing, are skipped): no output may be one of the `inputs`, or lie
+    inside an input that is a folder (an image folder, a bundle), and two outputs may not be the
+    same file."""
     checked, seen = [], {}
-    sources = {Path(p).resolve() for p in inputs if p is not None}
+    sources = [(str(p), Path(p).resolve()) for p in inputs if p is not None]
     for path in paths:
         if path is None or str(path) == "-":
             continue
         path = check_writable(path)
         resolved = path.resolve()
-        if resolved in sources:
-            raise ToolkitError(f"cannot write {path}: it is an input of this command")
+        for given, source in sources:
+            if resolved == source:
+                raise ToolkitError(f"cannot write {path}: it is an input of this command")
+            if source.is_dir() and source in resolved.parents:
+                raise ToolkitError(f"cannot write {path}: it is inside {given}, an input folder of this command")
         if resolved in seen:
             raise ToolkitError(f"{seen[resolved]} and {path} are the same file; give each output its own name")
         seen[resolved] = path
@@ -116,12 +153,14 @@ def check_replaceable_folder(
     resolved = target.resolve()
     if resolved == Path.cwd().resolve() or resolved in Path.cwd().resolve().parents:
         raise ToolkitError(f"{target} is the current folder or holds it; give a new folder for the {what}")
-    for source in inputs:
-        source = Path(source).resolve()
+    for given in inputs:
+        source = Path(given).resolve()
         if resolved == source or resolved in source.parents:
             raise ToolkitError(
                 f"{target} holds {source.name}, an input of this command; give a new folder for the {what}"
             )
+        if source.is_dir() and source in resolved.parents:
+            raise ToolkitError(f"{target} is inside {given}, an input folder of this command; give another folder")
     if not _folder_of(target).is_dir():
         raise ToolkitError(f"cannot write {target}: folder {_folder_of(target)} does not exist")
     if target.is_symlink() or (target.exists() and not target.is_dir()):
@@ -241,13 +280,17 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 
 @contextmanager
-def publish_folder(target: str | Path) -> Iterator[Path]:
-    """An empty folder to fill, renamed onto `target` when the block ends without error.
+def publish_folder(target: str | Path, *, replace: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """An empty folder to fill, moved onto `target` when the block ends without error.
 
-    The folder is assembled in a staging folder beside `target`. An existing `target` (the
-    caller decided that it may be replaced: `check_replaceable_folder`) is moved aside only
-    once the new folder is complete, and removed with the staging folder. An exception (or
-    Ctrl-C) inside the block leaves `target` as it was.
+    The folder is assembled in a staging folder beside `target`; an exception (or Ctrl-C) inside
+    the block leaves `target` as it was. Nothing that appeared at `target` while the command ran
+    is ever replaced: without `replace`, `target` is claimed with `os.mkdir` (atomic: it fails when
+    anything is there) and the new folder renamed onto that empty claim (a rename replaces an empty
+    folder, and fails on one that is not empty, so nothing written there meanwhile can be lost).
+    Python has no `renameat2(RENAME_NOREPLACE)`, and it is not on every file system; the claim
+    works on any POSIX one. With `replace` (the caller's `--force` check, for a `target` that
+    existed when it checked), `target` is checked again with it just before it is moved aside.
     """
     target = Path(target)
     with staging_folder(_folder_of(target)) as stage:
@@ -258,6 +301,29 @@ def publish_folder(target: str | Path) -> Iterator[Path]:
             if path.is_file():
                 with open(path, "rb") as written:
                     os.fsync(written.fileno())
-        if target.exists():
+        if replace is not None and (target.exists() or target.is_symlink()):
+            if target.is_symlink() or not target.is_dir() or not replace(target):
+                raise ToolkitError(
+                    f"{target} is no longer one this command may replace (it changed while this command ran); "
+                    "nothing was replaced"
+                )
             os.replace(target, stage / "previous")
-        os.replace(folder, target)
+            os.replace(folder, target)
+            return
+        _claim(target)
+        try:
+            os.replace(folder, target)
+        except OSError:
+            raise ToolkitError(
+                f"{target} was written to while this command ran; it was kept and nothing of this run is in it"
+            ) from None
+
+
+def _claim(target: Path) -> None:
+    """Make `target` as an empty folder, or say that something appeared there."""
+    try:
+        os.mkdir(target)
+    except FileExistsError:
+        raise ToolkitError(
+            f"{target} appeared while this command ran; it was kept as it is and nothing was written there"
+        ) from None

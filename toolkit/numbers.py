@@ -48,11 +48,26 @@ def check_number(
         lower = "" if low is None else f"{'above' if low_open else 'at least'} {_shown(low)}"
         upper = "" if high is None else f"at most {_shown(high)}"
         raise ToolkitError(f"{what} must be {' and '.join(filter(None, [lower, upper]))}, got {_shown(value)}")
-    return int(value) if integer else float(value)
+    return int(value) if integer else float(value) + 0.0  # + 0.0: -0 is 0 (never "<= -0" in a message)
 
 
 def _shown(value) -> str:
-    return str(value) if isinstance(value, numbers.Integral) else f"{value:g}"
+    """A number as short as it can be without changing it (1e-05, 0.5, 1.0000001)."""
+    if isinstance(value, numbers.Integral):
+        return str(value)
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
+def shown_apart(a: float, b: float, percent: bool = False) -> tuple[str, str]:
+    """`a` and `b` with as many decimals as it takes for two different numbers to look different
+    (never "99.60% is below 99.60%"); percentages with `percent`."""
+    scale, suffix = (100.0, "%") if percent else (1.0, "")
+    for decimals in range(2 if percent else 3, 13):
+        first, second = f"{a * scale:.{decimals}f}", f"{b * scale:.{decimals}f}"
+        if first != second or a == b:
+            break
+    return first + suffix, second + suffix
 
 
 class Number(click.ParamType):

@@ -259,7 +259,7 @@ def fidelity(runs: Measurements, paths: dict[str, Path], model, smoke: bool) -> 
     from benchmark.fidelity import against_bare, bare_ort_loop, bare_torch_loop
 
     iterations, warmup, gpu = (20 if smoke else 200), (20 if runs.on_gpu else 2), runs.on_gpu
-    fresh = lambda: resnet.create(model.depth, model.dataset)  # noqa: E731 - torch_runtime converted `model` in place
+    fresh = lambda: resnet.create(model.depth, model.dataset)  # noqa: E731 - a bare loop converts its model in place
     # On a GPU the references run without copies, as the bare loops do; on a CPU there are none.
     if gpu:
         ort, torch_name, measured = (

@@ -25,7 +25,14 @@ def resolve_labels(labels: Sequence[str] | str | Path | None, num_classes: int) 
     """`labels` (a list, or a file to read) checked against the model's class count; None stays None."""
     if labels is None:
         return None
-    names = read_labels(labels) if isinstance(labels, (str, Path)) else [str(label) for label in labels]
+    if isinstance(labels, (str, Path)):
+        names = read_labels(labels)
+    elif isinstance(labels, Sequence) and all(isinstance(label, str) for label in labels):
+        names = list(labels)
+    else:
+        raise ArtifactError(
+            f"labels must be a labels file (one name per line) or a list of class names, got {type(labels).__name__}"
+        )
     if len(names) != num_classes:
         raise ArtifactError(f"{len(names)} labels for a model with {num_classes} classes")
     return names

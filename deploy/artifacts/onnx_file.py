@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from toolkit.errors import ArtifactError
@@ -21,6 +21,7 @@ class OnnxSignature:
     output: TensorInfo  # (N, classes)
     precision: str  # the graph's arithmetic: "fp32", "fp16" or "int8" (from its metadata; else guessed)
     info: ModelInfo | None  # None for a file without resnet-export metadata
+    external_data: tuple[str, ...] = ()  # the files its weights are read from, as the file names them
 
     def sha256(self) -> str:
         from toolkit.files import sha256_file
@@ -48,9 +49,33 @@ def inspect_onnx(path: str | Path) -> OnnxSignature:
     inputs = [tensor_info(v) for v in graph.input if v.name not in initializers]
     has_fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
     props = {p.key: p.value for p in proto.metadata_props}
-    return classifier_signature(
+    signature = classifier_signature(
         path, inputs, [tensor_info(v) for v in graph.output], props, "fp16" if has_fp16 else "fp32"
     )
+    locations = {
+        entry.value
+        for tensor in graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return replace(signature, external_data=tuple(sorted(locations)))
+
+
+def external_data_files(signature: OnnxSignature) -> list[Path]:
+    """The files beside an ONNX file that hold its external weights (to copy with it), after
+    checking each is a plain file name in the file's own folder: a location elsewhere (a
+    subfolder, `..`, an absolute path) is `ArtifactError`, as a copied model could not find it,
+    or would read a file nobody meant to ship."""
+    files = []
+    for location in signature.external_data:
+        if not location or Path(location).name != location or location in (".", ".."):
+            raise ArtifactError(
+                f"{signature.path} reads weights from {location}, which is not a file beside it; "
+                "save the model with its data in its own folder (onnx.save_model(..., location='NAME.data'))"
+            )
+        files.append(input_file(signature.path.with_name(location), "external data file", "a data file", ArtifactError))
+    return files
 
 
 def tensor_info(value) -> TensorInfo:

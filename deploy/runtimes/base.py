@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from toolkit.errors import ToolkitError
+from toolkit.numbers import check_number
+from toolkit.precision import TORCH_PRECISIONS
 
 from ..artifacts.metadata import ModelInfo
 
@@ -36,6 +38,29 @@ class RuntimeOptions:
     max_batch: int = 256  # device runtimes (PyTorch, ONNX Runtime on CUDA): the largest batch their buffers hold
     conv_search: str = "exhaustive"  # ONNX Runtime on CUDA: cuDNN's convolution algorithm search
     prefer_nhwc: bool = True  # ONNX Runtime on CUDA: channels-last convolutions
+
+    def __post_init__(self) -> None:
+        from .onnxruntime import CONV_SEARCHES, ORT_PROVIDERS
+
+        _one_of(self.provider, tuple(ORT_PROVIDERS), "provider", optional=True)
+        _one_of(self.precision, TORCH_PRECISIONS, "precision")
+        _one_of(self.conv_search, CONV_SEARCHES, "cuDNN search")
+        if self.threads is not None:
+            check_number(self.threads, "threads", integer=True, limit="threads")
+        check_number(self.max_batch, "max batch", integer=True, limit="batch")
+        if self.device is not None and not (
+            isinstance(self.device, str) and self.device.split(":")[0] in ("cpu", "cuda")
+        ):
+            raise ToolkitError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+        for name in ("cuda_graphs", "compile", "channels_last", "prefer_nhwc"):
+            if not isinstance(getattr(self, name), bool):
+                raise ToolkitError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+
+def _one_of(value, choices: tuple[str, ...], what: str, optional: bool = False) -> None:
+    if (value is None and optional) or value in choices:
+        return
+    raise ToolkitError(f"{what} must be one of {', '.join(choices)}, got {value!r}")
 
 
 class Runtime(ABC):
@@ -71,6 +96,10 @@ class Runtime(ABC):
     def check_input(self, batch: np.ndarray) -> np.ndarray:
         """`batch` in the input's element type, after checking its shape and size."""
         batch = np.asarray(batch)
+        if batch.dtype.kind not in "fiu":
+            raise ToolkitError(
+                f"input holds {batch.dtype} values; a model takes real numbers ({np.dtype(self.input_dtype).name})"
+            )
         expected = tuple(self.input_shape[1:])
         if batch.ndim != 4 or tuple(batch.shape[1:]) != expected:
             wanted = ", ".join(map(str, ("N", *expected)))

@@ -7,6 +7,8 @@ forward pass and device-to-host copy are timed apart.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -22,8 +24,12 @@ TORCH_DTYPES = {name: getattr(torch, PRECISIONS[name].torch_dtype) for name in T
 
 
 def _prepare(model: ResNet, device: str, precision: str, channels_last: bool, compile: bool):
+    """A copy of `model` in eval mode, on `device`, in `precision` (and channels-last, compiled):
+    the caller's model is left as it was (mode, dtype, layout), so it can still be exported."""
     check_precision(precision, TORCH_PRECISIONS)
-    model = model.eval().to(device=device, dtype=TORCH_DTYPES[precision])
+    if not isinstance(model, ResNet):
+        raise ToolkitError(f"a PyTorch runtime takes a resnet.ResNet (see resnet.create), got {type(model).__name__}")
+    model = copy.deepcopy(model).eval().to(device=device, dtype=TORCH_DTYPES[precision])
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     forward = torch.compile(model) if compile else model

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import ArtifactError, ToolkitError
-from toolkit.files import input_file
+from toolkit.files import input_file, notice
 from toolkit.optional import require
 
 from ..artifacts.manifest import BatchProfile, EngineEnvironment, EngineManifest, check_compatible, read_manifest
@@ -157,13 +157,17 @@ class TensorRTRuntime(DeviceRuntime):
     captured on a context stays valid after that context's input shape changes is not
     documented, so no context's shape ever changes after its capture (trtexec too captures
     after setting the shape, one graph per context). Each context holds its own activation
-    memory.
+    memory. `warnings` (an engine built on another GPU of the same architecture, say) are said
+    through `toolkit.files.notice` unless `announce=False`.
     """
 
     backend = "tensorrt"
 
-    def __init__(self, path: str | Path, *, cuda_graphs: bool = False, device: int = 0) -> None:
+    def __init__(self, path: str | Path, *, cuda_graphs: bool = False, device: int = 0, announce: bool = True) -> None:
         self.engine, self.manifest, self.warnings, self.trt_runtime = load_engine(path, device)
+        if announce:  # the Predictor, resnet-bench, resnet-eval: said on stderr (resnet-build reports them itself)
+            for warning in self.warnings:
+                notice(warning)
         trt = import_tensorrt()
         import torch
 

@@ -15,7 +15,7 @@ from deploy.artifacts.manifest import read_manifest
 from export import export_onnx
 from export.cli import build_main
 from export.cli import main as export_main
-from export.engine import build_engine, export_command, resolve_profile
+from export.engine import BuildOptions, build_engine, export_command, resolve_profile
 from export.onnx_graph import upcast_to_fp32
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -186,7 +186,7 @@ def test_build_run_and_validate_a_real_engine(kind, onnx_files, tmp_path):
     from deploy.runtimes.tensorrt import TensorRTRuntime
 
     engine = tmp_path / f"{kind}.plan"
-    report = build_engine(onnx_files[kind], engine, max_batch=16, opt_batch=8)
+    report = build_engine(onnx_files[kind], engine, BuildOptions(max_batch=16, opt_batch=8))
     assert report.validation.passed, report.validation.failures
     manifest = read_manifest(engine)
     assert manifest.precision == kind and (manifest.profile.min, manifest.profile.opt, manifest.profile.max) == (
@@ -209,7 +209,7 @@ def test_cuda_graphs_give_the_same_logits(onnx_files, tmp_path):
     from deploy.runtimes.tensorrt import TensorRTRuntime
 
     engine = tmp_path / "e.plan"
-    build_engine(onnx_files["fp16"], engine, max_batch=8, validate=False)
+    build_engine(onnx_files["fp16"], engine, BuildOptions(max_batch=8), validate=False)
     with TensorRTRuntime(engine) as plain, TensorRTRuntime(engine, cuda_graphs=True) as graphed:
         for n in (1, 4, 8, 4):
             x = plain.random_input(n, seed=n)
@@ -224,7 +224,7 @@ def test_foreign_engine_is_refused(onnx_files, tmp_path):
     from deploy.runtimes.tensorrt import TensorRTRuntime
 
     engine = tmp_path / "e.plan"
-    build_engine(onnx_files["fp16"], engine, max_batch=8, validate=False)
+    build_engine(onnx_files["fp16"], engine, BuildOptions(max_batch=8), validate=False)
     path = engine.with_name("e.plan.json")
     data = json.loads(path.read_text())
     data["environment"]["tensorrt_version"] = "9.0.0"
@@ -236,9 +236,11 @@ def test_foreign_engine_is_refused(onnx_files, tmp_path):
 @needs_tensorrt
 def test_timing_cache_is_saved_and_reused(onnx_files, tmp_path):
     cache = tmp_path / "timing.cache"
-    build_engine(onnx_files["fp16"], tmp_path / "a.plan", max_batch=4, timing_cache=cache, validate=False)
+    build_engine(onnx_files["fp16"], tmp_path / "a.plan", BuildOptions(max_batch=4, timing_cache=cache), validate=False)
     assert cache.stat().st_size > 0
-    report = build_engine(onnx_files["fp16"], tmp_path / "b.plan", max_batch=4, timing_cache=cache, validate=False)
+    report = build_engine(
+        onnx_files["fp16"], tmp_path / "b.plan", BuildOptions(max_batch=4, timing_cache=cache), validate=False
+    )
     assert report.manifest.build["timing_cache"] == str(cache)
 
 
@@ -249,5 +251,28 @@ def test_a_damaged_timing_cache_is_one_sentence_and_nothing_is_written(onnx_file
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"not a timing cache")
     with pytest.raises(EngineBuildError, match="timing cache .*timing.cache is not a TensorRT timing cache"):
-        build_engine(onnx_files["fp16"], tmp_path / "e.plan", max_batch=4, timing_cache=cache, validate=False)
+        build_engine(
+            onnx_files["fp16"], tmp_path / "e.plan", BuildOptions(max_batch=4, timing_cache=cache), validate=False
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["timing.cache"]
+
+
+@needs_tensorrt
+def test_an_engine_from_another_gpu_model_warns_on_stderr_where_it_runs(onnx_files, tmp_path):
+    """The manifest check's softer warning (same architecture, another GPU model) reaches the
+    user of the Predictor, not only resnet-build's report."""
+    import json
+
+    from PIL import Image
+
+    from deploy.cli import main as deploy_main
+
+    engine = tmp_path / "e.plan"
+    build_engine(onnx_files["fp16"], engine, BuildOptions(max_batch=8), validate=False)
+    path = engine.with_name("e.plan.json")
+    data = json.loads(path.read_text())
+    data["environment"]["gpu_name"] = "Another GPU of the same architecture"
+    path.write_text(json.dumps(data))
+    Image.new("RGB", (40, 30), (200, 30, 40)).save(tmp_path / "good.png")
+    result = CliRunner().invoke(deploy_main, ["predict", str(engine), str(tmp_path / "good.png")])
+    assert result.exit_code == 0 and "was built on Another GPU of the same architecture" in result.output

@@ -38,7 +38,7 @@ def test_a_folder_is_published_whole_or_not_at_all(tmp_path):
             (folder / "b.txt").write_text("half")
             raise RuntimeError("interrupted")
     assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
-    with publish_folder(target) as folder:  # replacing: the old folder goes only at the end
+    with publish_folder(target, replace=lambda old: True) as folder:  # replacing: the old goes only at the end
         (folder / "c.txt").write_text("newer")
     assert sorted(p.name for p in target.iterdir()) == ["c.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no staging left behind
