@@ -20,17 +20,20 @@ from toolkit.precision import TORCH_PRECISIONS
 from .harness import LoopSettings
 from .report import ReportFiles, format_table
 from .run import benchmark_models
+from .serving import PROTOCOLS, LoadSettings, ServedModel, benchmark_served
 
 
-def parse_batches(text: str) -> list[int]:
+def parse_batches(text: str, option: str = "--batch") -> list[int]:
+    """`"1,8,32"` -> [1, 8, 32] (repeats dropped), each within the batch bounds."""
     try:
-        batches = parse_ints(text, "--batch")
+        batches = parse_ints(text, option)
     except click.BadParameter:
         batches = []
     if not batches or min(batches) < 1:
-        raise click.BadParameter(f"batch sizes are positive integers separated by commas, e.g. 1,8,32 (got {text!r})")
+        what = "batch sizes" if option == "--batch" else f"{option} values"
+        raise click.BadParameter(f"{what} are positive integers separated by commas, e.g. 1,8,32 (got {text!r})")
     for batch in batches:
-        check_number(batch, "--batch", integer=True, limit="batch")
+        check_number(batch, option, integer=True, limit="batch")
     return list(dict.fromkeys(batches))
 
 
@@ -173,6 +176,39 @@ report_options = option_group(
     ),
 )
 
+
+def _served(triton, model_name, protocol, concurrency) -> tuple[ServedModel, list[int]] | None:
+    if triton is None:
+        if model_name is not None:
+            raise click.UsageError("--model names a model on the Triton server given with --triton")
+        return None
+    if model_name is None:
+        raise click.UsageError("--triton needs --model, the name of the model to load it with")
+    return ServedModel(triton, model_name, protocol), parse_batches(concurrency, "--concurrency")
+
+
+served_options = option_group(
+    "served",
+    _served,
+    click.option(
+        "--triton",
+        metavar="URL",
+        default=None,
+        help="Measure a model served by Triton at URL (host:port of its gRPC or HTTP endpoint; see resnet-deploy serve), "
+        "under load from closed-loop clients.",
+    ),
+    click.option("--model", "model_name", default=None, help="With --triton: the served model's name."),
+    click.option(
+        "--protocol", type=click.Choice(list(PROTOCOLS)), default="grpc", show_default=True, help="With --triton."
+    ),
+    click.option(
+        "--concurrency",
+        default="1",
+        show_default=True,
+        help="With --triton: clients sending at once, or a comma-separated sweep, e.g. 1,4,8.",
+    ),
+)
+
 peak_options = options(
     click.option(
         "--peak-tflops",
@@ -211,17 +247,21 @@ peak_options = options(
     show_default=True,
     help="Seed of the random inputs.",
 )
+@served_options
 @report_options
-def main(target, other, batches, loop, runtime, model, peak_tflops, no_peak, seed, files) -> int:
+def main(target, other, batches, loop, runtime, model, peak_tflops, no_peak, seed, served, files) -> int:
     """Measure latency and throughput of a model, the way trtexec reports them.
 
     \b
     resnet-bench resnet50_fp16.plan --batch 1,32,128         # TensorRT
     resnet-bench resnet50.onnx --batch 1,8 --vs pytorch      # ONNX Runtime against PyTorch eager
     resnet-bench --depth 50 --device cuda --precision fp16 --channels-last --cuda-graph --batch 32
+    resnet-bench --triton localhost:8001 --model resnet50 --concurrency 1,4,8 --vs resnet50.onnx
 
     The backend follows from the file: .plan/.engine TensorRT, .onnx ONNX Runtime, .pt/.pth
-    PyTorch. The input size and precision come from the file. Exit status: 0, or 2 for bad input.
+    PyTorch. The input size and precision come from the file. With --triton, --batch is each
+    request's batch and --vs the in-process runtime of the same file. Exit status: 0, or 2 for
+    bad input.
     """
     check_outputs(*files.paths(), inputs=[p for p in (target, other) if p and p != "pytorch"])
     if files.plot_path:  # say so before measuring for minutes
@@ -229,22 +269,48 @@ def main(target, other, batches, loop, runtime, model, peak_tflops, no_peak, see
 
         require("matplotlib", "--plot")
     bar = ProgressBar(enabled="-" not in files.paths())
-    run = benchmark_models(
-        target,
-        other,
-        parse_batches(batches) if batches is not None else None,
-        runtime,
-        loop,
-        model=model,
-        peak_tflops=peak_tflops,
-        measure_peak=not no_peak,
-        seed=seed,
-        progress=(lambda timer, fraction: bar(f"{timer.label} batch {timer.batch}", fraction)) if bar.enabled else None,
-    )
+    if served is not None:
+        run = _benchmark_served(target, other, batches, loop, runtime, served, seed, bar)
+    else:
+        run = benchmark_models(
+            target,
+            other,
+            parse_batches(batches) if batches is not None else None,
+            runtime,
+            loop,
+            model=model,
+            peak_tflops=peak_tflops,
+            measure_peak=not no_peak,
+            seed=seed,
+            progress=(lambda timer, fraction: bar(f"{timer.label} batch {timer.batch}", fraction))
+            if bar.enabled
+            else None,
+        )
     files.write(run)
     report = files.stdout(run)
     click.echo(report if report is not None else format_table(run), nl=report is None)
     return 0
+
+
+def _benchmark_served(target, other, batches, loop: LoopSettings, runtime, served, seed: int, bar):
+    """`benchmark_served` with the command's options: one batch per request, the loop's warm-up and
+    duration (three windows of a third of it; up to nine until stable), `--vs` the in-process file."""
+    if target is not None:
+        raise click.UsageError("--triton measures a served model: give no TARGET (the in-process file goes in --vs)")
+    if other == "pytorch":
+        raise click.UsageError("with --triton, --vs names the in-process file (.onnx, .plan) of the served model")
+    batch = parse_batches(batches) if batches is not None else [1]
+    if len(batch) != 1:
+        raise click.UsageError("with --triton, --batch is each request's batch: one number")
+    if loop.iterations is not None or loop.warmup_iterations is not None:
+        raise click.UsageError(
+            "with --triton the clients run for a time: give --duration and --warmup in seconds (0.5s), not iterations"
+        )
+    settings = LoadSettings(warmup_seconds=loop.warmup_seconds, window_seconds=loop.duration / 3)
+    vs = None if other is None else {"target": other, "options": runtime, "loop": loop}
+    served_model, concurrency = served
+    progress = (lambda text, fraction: bar(text, fraction)) if bar.enabled else None
+    return benchmark_served(served_model, concurrency, batch[0], settings, vs=vs, seed=seed, progress=progress)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,24 @@ class Comparison:
     batch: int
     latency_ratio: float  # first median / second median (below 1: first is faster)
     throughput_ratio: float  # first images/s / second images/s
+    latency_difference_ms: float  # first median - second median (a server's cost per request at c1)
+
+    @classmethod
+    def of(cls, first: Measurement, second: Measurement, batch: int) -> Comparison:
+        return cls(
+            first.label,
+            second.label,
+            batch,
+            first.latency.median / second.latency.median,
+            first.images_per_second / second.images_per_second,
+            first.latency.median - second.latency.median,
+        )
+
+    def describe(self, times: str = "x") -> str:
+        return (
+            f"{self.first} / {self.second} at batch {self.batch}: median latency {self.latency_ratio:.3f}{times} "
+            f"({self.latency_difference_ms:+.3f} ms), throughput {self.throughput_ratio:.3f}{times}"
+        )
 
 
 @dataclass
@@ -80,15 +98,7 @@ def compare(measurements: list[Measurement]) -> list[Comparison]:
                 continue
             o = next((x for x in measurements if x.label == other and x.batch == m.batch), None)
             if o is not None:
-                result.append(
-                    Comparison(
-                        labels[0],
-                        other,
-                        m.batch,
-                        m.latency.median / o.latency.median,
-                        m.images_per_second / o.images_per_second,
-                    )
-                )
+                result.append(Comparison.of(m, o, m.batch))
     return result
 
 
@@ -179,11 +189,27 @@ def format_table(run: BenchmarkRun) -> str:
     descriptions = list(dict.fromkeys(f"{m.label}: {m.description}" for m in run.measurements))
     lines.append("")
     lines.extend(descriptions)
+    lines.extend(served_line(m) for m in run.measurements if "server" in m.extra)
     for c in run.comparisons:
-        lines.append(
-            f"vs: {c.first} / {c.second} at batch {c.batch}: median latency {c.latency_ratio:.3f}x, throughput {c.throughput_ratio:.3f}x"
-        )
+        lines.append(f"vs: {c.describe()}")
     return "\n".join(lines)
+
+
+def served_line(m: Measurement) -> str:
+    """What the server said of a served measurement's requests (Triton's statistics), in one line."""
+    server = m.extra["server"]
+    parts = ", ".join(f"{name.removesuffix('_ms').replace('_', ' ')} {server[name]:.3f}" for name in SERVER_PARTS)
+    failed = (
+        f"; {m.extra['failed']} failed ({'; '.join(m.extra['failures'])})" if m.extra["failed"] else "; none failed"
+    )
+    stable = "" if m.extra.get("stable") else "; throughput not stable within 10% over the windows"
+    return (
+        f"server: {m.label}: {parts} ms per request; {server['inferences']:,} inferences in "
+        f"{server['executions']:,} executions{failed}{stable}"
+    )
+
+
+SERVER_PARTS = ("queue_ms", "compute_input_ms", "compute_infer_ms", "compute_output_ms")
 
 
 def to_markdown(run: BenchmarkRun) -> str:
@@ -206,9 +232,7 @@ def to_markdown(run: BenchmarkRun) -> str:
         lines.append(f"Peak: {machine.peak_tflops:.3g} TFLOP/s ({machine.peak_source}).")
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in machine.versions.items()) + ".")
     for c in run.comparisons:
-        lines.append(
-            f"- {c.first} / {c.second}, batch {c.batch}: median latency {c.latency_ratio:.3f}×, throughput {c.throughput_ratio:.3f}×"
-        )
+        lines.append(f"- {c.describe('×')}")
     return "\n".join(lines) + "\n"
 
 
@@ -260,12 +284,17 @@ def plot(run: BenchmarkRun, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for label in dict.fromkeys(m.label for m in run.measurements):
-        points = sorted((m for m in run.measurements if m.label == label), key=lambda m: m.batch)
+    series = lambda m: m.extra.get("series", m.label)  # noqa: E731 - a served model's concurrencies are one line
+    for label in dict.fromkeys(series(m) for m in run.measurements):
+        points = sorted(
+            (m for m in run.measurements if series(m) == label), key=lambda m: (m.extra.get("concurrency", 0), m.batch)
+        )
         xs, ys = [m.images_per_second for m in points], [m.latency.median for m in points]
         axes.plot(xs, ys, marker="o", label=label)
         for m, x, y in zip(points, xs, ys, strict=True):
-            axes.annotate(f"b{m.batch}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            axes.annotate(
+                m.extra.get("point", f"b{m.batch}"), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8
+            )
     axes.set_xlabel("throughput (images/s)")
     axes.set_ylabel("median latency (ms)")
     axes.set_title("latency against throughput over the batch sweep")

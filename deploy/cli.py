@@ -5,7 +5,10 @@ one library function (`Predictor.predict_each`, `write_bundle`, `write_triton_mo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+import sys
 
 import click
 
@@ -28,7 +31,8 @@ from .evaluate import Evaluation, evaluate_model
 from .predictor import Prediction, Predictor, UnreadableImage
 from .runtimes.onnxruntime import DEVICES
 from .runtimes.open import BACKEND_NAMES
-from .triton import TritonOptions, write_triton_model
+from .serving import Endpoints, TritonServer
+from .triton import SERVING_BACKENDS, TritonOptions, images_model_name, write_triton_model
 
 
 @click.group("resnet-deploy", cls=ToolkitGroup)
@@ -39,6 +43,7 @@ def main() -> None:
     resnet-deploy predict resnet50.onnx cat.jpg dog.png
     resnet-deploy bundle resnet50_fp16.onnx -o rn50-bundle --labels imagenet.txt
     resnet-deploy triton resnet50.onnx --repository models --name resnet50 --max-batch 64
+    resnet-deploy triton resnet50.onnx --repository served --backend python && resnet-deploy serve served
     """
 
 
@@ -131,19 +136,28 @@ def bundle(model, output, engine, labels, force) -> int:
     return 0
 
 
-def _serving(max_batch, instances, preferred_batch, max_queue_delay_us, cpu) -> TritonOptions:
+def _serving(backend, max_batch, instances, preferred_batch, max_queue_delay_us, cpu) -> TritonOptions:
     return TritonOptions(
         max_batch=max_batch,
         instances=instances,
         preferred_batch=parse_ints(preferred_batch, "--preferred-batch") if preferred_batch else (),
         max_queue_delay_us=max_queue_delay_us,
-        instance_kind="KIND_CPU" if cpu else "KIND_GPU",
+        instance_kind="KIND_CPU" if cpu else None,
+        backend=backend,
     )
 
 
 serving_options = option_group(
     "serving",
     _serving,
+    click.option(
+        "--backend",
+        type=click.Choice(list(SERVING_BACKENDS)),
+        default=None,
+        help="Triton backend: the file's platform (onnxruntime, tensorrt: NVIDIA's Triton container), or python: "
+        "the toolkit's own runtime inside Triton, plus a NAME_images model (encoded images in, classes out); "
+        "resnet-deploy serve runs those. [default: the file's platform]",
+    ),
     click.option(
         "--max-batch", type=int, default=None, help="max_batch_size. [default: the engine's profile maximum, or 64]"
     ),
@@ -156,7 +170,11 @@ serving_options = option_group(
         show_default=True,
         help="How long the batcher may wait to fill a batch.",
     ),
-    click.option("--cpu", is_flag=True, help="Instances on the CPU (ONNX only) instead of the GPU."),
+    click.option(
+        "--cpu",
+        is_flag=True,
+        help="Instances on the CPU (ONNX only). [default: the GPU; with --backend python, the CPU where no GPU is visible]",
+    ),
 )
 
 
@@ -175,11 +193,96 @@ serving_options = option_group(
 )
 @click.option("--force", is_flag=True, help="Replace an existing model folder of that name.")
 def triton(model, repository, name, serving, labels, force) -> int:
-    """Write REPOSITORY/NAME/config.pbtxt and REPOSITORY/NAME/1/model.onnx (or model.plan)."""
+    """Write REPOSITORY/NAME/config.pbtxt and REPOSITORY/NAME/1/model.onnx (or model.plan); with
+    --backend python also REPOSITORY/NAME_images/ (see resnet-deploy serve)."""
     target = write_triton_model(model, repository, name, serving, labels=labels, force=force)
-    click.echo(f"{target}: " + ", ".join(sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())))
-    click.echo(f"  serve it: tritonserver --model-repository {target.parent}")
+    folders = [target] + ([target.with_name(images_model_name(target.name))] if serving.backend == "python" else [])
+    for folder in folders:
+        click.echo(
+            f"{folder}: " + ", ".join(sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()))
+        )
+    if serving.backend == "python":
+        click.echo(f"  serve it: resnet-deploy serve {target.parent}")
+    else:
+        click.echo(f"  serve it: tritonserver --model-repository {target.parent}")
     return 0
+
+
+port = Number(integer=True, low=1, high=65535)
+
+
+@main.command("serve")
+@click.argument("repository", type=click.Path(file_okay=False))
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; any other than loopback (0.0.0.0: every interface) opens the models to the network.",
+)
+@click.option("--http-port", type=port, default=8000, show_default=True)
+@click.option("--grpc-port", type=port, default=8001, show_default=True)
+@click.option("--metrics-port", type=port, default=8002, show_default=True)
+@click.option(
+    "--timeout",
+    type=Number(low=1, high=3600),
+    default=120,
+    show_default=True,
+    help="Seconds to wait for every model to load.",
+)
+def serve(repository, host, http_port, grpc_port, metrics_port, timeout) -> int:
+    """Serve REPOSITORY (written with resnet-deploy triton --backend python) with a real Triton server.
+
+    \b
+    resnet-deploy triton resnet50.onnx --repository models --backend python
+    resnet-deploy serve models
+
+    The server is the one nvidia-pytriton ships (tritonserver with its Python backend; pip install
+    '.[serve]', Linux x86-64): it runs in this Python environment, which must hold this toolkit.
+    It waits until every model is ready, prints the endpoints, and stops the server, its model
+    processes and all, on Ctrl-C or SIGTERM. Exit status: 0 stopped so, 1 the server stopped on
+    its own, 2 it could not start (a port in use, a model it can't load, ...).
+    """
+    server = TritonServer(repository, Endpoints(host, http_port, grpc_port, metrics_port), timeout=timeout)
+    try:
+        models = server.start()
+        click.echo(format_serving(server, models))
+        sys.stdout.flush()
+        status = server.wait()
+        click.echo(
+            f"resnet-deploy: the Triton server stopped on its own (exit status {status}): {server.errors()}", err=True
+        )
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (toolkit.launch raises it as Terminated)
+        click.echo("resnet-deploy: stopping the Triton server", err=True)
+        return 0
+    finally:
+        with signals_ignored():  # a second Ctrl-C must not leave the server half-stopped
+            server.stop()
+
+
+def format_serving(server: TritonServer, models: list[str]) -> str:
+    endpoints = server.endpoints
+    return "\n".join(
+        [
+            f"serving {server.repository} with Triton (nvidia-pytriton's tritonserver, Python backend)",
+            f"  http        {endpoints.http}",
+            f"  grpc        {endpoints.grpc}",
+            f"  metrics     {endpoints.metrics}",
+            f"  models      {', '.join(models)} (ready)",
+            "  stop it with Ctrl-C",
+        ]
+    )
+
+
+@contextlib.contextmanager
+def signals_ignored():
+    """SIGINT and SIGTERM ignored for the block (the main thread's handlers are put back after)."""
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @click.command("resnet-eval", cls=ToolkitCommand)

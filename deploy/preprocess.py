@@ -7,7 +7,8 @@ shorter side is `resize` (256 for a 224 crop), bilinear with antialiasing; centr
 normalise. Grayscale, RGBA (alpha dropped, as torchvision's loaders do) and palette images are
 converted to RGB. Pillow is the only image dependency (`pip install '.[images]'`).
 
-Accepted images: a file path (str, Path, or bytes as `os` functions take them), a PIL image, or
+Accepted images: a file path (str, Path, or bytes as `os` functions take them), an image file's
+bytes (`EncodedImage`, what a serving client sends), a PIL image, or
 a NumPy array laid out H x W (grayscale) or H x W x C (C = 1, 3 or 4), uint8 (0-255), uint16
 (0-65535) or float in [0, 1]. Every problem with an image is an `ImageError` naming it: a
 missing file or a folder, an unreadable or empty one, a decompression bomb (more than
@@ -16,7 +17,9 @@ missing file or a folder, an unreadable or empty one, a decompression bomb (more
 
 from __future__ import annotations
 
+import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,8 @@ def describe_image(image: Any) -> str:
         return str(image)
     if isinstance(image, np.ndarray):
         return f"array {image.shape}"
+    if isinstance(image, EncodedImage):
+        return image.name
     return type(image).__name__
 
 
@@ -62,14 +67,29 @@ def _check_size(width: int, height: int, name: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image file's bytes (a JPEG or PNG a client sent), read as a file would be, bounded alike;
+    `name` names it in messages."""
+
+    data: bytes
+    name: str = "the image"
+
+
 def _open_file(path: Path):
     """A decoded PIL image from a file, refusing decompression bombs before decoding."""
+    input_file(path, "image", "an image file", ImageError)
+    return _decode(path, f"image {path}", str(path))
+
+
+def _decode(source, what: str, name: str):
+    """A decoded PIL image from a path or a binary stream; the size is checked from the header
+    first, and Pillow's own bomb check is set to our bound while it decodes."""
     import warnings
 
     import PIL
     from PIL import Image
 
-    input_file(path, "image", "an image file", ImageError)
     pillows = Image.MAX_IMAGE_PIXELS
     try:
         # Our bound decides (Pillow's own default, 89.5 megapixels, would refuse images we promise
@@ -77,15 +97,15 @@ def _open_file(path: Path):
         Image.MAX_IMAGE_PIXELS = MAX_PIXELS
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
-                _check_size(opened.width, opened.height, f"image {path}")
+            with Image.open(source) as opened:
+                _check_size(opened.width, opened.height, what)
                 opened.load()
                 return opened.copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"image {path} is too large to decode safely ({str(error).split('.')[0]})") from None
+        raise ImageError(f"{what} is too large to decode safely ({str(error).split('.')[0]})") from None
     except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         reason = str(error).splitlines()[0][:100] if str(error) else type(error).__name__
-        raise ImageError(f"{path} is not a readable image ({reason})") from None
+        raise ImageError(f"{name} is not a readable image ({reason})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = pillows
 
@@ -101,6 +121,10 @@ def load_image(image: Any):
         image = os.fsdecode(bytes(image))  # a file name in bytes, as os functions accept
     if isinstance(image, (str, Path)):
         picture = _open_file(Path(image))
+    elif isinstance(image, EncodedImage):
+        if not image.data:
+            raise ImageError(f"{image.name} is empty (no bytes)")
+        picture = _decode(io.BytesIO(image.data), image.name, image.name)
     elif isinstance(image, Image.Image):
         _check_size(image.width, image.height, "the image")
         picture = image

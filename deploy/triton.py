@@ -7,14 +7,29 @@
 The config is derived from the model file: platform, input and output names, data types and
 dims (without the batch axis), `max_batch_size` (no larger than an engine's profile maximum),
 dynamic batching and instance groups.
+
+With the Python backend (`TritonOptions(backend="python")`, `--backend python`), each model runs
+the toolkit's own runtime inside Triton (`deploy.serving.backend`: what is served is what was
+validated), and the repository gets two models: NAME (the file's tensors, as above) and
+NAME_images (encoded images in, the top classes out, with the file's own preprocessing):
+
+    REPOSITORY/NAME/1/model.py          imports deploy.serving.backend.LogitsModel
+    REPOSITORY/NAME/1/model.onnx        the artifact (or model.plan with model.plan.json)
+    REPOSITORY/NAME_images/1/model.py   imports deploy.serving.backend.ImagesModel
+    REPOSITORY/NAME_images/1/model.onnx (a copy: each model folder holds its own files)
+
+Those load in any Triton with a Python backend whose Python environment holds this toolkit
+(`resnet-deploy serve` starts one); the platform backends need NVIDIA's Triton container.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from toolkit.errors import ArtifactError, ToolkitError
@@ -32,6 +47,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 INT32_MAX = 2**31 - 1
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 INSTANCE_KINDS = ("KIND_GPU", "KIND_CPU")
+SERVING_BACKENDS = ("onnxruntime", "tensorrt", "python")
 DEFAULT_MAX_BATCH = 64
 
 
@@ -91,74 +107,74 @@ def check_tensor_name(name: str, file_name: str) -> str:
     return name
 
 
-@dataclass
-class TritonConfig:
-    """What config.pbtxt says, as data."""
+@dataclass(frozen=True)
+class ConfigTensor:
+    """An input or output of a Triton config."""
 
     name: str
-    platform: str
+    data_type: str  # TYPE_FP32, TYPE_FP16, TYPE_INT64, TYPE_STRING
+    dims: list[int]
+    label_filename: str | None = None
+
+    def lines(self) -> list[str]:
+        lines = ["  {", f"    name: {quoted(self.name)}", f"    data_type: {self.data_type}"]
+        lines.append(f"    dims: [ {', '.join(map(str, self.dims))} ]")
+        if self.label_filename:
+            lines.append(f"    label_filename: {quoted(self.label_filename)}")
+        return lines + ["  }"]
+
+
+@dataclass
+class TritonConfig:
+    """What config.pbtxt says, as data: a platform (onnxruntime_onnx, tensorrt_plan) or a backend
+    (python), the tensors, batching, instances and string parameters."""
+
+    name: str
     max_batch_size: int
-    input_name: str
-    input_type: str
-    input_dims: list[int]
-    output_name: str
-    output_type: str
-    output_dims: list[int]
+    inputs: list[ConfigTensor]
+    outputs: list[ConfigTensor]
+    platform: str | None = None
+    backend: str | None = None
     instances: int = 1
     instance_kind: str = "KIND_GPU"
     preferred_batch_sizes: list[int] = field(default_factory=list)
     max_queue_delay_us: int = 100
-    labels: bool = False
+    parameters: dict[str, str] = field(default_factory=dict)
 
     def to_pbtxt(self) -> str:
         """The config in protobuf's text format; every string quoted and escaped (`quoted`)."""
-        lines = [
-            f"name: {quoted(self.name)}",
-            f"platform: {quoted(self.platform)}",
-            f"max_batch_size: {self.max_batch_size}",
-            "input [",
-            "  {",
-            f"    name: {quoted(self.input_name)}",
-            f"    data_type: {self.input_type}",
-            f"    dims: [ {', '.join(map(str, self.input_dims))} ]",
-            "  }",
-            "]",
-            "output [",
-            "  {",
-            f"    name: {quoted(self.output_name)}",
-            f"    data_type: {self.output_type}",
-            f"    dims: [ {', '.join(map(str, self.output_dims))} ]",
-        ]
-        if self.labels:
-            lines.append('    label_filename: "labels.txt"')
-        lines += ["  }", "]"]
+        lines = [f"name: {quoted(self.name)}"]
+        lines.append(f"platform: {quoted(self.platform)}" if self.platform else f"backend: {quoted(self.backend)}")
+        lines.append(f"max_batch_size: {self.max_batch_size}")
+        for section, tensors in (("input", self.inputs), ("output", self.outputs)):
+            lines += [f"{section} ["] + [",\n".join("\n".join(t.lines()) for t in tensors)] + ["]"]
         if self.max_batch_size > 0:
             lines.append("dynamic_batching {")
             if self.preferred_batch_sizes:
                 lines.append(f"  preferred_batch_size: [ {', '.join(map(str, self.preferred_batch_sizes))} ]")
             lines.append(f"  max_queue_delay_microseconds: {self.max_queue_delay_us}")
             lines.append("}")
-        lines += [
-            "instance_group [",
-            "  {",
-            f"    count: {self.instances}",
-            f"    kind: {self.instance_kind}",
-            "  }",
-            "]",
-        ]
+        lines += ["instance_group [", "  {", f"    count: {self.instances}", f"    kind: {self.instance_kind}"]
+        lines += ["  }", "]"]
+        for key, value in self.parameters.items():
+            lines.append(f"parameters {{ key: {quoted(key)} value: {{ string_value: {quoted(value)} }} }}")
         return "\n".join(lines) + "\n"
 
 
 @dataclass(frozen=True)
 class TritonOptions:
-    """How Triton serves a model: the largest batch, model instances and where they run, and the
-    dynamic batcher (preferred sizes, longest wait). What `resnet-deploy triton`'s options say."""
+    """How Triton serves a model: the backend, the largest batch, model instances and where they
+    run, and the dynamic batcher (preferred sizes, longest wait). What `resnet-deploy triton`'s
+    options say."""
 
     max_batch: int | None = None  # None: an engine's profile maximum, else 64
     instances: int = 1
     preferred_batch: tuple[int, ...] = ()
     max_queue_delay_us: int = 100
-    instance_kind: str = "KIND_GPU"  # or "KIND_CPU" (ONNX only)
+    instance_kind: str | None = (
+        None  # KIND_GPU or KIND_CPU; None: the GPU, but for the Python backend on a machine without one
+    )
+    backend: str | None = None  # "onnxruntime", "tensorrt" (the file's platform) or "python"; None: the file's platform
 
     def __post_init__(self) -> None:
         # Within the ranges of Triton's ModelConfig fields (int32; uint64 for the queue delay).
@@ -168,20 +184,22 @@ class TritonOptions:
             check_number(self.max_batch, "--max-batch", integer=True, limit="int32")
         for size in self.preferred_batch:
             check_number(size, "--preferred-batch", integer=True, limit="int32")
-        if self.instance_kind not in INSTANCE_KINDS:
+        if self.instance_kind is not None and self.instance_kind not in INSTANCE_KINDS:
             raise ToolkitError(f"instance kind must be {' or '.join(INSTANCE_KINDS)}, got {self.instance_kind!r}")
+        if self.backend is not None and self.backend not in SERVING_BACKENDS:
+            raise ToolkitError(f"backend must be one of {', '.join(SERVING_BACKENDS)}, got {self.backend!r}")
         object.__setattr__(self, "preferred_batch", tuple(self.preferred_batch))
 
 
 def triton_config(
     model: ServedModel, name: str, options: TritonOptions = TritonOptions(), *, labels: bool = False
 ) -> TritonConfig:
-    """The Triton config for a model read by `read_served_model`."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise ToolkitError(
-            f"model name {name!r} must be letters, digits, '_', '.' or '-' (no slashes or spaces), starting with a letter or digit"
-        )
-    limit = _engine_limit(model, options)
+    """The Triton config for a model read by `read_served_model`: with its platform backend, or
+    with the Python backend running the toolkit's runtime (`options.backend == "python"`)."""
+    check_model_name(name)
+    python = _check_backend(model, options)
+    kind = _instance_kind(model, options, python)
+    limit = _engine_limit(model, kind)
     for tensor in (model.input, model.output):
         check_tensor_name(tensor.name, model.path.name)
     if model.input.dtype not in TRITON_TYPES or model.output.dtype not in TRITON_TYPES:
@@ -189,30 +207,100 @@ def triton_config(
             f"{model.path.name} has {model.input.dtype}/{model.output.dtype} input/output; only float32 and float16 are supported"
         )
     max_batch_size, input_dims, output_dims = _batching(model, options, limit)
+    label_file = "labels.txt" if labels else None
     return TritonConfig(
         name=name,
-        platform=model.platform,
         max_batch_size=max_batch_size,
-        input_name=model.input.name,
-        input_type=TRITON_TYPES[model.input.dtype],
-        input_dims=input_dims,
-        output_name=model.output.name,
-        output_type=TRITON_TYPES[model.output.dtype],
-        output_dims=output_dims,
+        inputs=[ConfigTensor(model.input.name, TRITON_TYPES[model.input.dtype], input_dims)],
+        outputs=[ConfigTensor(model.output.name, TRITON_TYPES[model.output.dtype], output_dims, label_file)],
+        platform=None if python else model.platform,
+        backend="python" if python else None,
         instances=options.instances,
-        instance_kind=options.instance_kind,
+        instance_kind=kind,
         preferred_batch_sizes=sorted(set(options.preferred_batch)),
         max_queue_delay_us=options.max_queue_delay_us,
-        labels=labels,
+        parameters=_python_parameters(model) if python else {},
     )
 
 
-def _engine_limit(model: ServedModel, options: TritonOptions) -> int | None:
+def images_config(logits: TritonConfig, model: ServedModel, top_k: int) -> TritonConfig:
+    """The image-classification model served beside a Python-backend `logits` model: `image`, one
+    encoded JPEG or PNG per batch item (TYPE_STRING), in; the `top_k` best classes out, as three
+    plain tensors (`indices`, `scores`, `labels`) a client reads without Triton's classification
+    extension (which answers only when asked, and in strings)."""
+    batched = logits.max_batch_size > 0
+    item = [1] if batched else [model.input.shape[0], 1]
+    top = [top_k] if batched else [model.input.shape[0], top_k]
+    return replace(
+        logits,
+        name=images_model_name(logits.name),
+        inputs=[ConfigTensor("image", "TYPE_STRING", item)],
+        outputs=[
+            ConfigTensor("indices", "TYPE_INT64", top),
+            ConfigTensor("scores", "TYPE_FP32", top),
+            ConfigTensor("labels", "TYPE_STRING", top),
+        ],
+        parameters={**logits.parameters, "top_k": str(top_k)},
+    )
+
+
+def images_model_name(name: str) -> str:
+    """NAME_images: the image model written beside a Python-backend model NAME."""
+    return f"{name}_images"
+
+
+def check_model_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ToolkitError(
+            f"model name {name!r} must be letters, digits, '_', '.' or '-' (no slashes or spaces), starting with a letter or digit"
+        )
+    return name
+
+
+def _check_backend(model: ServedModel, options: TritonOptions) -> bool:
+    """Whether the model is served by the Python backend; a platform the file can't have is an error."""
+    if options.backend in (None, "python"):
+        return options.backend == "python"
+    own = "tensorrt" if model.platform == "tensorrt_plan" else "onnxruntime"
+    if options.backend != own:
+        raise ToolkitError(f"{model.path.name} is served by Triton's {own} backend (or python), not {options.backend}")
+    return False
+
+
+def _instance_kind(model: ServedModel, options: TritonOptions, python: bool) -> str:
+    """Where instances run: as asked; else on the GPU, but for a Python-backend ONNX model on a
+    machine without one (its runtime then runs on the CPU)."""
+    if options.instance_kind is not None:
+        return options.instance_kind
+    if python and model.platform != "tensorrt_plan":
+        from .runtimes.gpu import cuda_available
+
+        return "KIND_GPU" if cuda_available() else "KIND_CPU"
+    return "KIND_GPU"
+
+
+def _python_parameters(model: ServedModel) -> dict[str, str]:
+    """What a Python-backend model needs, in its config: the artifact's file name, and the
+    toolkit and Python it was written for (the server's Python environment must have them)."""
+    from toolkit import __version__
+
+    return {
+        "artifact": artifact_name(model),
+        "toolkit": __version__,
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+    }
+
+
+def artifact_name(model: ServedModel) -> str:
+    return "model.plan" if model.platform == "tensorrt_plan" else "model.onnx"
+
+
+def _engine_limit(model: ServedModel, kind: str) -> int | None:
     """An engine's largest batch (None for ONNX, or a fixed batch), after checking that Triton can
     serve the engine as asked: on the GPU, from batch 1."""
     if model.platform != "tensorrt_plan":
         return None
-    if options.instance_kind == "KIND_CPU":
+    if kind == "KIND_CPU":
         raise ToolkitError("a TensorRT engine runs on the GPU; --cpu serves ONNX files only")
     if model.input.batch is None and model.profile.min != 1:
         raise ToolkitError(
@@ -262,10 +350,11 @@ def write_triton_model(
     labels: str | Path | Sequence[str] | None = None,
     force: bool = False,
 ) -> Path:
-    """Write `repository/name/` (config.pbtxt, version 1 of the model, labels) and return it.
+    """Write `repository/name/` (config.pbtxt, version 1 of the model, labels) and return it; with
+    the Python backend also `repository/name_images/` (see the module docstring).
 
     `name` defaults to the model's own (`ServedModel.default_name`); `options` say how Triton
-    serves it (`TritonOptions`). The model folder is assembled in a hidden folder beside it and
+    serves it (`TritonOptions`). Each model folder is assembled in a hidden folder beside it and
     renamed into place; an existing model folder of that name is refused unless `force`.
     """
     served = read_served_model(model)
@@ -273,34 +362,66 @@ def write_triton_model(
     if name is not None and not name:
         raise ToolkitError("the model name is empty; give --name a name, or leave it out for the model's own")
     name = name or served.default_name
-    config = triton_config(served, name, options, labels=labels is not None)
-    label_list = resolve_labels(labels, config.output_dims[-1])
-    target = repository / name
+    configs = [triton_config(served, name, options, labels=labels is not None)]
+    label_list = resolve_labels(labels, served.output.shape[-1])
+    if configs[0].backend == "python":
+        configs.append(images_config(configs[0], served, top_k=min(5, served.output.shape[-1])))
     if repository.exists() and not repository.is_dir():
         raise ToolkitError(f"repository {repository} exists and is not a folder")
     inputs = [served.path] + ([labels] if isinstance(labels, (str, Path)) else [])
-    is_ours = lambda folder: _is_triton_model(folder, name)  # noqa: E731
-    if repository.is_dir():
-        check_replaceable_folder(target, force=force, is_ours=is_ours, what="Triton model", inputs=inputs)
+    replaceable = {}
+    for config in configs:
+        target, is_ours = repository / config.name, _triton_model_named(config.name)
+        if repository.is_dir():
+            check_replaceable_folder(target, force=force, is_ours=is_ours, what="Triton model", inputs=inputs)
+        replaceable[config.name] = is_ours if target.exists() else None  # checked again at publish time
     created = _missing_folders(repository)
-    file_name = "model.plan" if config.platform == "tensorrt_plan" else "model.onnx"
-    replace = is_ours if target.exists() else None  # checked again when the new folder is complete
     try:
         repository.mkdir(parents=True, exist_ok=True)
-        with publish_folder(target, replace=replace) as folder:
-            (folder / "1").mkdir()
-            shutil.copyfile(served.path, folder / "1" / file_name)
-            for data in served.data_files:  # the model names its external data by file name
-                shutil.copyfile(data, folder / "1" / data.name)
-            (folder / "config.pbtxt").write_text(config.to_pbtxt(), encoding="utf-8")
-            if label_list is not None:
-                (folder / "labels.txt").write_text("\n".join(label_list) + "\n", encoding="utf-8")
+        for config in configs:
+            with publish_folder(repository / config.name, replace=replaceable[config.name]) as folder:
+                _fill_model_folder(folder, served, config, label_list)
     except BaseException:
         for folder in created:  # the repository folders this run created go with it
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         raise
-    return target
+    return repository / name
+
+
+def _fill_model_folder(folder: Path, served: ServedModel, config: TritonConfig, labels: list[str] | None) -> None:
+    """config.pbtxt, version 1 (the artifact, its external data or manifest; a Python model's
+    model.py) and labels.txt."""
+    version = folder / "1"
+    version.mkdir()
+    artifact = version / artifact_name(served)
+    shutil.copyfile(served.path, artifact)
+    for data in served.data_files:  # the model names its external data by file name
+        shutil.copyfile(data, version / data.name)
+    if served.platform == "tensorrt_plan" and config.backend == "python":  # the runtime checks the manifest
+        manifest = json.loads(Path(f"{served.path}.json").read_text())
+        (version / f"{artifact.name}.json").write_text(json.dumps({**manifest, "engine_file": artifact.name}, indent=2))
+    if config.backend == "python":
+        kind = "ImagesModel" if config.inputs[0].data_type == "TYPE_STRING" else "LogitsModel"
+        (version / "model.py").write_text(_model_py(kind, config.parameters), encoding="utf-8")
+    (folder / "config.pbtxt").write_text(config.to_pbtxt(), encoding="utf-8")
+    if labels is not None:
+        (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+
+
+def _model_py(kind: str, parameters: dict[str, str]) -> str:
+    """The model.py of a Python-backend model: the toolkit's class, imported from the server's
+    Python environment (which must hold the toolkit)."""
+    return f'''"""A Triton Python-backend model written by `resnet-deploy triton --backend python`.
+
+It runs resnet-deploy-toolkit's own runtime on the artifact beside it ({parameters["artifact"]}), so
+the server's Python environment needs the toolkit (version {parameters["toolkit"]}, Python
+{parameters["python"]}): `pip install 'resnet-deploy-toolkit[serve]'`, then `resnet-deploy serve
+REPOSITORY` starts a server with it (the stub of the running Python, that environment's packages).
+"""
+
+from deploy.serving.backend import {kind} as TritonPythonModel  # noqa: F401
+'''
 
 
 def _missing_folders(path: Path) -> list[Path]:
@@ -310,6 +431,10 @@ def _missing_folders(path: Path) -> list[Path]:
         missing.append(path)
         path = path.parent
     return missing
+
+
+def _triton_model_named(name: str):
+    return lambda folder: _is_triton_model(folder, name)
 
 
 def _is_triton_model(folder: Path, name: str) -> bool:

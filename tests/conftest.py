@@ -3,12 +3,50 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 DATA = Path(__file__).resolve().parent / "data"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+class Readme:
+    """The README's code blocks, as the tests that run them read them (tests/test_readme.py the
+    tour, tests/deploy/test_serving.py the serving block)."""
+
+    NUMBER = re.compile(r"[-+]?\d+(?:[.,]\d+)*(?:e[-+]?\d+)?")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def blocks(self, language: str) -> list[str]:
+        return re.findall(rf"```{language}\n(.*?)```", self.text, re.S)
+
+    def console(self, index: int) -> list[tuple[str, list[str]]]:
+        """(command, the output lines shown under it) of the index-th console block."""
+        steps: list[tuple[str, list[str]]] = []
+        for line in self.blocks("console")[index].splitlines():
+            if line.startswith("$ "):
+                steps.append((line[2:], []))
+            elif line.strip() and line.strip() != "...":
+                steps[-1][1].append(line)
+        return steps
+
+    @classmethod
+    def shape(cls, line: str) -> str:
+        """A line with its numbers (and signs) masked, its spacing folded, a table's rule shortened
+        (its widths follow the numbers) and the note a busy machine may add to a load line set
+        aside: what must match across runs."""
+        line = re.sub(r"-{2,}", "--", line.split("; throughput not stable")[0])
+        return " ".join(cls.NUMBER.sub("#", line).split())
+
+
+@pytest.fixture(scope="session")
+def readme() -> Readme:
+    return Readme(README.read_text())
 
 
 def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -10,47 +10,24 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
-NUMBER = re.compile(r"\d+(?:[.,]\d+)*(?:e[-+]?\d+)?")
 
 
-def blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", README, re.S)
-
-
-def tour() -> list[tuple[str, list[str]]]:
-    """(command, the output lines shown under it) of the console block."""
-    (block,) = blocks("console")
-    steps: list[tuple[str, list[str]]] = []
-    for line in block.splitlines():
-        if line.startswith("$ "):
-            steps.append((line[2:], []))
-        elif line.strip() and line.strip() != "...":
-            steps[-1][1].append(line)
-    return steps
-
-
-def shape(line: str) -> str:
-    """A line with its numbers masked and its spacing folded: what must match across runs."""
-    return " ".join(NUMBER.sub("#", line).split())
-
-
-def test_the_tour_and_the_python_run_as_the_readme_shows(tmp_path):
+def test_the_tour_and_the_python_run_as_the_readme_shows(tmp_path, readme):
     (tmp_path / "tests").symlink_to(ROOT / "tests")
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     environment["PYTHONPATH"] = str(ROOT)
-    steps = tour()
+    steps = readme.console(0)  # the tour (the second block, serving, is tests/deploy/test_serving.py's)
     assert [command.split()[0] for command, _ in steps[:3]] == [".", "mkdir", "resnet-export"]
     for command, shown in steps:
         if command.startswith(". "):  # activating the environment: the test runs inside it
             continue
         done = subprocess.run(command, shell=True, cwd=tmp_path, env=environment, capture_output=True, text=True)
         assert done.returncode == 0, f"{command}\n{done.stderr}"
-        printed = {shape(line) for line in done.stdout.splitlines()}
+        printed = {readme.shape(line) for line in done.stdout.splitlines()}
         # The machine line names the README's machine; the rest must be what the command prints.
-        missing = [line for line in shown if not line.startswith("machine:") and shape(line) not in printed]
+        missing = [line for line in shown if not line.startswith("machine:") and readme.shape(line) not in printed]
         assert not missing, f"{command} no longer prints: {missing}"
-    for code in blocks("python"):
+    for code in readme.blocks("python"):
         done = subprocess.run(
             [sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True, text=True
         )

@@ -21,6 +21,8 @@ INSTALL = {
     "PIL": "pip install '.[images]'",
     "matplotlib": "pip install '.[plot]'",
     "tritonclient": "pip install '.[triton]'",
+    # a distribution whose files (tritonserver and its Python backend) resnet-deploy serve runs
+    "pytriton": "pip install '.[serve]' (Linux x86-64, glibc 2.35 or later)",
 }
 
 

@@ -224,6 +224,28 @@ def test_bad_input_is_one_sentence_and_exit_2(args, message, cifar):
     assert line.startswith("resnet-bench: ") and message in line
 
 
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--triton", "127.0.0.1:9"], "--triton needs --model"),
+        (["{folder}/r20.onnx", "--triton", "127.0.0.1:9", "--model", "m"], "give no TARGET"),
+        (["--triton", "127.0.0.1:9", "--model", "m", "--vs", "pytorch"], "--vs names the in-process file"),
+        (["--triton", "127.0.0.1:9", "--model", "m", "--batch", "1,2"], "--batch is each request's batch"),
+        (["--triton", "127.0.0.1:9", "--model", "m", "--iterations", "5"], "not iterations"),
+        (["--triton", "127.0.0.1:9", "--model", "m", "--warmup", "5"], "not iterations"),
+        (["--triton", "127.0.0.1:9", "--model", "m", "--concurrency", "0"], "positive integers"),
+        (["--triton", "127.0.0.1:9", "--model", "m", "--protocol", "http", "--duration", "0.3"], "has no ready model"),
+    ],
+)
+def test_bad_load_options_are_one_sentence_and_exit_2(args, message, cifar):
+    """No server is needed to refuse these (port 9, discard, has no Triton on loopback)."""
+    pytest.importorskip("tritonclient.grpc", reason="tritonclient is needed: pip install '.[serve]'")
+    result = CliRunner().invoke(main, [a.format(folder=cifar) for a in args])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert message in line
+
+
 def test_corrupt_unknown_and_foreign_files(cifar, tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     (tmp_path / "m.tflite").write_bytes(b"x")

@@ -1,0 +1,285 @@
+"""A real Triton Inference Server on this machine: the one PyPI's `nvidia-pytriton` ships
+(`tritonserver` 2.51 with its Python backend; no onnxruntime or tensorrt backend), started,
+waited for and stopped.
+
+The server's Python backend runs each model in a stub process that links the Python it was built
+for; the stub for the running interpreter is put in a backend folder of our own (links to the
+package's files), and the server gets this environment's `bin/` first on `PATH` (the stub then
+imports this environment's packages, the toolkit among them) and the package's libraries on
+`LD_LIBRARY_PATH`. The server and its stubs run in a process group of their own, so stopping it
+leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import MissingDependencyError, ToolkitError
+from toolkit.optional import INSTALL
+
+EXIT_TIMEOUT_S = 5
+PLATFORM_BACKENDS = {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt", "pytorch_libtorch": "pytorch"}
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the server listens. Loopback unless another host is asked for."""
+
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+
+    @property
+    def http(self) -> str:
+        return f"{self._host()}:{self.http_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"{self._host()}:{self.grpc_port}"
+
+    @property
+    def metrics(self) -> str:
+        return f"http://{self._host()}:{self.metrics_port}/metrics"
+
+    def _host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    def ports(self) -> dict[str, int]:
+        return {"--http-port": self.http_port, "--grpc-port": self.grpc_port, "--metrics-port": self.metrics_port}
+
+
+@dataclass(frozen=True)
+class ServerFiles:
+    """The bundled server's files: the binary, its Python backend, the stub for this Python, its libraries."""
+
+    binary: Path
+    python_backend: Path
+    stub: Path
+    libraries: Path
+
+
+def server_files() -> ServerFiles:
+    """The files of the server `nvidia-pytriton` ships, or one sentence saying what is missing."""
+    if sys.platform != "linux" or platform.machine() != "x86_64":
+        raise ToolkitError(
+            f"the bundled Triton server runs on Linux x86-64 only; this is {sys.platform} {platform.machine()}"
+        )
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(
+            f"serving needs the nvidia-pytriton package, which is not installed: {INSTALL['pytriton']}"
+        )
+    package = Path(list(spec.submodule_search_locations)[0])
+    server = package / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    files = ServerFiles(
+        binary=server / "bin" / "tritonserver",
+        python_backend=server / "backends" / "python",
+        stub=server / "python_backend_stubs" / version / "triton_python_backend_stub",
+        libraries=package.parent / "nvidia_pytriton.libs",
+    )
+    if not files.stub.is_file():
+        raise MissingDependencyError(
+            f"nvidia-pytriton has no Python-backend stub for Python {version}; use Python 3.8 to 3.13"
+        )
+    if not files.binary.is_file():
+        raise MissingDependencyError(f"nvidia-pytriton's tritonserver is missing ({files.binary}); reinstall it")
+    return files
+
+
+def check_repository(repository: Path) -> list[str]:
+    """The models of a repository (their folder names), after checking that the bundled server can
+    load each: it has only the Python backend."""
+    if not repository.is_dir():
+        raise ToolkitError(f"model repository {repository} {'is a file' if repository.exists() else 'does not exist'}")
+    models = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file())
+    if not models:
+        raise ToolkitError(f"{repository} holds no model (no NAME/config.pbtxt); write one with resnet-deploy triton")
+    for name in models:
+        backend = _backend_of(repository / name / "config.pbtxt")
+        if backend != "python":
+            raise ToolkitError(
+                f"model {name} needs Triton's {backend} backend, which only NVIDIA's Triton container has "
+                f"(this server has the Python backend); resnet-deploy triton --backend python serves it here"
+            )
+    return models
+
+
+def _backend_of(config: Path) -> str:
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    try:
+        parsed = text_format.Parse(config.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
+    except text_format.ParseError as error:
+        raise ToolkitError(f"{config} is not a readable Triton config ({error})") from None
+    return parsed.backend or PLATFORM_BACKENDS.get(parsed.platform, parsed.platform or "unnamed")
+
+
+def check_ports_free(endpoints: Endpoints) -> None:
+    """One sentence for a port that something else already listens on."""
+    for option, port in endpoints.ports().items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # As servers bind: a port whose last connections are still closing (TIME_WAIT) is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((endpoints.host, port))
+            except OSError as error:
+                raise ToolkitError(
+                    f"port {port} on {endpoints.host} is in use ({error.strerror}); choose another with {option}"
+                ) from None
+
+
+class TritonServer:
+    """The bundled `tritonserver` on a repository: `start()` waits until every model is ready (or
+    says why one is not), `stop()` ends it and its stubs. A context manager."""
+
+    def __init__(self, repository: str | Path, endpoints: Endpoints = Endpoints(), *, timeout: float = 120.0) -> None:
+        self.repository = Path(repository)
+        self.endpoints, self.timeout = endpoints, timeout
+        self.process: subprocess.Popen | None = None
+        self._folder: Path | None = None
+
+    def start(self) -> list[str]:
+        """Start the server; returns the models once all are ready."""
+        models = check_repository(self.repository)
+        files = server_files()
+        check_ports_free(self.endpoints)
+        self._folder = Path(tempfile.mkdtemp(prefix="resnet-deploy-serve-"))
+        backends = self._backends(files)
+        self.log = self._folder / "tritonserver.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                self._command(files, backends),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._environment(files),
+                start_new_session=True,  # its own process group: stop() reaches the stubs too
+            )
+        try:
+            self._wait_ready(models)
+        except BaseException:
+            self.stop()
+            raise
+        return models
+
+    def _backends(self, files: ServerFiles) -> Path:
+        python = self._folder / "backends" / "python"
+        python.mkdir(parents=True)
+        for item in files.python_backend.iterdir():
+            (python / item.name).symlink_to(item)
+        (python / "triton_python_backend_stub").symlink_to(files.stub)
+        return python.parent
+
+    def _command(self, files: ServerFiles, backends: Path) -> list[str]:
+        host = self.endpoints.host
+        command = [
+            str(files.binary),
+            "--model-repository",
+            str(self.repository.resolve()),
+            "--backend-directory",
+            str(backends),
+        ]
+        for option, port in self.endpoints.ports().items():
+            command += [option, str(port)]
+        return command + [
+            "--http-address",
+            host,
+            "--grpc-address",
+            host,
+            "--metrics-address",
+            host,
+            "--exit-on-error",
+            "true",
+        ]
+
+    def _environment(self, files: ServerFiles) -> dict[str, str]:
+        environment = dict(os.environ)
+        environment["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environment.get("PATH", "")])
+        libraries = [str(files.libraries), environment.get("LD_LIBRARY_PATH", "")]
+        environment["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, libraries))
+        return environment
+
+    def _wait_ready(self, models: list[str]) -> None:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ToolkitError(f"the Triton server stopped while starting: {self.errors()}")
+            states = self._states()
+            failed = [s for s in states if s.get("state") == "UNAVAILABLE"]
+            if failed:
+                raise ToolkitError(
+                    f"model {failed[0]['name']} did not load: {failed[0].get('reason') or self.errors()}"
+                )
+            if states and all(s.get("state") == "READY" for s in states) and {s["name"] for s in states} >= set(models):
+                if self._get("/v2/health/ready") is not None:
+                    return
+            time.sleep(0.2)
+        raise ToolkitError(f"the Triton server was not ready within {self.timeout:g} s: {self.errors()}")
+
+    def _states(self) -> list[dict]:
+        answer = self._get("/v2/repository/index", method="POST")
+        return json.loads(answer) if answer else []
+
+    def _get(self, path: str, method: str = "GET") -> bytes | None:
+        request = urllib.request.Request(f"http://{self.endpoints.http}{path}", data=b"" if method == "POST" else None)
+        try:
+            with urllib.request.urlopen(request, timeout=2) as answer:
+                return answer.read()
+        except (urllib.error.URLError, OSError):
+            return None
+
+    def errors(self, last: int = 3) -> str:
+        """The server's own error lines (Triton's `E` lines), the last few, or its last lines."""
+        text = self.log.read_text(errors="replace") if getattr(self, "log", None) and self.log.exists() else ""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("E") or "error" in line.lower()]
+        return " | ".join((errors or lines)[-last:]) or "it said nothing"
+
+    def wait(self) -> int:
+        """Until the server exits (it does only on an error, or when stopped); its exit status."""
+        return self.process.wait()
+
+    def stop(self, grace: float = 30.0) -> None:
+        """End the server (SIGTERM: it unloads its models and their stubs end), then anything left
+        of its process group; remove the backend folder."""
+        if self.process is not None and self.process.poll() is None:
+            _signal_group(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if self.process is not None:
+            _signal_group(self.process.pid, signal.SIGKILL)  # stubs that outlived the server
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def __enter__(self) -> TritonServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass

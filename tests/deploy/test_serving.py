@@ -1,0 +1,356 @@
+"""Serving for real: a repository written with `resnet-deploy triton --backend python`, served by
+`resnet-deploy serve` (the Triton server nvidia-pytriton ships), asked over HTTP and gRPC.
+
+One server for the whole run (the `server` fixture); the tests that stop servers start small
+ones of their own. Nothing is mocked: the answers are compared with the same files run in-process.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import resnet
+from deploy import OrtRuntime
+from deploy.cli import main as deploy_main
+
+ROOT = Path(__file__).resolve().parents[2]
+DIGITS = ROOT / "tests" / "data" / "digits"
+
+try:
+    from deploy.serving import server_files
+
+    server_files()
+    REASON = None
+except Exception as error:  # noqa: BLE001 - any reason the bundled server can't run here is the skip reason
+    REASON = str(error)
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"the bundled Triton server can't run here: {REASON}")
+httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient is needed: pip install '.[serve]'")
+grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient is needed: pip install '.[serve]'")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+
+def free_ports(count: int = 3) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start_serve(repository: Path, ports: list[int], cwd: Path | None = None) -> tuple[subprocess.Popen, list[str]]:
+    """`resnet-deploy serve` in a process of its own, once it says its models are ready, and the
+    lines it printed."""
+    code = "from toolkit.launch import launch; launch('resnet-deploy')"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, "serve", str(repository), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+         "--metrics-port", str(ports[2])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=cwd,
+    )  # fmt: skip
+    lines = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError(f"serve ended before it was ready: {''.join(lines)} {process.stderr.read()}")
+        lines.append(line)
+        if "stop it with Ctrl-C" in line:
+            return process, lines
+    process.kill()
+    raise AssertionError(f"serve was not ready: {''.join(lines)}")
+
+
+def stop(process: subprocess.Popen) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=60)
+
+
+def served_processes(repository: Path) -> list[str]:
+    """Processes whose command line names the repository: the server and its model stubs."""
+    done = subprocess.run(["pgrep", "-af", str(repository)], capture_output=True, text=True)
+    return [line for line in done.stdout.splitlines() if "pgrep" not in line]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """The digits model as FP32, FP16-I/O and INT8 files, each served with its images model."""
+    from export import export_onnx
+    from export.quantize import Int8Options
+
+    folder = tmp_path_factory.mktemp("serving")
+    model = resnet.load_model(DIGITS / "resnet20_digits.pth")
+    files = {"digits": folder / "digits.onnx", "digits16": folder / "digits16.onnx", "digits8": folder / "digits8.onnx"}
+    export_onnx(model, files["digits"], validate=False)
+    export_onnx(model, files["digits16"], precision="fp16", io_dtype="fp16", validate=False)
+    export_onnx(
+        model, files["digits8"], precision="int8", int8=Int8Options(DIGITS / "calibration", size=32), validate=False
+    )
+    repository = folder / "repo"
+    for name, path in files.items():
+        args = ["triton", str(path), "--repository", str(repository), "--backend", "python", "--name", name]
+        result = CliRunner().invoke(deploy_main, args + ["--max-batch", "64", "--max-queue-delay-us", "2000"])
+        assert result.exit_code == 0, result.output
+    ports = free_ports()
+    process, _ = start_serve(repository, ports)
+    yield {"files": files, "http": f"127.0.0.1:{ports[0]}", "grpc": f"127.0.0.1:{ports[1]}", "repository": repository}
+    assert stop(process) == 0
+    assert served_processes(repository) == []
+
+
+TYPES = {
+    np.dtype("float32"): "FP32",
+    np.dtype("float16"): "FP16",
+    np.dtype("float64"): "FP64",
+    np.dtype(object): "BYTES",
+}
+
+
+def infer(protocol: str, url: str, model: str, name: str, batch: np.ndarray, output: str):
+    library = httpclient if protocol == "http" else grpcclient
+    client = library.InferenceServerClient(url)
+    request = library.InferInput(name, list(batch.shape), TYPES[batch.dtype])
+    request.set_data_from_numpy(batch)
+    return client.infer(model, [request]).as_numpy(output)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("name", ["digits", "digits16", "digits8"])
+def test_served_logits_equal_the_file_in_process(name, protocol, server):
+    with OrtRuntime(server["files"][name]) as runtime:
+        batch = runtime.random_input(5, seed=3)
+        expected = runtime.run(batch)
+    logits = infer(protocol, server[protocol], name, "input", batch, "logits")
+    assert logits.dtype == expected.dtype and logits.shape == (5, 10)
+    assert np.abs(logits.astype(np.float64) - expected.astype(np.float64)).max() <= 1e-5
+
+
+def test_the_images_model_scores_the_heldout_digits_as_resnet_eval_does(server):
+    from deploy.evaluate import evaluate_model
+
+    expected = evaluate_model(server["files"]["digits"], DIGITS / "heldout").top1
+    assert served_top1(server["grpc"], "digits_images") == expected and expected >= 0.99
+
+
+def served_top1(url: str, model: str) -> float:
+    """Top-1 of an images model on the 500 held-out digits, sent as their PNG bytes, 50 a request."""
+    files = sorted((DIGITS / "heldout").glob("*/*.png"))
+    hits = 0
+    for start in range(0, len(files), 50):
+        chunk = files[start : start + 50]
+        batch = np.array([[path.read_bytes()] for path in chunk], dtype=object)
+        indices = infer("grpc", url, model, "image", batch, "indices")
+        hits += sum(int(row[0]) == int(path.parent.name) for row, path in zip(indices, chunk, strict=True))
+    return hits / len(files)
+
+
+def statistics(url: str, model: str) -> tuple[int, int]:
+    stats = httpclient.InferenceServerClient(url).get_inference_statistics(model)["model_stats"][0]
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+def test_concurrent_requests_are_batched_by_the_server(server):
+    png = (DIGITS / "heldout" / "3").iterdir().__next__().read_bytes()
+    before = statistics(server["http"], "digits_images")
+    barrier, errors = threading.Barrier(32), []
+
+    def one():
+        barrier.wait()
+        try:
+            infer("http", server["http"], "digits_images", "image", np.array([[png]], dtype=object), "indices")
+        except Exception as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=one) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    inferences, executions = (a - b for a, b in zip(statistics(server["http"], "digits_images"), before, strict=True))
+    assert not errors and inferences == 32 and executions < 32
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height and holds no pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(
+    "model,name,batch,message",
+    [
+        ("digits", "input", np.zeros((1, 3, 16, 16), np.float32), "shape"),
+        ("digits", "input", np.zeros((1, 3, 32, 32), np.float64), "FP64"),
+        ("digits", "input", np.zeros((65, 3, 32, 32), np.float32), "batch"),
+        ("digits_images", "image", np.array([[b""]], dtype=object), "empty"),
+        ("digits_images", "image", np.array([[b"not an image at all"]], dtype=object), "not a readable image"),
+        (
+            "digits_images",
+            "image",
+            np.array([[png_header_only(10_001, 10_000)]], dtype=object),
+            "too large to decode safely",
+        ),
+    ],
+)
+def test_a_bad_request_gets_an_error_and_the_server_carries_on(model, name, batch, message, server):
+    output = "logits" if name == "input" else "indices"
+    with pytest.raises(InferenceServerException, match=message):
+        infer("http", server["http"], model, name, batch, output)
+    good = np.zeros((2, 3, 32, 32), np.float32)
+    assert infer("http", server["http"], "digits", "input", good, "logits").shape == (2, 10)
+
+
+def test_load_on_the_server_against_the_file_in_process(server):
+    from benchmark.cli import main as bench_main
+
+    args = ["--triton", server["grpc"], "--model", "digits", "--concurrency", "1,2", "--duration", "0.6"]
+    args += ["--warmup", "0.2s", "--vs", str(server["files"]["digits"]), "--json", "-"]
+    result = CliRunner().invoke(bench_main, args)
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.output)
+    served = [m for m in run["measurements"] if m["backend"] == "triton"]
+    assert [m["extra"]["concurrency"] for m in served] == [1, 2] and all(m["extra"]["failed"] == 0 for m in served)
+    assert all(m["extra"]["server"]["compute_infer_ms"] > 0 for m in served)
+    assert [c["batch"] for c in run["comparisons"]] == [1, 2]
+
+
+def test_the_readme_serving_block_runs_as_shown(tmp_path, readme):
+    """The README's triton -> serve & -> bench -> kill %1, for real, on free ports (and shorter
+    windows): each prints the lines shown (numbers aside); while it serves, a second `serve` on
+    its port is one sentence and exit 2; after SIGTERM, exit 0, no process left, the ports free."""
+    from export import export_onnx
+
+    (tmp_path / "tour").mkdir()
+    export_onnx(resnet.load_model(DIGITS / "resnet20_digits.pth"), tmp_path / "tour" / "digits.onnx", validate=False)
+    ports = free_ports()
+    steps = readme.console(1)
+    assert [command.split()[:2] for command, _ in steps] == [
+        ["resnet-deploy", "triton"], ["resnet-deploy", "serve"], ["resnet-bench", "--triton"], ["kill", "%1"],
+    ]  # fmt: skip
+    environment = dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    (triton, shown_triton), (serve, shown_serve), (bench, shown_bench), _ = steps
+
+    def not_printed(shown: list[str], printed: list[str]) -> list[str]:
+        return [line for line in shown if readme.shape(line) not in {readme.shape(p) for p in printed}]
+
+    done = subprocess.run(triton, shell=True, cwd=tmp_path, env=environment, capture_output=True, text=True)
+    assert done.returncode == 0 and not not_printed(shown_triton, done.stdout.splitlines()), done.stdout
+    repository = tmp_path / serve.split()[2]
+    process, printed = start_serve(Path(serve.split()[2]), ports, cwd=tmp_path)
+    try:
+        assert not not_printed(shown_serve, printed), printed
+        code = "from toolkit.launch import launch; launch('resnet-deploy')"
+        second = subprocess.run(
+            [sys.executable, "-c", code, "serve", str(repository), "--http-port", str(ports[0])],
+            capture_output=True, text=True, env=environment, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 2 and second.stderr.count("\n") == 1 and f"port {ports[0]}" in second.stderr
+        bench = bench.replace("127.0.0.1:8001", f"127.0.0.1:{ports[1]}").replace("--duration 3", "--duration 0.9")
+        done = subprocess.run(bench, shell=True, cwd=tmp_path, env=environment, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        missing = not_printed(shown_bench, done.stdout.splitlines())
+        assert not missing, f"resnet-bench --triton no longer prints: {missing}"
+    finally:
+        status = stop(process)  # `kill %1`: SIGTERM
+    assert status == 0 and served_processes(repository) == []
+    for port in ports:  # free again
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
+
+
+def test_serve_refuses_a_model_the_bundled_server_cannot_load(tmp_path):
+    from export import export_onnx
+
+    export_onnx(resnet.create(20, "cifar10"), tmp_path / "m.onnx", validate=False)
+    assert (
+        CliRunner()
+        .invoke(deploy_main, ["triton", str(tmp_path / "m.onnx"), "--repository", str(tmp_path / "r")])
+        .exit_code
+        == 0
+    )
+    result = CliRunner().invoke(deploy_main, ["serve", str(tmp_path / "r")])
+    assert (
+        result.exit_code == 2
+        and "needs Triton's onnxruntime backend, which only NVIDIA's Triton container has" in result.output
+    )
+    assert "--backend python serves it here" in result.output
+
+
+def cuda_problem() -> str | None:
+    from deploy.runtimes import provider_problem
+    from deploy.runtimes.gpu import cuda_available
+
+    return "no CUDA GPU is visible" if not cuda_available() else provider_problem("cuda")
+
+
+needs_ort_cuda = pytest.mark.skipif(
+    REASON is None and cuda_problem() is not None,
+    reason=f"a KIND_GPU instance needs ONNX Runtime's CUDA provider and a CUDA GPU ({cuda_problem()})",
+)
+
+
+@pytest.fixture(scope="module")
+def gpu_server(tmp_path_factory):
+    """The digits model in FP32 and FP16 (FP16 I/O), written where a GPU is visible (so KIND_GPU:
+    ONNX Runtime on CUDA inside the server), and served."""
+    from export import export_onnx
+
+    folder = tmp_path_factory.mktemp("gpu-serving")
+    model = resnet.load_model(DIGITS / "resnet20_digits.pth")
+    files = {"digits": folder / "digits.onnx", "digits16": folder / "digits16.onnx"}
+    export_onnx(model, files["digits"], validate=False)
+    export_onnx(model, files["digits16"], precision="fp16", io_dtype="fp16", validate=False)
+    repository = folder / "repo"
+    for name, path in files.items():
+        args = ["triton", str(path), "--repository", str(repository), "--backend", "python", "--name", name]
+        result = CliRunner().invoke(deploy_main, args + ["--max-queue-delay-us", "2000"])
+        assert result.exit_code == 0, result.output
+        assert "kind: KIND_GPU" in (repository / name / "config.pbtxt").read_text()
+    ports = free_ports()
+    process, _ = start_serve(repository, ports)
+    yield {"files": files, "http": f"127.0.0.1:{ports[0]}", "grpc": f"127.0.0.1:{ports[1]}"}
+    assert stop(process) == 0
+    assert served_processes(repository) == []
+
+
+@needs_ort_cuda
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize("name,tolerance", [("digits", 1e-4), ("digits16", 2e-3)])
+def test_a_gpu_instance_answers_as_onnx_runtime_on_cuda_in_process(name, tolerance, protocol, gpu_server):
+    """A KIND_GPU instance loads only with CUDA (its runtime is asked for the CUDA provider), so an
+    answer is ONNX Runtime on CUDA; it must be the in-process CUDA session's, up to the kernels
+    each session's cuDNN search picked (tolerance relative to the largest logit)."""
+    from deploy.runtimes import RuntimeOptions, open_runtime
+
+    with open_runtime(gpu_server["files"][name], RuntimeOptions(provider="cuda")) as runtime:
+        batch = runtime.random_input(5, seed=3)
+        expected = runtime.run(batch)
+    logits = infer(protocol, gpu_server[protocol], name, "input", batch, "logits")
+    assert logits.shape == (5, 10) and logits.dtype == expected.dtype
+    difference = np.abs(logits.astype(np.float64) - expected.astype(np.float64)).max()
+    assert difference <= tolerance * np.abs(expected.astype(np.float64)).max()
+
+
+@needs_ort_cuda
+def test_the_gpu_images_model_scores_the_heldout_digits_as_resnet_eval_does(gpu_server):
+    from deploy.evaluate import evaluate_model
+
+    expected = evaluate_model(gpu_server["files"]["digits"], DIGITS / "heldout").top1  # on CUDA, as served
+    assert served_top1(gpu_server["grpc"], "digits_images") == expected and expected >= 0.99
