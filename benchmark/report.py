@@ -40,6 +40,15 @@ CSV_COLUMNS = [
     "achieved_tflops",
     "peak_tflops",
     "fraction_of_peak",
+    # A served model's (resnet-bench --triton): its clients, failed requests, Triton's own split.
+    "concurrency",
+    "failed",
+    "server_queue_ms",
+    "server_compute_input_ms",
+    "server_compute_infer_ms",
+    "server_compute_output_ms",
+    "server_inferences",
+    "server_executions",
 ]
 
 
@@ -120,6 +129,10 @@ def _row(m: Measurement) -> dict:
         row[f"{part}_median_ms"] = None if stats is None else stats.median
     for key in ("flops_per_image", "achieved_tflops", "peak_tflops", "fraction_of_peak"):
         row[key] = getattr(m, key)
+    server = m.extra.get("server", {})
+    row["concurrency"], row["failed"] = m.extra.get("concurrency"), m.extra.get("failed")
+    for key in (*SERVER_PARTS, "inferences", "executions"):
+        row[f"server_{key}"] = server.get(key)
     return row
 
 
@@ -231,6 +244,7 @@ def to_markdown(run: BenchmarkRun) -> str:
     if machine.peak_tflops:
         lines.append(f"Peak: {machine.peak_tflops:.3g} TFLOP/s ({machine.peak_source}).")
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in machine.versions.items()) + ".")
+    lines.extend(f"- {served_line(m)}" for m in run.measurements if "server" in m.extra)
     for c in run.comparisons:
         lines.append(f"- {c.describe('×')}")
     return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -32,6 +33,10 @@ from toolkit.errors import MissingDependencyError, ToolkitError
 from toolkit.optional import INSTALL
 
 EXIT_TIMEOUT_S = 5
+# Triton's line for a model that failed to load (its text is quoted, with \n escaped), and lines a
+# CPU-only machine always prints, harmless, that must not stand in for the real error.
+LOAD_FAILURE = re.compile(r"failed to load '(?P<name>[^']+)' version \d+: (?:Internal: )?(?P<reason>.*?)(?:\\n|\"?$)")
+NOISE = ("NVML", "DCGM", "CudaDriverHelper", "pinned memory", "CUDA driver version")
 PLATFORM_BACKENDS = {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt", "pytorch_libtorch": "pytorch"}
 
 
@@ -206,6 +211,8 @@ class TritonServer:
             host,
             "--exit-on-error",
             "true",
+            "--exit-timeout-secs",
+            str(EXIT_TIMEOUT_S),  # in-flight requests get this long after SIGTERM
         ]
 
     def _environment(self, files: ServerFiles) -> dict[str, str]:
@@ -219,6 +226,10 @@ class TritonServer:
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                failures = self.load_failures()
+                if failures:
+                    name, reason = next(iter(failures.items()))
+                    raise ToolkitError(f"model {name} did not load: {reason}")
                 raise ToolkitError(f"the Triton server stopped while starting: {self.errors()}")
             states = self._states()
             failed = [s for s in states if s.get("state") == "UNAVAILABLE"]
@@ -244,10 +255,24 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return None
 
-    def errors(self, last: int = 3) -> str:
-        """The server's own error lines (Triton's `E` lines), the last few, or its last lines."""
+    def _log_lines(self) -> list[str]:
         text = self.log.read_text(errors="replace") if getattr(self, "log", None) and self.log.exists() else ""
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+    def load_failures(self) -> dict[str, str]:
+        """Each model that failed to load, with the server's reason (its first line: the toolkit's
+        sentence, where the model raised one)."""
+        found = {}
+        for line in self._log_lines():
+            match = LOAD_FAILURE.search(line)
+            if match:
+                found.setdefault(match["name"], _without_toolkit_class(match["reason"].strip()))
+        return found
+
+    def errors(self, last: int = 3) -> str:
+        """The server's own error lines (Triton's `E` lines, without what a CPU-only machine always
+        prints), the last few, or its last lines."""
+        lines = [line for line in self._log_lines() if not any(noise in line for noise in NOISE)]
         errors = [line for line in lines if line.startswith("E") or "error" in line.lower()]
         return " | ".join((errors or lines)[-last:]) or "it said nothing"
 
@@ -276,6 +301,19 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _without_toolkit_class(reason: str) -> str:
+    """The toolkit's own sentence without the Python class the stub put before it (a toolkit error
+    is a sentence for the user; any other class is kept: it names a bug)."""
+    name, _, rest = reason.partition(": ")
+    ours = {ToolkitError.__name__}
+    pending = [ToolkitError]
+    while pending:
+        for subclass in pending.pop().__subclasses__():
+            ours.add(subclass.__name__)
+            pending.append(subclass)
+    return rest if name in ours and rest else reason
 
 
 def _signal_group(pid: int, signum: int) -> None:

@@ -216,11 +216,14 @@ def test_a_bad_request_gets_an_error_and_the_server_carries_on(model, name, batc
     assert infer("http", server["http"], "digits", "input", good, "logits").shape == (2, 10)
 
 
-def test_load_on_the_server_against_the_file_in_process(server):
+def test_load_on_the_server_against_the_file_in_process(server, tmp_path):
+    import csv
+
     from benchmark.cli import main as bench_main
 
     args = ["--triton", server["grpc"], "--model", "digits", "--concurrency", "1,2", "--duration", "0.6"]
     args += ["--warmup", "0.2s", "--vs", str(server["files"]["digits"]), "--json", "-"]
+    args += ["--csv", str(tmp_path / "r.csv"), "--markdown", str(tmp_path / "r.md")]
     result = CliRunner().invoke(bench_main, args)
     assert result.exit_code == 0, result.output
     run = json.loads(result.output)
@@ -228,6 +231,10 @@ def test_load_on_the_server_against_the_file_in_process(server):
     assert [m["extra"]["concurrency"] for m in served] == [1, 2] and all(m["extra"]["failed"] == 0 for m in served)
     assert all(m["extra"]["server"]["compute_infer_ms"] > 0 for m in served)
     assert [c["batch"] for c in run["comparisons"]] == [1, 2]
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert [r["concurrency"] for r in rows] == ["1", "2", "", ""] and float(rows[1]["server_compute_infer_ms"]) > 0
+    markdown = (tmp_path / "r.md").read_text()
+    assert "- server: digits (triton grpc) c2: queue" in markdown and "at batch 2: median latency" in markdown
 
 
 def test_the_readme_serving_block_runs_as_shown(tmp_path, readme):
@@ -354,3 +361,27 @@ def test_the_gpu_images_model_scores_the_heldout_digits_as_resnet_eval_does(gpu_
 
     expected = evaluate_model(gpu_server["files"]["digits"], DIGITS / "heldout").top1  # on CUDA, as served
     assert served_top1(gpu_server["grpc"], "digits_images") == expected and expected >= 0.99
+
+
+def test_a_model_that_fails_to_load_is_one_sentence_with_the_servers_words(tmp_path):
+    """A Python-backend model whose artifact is broken: `serve` says which and why (the server's own
+    error line, which carries the toolkit's sentence), exit 2, and leaves no process behind."""
+    from export import export_onnx
+
+    export_onnx(resnet.load_model(DIGITS / "resnet20_digits.pth"), tmp_path / "d.onnx", validate=False)
+    repository = tmp_path / "repo"
+    args = ["triton", str(tmp_path / "d.onnx"), "--repository", str(repository), "--backend", "python", "--name", "d"]
+    assert CliRunner().invoke(deploy_main, args).exit_code == 0
+    (repository / "d" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    http, grpc, metrics = free_ports()
+    code = "from toolkit.launch import launch; launch('resnet-deploy')"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "serve", str(repository), "--http-port", str(http), "--grpc-port", str(grpc),
+         "--metrics-port", str(metrics), "--timeout", "120"],
+        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("resnet-deploy: model d did not load: ONNX Runtime cannot load "), line
+    assert "NVML" not in line and "DCGM" not in line
+    assert served_processes(repository) == []
