@@ -892,7 +892,8 @@ def test_a_closed_stdout_is_an_error(command, args, data):
 def test_when_no_image_can_be_read_the_message_names_one_and_why(data):
     for image in (data / "data").rglob("*.png"):
         image.write_bytes(b"not a png")
-    one_sentence(run(eval_main, "d.onnx", "data"), 2, "none of the 20 images", "data/0/", "not a readable image")
+    line = one_sentence(run(eval_main, "d.onnx", "data"), 2, "none of the 20 images", "data/0/")
+    assert "not a readable image" in line and "Traceback" not in line, line
 
 
 def test_a_fifo_or_a_device_named_like_an_image_says_what_it_is(place):
@@ -996,7 +997,8 @@ def test_an_image_name_cannot_forge_a_prediction_line(place):
 
 
 def test_an_empty_triton_name_is_refused(place):
-    one_sentence(run(deploy_main, "triton", "r20.onnx", "--repository", "repo", "--name", ""), 2, "name")
+    line = one_sentence(run(deploy_main, "triton", "r20.onnx", "--repository", "repo", "--name", ""), 2, "name")
+    assert "empty" in line.lower() and not (place / "repo").exists(), line  # nothing written
 
 
 def test_images_up_to_our_limit_are_read_whatever_pillows_default(place):

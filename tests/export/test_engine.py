@@ -1,6 +1,8 @@
 """resnet-build: the plain parts everywhere; the TensorRT parts where TensorRT and a GPU exist."""
 
 import importlib.util
+import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -216,19 +218,25 @@ def test_cuda_graphs_give_the_same_logits(onnx_files, tmp_path):
             assert np.array_equal(plain.run(x), graphed.run(x))
 
 
+def engine_built_elsewhere(onnx: Path, folder: Path, **environment) -> Path:
+    """A small engine whose manifest says it was built in another environment (`environment`'s
+    fields replaced)."""
+    engine = folder / "e.plan"
+    build_engine(onnx, engine, BuildOptions(max_batch=8), validate=False)
+    path = engine.with_name("e.plan.json")
+    data = json.loads(path.read_text())
+    data["environment"].update(environment)
+    path.write_text(json.dumps(data))
+    return engine
+
+
 @needs_tensorrt
 def test_foreign_engine_is_refused(onnx_files, tmp_path):
-    import json
 
     from deploy import ArtifactError
     from deploy.runtimes.tensorrt import TensorRTRuntime
 
-    engine = tmp_path / "e.plan"
-    build_engine(onnx_files["fp16"], engine, BuildOptions(max_batch=8), validate=False)
-    path = engine.with_name("e.plan.json")
-    data = json.loads(path.read_text())
-    data["environment"]["tensorrt_version"] = "9.0.0"
-    path.write_text(json.dumps(data))
+    engine = engine_built_elsewhere(onnx_files["fp16"], tmp_path, tensorrt_version="9.0.0")
     with pytest.raises(ArtifactError, match="rebuild it on this machine"):
         TensorRTRuntime(engine)
 
@@ -261,18 +269,12 @@ def test_a_damaged_timing_cache_is_one_sentence_and_nothing_is_written(onnx_file
 def test_an_engine_from_another_gpu_model_warns_on_stderr_where_it_runs(onnx_files, tmp_path):
     """The manifest check's softer warning (same architecture, another GPU model) reaches the
     user of the Predictor, not only resnet-build's report."""
-    import json
 
     from PIL import Image
 
     from deploy.cli import main as deploy_main
 
-    engine = tmp_path / "e.plan"
-    build_engine(onnx_files["fp16"], engine, BuildOptions(max_batch=8), validate=False)
-    path = engine.with_name("e.plan.json")
-    data = json.loads(path.read_text())
-    data["environment"]["gpu_name"] = "Another GPU of the same architecture"
-    path.write_text(json.dumps(data))
+    engine = engine_built_elsewhere(onnx_files["fp16"], tmp_path, gpu_name="Another GPU of the same architecture")
     Image.new("RGB", (40, 30), (200, 30, 40)).save(tmp_path / "good.png")
     result = CliRunner().invoke(deploy_main, ["predict", str(engine), str(tmp_path / "good.png")])
     assert result.exit_code == 0 and "was built on Another GPU of the same architecture" in result.output
