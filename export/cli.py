@@ -1,5 +1,6 @@
-"""`resnet-export` (a registered ResNet to one validated ONNX file) and `resnet-build` (an ONNX
-file to a validated TensorRT engine). Each command parses its options, most of them in groups that
+"""`resnet-export` (a registered ResNet to one validated ONNX file), `resnet-build` (an ONNX
+file to a validated TensorRT engine) and `resnet-compare` (two forms of a model, layer by layer;
+INT8 sensitivity). Each command parses its options, most of them in groups that
 give the library's own objects (`ModelOptions`, `Int8Options`, `Thresholds`, `BuildOptions`),
 calls one library function (`export_onnx`, `build_engine`) and prints its report."""
 
@@ -11,15 +12,24 @@ import click
 
 from deploy.artifacts.manifest import manifest_path
 from resnet.cli import model_options
-from toolkit.cli import ToolkitCommand, json_option, option_group, progress_printer, write_json
+from toolkit.cli import ProgressBar, ToolkitCommand, json_option, option_group, progress_printer, write_json
 from toolkit.files import check_outputs
 from toolkit.numbers import Number
 from toolkit.precision import GRAPH_PRECISIONS, IO_DTYPES
 
+from .compare import DEFAULT_BATCH, DEFAULT_RANDOM, LayerComparison, LayerInputs, compare_models, plot_layers
 from .engine import OPT_LEVELS, BuildOptions, BuildReport, build_engine, default_engine_path
 from .onnx_export import ExportReport, default_output_name, export_onnx
 from .onnx_graph import DEFAULT_OPSET, SUPPORTED_OPSETS
-from .quantize import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SIZE, INT8_TARGETS, Int8Options, default_int8_target
+from .quantize import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIBRATION_SIZE,
+    INT8_TARGETS,
+    Int8Options,
+    default_int8_target,
+    read_keep_float,
+)
+from .sensitivity import SensitivityReport, int8_sensitivity
 from .validate import VALIDATION_DEVICES, Thresholds, ValidationFailed, ValidationReport
 
 _RANGE = f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}"
@@ -71,18 +81,21 @@ def threshold_options(*, accuracy: bool = False):
     return option_group("thresholds", Thresholds, *group)
 
 
-def _int8(calibration, calibration_size, calibration_method, int8_target) -> Int8Options | None:
+def _int8(calibration, calibration_size, calibration_method, int8_target, keep_float) -> Int8Options | None:
     """The INT8 options (None for a float export). They go with `--precision int8`, which the
     command's context holds: the two are checked together here."""
     precision = click.get_current_context().params["precision"]
     if precision != "int8":
-        if calibration is not None or int8_target is not None:
-            raise click.UsageError("--calibration and --int8-target apply to --precision int8")
+        if calibration is not None or int8_target is not None or keep_float is not None:
+            raise click.UsageError("--calibration, --int8-target and --keep-float apply to --precision int8")
         return None
     if calibration is None:
         raise click.UsageError("--precision int8 needs --calibration DIR, a folder of images to calibrate on")
     target = int8_target or default_int8_target()
-    return Int8Options(Path(calibration), target=target, method=calibration_method, size=calibration_size)
+    kept = read_keep_float(keep_float) if keep_float is not None else ()
+    return Int8Options(
+        Path(calibration), target=target, method=calibration_method, size=calibration_size, keep_float=kept
+    )
 
 
 int8_options = option_group(
@@ -114,6 +127,13 @@ int8_options = option_group(
         default=None,
         help="INT8: cpu (uint8 activations, for ONNX Runtime on CPUs) or tensorrt (symmetric Q/DQ on Conv, Gemm and Add "
         "inputs, for resnet-build). [default: tensorrt where a CUDA GPU is visible, else cpu]",
+    ),
+    click.option(
+        "--keep-float",
+        default=None,
+        metavar="NAMES|FILE",
+        help="INT8: layers left in float, by module name (layer1.0.conv1,fc; a block or stage name keeps all its "
+        "layers), or a file of them (resnet-compare --sensitivity --json writes one).",
     ),
 )
 
@@ -295,7 +315,13 @@ def format_report(report: ExportReport) -> str:
         io_note = (
             f" (Q/DQ for {q['target']}: {q['activations']} activations, {q['weights']} weights; "
             f"calibrated on {q['calibration_images']} image{'' if q['calibration_images'] == 1 else 's'}, "
-            f"{q['calibration_method']}; FP32 I/O)"
+            f"{q['calibration_method']}; FP32 I/O"
+            + (
+                f"; in float: {', '.join(q['keep_float'])}, {len(q['float_nodes'])} nodes"
+                if q.get("keep_float")
+                else ""
+            )
+            + ")"
         )
     lines = [
         f"{report.path}: {info.name} ({info.dataset}, shortcut {info.shortcut}, {info.num_classes} classes), "
@@ -446,6 +472,213 @@ def format_build_report(report: BuildReport) -> str:
         + (f", validate {t['validate_s']:.1f}s" if "validate_s" in t else "")
         + f"; total {t['total_s']:.1f}s"
     )
+    return "\n".join(lines)
+
+
+@click.command("resnet-compare", cls=ToolkitCommand)
+@click.argument("models", nargs=-1, metavar="MODEL_A MODEL_B")
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Compare on these images (a folder, preprocessed as the model's metadata says). [default: --random]",
+)
+@click.option(
+    "--random",
+    "random_count",
+    type=Number(integer=True, low=1, high=100_000),
+    default=None,
+    help=f"Compare on N standard-normal inputs. [default: {DEFAULT_RANDOM}, without --images]",
+)
+@click.option(
+    "--max-images",
+    type=Number(integer=True, low=1, high=100_000),
+    default=None,
+    help="Most images read from --images or --eval, spread evenly over the sorted list. [default: 64; --sensitivity 500]",
+)
+@click.option("--seed", type=Number(integer=True, low=0), default=0, show_default=True, help="Seed of --random.")
+@click.option(
+    "--batch",
+    type=Number(integer=True, limit="batch"),
+    default=DEFAULT_BATCH,
+    show_default=True,
+    help="Inputs per run (each run holds every layer's output of one batch in memory).",
+)
+@click.option(
+    "--sensitivity",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FP32.onnx",
+    help="INT8 sensitivity instead: quantize each block alone and all but it, rank them, propose --keep-float.",
+)
+@click.option(
+    "--calibration",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="--sensitivity: images to calibrate on.",
+)
+@click.option(
+    "--calibration-size",
+    type=Number(integer=True, low=1, high=100_000),
+    default=DEFAULT_CALIBRATION_SIZE,
+    show_default=True,
+    help="--sensitivity: calibration images used.",
+)
+@click.option(
+    "--eval",
+    "eval_data",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="--sensitivity: labelled images (DIR/<class>/<image>) that top-1 is measured on.",
+)
+@click.option(
+    "--int8-target",
+    type=click.Choice(list(INT8_TARGETS)),
+    default=None,
+    help="--sensitivity: the INT8 form (see resnet-export). [default: tensorrt where a CUDA GPU is visible, else cpu]",
+)
+@threshold_options(accuracy=True)
+@click.option("--threads", type=Number(integer=True, limit="threads"), default=None, help="ONNX Runtime threads.")
+@click.option(
+    "--plot", type=click.Path(dir_okay=False), default=None, help="Error per layer, log scale (.png, .svg, .pdf)."
+)
+@json_option("the layers (or the sensitivity ranking and keep_float)")
+def compare_main(
+    models,
+    images,
+    random_count,
+    max_images,
+    seed,
+    batch,
+    sensitivity,
+    calibration,
+    calibration_size,
+    eval_data,
+    int8_target,
+    thresholds,
+    threads,
+    plot,
+    json_path,
+) -> int:
+    """Compare two forms of one model layer by layer and name the first layer that diverges.
+
+    \b
+    resnet-compare model.pth model.onnx                       # the export, against PyTorch
+    resnet-compare model.onnx model_int8.onnx --images DIR    # where INT8 loses accuracy
+    resnet-compare --sensitivity model.onnx --calibration CAL --eval DIR --json keep.json
+    resnet-export ... --precision int8 --keep-float keep.json
+
+    Each model is a checkpoint (.pth, .pt), an ONNX file (FP32, FP16, INT8) or an engine; MODEL_A
+    is the reference. Layers are matched by module name and judged as validation judges the pair
+    (--atol for FP32, --min-cosine for FP16 and INT8). Exit status: 0 no layer diverges (a
+    proposal that meets --max-top1-drop), 1 one does (none found), 2 bad input.
+    """
+    quiet = json_path == "-"
+    if sensitivity is not None:
+        if models or images or random_count:
+            raise click.UsageError("--sensitivity takes one FP32 file and --calibration/--eval, not MODEL_A MODEL_B")
+        return _sensitivity(
+            sensitivity, calibration, calibration_size, eval_data, int8_target, thresholds, max_images, json_path
+        )
+    if len(models) != 2:
+        raise click.UsageError(f"give two models, MODEL_A (the reference) and MODEL_B; got {len(models)}")
+    if calibration or eval_data or int8_target:
+        raise click.UsageError("--calibration, --eval and --int8-target go with --sensitivity")
+    check_outputs(json_path, plot, inputs=[*models, images])
+    inputs = LayerInputs(
+        images=Path(images) if images else None, random=random_count, max_images=max_images or 64, seed=seed
+    )
+    bar = ProgressBar(enabled=not quiet)
+    report = compare_models(
+        *models, inputs, batch=batch, thresholds=thresholds, threads=threads, progress=bar if bar.enabled else None
+    )
+    if plot:
+        plot_layers(report, plot)
+    if json_path:
+        write_json(json_path, report.to_dict())
+    if not quiet:
+        click.echo(format_layers(report) + (f"\n  plot        {plot}" if plot else ""))
+    return 0 if report.passed else 1
+
+
+def _sensitivity(fp32, calibration, calibration_size, eval_data, int8_target, thresholds, max_images, json_path) -> int:
+    if calibration is None or eval_data is None:
+        raise click.UsageError(
+            "--sensitivity needs --calibration DIR (to calibrate on) and --eval DIR (labelled images)"
+        )
+    check_outputs(json_path, inputs=[fp32, calibration, eval_data])
+    int8 = Int8Options(Path(calibration), target=int8_target or default_int8_target(), size=calibration_size)
+    quiet = json_path == "-"
+    report = int8_sensitivity(
+        fp32,
+        int8,
+        eval_data,
+        max_top1_drop=thresholds.max_top1_drop,
+        max_images=max_images or 500,
+        progress=progress_printer(not quiet),
+    )
+    if json_path:
+        write_json(json_path, report.to_dict())
+    if not quiet:
+        click.echo(format_sensitivity(report))
+    return 0 if report.met else 1
+
+
+def _range(values: list[float]) -> str:
+    return f"[{values[0]:.3g}, {values[1]:.3g}]"
+
+
+def format_layers(report: LayerComparison) -> str:
+    """The table `resnet-compare` prints: one row per matched layer, in network order."""
+    judged = sorted({c.name for layer in report.layers for c in layer.checks})
+    lines = [
+        f"{report.candidate}",
+        f"  against     {report.reference}",
+        f"  inputs      {report.inputs}, batch {report.batch}; criterion {report.criterion} ({', '.join(judged)})",
+        f"  {'layer':<24} {'shape':>12} {'max abs':>10} {'scale':>9} {'err/scale':>10} {'cosine':>10}  range",
+    ]
+    first = report.first_divergent
+    for layer in report.layers:
+        flag = "" if layer.passed else ("  <- first divergent" if layer.name == first else "  !")
+        flag += "  beyond FP16" if layer.fp16_overflow else ""
+        lines.append(
+            f"  {layer.name:<24} {'x'.join(map(str, layer.shape)):>12} {layer.max_abs:>10.3g} {layer.scale:>9.3g} "
+            f"{layer.error_of_scale:>10.3g} {layer.cosine:>10.6f}  {_range(layer.range):<20}{flag}".rstrip()
+        )
+    for side, names in report.unmatched.items():
+        if names:
+            lines.append(f"  only in the {side}: {', '.join(names)} (fused or absent in the other)")
+    lines += [f"  note        {note}" for note in report.notes]
+    lines.append(f"  finding     {report.sentence()}")
+    lines.append(f"  time        {report.seconds:.1f}s for {len(report.layers)} layers")
+    return "\n".join(lines)
+
+
+def format_sensitivity(report: SensitivityReport) -> str:
+    """The ranking `resnet-compare --sensitivity` prints, most costly first, and the proposal."""
+    lines = [
+        f"{report.model}: INT8 sensitivity for {report.target}, {report.images} images of {report.eval_data}",
+        f"  fp32        top-1 {report.fp32_top1:.2%}",
+        f"  int8        top-1 {report.int8.top1:.2%} (drop {report.int8.top1_drop:.2f} points), cosine {report.int8.cosine:.6f}",
+        f"  {'unit':<12} {'cost':>6}  {'alone in INT8':>26}  {'all but it in INT8':>26}",
+    ]
+    for b in report.blocks:
+        lines.append(
+            f"  {b.name:<12} {b.cost:>6.2f}  top-1 {b.alone.top1:>7.2%} cos {b.alone.cosine:.6f}  "
+            f"top-1 {b.left_out.top1:>7.2%} cos {b.left_out.cosine:.6f}"
+        )
+    p = report.proposal
+    kept = ",".join(p.keep_float) or "nothing"
+    lines.append(
+        f"  keep float  {kept}: top-1 {p.top1:.2%}, drop {p.top1_drop:.2f} points "
+        f"({'within' if report.met else 'outside'} --max-top1-drop {report.max_top1_drop:g}), cosine {p.cosine:.6f}"
+    )
+    if p.keep_float:
+        lines.append(
+            f"  apply       resnet-export ... --precision int8 --int8-target {report.target} --keep-float {kept}"
+        )
+    lines += [f"  note        {note}" for note in report.notes]
+    lines.append(f"  time        {report.seconds:.1f}s, {report.files_quantized} INT8 files quantized and measured")
     return "\n".join(lines)
 
 

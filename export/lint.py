@@ -24,6 +24,8 @@ rules above look through Q/DQ pairs when they follow a tensor from node to node.
   DequantizeLinear. For the "tensorrt" target (TensorRT's explicit quantization) also: both
   inputs of every residual Add come through a DequantizeLinear, biases stay float, and Q/DQ
   appear nowhere else (a dequantized tensor feeds only Conv, Gemm, Add, or Option A's Slice/Pad).
+  Layers the metadata's quantization record keeps in float (`float_nodes`, from `--keep-float`)
+  are exempt from the convolution, classifier and Add requirements.
 - `int8-params`: every scale is an initializer with positive, finite values; every zero point
   an initializer of the target's type (int8 for "tensorrt"; for "cpu", uint8 activations and
   int8 weights), and 0 wherever the quantization is symmetric (weights, biases, and all of
@@ -129,6 +131,7 @@ class Graph:
         self.fp16 = any(t.data_type == TensorProto.FLOAT16 for t in graph.initializer)
         self.int8 = (info.precision == "int8") if info is not None else any(n.op_type in QDQ for n in graph.node)
         self.target = info.quantization.get("target") if info is not None and self.int8 else None
+        self.float_nodes = set(info.quantization.get("float_nodes", [])) if info is not None and self.int8 else set()
 
     def of(self, *ops: str):
         """(label, node) of the default-domain nodes with these op types."""
@@ -269,13 +272,15 @@ def _int8_placement(g: Graph) -> Found:
                 ),
             )
     for label, node in g.of("Conv", "Gemm"):
+        if node.name in g.float_nodes:
+            continue
         for position, role in ((0, "input"), (1, "weights")):
             if not g.dequantized(node.input[position]):
                 yield label, f"{node.op_type} {role} ({node.input[position]}) is not dequantized (no Q/DQ)"
         if g.target == "tensorrt" and len(node.input) > 2 and node.input[2] and g.dequantized(node.input[2]):
             yield label, f"{node.op_type} bias is quantized; TensorRT's form keeps biases float"
     for label, node in g.of("Add") if g.target == "tensorrt" else []:
-        if not all(g.dequantized(name) for name in node.input):
+        if node.name not in g.float_nodes and not all(g.dequantized(name) for name in node.input):
             yield label, "a residual Add input is not dequantized; TensorRT's form quantizes both"
 
 

@@ -15,6 +15,13 @@ CPU runs the asymmetric form 2.9x faster than FP32 and the symmetric form no fas
 Calibration images go through the model's own preprocessing (its input spec), like every other
 stage's; the record written into the file's metadata names the method, the number of images
 and a hash of their list.
+
+Layers can be kept in float (`Int8Options.keep_float`, `resnet-export --keep-float`, what
+`resnet-compare --sensitivity` proposes): module names (`layer1.0.conv1`, `fc`) or prefixes of
+them (`layer1.0`, a whole block; `layer4`, a stage), each naming the graph's nodes of that module
+(`kept_nodes`). They go to ONNX Runtime's quantizer as `nodes_to_exclude`: such a node keeps float
+weights and float arithmetic, and reads its input as the rest of the graph left it (dequantized,
+when another consumer of that tensor is quantized). The record lists them; the lint reads it.
 """
 
 from __future__ import annotations
@@ -49,6 +56,10 @@ class Int8Options:
     target: str = "cpu"
     method: str = "minmax"
     size: int = DEFAULT_CALIBRATION_SIZE
+    keep_float: tuple[str, ...] = ()  # module names (or prefixes: a block, a stage) left in float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
 
     def check(self, opset: int) -> None:
         if self.target not in INT8_TARGETS:
@@ -60,6 +71,47 @@ class Int8Options:
         check_number(self.size, "--calibration-size", integer=True, low=1, high=100_000)
         if opset < MIN_OPSET:
             raise ToolkitError(f"INT8 files need opset {MIN_OPSET} or later (per-channel Q/DQ), got --opset {opset}")
+
+
+def kept_nodes(node_names, keep_float) -> list[str]:
+    """The names among `node_names` that `keep_float` names: a node is kept when a name equals it
+    or is a prefix of it up to a dot (`layer1.0` keeps `layer1.0.conv1`, not `layer1.01.conv1`).
+    A name that matches no node is an error, with some that would."""
+    node_names = list(node_names)
+    kept = []
+    for name in keep_float:
+        matched = [n for n in node_names if n == name or n.startswith(name + ".")]
+        if not matched:
+            known = sorted({n.rsplit(".", 1)[0] for n in node_names if n.startswith("layer")})[:4]
+            raise ToolkitError(
+                f"--keep-float {name!r} names no layer of the graph; give module names such as conv1, fc, "
+                f"{', '.join(known + ['layer1.0.conv1'])} (a block or stage name keeps all of its layers)"
+            )
+        kept += [n for n in matched if n not in kept]
+    return kept
+
+
+def read_keep_float(text: str) -> tuple[str, ...]:
+    """Layer names from `--keep-float`: a comma-separated list, or a file holding one (commas or
+    lines), or the JSON that `resnet-compare --sensitivity --json` writes (its "keep_float")."""
+    path = Path(text)
+    if path.is_file():
+        content = path.read_text(encoding="utf-8", errors="replace")
+        if content.lstrip().startswith("{"):
+            import json
+
+            try:
+                names = json.loads(content).get("keep_float")
+            except (ValueError, AttributeError):
+                names = None
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise ToolkitError(f'{path} is JSON without a "keep_float" list of layer names')
+            return tuple(names)
+        text = content.replace("\n", ",")
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not names and not path.is_file():
+        raise ToolkitError("--keep-float needs layer names (layer1.0.conv1,fc) or a file of them")
+    return names
 
 
 def default_int8_target() -> str:
@@ -132,8 +184,9 @@ def _reader(images: ImageSet, spec: InputSpec, input_name: str, fixed_batch: int
     return Reader(images, spec, input_name, fixed_batch or CALIBRATION_BATCH)
 
 
-def _settings(options: Int8Options) -> dict:
-    """`quantize_static`'s arguments for the target's form (see the module docstring)."""
+def _settings(options: Int8Options, kept: list[str] = ()) -> dict:
+    """`quantize_static`'s arguments for the target's form (see the module docstring); `kept`: the
+    nodes left in float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy}
@@ -144,6 +197,7 @@ def _settings(options: Int8Options) -> dict:
         weight_type=QuantType.QInt8,
         calibrate_method=methods[options.method],
         extra_options={"CalibStridedMinMax": 1},  # one batch per calibration pass: bounded memory
+        nodes_to_exclude=list(kept),
     )
     if options.target == "cpu":
         settings.update(activation_type=QuantType.QUInt8)
@@ -171,11 +225,15 @@ def quantize_onnx(
     `fixed_batch` is the graph's batch size when it is fixed (calibration batches then have it).
     Unreadable calibration images are said (`toolkit.files.notice`)."""
     require("onnxruntime", "INT8 quantization (ONNX Runtime's quantizer)")
+    import onnx
     from onnxruntime.quantization import quantize_static
 
     images = calibration_images(options)
+    kept = kept_nodes(
+        (n.name for n in onnx.load(str(fp32_path), load_external_data=False).graph.node), options.keep_float
+    )
     reader = _reader(images, spec, input_name, fixed_batch)
-    settings = _settings(options)
+    settings = _settings(options, kept)
     # The quantizer prints progress and advice on stdout and the root logger: kept off the terminal.
     logging.disable(logging.WARNING)
     try:
@@ -197,4 +255,4 @@ def quantize_onnx(
         "calibration_skipped": len(reader.skipped),
         "calibration_hash": images.fingerprint(),
         "quantizer": f"onnxruntime {version_of('onnxruntime')}",
-    }
+    } | ({"keep_float": list(options.keep_float), "float_nodes": kept} if kept else {})

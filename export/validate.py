@@ -9,7 +9,8 @@ counts as passing depends on the precision of the artifact, decided in one place
   |logit| of the reference (so the tolerance follows the logits' magnitude). Default atol 1e-4.
 - FP16: minimum per-sample cosine similarity >= 0.999 and top-1 agreement >= 99%, and, when
   the reference is the PyTorch model, every intermediate activation within FP16's range
-  (65504). ONNX Runtime on a CPU computes an FP16 graph in FP32 (its logits equal those of the
+  (65504; a failure names the first module beyond it, and the block that holds it). ONNX
+  Runtime on a CPU computes an FP16 graph in FP32 (its logits equal those of the
   graph with the same weights in FP32, bit for bit), so on a CPU the comparison measures the
   weight rounding; an activation that overflows FP16 on a GPU must be caught from the range.
   On a GPU (`validation_device`: ONNX Runtime's CUDA provider) FP16 arithmetic itself is
@@ -60,12 +61,13 @@ class Check:
     relation: str  # "<=" or ">="
     limit: float
     passed: bool
+    where: str = ""  # which layer, when the figure is one layer's (the FP16 range: the first module beyond it)
 
     def __str__(self) -> str:
         value, limit = f"{self.value:.6g}", f"{self.limit:.6g}"
         if value == limit and self.value != self.limit:  # as many digits as it takes to tell them apart
             value, limit = shown_apart(self.value, self.limit)
-        return f"{self.name} {value} (must be {self.relation} {limit})"
+        return f"{self.name} {value} (must be {self.relation} {limit})" + (f", {self.where}" if self.where else "")
 
 
 @dataclass
@@ -85,6 +87,7 @@ class ValidationReport:
     top1_agreement: float
     top5_agreement: float  # fraction of samples whose top-5 sets are equal
     activation_peak: float | None = None  # largest |activation| inside the PyTorch model, when measured
+    beyond_fp16: list[str] = field(default_factory=list)  # modules whose output exceeded FP16's range, in order
     checks: list[Check] = field(default_factory=list)
     device: str = "cpu"  # where the candidate ran
     notes: list[str] = field(default_factory=list)  # what the comparison could not exercise
@@ -145,6 +148,10 @@ CRITERIA = {
         # about INT8: it is reported, and judged on real images (`check_accuracy`).
         Criterion("int8", note=INT8_RANDOM_NOTE),
         Criterion("int8 engine", agreement=True),  # an INT8 engine against its own Q/DQ file
+        # resnet-compare: two INT8 files in the same runtime compute the same integer arithmetic,
+        # and INT8 against a float model on real images is judged by agreement, layer by layer.
+        Criterion("int8 same arithmetic", elementwise=True),
+        Criterion("int8 on images", agreement=True),
     )
 }
 
@@ -163,6 +170,46 @@ def criterion_for(precision: str, *, tf32: bool = False, against_qdq: bool = Fal
     return CRITERIA[precision]
 
 
+def pair_criterion(
+    reference_precision: str, candidate_precision: str, *, same_arithmetic: bool, gpu: bool, real_images: bool
+) -> Criterion:
+    """The criterion for two models compared tensor by tensor (`export.compare`): FP16 on either
+    side is judged as FP16; two INT8 models elementwise when they run in the same runtime
+    (`same_arithmetic`), else by agreement; INT8 against a float model by agreement on real
+    images, and by finite outputs only on random ones (as validation); FP32 elementwise, or by
+    agreement on a GPU (`gpu`: TF32)."""
+    precisions = {reference_precision, candidate_precision}
+    if "fp16" in precisions:
+        return CRITERIA["fp16"]
+    if precisions == {"int8"}:
+        return CRITERIA["int8 same arithmetic" if same_arithmetic else "int8 engine"]
+    if "int8" in precisions:
+        return CRITERIA["int8 on images" if real_images else "int8"]
+    return criterion_for("fp32", tf32=gpu)
+
+
+def tensor_checks(
+    criterion: Criterion, thresholds: Thresholds, *, error_of_scale: float, cosine: float, peak: float
+) -> list[Check]:
+    """The checks of one intermediate tensor (a layer's output), by the same criterion and
+    thresholds as the logits: elementwise (error in units of the tensor's largest |value|, atol;
+    rtol does not apply), agreement (smallest per-image cosine; top-1 is the logits' alone), the
+    FP16 range (`peak`, the larger |value| of either side), or finite values."""
+    finite = bool(np.isfinite(error_of_scale) and np.isfinite(cosine))
+    checks = []
+    if criterion.elementwise:
+        atol = thresholds.atol
+        checks.append(Check("max-error/scale", error_of_scale, "<=", atol, finite and error_of_scale <= atol))
+    if criterion.agreement:
+        low = thresholds.min_cosine
+        checks.append(Check("cosine", cosine, ">=", low, finite and cosine >= low))
+    if criterion.fp16_range:
+        checks.append(Check("activation-peak", peak, "<=", FP16_MAX, bool(peak <= FP16_MAX)))
+    if not checks:
+        checks.append(Check("finite values", float(finite), ">=", 1.0, finite))
+    return checks
+
+
 def compare_logits(
     reference: np.ndarray,
     candidate: np.ndarray,
@@ -173,10 +220,12 @@ def compare_logits(
     candidate_name: str = "candidate",
     batch_sizes: Sequence[int] = (),
     activation_peak: float | None = None,
+    beyond_fp16: Sequence[str] = (),
 ) -> ValidationReport:
     """The figures of `candidate` logits against `reference` logits (N, classes), and the checks
     `criterion` asks for. `activation_peak`, the largest |activation| the reference model
-    produced, is checked against FP16's range where the criterion says so."""
+    produced, is checked against FP16's range where the criterion says so; `beyond_fp16` names
+    the modules whose output exceeded it, in the order they ran (the failure names the first)."""
     ref = np.asarray(reference, dtype=np.float64)
     out = np.asarray(candidate, dtype=np.float64)
     if ref.shape != out.shape:
@@ -192,6 +241,7 @@ def compare_logits(
         precision=criterion.name,
         batch_sizes=list(batch_sizes),
         activation_peak=activation_peak,
+        beyond_fp16=list(beyond_fp16),
         **_figures(ref, out),
     )
     report.checks += _checks(criterion, thresholds, report, np.abs(out - ref), ref)
@@ -243,10 +293,22 @@ def _checks(
         checks.append(Check("top-1 agreement", top1, ">=", thresholds.min_top1, top1 >= thresholds.min_top1))
     if criterion.fp16_range and report.activation_peak is not None:
         peak = report.activation_peak
-        checks.append(Check("activation-peak", peak, "<=", FP16_MAX, peak <= FP16_MAX))
+        checks.append(Check("activation-peak", peak, "<=", FP16_MAX, peak <= FP16_MAX, _where(report.beyond_fp16)))
     if not checks:  # nothing to compare closely: the outputs must at least be numbers
         checks.append(Check("finite outputs", float(finite), ">=", 1.0, finite))
     return checks
+
+
+def _where(beyond: Sequence[str]) -> str:
+    """Where the activations first left FP16's range: "first in layer2.1.bn2 (block layer2.1), then 9 more modules"."""
+    if not beyond:
+        return ""
+    first, parts = beyond[0], beyond[0].split(".")
+    where = f"first in {first}" + (
+        f" (block {parts[0]}.{parts[1]})" if first.startswith("layer") and len(parts) > 2 else ""
+    )
+    more = len(beyond) - 1
+    return where + (f", then {more} more module{'s' if more > 1 else ''}" if more else "")
 
 
 VALIDATION_DEVICES = ("auto", "cpu", "cuda")
@@ -313,17 +375,27 @@ def validation_batches(example_batch: int, dynamic_batch: bool) -> list[int]:
     return [1, example_batch, example_batch + 3]
 
 
-def reference_logits(model: torch.nn.Module, batches: Sequence[np.ndarray]) -> tuple[np.ndarray, float]:
-    """The PyTorch model's FP32 eval-mode logits for `batches`, concatenated, and the largest
-    |value| any of its modules produced on the way. The model's mode is restored afterwards."""
-    peak = 0.0
+def reference_logits(model: torch.nn.Module, batches: Sequence[np.ndarray]) -> tuple[np.ndarray, float, list[str]]:
+    """The PyTorch model's FP32 eval-mode logits for `batches`, concatenated, the largest |value|
+    any of its modules produced on the way, and the leaf modules whose output exceeded FP16's
+    range, in the order they first ran. The model's mode is restored afterwards."""
+    peak, beyond = 0.0, {}
 
-    def record(module, inputs, output):
-        nonlocal peak
-        if isinstance(output, torch.Tensor) and output.numel():
-            peak = max(peak, float(output.detach().abs().max()))
+    def recorder(name: str, leaf: bool):
+        def record(module, inputs, output):
+            nonlocal peak
+            if isinstance(output, torch.Tensor) and output.numel():
+                largest = float(output.detach().abs().max())
+                peak = max(peak, largest)
+                if leaf and largest > FP16_MAX:
+                    beyond.setdefault(name, largest)
 
-    handles = [m.register_forward_hook(record) for m in model.modules()]
+        return record
+
+    handles = [
+        m.register_forward_hook(recorder(name, not any(True for _ in m.children())))
+        for name, m in model.named_modules()
+    ]
     was_training = model.training
     model.eval()
     try:
@@ -337,7 +409,7 @@ def reference_logits(model: torch.nn.Module, batches: Sequence[np.ndarray]) -> t
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    return np.concatenate(outputs), peak
+    return np.concatenate(outputs), peak, list(beyond)
 
 
 def _compare_on_random_batches(
@@ -350,14 +422,15 @@ def _compare_on_random_batches(
     thresholds: Thresholds,
     seed: int,
 ) -> ValidationReport:
-    """`reference_fn(batches)` gives (logits, activation peak or None)."""
+    """`reference_fn(batches)` gives (logits, activation peak or None, modules beyond FP16's range)."""
     batches = [runtime.random_input(n, seed=seed + i).astype(np.float32) for i, n in enumerate(batch_sizes)]
     candidate = np.concatenate([runtime.run(b) for b in batches])
-    reference, peak = reference_fn(batches)
+    reference, peak, beyond = reference_fn(batches)
     return compare_logits(
         reference,
         candidate,
         activation_peak=peak,
+        beyond_fp16=beyond,
         criterion=criterion,
         thresholds=thresholds,
         reference_name=reference_name,
@@ -399,7 +472,7 @@ def compare_runtimes(
     """Run `runtime` and a `reference` runtime (an FP32 ONNX in ONNX Runtime, say) on the same
     random batches and compare."""
     return _compare_on_random_batches(
-        lambda batches: (np.concatenate([reference.run(b) for b in batches]), None),
+        lambda batches: (np.concatenate([reference.run(b) for b in batches]), None, []),
         reference.describe(),
         runtime,
         criterion=criterion,

@@ -14,6 +14,7 @@ import sys
 COMMANDS = {
     "resnet-export": ("export.cli", "main"),
     "resnet-build": ("export.cli", "build_main"),
+    "resnet-compare": ("export.cli", "compare_main"),
     "resnet-bench": ("benchmark.cli", "main"),
     "resnet-deploy": ("deploy.cli", "main"),
     "resnet-eval": ("deploy.cli", "eval_main"),
@@ -49,6 +50,10 @@ def resnet_export() -> None:
 
 def resnet_build() -> None:
     launch("resnet-build")
+
+
+def resnet_compare() -> None:
+    launch("resnet-compare")
 
 
 def resnet_bench() -> None:

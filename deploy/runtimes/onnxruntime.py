@@ -22,6 +22,7 @@ import functools
 import io
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -138,13 +139,14 @@ def _create_session(path: Path, options, providers: list, requested: str | None)
     return session, running
 
 
-def _signature(session, path: Path) -> OnnxSignature:
+def _signature(session, path: Path, taps: Sequence[str] = ()) -> OnnxSignature:
     """The classifier signature of a loaded session: the checks `inspect_onnx` applies to a file
     (`deploy.artifacts.classifier_signature`), on what the session read, so the file is not parsed
-    a second time; the input must be float32 or float16 images."""
+    a second time; the input must be float32 or float16 images. `taps` are extra outputs, not
+    the classifier's."""
     metadata = session.get_modelmeta().custom_metadata_map
     inputs = [_tensor_info(arg) for arg in session.get_inputs()]
-    outputs = [_tensor_info(arg) for arg in session.get_outputs()]
+    outputs = [_tensor_info(arg) for arg in session.get_outputs() if arg.name not in taps]
     signature = classifier_signature(path, inputs, outputs, metadata, precision="fp32")
     if signature.input.dtype not in _FLOAT_TYPES:
         raise ArtifactError(
@@ -183,13 +185,16 @@ class OrtRuntime(Runtime):
     `provider` is "cpu", "cuda" or "tensorrt" (ONNX Runtime's execution providers; the GPU ones
     need onnxruntime-gpu and their libraries); None is the automatic choice (`default_provider`).
     `provider` afterwards says what the session really runs on. `threads` sets intra-op threads
-    (None: ONNX Runtime's default, one per physical core). On a GPU, `OrtCudaRuntime` keeps the
+    (None: ONNX Runtime's default, one per physical core). `taps`: names of extra outputs of the
+    file (intermediate tensors, for `export.compare`), returned by `run_taps`. On a GPU, `OrtCudaRuntime` keeps the
     data on the device and is what the benchmark and the Predictor use.
     """
 
     backend = "onnxruntime"
 
-    def __init__(self, path: str | Path, *, provider: str | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, provider: str | None = None, threads: int | None = None, taps: Sequence[str] = ()
+    ) -> None:
         import_onnxruntime()
         path = input_file(path, "model file", "a model file (.onnx)", ArtifactError)
         requested = provider
@@ -200,11 +205,18 @@ class OrtRuntime(Runtime):
         self.path = path
         self.device = "cpu" if self.provider == "cpu" else "cuda"
         self.threads = threads
-        _adopt(self, _signature(self.session, path))
+        _adopt(self, _signature(self.session, path, taps))
         self._outputs = [self.output_name]
+        self.taps = tuple(taps)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(self._outputs, {self.input_name: batch})[0]
+
+    def run_taps(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """The logits and every tap (an intermediate tensor the file lists as an extra output), by name."""
+        batch = self.check_input(batch)
+        names = [self.output_name, *self.taps]
+        return dict(zip(names, self.session.run(names, {self.input_name: batch}), strict=True))
 
     def settings(self) -> dict:
         return {"provider": self.provider, "threads": self.threads}

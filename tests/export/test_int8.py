@@ -115,7 +115,7 @@ def run(*args):
         (["--precision", "int8"], "--precision int8 needs --calibration DIR"),
         (["--precision", "int8", "--calibration", "{cal}", "--opset", 11], "INT8 files need opset 13 or later"),
         (["--precision", "int8", "--calibration", "{tmp}/none"], "image folder {tmp}/none does not exist"),
-        (["--calibration", "{cal}"], "--calibration and --int8-target apply to --precision int8"),
+        (["--calibration", "{cal}"], "--calibration, --int8-target and --keep-float apply to --precision int8"),
         (
             ["--precision", "int8", "--calibration", "{cal}", "--io-dtype", "fp16"],
             "FP16 input and output need an FP16 graph",
