@@ -11,8 +11,10 @@ import click
 
 from deploy.runtimes import RuntimeOptions
 from deploy.runtimes.onnxruntime import CONV_SEARCHES, DEVICES, ORT_PROVIDERS
+from deploy.runtimes.open import BACKEND_CHOICES
+from deploy.runtimes.openvino import OPENVINO_HINTS
 from resnet.cli import model_options
-from toolkit.cli import ProgressBar, ToolkitCommand, json_option, option_group, options, parse_ints
+from toolkit.cli import ProgressBar, ToolkitCommand, json_option, option_group, options, parse_ints, write_json
 from toolkit.files import check_outputs
 from toolkit.numbers import LIMITS, Number, check_number
 from toolkit.precision import TORCH_PRECISIONS
@@ -21,6 +23,7 @@ from .harness import LoopSettings
 from .report import ReportFiles, format_table
 from .run import benchmark_models
 from .serving import PROTOCOLS, LoadSettings, ServedModel, benchmark_served
+from .sla import format_sla, sla_failure
 
 
 def parse_batches(text: str, option: str = "--batch") -> list[int]:
@@ -87,8 +90,22 @@ loop_options = option_group(
 )
 
 
-def _runtime(threads, provider, cudnn_search, nhwc, device, precision, compile_, channels_last, cuda_graph):
+def _runtime(
+    backend,
+    threads,
+    provider,
+    cudnn_search,
+    nhwc,
+    device,
+    precision,
+    openvino_hint,
+    compile_,
+    channels_last,
+    cuda_graph,
+):
     return RuntimeOptions(
+        backend=backend,
+        openvino_hint=openvino_hint,
         provider=provider,
         threads=threads,
         cuda_graphs=cuda_graph,
@@ -104,6 +121,13 @@ def _runtime(threads, provider, cudnn_search, nhwc, device, precision, compile_,
 runtime_options = option_group(
     "runtime",
     _runtime,
+    click.option(
+        "--backend",
+        type=click.Choice(list(BACKEND_CHOICES)),
+        default=None,
+        help="Backend of the first target: openvino runs an ONNX file in OpenVINO on the CPU; auto chooses (docs/"
+        "benchmark.md says by which rule). [default: the file's own: .onnx ONNX Runtime, .plan TensorRT, .pth PyTorch]",
+    ),
     click.option(
         "--threads",
         type=Number(integer=True, limit="threads"),
@@ -141,7 +165,15 @@ runtime_options = option_group(
         type=click.Choice(list(TORCH_PRECISIONS)),
         default="fp32",
         show_default=True,
-        help="PyTorch arithmetic.",
+        help="Arithmetic of the first target where its backend chooses it: PyTorch (fp32, fp16, bf16), OpenVINO "
+        "(fp32, bf16; always set, never OpenVINO's silent BF16 default); --vs pytorch computes in the same.",
+    ),
+    click.option(
+        "--openvino-hint",
+        type=click.Choice(list(OPENVINO_HINTS)),
+        default="latency",
+        show_default=True,
+        help="OpenVINO: latency (a batch is one request) or throughput (a batch split over its parallel streams).",
     ),
     click.option("--compile", "compile_", is_flag=True, help="PyTorch: torch.compile the model."),
     click.option("--channels-last", is_flag=True, help="PyTorch: channels-last memory format."),
@@ -247,23 +279,64 @@ peak_options = options(
     show_default=True,
     help="Seed of the random inputs.",
 )
+@click.option(
+    "--profile",
+    is_flag=True,
+    help="Also time each layer with the backend's own profiler, mapped to the ResNet's modules and stages "
+    "(--plot then draws it).",
+)
+@click.option(
+    "--profile-json", default=None, help="With --profile: write the per-layer times of every measurement here."
+)
+@click.option(
+    "--sla-p99-ms",
+    type=Number(low=0, low_open=True, high=3.6e6),
+    default=None,
+    help="Find the batch (of --batch, e.g. 1,2,4,8,16) with the highest throughput whose p99 fits this budget "
+    "(--plot then draws the curve); exit status 1 when none does.",
+)
 @served_options
 @report_options
-def main(target, other, batches, loop, runtime, model, peak_tflops, no_peak, seed, served, files) -> int:
+def main(
+    target,
+    other,
+    batches,
+    loop,
+    runtime,
+    model,
+    peak_tflops,
+    no_peak,
+    seed,
+    profile,
+    profile_json,
+    sla_p99_ms,
+    served,
+    files,
+) -> int:
     """Measure latency and throughput of a model, the way trtexec reports them.
 
     \b
     resnet-bench resnet50_fp16.plan --batch 1,32,128         # TensorRT
     resnet-bench resnet50.onnx --batch 1,8 --vs pytorch      # ONNX Runtime against PyTorch eager
+    resnet-bench resnet50.onnx --backend openvino --precision bf16 --vs resnet50.onnx --batch 1,8
     resnet-bench --depth 50 --device cuda --precision fp16 --channels-last --cuda-graph --batch 32
     resnet-bench --triton localhost:8001 --model resnet50 --concurrency 1,4,8 --vs resnet50.onnx
+    resnet-bench resnet50.onnx --profile --plot profile.png         # where the time goes
+    resnet-bench resnet50.onnx --sla-p99-ms 500 --batch 1,2,4,8,16 --json sla.json
 
-    The backend follows from the file: .plan/.engine TensorRT, .onnx ONNX Runtime, .pt/.pth
-    PyTorch. The input size and precision come from the file. With --triton, --batch is each
-    request's batch and --vs the in-process runtime of the same file. Exit status: 0, or 2 for
-    bad input.
+    The backend follows from the file: .plan/.engine TensorRT, .onnx ONNX Runtime (or OpenVINO,
+    --backend openvino), .pt/.pth PyTorch; --backend and --precision apply to the first target, and
+    a --vs file runs on its own backend in FP32. The input size comes from the file. With --triton, --batch is each
+    request's batch and --vs the in-process runtime of the same file. Exit status: 0, 1 when no
+    batch meets --sla-p99-ms, 2 for bad input.
     """
-    check_outputs(*files.paths(), inputs=[p for p in (target, other) if p and p != "pytorch"])
+    check_outputs(*files.paths(), profile_json, inputs=[p for p in (target, other) if p and p != "pytorch"])
+    if profile_json and not profile:
+        raise click.UsageError("--profile-json goes with --profile")
+    if profile and sla_p99_ms is not None:
+        raise click.UsageError("--profile and --sla-p99-ms are two runs: give one of them")
+    if served is not None and (profile or sla_p99_ms is not None):
+        raise click.UsageError("--profile and --sla-p99-ms measure in-process targets, not --triton")
     if files.plot_path:  # say so before measuring for minutes
         from toolkit.optional import require
 
@@ -285,11 +358,45 @@ def main(target, other, batches, loop, runtime, model, peak_tflops, no_peak, see
             progress=(lambda timer, fraction: bar(f"{timer.label} batch {timer.batch}", fraction))
             if bar.enabled
             else None,
+            profile=profile,
+            sla_p99_ms=sla_p99_ms,
         )
     files.write(run)
+    if profile_json:
+        write_json(
+            profile_json, {"profiles": [{"label": m.label, "batch": m.batch, **m.profile} for m in run.measurements]}
+        )
     report = files.stdout(run)
-    click.echo(report if report is not None else format_table(run), nl=report is None)
+    text = format_table(run)
+    text += "".join("\n\n" + format_profile(m) for m in run.measurements if m.profile is not None)
+    text += "\n\n" + format_sla(run.sla) + "\n" if run.sla is not None else ""
+    click.echo(report if report is not None else text, nl=report is None)
+    if run.sla is not None and run.sla["batch"] is None:
+        click.echo(f"resnet-bench: {sla_failure(run.sla)}", err=True)
+        return 1
     return 0
+
+
+def format_profile(m) -> str:
+    """A measurement's per-layer times: the stages, then every layer in network order."""
+    p = m.profile
+    gap = p["measured_ms"] - p["attributed_ms"]
+    lines = [
+        f"profile: {m.label}, batch {m.batch}, {p['runs']} runs ({p['profiler']}): {p['attributed_ms']:.3f} ms in layers "
+        f"of {p['measured_ms']:.3f} ms measured (gap {gap:+.3f} ms, {gap / p['measured_ms']:+.1%})",
+        "  stages  " + ", ".join(f"{s['name']} {s['ms']:.3f} ms ({s['share']:.1%})" for s in p["stages"]),
+        f"  {'layer':<22} {'ms':>9} {'share':>7} {'GFLOP/s':>9}  ran as",
+    ]
+    for layer in p["layers"]:
+        rate = f"{layer['gflops']:.1f}" if layer["gflops"] is not None else "-"
+        lines.append(
+            f"  {layer['name']:<22} {layer['ms']:>9.3f} {layer['share']:>7.1%} {rate:>9}  {', '.join(layer['ops'])}".rstrip()
+        )
+    if p["unattributed"]:
+        lines.append(
+            f"  not a module's ({len(p['unattributed'])} nodes, in the gap): {', '.join(p['unattributed'][:4])}"
+        )
+    return "\n".join(lines)
 
 
 def _benchmark_served(target, other, batches, loop: LoopSettings, runtime, served, seed: int, bar):

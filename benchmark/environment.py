@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from deploy.runtimes.cpu import CpuFeatures
 from deploy.runtimes.gpu import cuda_available, describe_gpu
 from toolkit.provenance import versions
 
@@ -22,6 +23,7 @@ class MachineInfo:
     compute_capability: str | None
     driver: str | None
     versions: dict[str, str] = field(default_factory=dict)
+    cpu_flags: list[str] = field(default_factory=list)  # the relevant ones (deploy.runtimes.cpu): VNNI, BF16, AMX
     peak_tflops: float | None = None
     peak_source: str = ""  # "--peak-tflops", "matmul fp32 4096x4096 on cpu, 2 threads", ...
 
@@ -42,7 +44,7 @@ def cpu_model() -> str:
 
 def library_versions() -> dict[str, str]:
     """The versions a measurement depends on (and the CUDA stack, where there is a GPU)."""
-    found = versions("torch", "numpy", "onnxruntime", "tensorrt", "onnx", python=True)
+    found = versions("torch", "numpy", "onnxruntime", "openvino", "tensorrt", "onnx", python=True)
     if cuda_available():
         gpu = describe_gpu()
         found["cuda (torch)"], found["cudnn"] = gpu.cuda, gpu.cudnn
@@ -61,6 +63,7 @@ def describe_machine(threads: int | None, device: str) -> MachineInfo:
         gpu.compute_capability if gpu else None,
         (gpu.driver or None) if gpu else None,
         library_versions(),
+        cpu_flags=list(CpuFeatures.probe().flags),
     )
 
 

@@ -7,8 +7,14 @@ time of the `execute` call is the enqueue time; with `data_transfers=False` only
 runs between the events. Inputs are random (not zeros): a small pool of distinct batches drawn
 before timing, used in turn, in pinned host memory on a GPU.
 
-Several targets at the same batch size are interleaved one iteration at a time, so that a
-machine that slows down or speeds up mid-run affects all of them alike and their ratios hold.
+Several targets at the same batch size are interleaved in turns (`LoopSettings.turn_seconds`, a
+quarter of a second each), so that a machine that slows down or speeds up mid-run affects all of
+them alike and their ratios hold. A turn starts with one untimed iteration: CPU runtimes keep
+their worker threads spinning for a while after a run (ONNX Runtime's intra-op pool, OpenMP), and
+the target that follows would otherwise be timed against them. Measured on the 2-core EPYC with
+ResNet-50 INT8, OpenVINO right after ONNX Runtime, one iteration each in turn: 25.5 img/s at
+batch 1 (62.6 when ONNX Runtime does not spin); in quarter-second turns it measures what it does
+alone (docs/benchmark.md).
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ class LoopSettings:
     duration: float = 3.0  # seconds of timed iterations, and
     min_iterations: int = 10  # at least this many
     data_transfers: bool = True
+    turn_seconds: float = (
+        0.25  # interleaved targets: each runs this long in turn (0: one iteration each, untimed settle off)
+    )
 
     def __post_init__(self) -> None:
         most = LIMITS["iterations"][1]
@@ -47,6 +56,7 @@ class LoopSettings:
             check_number(self.warmup_seconds, "warm-up seconds", limit="seconds")
         check_number(self.duration, "duration", low=0, low_open=True, high=LIMITS["seconds"][1])
         check_number(self.min_iterations, "minimum iterations", low=1, high=most, integer=True)
+        check_number(self.turn_seconds, "turn seconds", low=0, high=60)
 
 
 @dataclass
@@ -73,6 +83,7 @@ class Measurement:
     peak_tflops: float | None = None
     fraction_of_peak: float | None = None
     extra: dict = field(default_factory=dict)
+    profile: dict | None = None  # --profile: per-layer times (`benchmark.profile.Profile.to_dict`)
 
     def to_dict(self) -> dict:
         data = dict(self.__dict__)
@@ -204,14 +215,22 @@ class BatchTimer:
 def run_timers(
     timers: Sequence[BatchTimer], settings: LoopSettings, progress: Callable[[BatchTimer, float], None] | None = None
 ) -> list[Measurement]:
-    """Warm up each timer, then time them interleaved, one iteration each in turn."""
+    """Warm up each timer, then time them interleaved in turns (see the module docstring): each
+    turn one untimed iteration, then timed ones for `settings.turn_seconds` (at least one)."""
     for timer in timers:
         timer.warm_up(settings)
     pending = list(timers)
+    settle = len(timers) > 1 and settings.turn_seconds > 0
     while pending:
         for timer in pending:
-            timer.iterate()
-            if progress is not None:
-                progress(timer, timer.progress(settings))
+            if settle:
+                timer.iterate(record=False)
+            started = time.perf_counter()
+            while True:
+                timer.iterate()
+                if progress is not None:
+                    progress(timer, timer.progress(settings))
+                if timer.done(settings) or time.perf_counter() - started >= settings.turn_seconds:
+                    break
         pending = [t for t in pending if not t.done(settings)]
     return [t.measurement() for t in timers]

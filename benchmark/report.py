@@ -87,6 +87,7 @@ class BenchmarkRun:
     settings: LoopSettings
     measurements: list[Measurement]
     comparisons: list[Comparison] = field(default_factory=list)
+    sla: dict | None = None  # --sla-p99-ms: the budget, the chosen batch and every row (`benchmark.sla`)
 
     def to_dict(self) -> dict:
         return {
@@ -94,7 +95,7 @@ class BenchmarkRun:
             "settings": asdict(self.settings),
             "measurements": [m.to_dict() for m in self.measurements],
             "comparisons": [asdict(c) for c in self.comparisons],
-        }
+        } | ({"sla": self.sla} if self.sla is not None else {})
 
 
 def compare(measurements: list[Measurement]) -> list[Comparison]:
@@ -184,7 +185,8 @@ def format_table(run: BenchmarkRun) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     machine = run.machine
-    where = f"{machine.cpu} ({machine.logical_cpus} logical CPUs{', ' + str(machine.threads) + ' threads' if machine.threads else ''})"
+    flags = f"; {', '.join(machine.cpu_flags)}" if machine.cpu_flags else ""
+    where = f"{machine.cpu} ({machine.logical_cpus} logical CPUs{', ' + str(machine.threads) + ' threads' if machine.threads else ''}{flags})"
     if machine.gpu:
         where += f"; {machine.gpu} (compute capability {machine.compute_capability}, driver {machine.driver or '?'})"
     lines.append(f"machine: {where}")
@@ -288,7 +290,14 @@ class ReportFiles:
             if path and path != "-":
                 write_text_atomic(Path(path), text())
         if self.plot_path:
-            plot(run, Path(self.plot_path))
+            from .sla import plot_profile, plot_sla
+
+            if run.sla is not None:
+                plot_sla(run, Path(self.plot_path))
+            elif run.measurements and run.measurements[0].profile is not None:
+                plot_profile(run.measurements[0], Path(self.plot_path))
+            else:
+                plot(run, Path(self.plot_path))
 
 
 def plot(run: BenchmarkRun, path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -12,12 +13,14 @@ from deploy.runtimes.base import RuntimeOptions
 from resnet.registry import ModelOptions
 from resnet.summary import largest_activation
 from toolkit.errors import ToolkitError
-from toolkit.numbers import check_memory
+from toolkit.numbers import check_memory, check_number
 
 from .environment import describe_machine, measure_matmul_tflops
 from .harness import INPUT_POOL, BatchTimer, LoopSettings, run_timers
+from .profile import profile_runtime
 from .report import BenchmarkRun, compare
-from .targets import Target, flops_per_image, open_target
+from .sla import choose_batch
+from .targets import PYTORCH_WORD, Target, flops_per_image, open_target
 
 
 def peak_key(target: Target) -> tuple[str, str]:
@@ -113,20 +116,29 @@ def benchmark_models(
     measure_peak: bool = True,
     seed: int = 0,
     progress: Callable[[BatchTimer, float], None] | None = None,
+    profile: bool = False,
+    sla_p99_ms: float | None = None,
 ) -> BenchmarkRun:
     """What `resnet-bench TARGET --vs OTHER` does: open the target (a file, or the registered
-    `model` in PyTorch when `target` is None) and the other one (a file, or "pytorch": the
-    target's architecture in PyTorch), measure both over `batches` (default: an engine's opt
-    batch, else 1) with `run_benchmark`, and close them."""
+    `model` in PyTorch when `target` is None) and the other one (a file, on its own backend in
+    FP32, or "pytorch": the target's architecture in PyTorch, in `options.precision`), measure
+    both over `batches` (default: an engine's opt batch, else 1) with `run_benchmark`, and close
+    them. `profile`: each measurement then carries its per-layer times (`benchmark.profile`);
+    `sla_p99_ms`: the run carries the best batch for that p99 budget (`benchmark.sla`)."""
     targets = [open_target(target, options, model=model)]
     try:
         if other is not None:
-            targets.append(open_target(other, options, like=targets[0], model=model))
+            # --backend and --precision are the first target's: a --vs file runs on its own backend
+            # in FP32, and "pytorch" computes in the first target's precision (like with like).
+            own = options if other == PYTORCH_WORD else replace(options, backend=None, precision="fp32")
+            targets.append(open_target(other, own, like=targets[0], model=model))
         unique_labels(targets, [target, other])
         if batches is None:
             profile = getattr(targets[0].runtime, "batch_profile", None)
             batches = [profile.opt] if profile is not None else [1]
-        return run_benchmark(
+        if sla_p99_ms is not None:
+            check_number(sla_p99_ms, "--sla-p99-ms", low=0, low_open=True, high=3.6e6)
+        run = run_benchmark(
             targets,
             batches,
             settings,
@@ -136,6 +148,13 @@ def benchmark_models(
             seed=seed,
             progress=progress,
         )
+        if profile:  # after the timed runs, each target at each batch through its backend's profiler
+            for index, measurement in enumerate(run.measurements):
+                runtime = targets[index % len(targets)].runtime
+                measurement.profile = profile_runtime(runtime, measurement.batch, seed=seed).to_dict()
+        if sla_p99_ms is not None:
+            run.sla = choose_batch(run.measurements, targets[0].label, sla_p99_ms)
+        return run
     finally:
         for opened in targets:
             opened.runtime.close()

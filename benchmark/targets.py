@@ -70,6 +70,9 @@ def open_target(
         label = _pytorch_label(path.name, options)
     elif runtime.backend == "onnxruntime":
         label = f"{path.name} (onnxruntime {runtime.provider}{' cuda-graphs' if options.cuda_graphs else ''})"
+    elif runtime.backend == "openvino":
+        hint = "" if runtime.hint == "latency" else f" {runtime.hint}"
+        label = f"{path.name} (openvino cpu {runtime.arithmetic}{hint})"
     else:
         label = f"{path.name} ({runtime.backend})"
     return Target(label, runtime, runtime.info)

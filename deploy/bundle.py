@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from toolkit.errors import ArtifactError, MissingDependencyError, ToolkitError
-from toolkit.files import check_replaceable_folder, input_file, publish_folder, sha256_file
+from toolkit.files import check_replaceable_folder, input_file, notice, publish_folder, sha256_file
 from toolkit.provenance import versions
 
 from .artifacts.labels import resolve_labels
@@ -91,14 +91,26 @@ class Bundle:
         engine = folder / ENGINE_NAME if ENGINE_NAME in files else None
         return cls(folder, manifest, info, folder / ONNX_NAME, engine, labels)
 
-    def open_runtime(self, *, backend: str | None = None, device: str | None = None) -> Runtime:
-        """The bundle's engine when TensorRT and a compatible GPU are here, else its ONNX file.
+    @property
+    def runtime(self) -> dict:
+        """The runtime the bundle names for its ONNX file ({"backend": "openvino", "precision": ...}),
+        or {} for ONNX Runtime."""
+        named = self.manifest.get("runtime")
+        return named if isinstance(named, dict) else {}
+
+    def open_runtime(
+        self, *, backend: str | None = None, device: str | None = None, precision: str | None = None
+    ) -> Runtime:
+        """The bundle's engine when TensorRT and a compatible GPU are here, else its ONNX file: in
+        the runtime the bundle names (OpenVINO, in its precision), falling back to ONNX Runtime
+        (said on stderr) where that can't run here, else in ONNX Runtime.
 
         `backend` "tensorrt" demands the engine (an error, not a fallback, when it can't run);
-        "onnxruntime" skips it. `device` ("cpu" or "cuda") is ONNX Runtime's.
+        "openvino" demands OpenVINO; "onnxruntime" skips both. `device` ("cpu" or "cuda") is ONNX
+        Runtime's; `precision` overrides the bundle's.
         """
-        if backend not in (None, "tensorrt", "onnxruntime"):
-            raise ToolkitError(f"a bundle runs in tensorrt or onnxruntime, not {backend}")
+        if backend not in (None, "tensorrt", "onnxruntime", "openvino"):
+            raise ToolkitError(f"a bundle runs in tensorrt, openvino or onnxruntime, not {backend}")
         if backend == "tensorrt" or (backend is None and self.engine is not None):
             if self.engine is None:
                 raise ArtifactError(
@@ -109,6 +121,15 @@ class Bundle:
             except (MissingDependencyError, ArtifactError):
                 if backend == "tensorrt":
                     raise
+        named = self.runtime
+        if backend == "openvino" or (backend is None and named.get("backend") == "openvino" and device != "cuda"):
+            options = RuntimeOptions(precision=precision or named.get("precision", "fp32"))
+            try:
+                return open_runtime(self.onnx, options, backend="openvino")
+            except ToolkitError as error:
+                if backend == "openvino":
+                    raise
+                notice(f"the bundle names OpenVINO, which can't run here ({error}); running it in ONNX Runtime")
         return open_runtime(self.onnx, RuntimeOptions(provider=device), backend="onnxruntime")
 
 
@@ -203,7 +224,9 @@ The toolkit reads all of this from `{MANIFEST_NAME}`; nothing needs to be repeat
 
        resnet-deploy predict . image.jpg other.png --top-k 5
 
-   It uses the engine when TensorRT and a compatible GPU are present, else ONNX Runtime.
+   It uses the engine when TensorRT and a compatible GPU are present, else the runtime that
+   `{MANIFEST_NAME}` names (OpenVINO, for a CPU board; `pip install 'resnet-deploy-toolkit[openvino]'`),
+   else ONNX Runtime.
 
 Every file is listed in `{MANIFEST_NAME}` with its SHA-256; a file changed after the bundle was
 written is refused when the bundle is opened.
@@ -217,14 +240,20 @@ def write_bundle(
     engine: str | Path | None = None,
     labels: str | Path | Sequence[str] | None = None,
     force: bool = False,
+    runtime: str | None = None,
+    precision: str = "fp32",
 ) -> Bundle:
     """Write a bundle folder for an ONNX file (and optionally its engine and labels).
+
+    `runtime` "openvino" names OpenVINO (in `precision`, fp32 or bf16) as the runtime of its ONNX
+    file on the board, with ONNX Runtime as the fallback where OpenVINO can't run.
 
     The folder is assembled beside `output` and renamed into place at the end, so an
     interrupted run leaves no half-written bundle. An existing `output` is refused unless
     `force`, which replaces it only once the new bundle is complete.
     """
     model, output = Path(model), Path(output)
+    named = _named_runtime(runtime, precision)
     if backend_of(model) == "tensorrt":
         raise ToolkitError(
             f"{model.name} is an engine; a bundle is made from the ONNX file (add the engine with --engine)"
@@ -253,9 +282,24 @@ def write_bundle(
         (folder / README_NAME).write_text(
             _readme(info, engine is not None, label_list is not None, environment), encoding="utf-8"
         )
-        manifest = _manifest(folder, signature, environment)
+        manifest = _manifest(folder, signature, environment) | ({"runtime": named} if named else {})
         (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return Bundle.open(output)
+
+
+def _named_runtime(runtime: str | None, precision: str) -> dict | None:
+    """The bundle's "runtime" record, after checking it (None: ONNX Runtime, nothing to record)."""
+    if runtime in (None, "onnxruntime"):
+        if precision != "fp32":
+            raise ToolkitError("--precision names OpenVINO's arithmetic: add --runtime openvino")
+        return None
+    from .runtimes.openvino import OPENVINO_PRECISIONS
+
+    if runtime != "openvino":
+        raise ToolkitError(f"a bundle's runtime is onnxruntime or openvino, not {runtime!r}")
+    if precision not in OPENVINO_PRECISIONS:
+        raise ToolkitError(f"OpenVINO computes in {' or '.join(OPENVINO_PRECISIONS)}, not {precision}")
+    return {"backend": "openvino", "precision": precision, "fallback": "onnxruntime"}
 
 
 def _data_files(signature) -> list[Path]:

@@ -25,12 +25,13 @@ from toolkit.cli import (
 )
 from toolkit.files import check_outputs
 from toolkit.numbers import Number, shown_apart
+from toolkit.precision import TORCH_PRECISIONS
 
 from .bundle import write_bundle
 from .evaluate import Evaluation, evaluate_model
 from .predictor import Prediction, Predictor, UnreadableImage
 from .runtimes.onnxruntime import DEVICES
-from .runtimes.open import BACKEND_NAMES
+from .runtimes.open import BACKEND_CHOICES
 from .serving import Endpoints, TritonServer
 from .triton import SERVING_BACKENDS, TritonOptions, images_model_name, write_triton_model
 
@@ -50,10 +51,18 @@ def main() -> None:
 backend_options = options(
     click.option(
         "--backend",
-        type=click.Choice(list(BACKEND_NAMES)),
+        type=click.Choice(list(BACKEND_CHOICES)),
         default=None,
-        help="Force a backend. [default: the file's (.plan TensorRT, .onnx ONNX Runtime, .pth PyTorch); "
-        "a bundle's engine when TensorRT and a compatible GPU are here, else its ONNX file]",
+        help="Force a backend (openvino: an ONNX file in OpenVINO on the CPU; auto: chosen by the rule in "
+        "docs/benchmark.md). [default: the file's (.plan TensorRT, .onnx ONNX Runtime, .pth PyTorch); a bundle's engine "
+        "when TensorRT and a compatible GPU are here, else the runtime it names, else its ONNX file in ONNX Runtime]",
+    ),
+    click.option(
+        "--precision",
+        type=click.Choice(list(TORCH_PRECISIONS)),
+        default=None,
+        help="Arithmetic where the backend chooses it: OpenVINO fp32 or bf16 (always set: never its silent BF16 "
+        "default), PyTorch fp32, fp16 or bf16. [default: fp32, or what a bundle names]",
     ),
     click.option(
         "--device",
@@ -73,13 +82,13 @@ backend_options = options(
 )
 @backend_options
 @click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
-def predict(model, images, top_k, labels, backend, device, as_json) -> int:
+def predict(model, images, top_k, labels, backend, device, precision, as_json) -> int:
     """Top-k classes of each IMAGE, from an ONNX file, an engine, a checkpoint or a bundle folder.
 
     An image that can't be read is reported by name; the others still get their predictions,
     and the exit status is 1. Bad arguments (a missing model, a bad bundle) exit 2.
     """
-    with Predictor(model, backend=backend, device=device, labels=labels) as predictor:
+    with Predictor(model, backend=backend, device=device, labels=labels, precision=precision) as predictor:
         results = predictor.predict_each(images, top_k=top_k)
         backend_description = predictor.backend
     failed = [r for r in results if isinstance(r, UnreadableImage)]
@@ -125,9 +134,25 @@ def format_prediction(result: Prediction | UnreadableImage) -> str:
 )
 @click.option("--labels", type=click.Path(dir_okay=False), default=None, help="Class names, one per line.")
 @click.option("--force", is_flag=True, help="Replace an existing folder (only once the new bundle is complete).")
-def bundle(model, output, engine, labels, force) -> int:
+@click.option(
+    "--runtime",
+    type=click.Choice(["onnxruntime", "openvino"]),
+    default="onnxruntime",
+    show_default=True,
+    help="The runtime of the ONNX file on the board: openvino for a CPU board (ONNX Runtime is the fallback).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="With --runtime openvino: its arithmetic (bf16 on CPUs with AVX512_BF16 or AMX).",
+)
+def bundle(model, output, engine, labels, force, runtime, precision) -> int:
     """Write a self-contained bundle folder for a board: model, manifest with checksums, README."""
-    written = write_bundle(model, output, engine=engine, labels=labels, force=force)
+    written = write_bundle(
+        model, output, engine=engine, labels=labels, force=force, runtime=runtime, precision=precision
+    )
     files = ", ".join(sorted(written.manifest["files"]))
     click.echo(f"{written.folder}: {written.info.name} ({written.info.precision}) bundle with {files}")
     click.echo(
@@ -136,14 +161,26 @@ def bundle(model, output, engine, labels, force) -> int:
     return 0
 
 
-def _serving(backend, max_batch, instances, preferred_batch, max_queue_delay_us, cpu) -> TritonOptions:
+def _serving(
+    backend, max_batch, instances, preferred_batch, max_queue_delay_us, cpu, runtime, precision, sla_from
+) -> TritonOptions:
+    preferred = parse_ints(preferred_batch, "--preferred-batch") if preferred_batch else ()
+    if sla_from is not None:
+        if preferred_batch or click.get_current_context().get_parameter_source("max_queue_delay_us").name != "DEFAULT":
+            raise click.UsageError("--sla-from sets --preferred-batch and --max-queue-delay-us: give one or the other")
+        from .triton import read_sla_record
+
+        batch, max_queue_delay_us = read_sla_record(sla_from)
+        preferred = (batch,)
     return TritonOptions(
         max_batch=max_batch,
         instances=instances,
-        preferred_batch=parse_ints(preferred_batch, "--preferred-batch") if preferred_batch else (),
+        preferred_batch=preferred,
         max_queue_delay_us=max_queue_delay_us,
         instance_kind="KIND_CPU" if cpu else None,
         backend=backend,
+        runtime=runtime,
+        precision=precision,
     )
 
 
@@ -174,6 +211,26 @@ serving_options = option_group(
         "--cpu",
         is_flag=True,
         help="Instances on the CPU (ONNX only). [default: the GPU; with --backend python, the CPU where no GPU is visible]",
+    ),
+    click.option(
+        "--runtime",
+        type=click.Choice(["onnxruntime", "openvino"]),
+        default=None,
+        help="With --backend python: the runtime of an ONNX file inside Triton (openvino: on the CPU). [default: ONNX Runtime]",
+    ),
+    click.option(
+        "--precision",
+        type=click.Choice(["fp32", "bf16"]),
+        default="fp32",
+        show_default=True,
+        help="With --runtime openvino: its arithmetic.",
+    ),
+    click.option(
+        "--sla-from",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="The JSON of resnet-bench MODEL --sla-p99-ms X --json: its chosen batch becomes the preferred batch "
+        "size, and the budget left at that batch (budget - p99) the max queue delay.",
     ),
 )
 
@@ -323,12 +380,15 @@ def signals_ignored():
     help="Exit with status 1 when top-1 accuracy is below this fraction (for CI pipelines).",
 )
 @json_option("the evaluation")
-def eval_main(model, data, reference, batch, labels, backend, device, architecture, min_top1, json_path) -> int:
+def eval_main(
+    model, data, reference, batch, labels, backend, device, precision, architecture, min_top1, json_path
+) -> int:
     """Top-1 and top-5 accuracy of MODEL on DATA, an ImageFolder tree (DATA/<class>/<image>).
 
     \b
     resnet-eval resnet20_digits_int8.onnx heldout/ --reference resnet20_digits.onnx
     resnet-eval rn50.pth imagenet-val/ --depth 50 --labels imagenet.txt --min-top1 0.75
+    resnet-eval digits.onnx heldout/ --backend openvino --precision bf16 --reference digits.onnx
 
     MODEL is an ONNX file, an engine, a bundle folder or a .pth checkpoint (its architecture is read
     from its keys, or given with --depth). Images go through the model's own preprocessing; one
@@ -346,6 +406,7 @@ def eval_main(model, data, reference, batch, labels, backend, device, architectu
         labels=labels,
         backend=backend,
         device=device,
+        precision=precision,
         architecture=architecture,
         progress=lambda done, total: bar(f"{done}/{total} images", done / total) if total > 1000 else None,
     )

@@ -162,12 +162,16 @@ def evaluate_model(
     device: str | None = None,
     architecture: ModelOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
+    precision: str | None = None,
 ) -> Evaluation:
     """What `resnet-eval MODEL DATA` does: open the model (an ONNX file, an engine, a bundle, a
     checkpoint; `architecture` names the registered model of a checkpoint that doesn't record
-    it) and the `reference` model, if any, read DATA's ImageFolder tree (class indices from the
+    it; `backend`, `device` and `precision` as the Predictor's) and the `reference` model, if any
+    (in its own default backend, FP32), read DATA's ImageFolder tree (class indices from the
     model's labels when they name every class folder), `evaluate`, and close both."""
-    with Predictor(model, backend=backend, device=device, labels=labels, model=architecture) as predictor:
+    with Predictor(
+        model, backend=backend, device=device, labels=labels, model=architecture, precision=precision
+    ) as predictor:
         images = read_image_folder(
             data,
             labels=predictor.labels,

@@ -18,8 +18,9 @@ from .artifacts.labels import resolve_labels
 from .artifacts.metadata import ModelInfo
 from .bundle import Bundle
 from .preprocess import ImageError, describe_image, preprocess
-from .runtimes import BACKEND_NAMES, Runtime, RuntimeOptions, backend_of, open_runtime
+from .runtimes import Runtime, RuntimeOptions, backend_of, open_runtime
 from .runtimes.onnxruntime import DEVICES
+from .runtimes.open import BACKEND_CHOICES
 
 DEFAULT_CHUNK = 32  # images per run when the model takes any batch size
 
@@ -56,7 +57,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def open_model(
-    path: str | Path, *, backend: str | None = None, device: str | None = None, model: ModelOptions | None = None
+    path: str | Path,
+    *,
+    backend: str | None = None,
+    device: str | None = None,
+    model: ModelOptions | None = None,
+    precision: str | None = None,
 ) -> tuple[Runtime, Bundle | None]:
     """The runtime for a model file or a bundle folder (and the bundle, if one).
 
@@ -66,14 +72,15 @@ def open_model(
     CPU. `backend` and `device` ("cpu" or "cuda") force a choice; a forced choice that can't
     be honoured is an error, not a fallback. `model` names the registered model a `.pt`/`.pth`
     checkpoint holds, for one that doesn't record it (its architecture is otherwise read from
-    its keys).
+    its keys). `precision` is the arithmetic where the backend chooses it (OpenVINO's fp32 or bf16,
+    PyTorch's); None: FP32, or what a bundle names.
     """
-    if backend is not None and backend not in BACKEND_NAMES:
-        raise ToolkitError(f"backend must be one of {', '.join(BACKEND_NAMES)}, got {backend!r}")
+    if backend is not None and backend not in BACKEND_CHOICES:
+        raise ToolkitError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
     if device is not None and device not in DEVICES:
         raise ToolkitError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     path = Path(path)
-    options = RuntimeOptions(provider=device, device=device)
+    options = RuntimeOptions(provider=device, device=device, precision=precision or "fp32")
     if model is not None:
         if backend_of(path) != "pytorch":
             raise ToolkitError("--depth describes a .pt/.pth checkpoint; other files record their model")
@@ -82,7 +89,7 @@ def open_model(
         return torch_runtime(replace(model, weights=path).create(), options), None
     if path.is_dir():
         bundle = Bundle.open(path)
-        return bundle.open_runtime(backend=backend, device=device), bundle
+        return bundle.open_runtime(backend=backend, device=device, precision=precision), bundle
     return open_runtime(path, options, backend=backend), None
 
 
@@ -111,8 +118,9 @@ class Predictor:
         device: str | None = None,
         labels: Sequence[str] | str | Path | None = None,
         model: ModelOptions | None = None,
+        precision: str | None = None,
     ) -> None:
-        runtime, bundle = open_model(path, backend=backend, device=device, model=model)
+        runtime, bundle = open_model(path, backend=backend, device=device, model=model, precision=precision)
         self._attach(Path(path), runtime, bundle, labels)
 
     @classmethod

@@ -175,6 +175,10 @@ class TritonOptions:
         None  # KIND_GPU or KIND_CPU; None: the GPU, but for the Python backend on a machine without one
     )
     backend: str | None = None  # "onnxruntime", "tensorrt" (the file's platform) or "python"; None: the file's platform
+    runtime: str | None = (
+        None  # the Python backend's runtime for an ONNX file on the CPU: "openvino"; None: ONNX Runtime
+    )
+    precision: str = "fp32"  # with runtime "openvino": fp32 or bf16
 
     def __post_init__(self) -> None:
         # Within the ranges of Triton's ModelConfig fields (int32; uint64 for the queue delay).
@@ -189,6 +193,33 @@ class TritonOptions:
         if self.backend is not None and self.backend not in SERVING_BACKENDS:
             raise ToolkitError(f"backend must be one of {', '.join(SERVING_BACKENDS)}, got {self.backend!r}")
         object.__setattr__(self, "preferred_batch", tuple(self.preferred_batch))
+        if self.runtime not in (None, "onnxruntime", "openvino"):
+            raise ToolkitError(f"the Python backend's runtime is onnxruntime or openvino, not {self.runtime!r}")
+        if self.runtime == "openvino" and self.backend != "python":
+            raise ToolkitError("--runtime openvino runs inside Triton's Python backend: add --backend python")
+        if self.runtime == "openvino" and self.instance_kind == "KIND_GPU":
+            raise ToolkitError("OpenVINO runs on the CPU: --runtime openvino takes CPU instances (--cpu)")
+        if self.precision not in ("fp32", "bf16") or (self.precision != "fp32" and self.runtime != "openvino"):
+            raise ToolkitError("--precision names OpenVINO's arithmetic (fp32 or bf16): add --runtime openvino")
+
+
+def read_sla_record(path: str | Path) -> tuple[int, int]:
+    """(preferred batch, max queue delay in microseconds) from the "sla" record that
+    `resnet-bench --sla-p99-ms X --json` writes: the chosen batch, and the budget left over at it."""
+    import json
+
+    path = Path(path)
+    try:
+        sla = json.loads(path.read_text(encoding="utf-8")).get("sla")
+    except (OSError, ValueError, AttributeError) as error:
+        raise ToolkitError(f"cannot read {path} as resnet-bench JSON ({error})") from None
+    if not isinstance(sla, dict) or "batch" not in sla:
+        raise ToolkitError(
+            f'{path} has no "sla" record: write it with resnet-bench MODEL --sla-p99-ms X --json {path.name}'
+        )
+    if sla["batch"] is None:
+        raise ToolkitError(f"{path} records that no batch size met {sla.get('p99_budget_ms')} ms: nothing to configure")
+    return int(sla["batch"]), max(0, int(sla["max_queue_delay_us"]))
 
 
 def triton_config(
@@ -219,7 +250,7 @@ def triton_config(
         instance_kind=kind,
         preferred_batch_sizes=sorted(set(options.preferred_batch)),
         max_queue_delay_us=options.max_queue_delay_us,
-        parameters=_python_parameters(model) if python else {},
+        parameters=_python_parameters(model, options) if python else {},
     )
 
 
@@ -275,20 +306,23 @@ def _instance_kind(model: ServedModel, options: TritonOptions, python: bool) -> 
     if python and model.platform != "tensorrt_plan":
         from .runtimes.gpu import cuda_available
 
-        return "KIND_GPU" if cuda_available() else "KIND_CPU"
+        return "KIND_GPU" if cuda_available() and options.runtime != "openvino" else "KIND_CPU"
     return "KIND_GPU"
 
 
-def _python_parameters(model: ServedModel) -> dict[str, str]:
-    """What a Python-backend model needs, in its config: the artifact's file name, and the
-    toolkit and Python it was written for (the server's Python environment must have them)."""
+def _python_parameters(model: ServedModel, options: TritonOptions) -> dict[str, str]:
+    """What a Python-backend model needs, in its config: the artifact's file name, the toolkit
+    and Python it was written for (the server's Python environment must have them), and the
+    runtime and precision when OpenVINO runs it."""
     from toolkit import __version__
 
+    if options.runtime == "openvino" and model.platform == "tensorrt_plan":
+        raise ToolkitError(f"{model.path.name} is an engine: OpenVINO runs ONNX files")
     return {
         "artifact": artifact_name(model),
         "toolkit": __version__,
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-    }
+    } | ({"runtime": "openvino", "precision": options.precision} if options.runtime == "openvino" else {})
 
 
 def artifact_name(model: ServedModel) -> str:

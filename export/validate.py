@@ -144,6 +144,11 @@ CRITERIA = {
         Criterion("fp32", elementwise=True),
         Criterion("tf32", agreement=True),  # FP32 where tensor cores may compute in TF32
         Criterion("fp16", agreement=True, fp16_range=True),
+        # BF16 (OpenVINO or PyTorch on a CPU with AVX512_BF16 or AMX): FP32's range with 8 bits of
+        # mantissa, so judged by agreement as FP16 is, with no range to check.
+        Criterion(
+            "bf16", agreement=True, note="BF16 arithmetic was exercised (8-bit mantissa, FP32's range), not FP16's"
+        ),
         # Random inputs lie far outside the calibration range, so agreement on them says little
         # about INT8: it is reported, and judged on real images (`check_accuracy`).
         Criterion("int8", note=INT8_RANDOM_NOTE),

@@ -18,6 +18,7 @@ INSTALL = {
     # a distribution, not a module: it provides `onnxruntime` with the CUDA and TensorRT providers
     "onnxruntime-gpu": "pip uninstall onnxruntime, then pip install '.[gpu]' (the two can't be installed together)",
     "tensorrt": "pip install '.[gpu]' on a machine with an NVIDIA GPU and CUDA",
+    "openvino": "pip install '.[openvino]' (Intel's OpenVINO, for CPUs)",
     "PIL": "pip install '.[images]'",
     "matplotlib": "pip install '.[plot]'",
     "tritonclient": "pip install '.[triton]'",

@@ -28,11 +28,17 @@ from ..artifacts.metadata import ModelInfo
 class RuntimeOptions:
     """What a backend may be asked when it opens a model; a backend ignores what it does not use."""
 
+    backend: str | None = None  # which backend runs a file (open.BACKEND_CHOICES; None: the file's own)
     provider: str | None = None  # ONNX Runtime: cpu, cuda, tensorrt (None: cuda when it can run, else cpu)
     threads: int | None = None  # CPU backends (ONNX Runtime, PyTorch)
     cuda_graphs: bool = False  # GPU backends: replay one CUDA graph per batch size
     device: str | None = None  # PyTorch: cpu or cuda (None: cuda when available)
-    precision: str = "fp32"  # PyTorch arithmetic
+    precision: str = (
+        "fp32"  # arithmetic where the backend chooses it: PyTorch (fp32, fp16, bf16), OpenVINO (fp32, bf16)
+    )
+    openvino_hint: str = (
+        "latency"  # OpenVINO: latency (one request per batch) or throughput (a batch split over streams)
+    )
     compile: bool = False  # PyTorch: torch.compile
     channels_last: bool = False  # PyTorch
     max_batch: int = 256  # device runtimes (PyTorch, ONNX Runtime on CUDA): the largest batch their buffers hold
@@ -41,7 +47,11 @@ class RuntimeOptions:
 
     def __post_init__(self) -> None:
         from .onnxruntime import CONV_SEARCHES, ORT_PROVIDERS
+        from .open import BACKEND_CHOICES
+        from .openvino import OPENVINO_HINTS
 
+        _one_of(self.backend, BACKEND_CHOICES, "backend", optional=True)
+        _one_of(self.openvino_hint, OPENVINO_HINTS, "OpenVINO hint")
         _one_of(self.provider, tuple(ORT_PROVIDERS), "provider", optional=True)
         _one_of(self.precision, TORCH_PRECISIONS, "precision")
         _one_of(self.conv_search, CONV_SEARCHES, "cuDNN search")

@@ -186,14 +186,21 @@ class OrtRuntime(Runtime):
     need onnxruntime-gpu and their libraries); None is the automatic choice (`default_provider`).
     `provider` afterwards says what the session really runs on. `threads` sets intra-op threads
     (None: ONNX Runtime's default, one per physical core). `taps`: names of extra outputs of the
-    file (intermediate tensors, for `export.compare`), returned by `run_taps`. On a GPU, `OrtCudaRuntime` keeps the
+    file (intermediate tensors, for `export.compare`), returned by `run_taps`. `profile`: a file
+    prefix for ONNX Runtime's profiler (`benchmark.profile`). On a GPU, `OrtCudaRuntime` keeps the
     data on the device and is what the benchmark and the Predictor use.
     """
 
     backend = "onnxruntime"
 
     def __init__(
-        self, path: str | Path, *, provider: str | None = None, threads: int | None = None, taps: Sequence[str] = ()
+        self,
+        path: str | Path,
+        *,
+        provider: str | None = None,
+        threads: int | None = None,
+        taps: Sequence[str] = (),
+        profile: Path | None = None,
     ) -> None:
         import_onnxruntime()
         path = input_file(path, "model file", "a model file (.onnx)", ArtifactError)
@@ -201,7 +208,10 @@ class OrtRuntime(Runtime):
         provider = require_provider(provider) if provider is not None else default_provider()
         chain = [ORT_PROVIDERS[provider]] + (["CUDAExecutionProvider"] if provider == "tensorrt" else [])
         chain += [] if provider == "cpu" else ["CPUExecutionProvider"]
-        self.session, self.provider = _create_session(path, _session_options(threads), chain, requested)
+        options = _session_options(threads)
+        if profile is not None:  # ONNX Runtime's profiler: its events go to PROFILE_<date>.json (end_profiling)
+            options.enable_profiling, options.profile_file_prefix = True, str(profile)
+        self.session, self.provider = _create_session(path, options, chain, requested)
         self.path = path
         self.device = "cpu" if self.provider == "cpu" else "cuda"
         self.threads = threads

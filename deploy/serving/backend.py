@@ -76,7 +76,13 @@ class _ServedModel:
                 f"an instance on GPU {args['model_instance_device_id']}: the toolkit's runtimes run on the first GPU "
                 "only; start the server with one GPU visible (CUDA_VISIBLE_DEVICES=N)"
             )
-        options = RuntimeOptions(provider=device, device=device, max_batch=max(self.config["max_batch_size"], 1))
+        options = RuntimeOptions(
+            provider=device,
+            device=device,
+            max_batch=max(self.config["max_batch_size"], 1),
+            backend=parameters.get("runtime"),  # "openvino", or None: the file's own backend
+            precision=parameters.get("precision", "fp32"),
+        )
         self.runtime = open_runtime(artifact, options)
         self.parameters = parameters
         self._warm_up()

@@ -68,8 +68,9 @@ def test_interleaved_targets_are_measured_alike(cifar):
         (first.label, 2, 4),
         (second.label, 2, 4),
     ]
-    # Interleaved: the two targets alternate, iteration by iteration.
-    assert seen[:4] == [first.label, second.label, first.label, second.label]
+    # Interleaved in turns: ResNet-20 runs in well under a quarter of a second, so each target's
+    # four iterations at a batch size are one turn, the first target's before the second's.
+    assert seen[:8] == [first.label] * 4 + [second.label] * 4
     assert [(c.first, c.second, c.batch) for c in run.comparisons] == [
         (first.label, second.label, 1),
         (first.label, second.label, 2),
@@ -310,3 +311,23 @@ def test_gpu_harness_splits_transfers_and_compute():
     m = run.measurements[0]
     assert m.h2d.median > 0 and m.compute.median > 0 and m.d2h.median > 0 and m.enqueue.median > 0
     assert m.latency.median >= m.compute.median
+
+
+def test_turns_alternate_the_targets_and_start_with_an_untimed_iteration(cifar):
+    """Each turn runs one untimed iteration (the previous target's threads may still spin), then
+    timed ones for turn_seconds; with turn_seconds 0, one timed iteration each in turn, no settling."""
+    options = RuntimeOptions(device="cpu", threads=1)
+    first = open_target(str(cifar / "r20.onnx"), options)
+    second = open_target("pytorch", options, like=first)
+    for turn, expected_order in ((0.0, [0, 1, 0, 1]), (1e-9, [0, 1, 0, 1])):
+        calls = []
+        for index, target in enumerate((first, second)):
+            run = target.runtime.run
+            target.runtime.run = lambda batch, run=run, index=index, calls=calls: (calls.append(index), run(batch))[1]
+        settings = LoopSettings(warmup_iterations=0, warmup_seconds=None, iterations=2, turn_seconds=turn)
+        run_benchmark([first, second], [1], settings, measure_peak=False)
+        for target in (first, second):
+            del target.runtime.run
+        settle = turn > 0
+        # a turn of at least one iteration each: with settling, every timed iteration follows an untimed one
+        assert calls == ([0, 0, 1, 1, 0, 0, 1, 1] if settle else expected_order)

@@ -5,6 +5,7 @@ One server for the whole run (the `server` fixture); the tests that stop servers
 ones of their own. Nothing is mocked: the answers are compared with the same files run in-process.
 """
 
+import importlib.util
 import json
 import os
 import signal
@@ -97,8 +98,11 @@ def server(tmp_path_factory):
         model, files["digits8"], precision="int8", int8=Int8Options(DIGITS / "calibration", size=32), validate=False
     )
     repository = folder / "repo"
-    for name, path in files.items():
-        args = ["triton", str(path), "--repository", str(repository), "--backend", "python", "--name", name]
+    served = [(name, path, []) for name, path in files.items()]
+    if importlib.util.find_spec("openvino") is not None:  # the FP32 file again, run by OpenVINO inside Triton
+        served.append(("digits_openvino", files["digits"], ["--runtime", "openvino"]))
+    for name, path, extra in served:
+        args = ["triton", str(path), "--repository", str(repository), "--backend", "python", "--name", name, *extra]
         result = CliRunner().invoke(deploy_main, args + ["--max-batch", "64", "--max-queue-delay-us", "2000"])
         assert result.exit_code == 0, result.output
     ports = free_ports()
@@ -135,6 +139,19 @@ def test_served_logits_equal_the_file_in_process(name, protocol, server):
     assert np.abs(logits.astype(np.float64) - expected.astype(np.float64)).max() <= 1e-5
 
 
+def test_openvino_inside_triton_serves_the_file_as_openvino_does_in_process(server):
+    pytest.importorskip("openvino", reason="OpenVINO is an optional runtime: pip install '.[openvino]'")
+    from deploy.runtimes import RuntimeOptions, open_runtime
+
+    config = (server["repository"] / "digits_openvino" / "config.pbtxt").read_text()
+    assert 'key: "runtime"' in config and 'string_value: "openvino"' in config and "KIND_CPU" in config
+    with open_runtime(server["files"]["digits"], RuntimeOptions(backend="openvino")) as runtime:
+        batch = runtime.random_input(5, seed=3)
+        expected = runtime.run(batch)
+    logits = infer("grpc", server["grpc"], "digits_openvino", "input", batch, "logits")
+    assert np.abs(logits.astype(np.float64) - expected.astype(np.float64)).max() <= 1e-5
+
+
 def test_the_images_model_scores_the_heldout_digits_as_resnet_eval_does(server):
     from deploy.evaluate import evaluate_model
 
@@ -155,8 +172,18 @@ def served_top1(url: str, model: str) -> float:
 
 
 def statistics(url: str, model: str) -> tuple[int, int]:
-    stats = httpclient.InferenceServerClient(url).get_inference_statistics(model)["model_stats"][0]
-    return int(stats["inference_count"]), int(stats["execution_count"])
+    """The model's inference and execution counts, once settled: Triton counts a request after it
+    has sent the response, so a request that just returned (another test's) may not be counted yet."""
+    client = httpclient.InferenceServerClient(url)
+    previous = None
+    for _ in range(50):
+        stats = client.get_inference_statistics(model)["model_stats"][0]
+        counts = int(stats["inference_count"]), int(stats["execution_count"])
+        if counts == previous:
+            return counts
+        previous = counts
+        time.sleep(0.1)
+    raise AssertionError(f"{model}'s statistics did not settle: {counts}")
 
 
 def test_concurrent_requests_are_batched_by_the_server(server):

@@ -36,7 +36,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
-MODULES = [ROOT / "deploy" / "runtimes" / "tensorrt.py", ROOT / "export" / "engine.py", ROOT / "export" / "compare.py"]
+MODULES = [
+    ROOT / "deploy" / "runtimes" / "tensorrt.py",
+    ROOT / "export" / "engine.py",
+    ROOT / "export" / "compare.py",
+    ROOT / "benchmark" / "profile.py",
+]
 # Variable name -> TensorRT class, as used in MODULES.
 RECEIVERS = {
     "builder": "Builder",

@@ -1,0 +1,182 @@
+"""resnet-bench --profile (per-layer times from each backend's profiler) and --sla-p99-ms (the best
+batch for a latency budget), and the Triton config made from it. Real models, real runtimes."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import resnet
+from benchmark.cli import main as bench_main
+from benchmark.profile import Profile, profile_runtime, units
+from deploy.cli import main as deploy_main
+from deploy.runtimes import RuntimeOptions, open_runtime
+from deploy.runtimes.pytorch import torch_runtime
+from export import export_onnx
+
+pytest.importorskip("onnxruntime", reason="profiles ONNX files in ONNX Runtime: pip install '.[cpu]'")
+
+
+@pytest.fixture(scope="module", params=[20, 50], ids=["resnet20", "resnet50"])
+def model_file(request, tmp_path_factory):
+    torch.manual_seed(0)
+    model = resnet.create(request.param, dataset="cifar10" if request.param == 20 else "imagenet")
+    path = tmp_path_factory.mktemp("profile") / f"r{request.param}.onnx"
+    export_onnx(model, path, validate=False)
+    return model, path
+
+
+def _runtimes(model, path):
+    yield open_runtime(path)
+    yield torch_runtime(model, RuntimeOptions(device="cpu"))
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return
+    yield open_runtime(path, RuntimeOptions(backend="openvino"))
+
+
+def test_every_convolution_is_timed_and_the_stages_hold_the_time(model_file):
+    model, path = model_file
+    expected = [u for u in units(model.architecture) if "conv" in u or u.endswith("downsample")]
+    # ResNet-20 at batch 4: at batch 1 its 1.4 ms in ONNX Runtime are a quarter per-run overhead
+    # that no layer owns (measured: 24% gap at batch 1, 9% at batch 8).
+    batch = 4 if model.architecture.stem == "cifar" else 1
+    for runtime in _runtimes(model, path):
+        profile = profile_runtime(runtime, batch, runs=3, warmup=1)
+        names = [layer.name for layer in profile.layers]
+        assert set(expected) <= set(names), (runtime.backend, sorted(set(expected) - set(names)))
+        assert abs(sum(layer.share for layer in profile.layers) - 1) < 1e-9
+        stages = {s["name"]: s["share"] for s in profile.stages}
+        convolutional = sum(share for name, share in stages.items() if name.startswith("layer"))
+        assert convolutional >= (0.85 if model.architecture.stem == "imagenet" else 0.8), (runtime.backend, stages)
+        # The layers' sum against the measured latency of the same runs: within 25%.
+        assert abs(profile.gap_ms) <= 0.25 * profile.measured_ms, (
+            runtime.backend,
+            profile.attributed_ms,
+            profile.measured_ms,
+        )
+        assert Profile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
+
+
+def run(*args):
+    return CliRunner().invoke(bench_main, [str(a) for a in args])
+
+
+def test_the_profile_is_in_the_json_and_drawn(model_file, tmp_path):
+    model, path = model_file
+    if model.architecture.stem == "imagenet":
+        pytest.skip("the ResNet-20 run shows it")
+    result = run(
+        path,
+        "--profile",
+        "--batch",
+        "1,4",
+        "--iterations",
+        3,
+        "--warmup",
+        1,
+        "--no-peak",
+        "--json",
+        tmp_path / "r.json",
+        "--profile-json",
+        tmp_path / "p.json",
+        "--plot",
+        tmp_path / "p.png",
+    )
+    assert result.exit_code == 0, result.output
+    assert "profile: r20.onnx (onnxruntime cpu), batch 4" in result.output and "gap" in result.output
+    measurements = json.loads((tmp_path / "r.json").read_text())["measurements"]
+    assert [m["batch"] for m in measurements] == [1, 4]
+    for m in measurements:
+        assert {"layers", "stages", "attributed_ms", "measured_ms"} <= set(m["profile"])
+        assert [s["name"] for s in m["profile"]["stages"]][:5] == ["stem", "layer1", "layer2", "layer3", "head"]
+    assert len(json.loads((tmp_path / "p.json").read_text())["profiles"]) == 2
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_budget_below_batch_1_is_one_sentence_and_exit_1(model_file, tmp_path):
+    _, path = model_file
+    result = run(
+        path,
+        "--sla-p99-ms",
+        "0.001",
+        "--batch",
+        "1,2",
+        "--iterations",
+        3,
+        "--warmup",
+        1,
+        "--no-peak",
+        "--json",
+        tmp_path / "s.json",
+    )
+    assert result.exit_code == 1
+    assert "no batch size meets 0.001 ms (batch 1 p99 is" in result.output
+    sla = json.loads((tmp_path / "s.json").read_text())["sla"]
+    assert sla["batch"] is None and [row["fits"] for row in sla["rows"]] == [False, False]
+
+
+def test_a_generous_budget_chooses_the_fastest_batch_that_fits_and_configures_triton(model_file, tmp_path):
+    model, path = model_file
+    if model.architecture.stem == "imagenet":
+        pytest.skip("the ResNet-20 run shows it")
+    result = run(
+        path,
+        "--sla-p99-ms",
+        "10000",
+        "--batch",
+        "1,2,4,8",
+        "--iterations",
+        5,
+        "--warmup",
+        1,
+        "--no-peak",
+        "--json",
+        tmp_path / "s.json",
+        "--plot",
+        tmp_path / "s.png",
+    )
+    assert result.exit_code == 0, result.output
+    sla = json.loads((tmp_path / "s.json").read_text())["sla"]
+    fitting = [row for row in sla["rows"] if row["fits"]]
+    assert len(fitting) == 4  # 10 s fits every batch of a ResNet-20
+    best = max(fitting, key=lambda row: row["images_per_second"])
+    assert sla["batch"] == best["batch"] and "<- chosen" in result.output
+    assert sla["max_queue_delay_us"] == int((10000 - best["p99_ms"]) * 1000)
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    out = CliRunner().invoke(
+        deploy_main,
+        ["triton", str(path), "--repository", str(tmp_path / "repo"), "--cpu", "--sla-from", str(tmp_path / "s.json")],
+    )
+    assert out.exit_code == 0, out.output
+    config = next((tmp_path / "repo").glob("*/config.pbtxt")).read_text()
+    assert f"preferred_batch_size: [ {best['batch']} ]" in config
+    assert f"max_queue_delay_microseconds: {sla['max_queue_delay_us']}" in config
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--profile-json", "{tmp}/p.json"], "--profile-json goes with --profile"),
+        (["--profile", "--sla-p99-ms", "5"], "--profile and --sla-p99-ms are two runs"),
+        (["--sla-p99-ms", "0"], "--sla-p99-ms"),
+    ],
+)
+def test_bad_profile_and_sla_options_are_one_sentence_and_exit_2(args, message, model_file, tmp_path):
+    _, path = model_file
+    result = run(path, *[a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_sla_from_without_an_sla_record_is_refused(model_file, tmp_path):
+    _, path = model_file
+    (tmp_path / "x.json").write_text("{}")
+    out = CliRunner().invoke(
+        deploy_main,
+        ["triton", str(path), "--repository", str(tmp_path / "repo"), "--sla-from", str(tmp_path / "x.json")],
+    )
+    assert out.exit_code == 2 and 'has no "sla" record' in out.output
+    assert not (tmp_path / "repo").exists()
