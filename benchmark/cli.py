@@ -325,18 +325,13 @@ def main(
     resnet-bench resnet50.onnx --sla-p99-ms 500 --batch 1,2,4,8,16 --json sla.json
 
     The backend follows from the file: .plan/.engine TensorRT, .onnx ONNX Runtime (or OpenVINO,
-    --backend openvino), .pt/.pth PyTorch; --backend and --precision apply to the first target, and
-    a --vs file runs on its own backend in FP32. The input size comes from the file. With --triton, --batch is each
-    request's batch and --vs the in-process runtime of the same file. Exit status: 0, 1 when no
+    --backend openvino), .pt/.pth PyTorch; --backend and --precision apply to the first target,
+    and a --vs file runs on its own backend in FP32. The input size comes from the file. With
+    --triton, --batch is each request's batch and --vs the in-process runtime of the same file. Exit status: 0, 1 when no
     batch meets --sla-p99-ms, 2 for bad input.
     """
     check_outputs(*files.paths(), profile_json, inputs=[p for p in (target, other) if p and p != "pytorch"])
-    if profile_json and not profile:
-        raise click.UsageError("--profile-json goes with --profile")
-    if profile and sla_p99_ms is not None:
-        raise click.UsageError("--profile and --sla-p99-ms are two runs: give one of them")
-    if served is not None and (profile or sla_p99_ms is not None):
-        raise click.UsageError("--profile and --sla-p99-ms measure in-process targets, not --triton")
+    _check_analyses(profile, profile_json, sla_p99_ms, served)
     if files.plot_path:  # say so before measuring for minutes
         from toolkit.optional import require
 
@@ -362,6 +357,21 @@ def main(
             sla_p99_ms=sla_p99_ms,
         )
     files.write(run)
+    return _report(run, files, profile_json)
+
+
+def _check_analyses(profile: bool, profile_json, sla_p99_ms, served) -> None:
+    """--profile and --sla-p99-ms: one of them, for in-process targets."""
+    if profile_json and not profile:
+        raise click.UsageError("--profile-json goes with --profile")
+    if profile and sla_p99_ms is not None:
+        raise click.UsageError("--profile and --sla-p99-ms are two runs: give one of them")
+    if served is not None and (profile or sla_p99_ms is not None):
+        raise click.UsageError("--profile and --sla-p99-ms measure in-process targets, not --triton")
+
+
+def _report(run, files: ReportFiles, profile_json) -> int:
+    """Print the table (with the profiles and the SLA choice), write --profile-json; the exit status."""
     if profile_json:
         write_json(
             profile_json, {"profiles": [{"label": m.label, "batch": m.batch, **m.profile} for m in run.measurements]}
@@ -394,7 +404,7 @@ def format_profile(m) -> str:
         )
     if p["unattributed"]:
         lines.append(
-            f"  not a module's ({len(p['unattributed'])} nodes, in the gap): {', '.join(p['unattributed'][:4])}"
+            f"  other       {len(p['unattributed'])} steps that are no module's: {', '.join(p['unattributed'][:3])}"
         )
     return "\n".join(lines)
 

@@ -289,63 +289,68 @@ def _profile_openvino(runtime, batch: np.ndarray, runs: int, warmup: int) -> Pro
     )
 
 
-def _profile_pytorch(runtime, batch: np.ndarray, runs: int, warmup: int) -> Profile:
-    import torch
+class _ModuleTimer:
+    """Forward hooks around each leaf module of a PyTorch model, adding each one's time to its unit
+    (a block's one ReLU runs after each of its convolutions: each call goes to the one before it)."""
 
-    model, convs = runtime.model, 2 if runtime.info.architecture.block == "basic" else 3
-    cuda = str(runtime.device).startswith("cuda")
-    totals: dict[str, list[float]] = {}
-    started: dict[str, float] = {}
-    counting = {"on": False}
-    calls: dict[str, int] = {}
+    def __init__(self, model, convs: int, cuda: bool) -> None:
+        import torch
 
-    def unit_name(name: str) -> str | None:
+        self.convs, self.cuda, self._torch = convs, cuda, torch
+        self.totals: dict[str, list[float]] = {}
+        self.counting = False
+        self._started: dict[str, float] = {}
+        self._calls: dict[str, int] = {}
+        leaves = [
+            (n, m)
+            for n, m in model.named_modules()
+            if n and not any(True for _ in m.children()) and not isinstance(m, torch.nn.Identity)
+        ]
+        self.handles = [m.register_forward_pre_hook(self._before(n)) for n, m in leaves]
+        self.handles += [m.register_forward_hook(self._after(n)) for n, m in leaves]
+
+    def _unit(self, name: str) -> str | None:
         parts = name.split(".")
-        if name.endswith(".relu") and len(parts) == 3:  # a block's one ReLU, run after each convolution
+        if name.endswith(".relu") and len(parts) == 3:
             block = ".".join(parts[:2])
-            calls[block] = calls.get(block, 0) % convs + 1
-            return f"{block}.conv{calls[block]}"
-        if "downsample" in parts:
-            return ".".join(parts[: parts.index("downsample") + 1])
-        return unit_of(name, convs)
+            self._calls[block] = self._calls.get(block, 0) % self.convs + 1
+            return f"{block}.conv{self._calls[block]}"
+        return unit_of(name, self.convs)
 
-    def before(name):
+    def _before(self, name: str):
         def hook(module, inputs):
-            if cuda:
-                torch.cuda.synchronize()
-            started[name] = time.perf_counter()
+            if self.cuda:
+                self._torch.cuda.synchronize()
+            self._started[name] = time.perf_counter()
 
         return hook
 
-    def after(name):
+    def _after(self, name: str):
         def hook(module, inputs, output):
-            if cuda:
-                torch.cuda.synchronize()
-            unit = unit_name(name)
-            if counting["on"] and unit is not None:
-                totals.setdefault(unit, [0.0])[0] += (time.perf_counter() - started[name]) * 1e3
+            if self.cuda:
+                self._torch.cuda.synchronize()
+            unit = self._unit(name)
+            if self.counting and unit is not None:
+                self.totals.setdefault(unit, [0.0])[0] += (time.perf_counter() - self._started[name]) * 1e3
 
         return hook
 
-    identity = torch.nn.Identity  # a shortcut or stem step that does nothing is no unit
-    leaves = [
-        (n, m)
-        for n, m in model.named_modules()
-        if n and not any(True for _ in m.children()) and not isinstance(m, identity)
-    ]
-    handles = [m.register_forward_pre_hook(before(n)) for n, m in leaves] + [
-        m.register_forward_hook(after(n)) for n, m in leaves
-    ]
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _profile_pytorch(runtime, batch: np.ndarray, runs: int, warmup: int) -> Profile:
+    cuda = str(runtime.device).startswith("cuda")
+    timer = _ModuleTimer(runtime.model, 2 if runtime.info.architecture.block == "basic" else 3, cuda)
     try:
-        for _ in range(warmup):
-            runtime.run(batch)
-        counting["on"] = True
+        _timed_runs(runtime.run, batch, 0, warmup)
+        timer.counting = True
         latencies = _timed_runs(runtime.run, batch, runs, 0)
     finally:
-        for handle in handles:
-            handle.remove()
+        timer.remove()
     return summarize(
-        totals,
+        timer.totals,
         runtime.info,
         len(batch),
         float(np.mean(latencies)),

@@ -134,8 +134,8 @@ def benchmark_models(
             targets.append(open_target(other, own, like=targets[0], model=model))
         unique_labels(targets, [target, other])
         if batches is None:
-            profile = getattr(targets[0].runtime, "batch_profile", None)
-            batches = [profile.opt] if profile is not None else [1]
+            engine_profile = getattr(targets[0].runtime, "batch_profile", None)
+            batches = [engine_profile.opt] if engine_profile is not None else [1]
         if sla_p99_ms is not None:
             check_number(sla_p99_ms, "--sla-p99-ms", low=0, low_open=True, high=3.6e6)
         run = run_benchmark(

@@ -84,6 +84,7 @@ def plot_sla(run, path: Path) -> None:
     figure, left = plt.subplots(figsize=(7, 4))
     left.plot(batches, [row["images_per_second"] for row in rows], marker="o", color="tab:blue", label="images/s")
     left.set_xscale("log", base=2)
+    left.set_xticks(batches, [str(b) for b in batches])
     left.set_xlabel("batch size")
     left.set_ylabel("images/s", color="tab:blue")
     right = left.twinx()
