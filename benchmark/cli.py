@@ -331,11 +331,7 @@ def main(
     batch meets --sla-p99-ms, 2 for bad input.
     """
     check_outputs(*files.paths(), profile_json, inputs=[p for p in (target, other) if p and p != "pytorch"])
-    _check_analyses(profile, profile_json, sla_p99_ms, served)
-    if files.plot_path:  # say so before measuring for minutes
-        from toolkit.optional import require
-
-        require("matplotlib", "--plot")
+    _check_analyses(profile, profile_json, sla_p99_ms, served, files)
     bar = ProgressBar(enabled="-" not in files.paths())
     if served is not None:
         run = _benchmark_served(target, other, batches, loop, runtime, served, seed, bar)
@@ -360,8 +356,13 @@ def main(
     return _report(run, files, profile_json)
 
 
-def _check_analyses(profile: bool, profile_json, sla_p99_ms, served) -> None:
-    """--profile and --sla-p99-ms: one of them, for in-process targets."""
+def _check_analyses(profile: bool, profile_json, sla_p99_ms, served, files: ReportFiles) -> None:
+    """--profile and --sla-p99-ms: one of them, for in-process targets; matplotlib for --plot,
+    said before measuring for minutes."""
+    if files.plot_path:
+        from toolkit.optional import require
+
+        require("matplotlib", "--plot")
     if profile_json and not profile:
         raise click.UsageError("--profile-json goes with --profile")
     if profile and sla_p99_ms is not None:
