@@ -200,6 +200,40 @@ def summarize(
 # ---- the backends ----------------------------------------------------------------------------
 
 
+class _Tally:
+    """A backend's layer times, by unit: each name mapped by `unit_of` (no module's: "other")."""
+
+    def __init__(self, architecture: Architecture) -> None:
+        self.convs = 2 if architecture.block == "basic" else 3
+        self.times: dict[str, list[float]] = {}
+        self.ops: dict[str, set] = {}
+        self.unattributed: list[str] = []
+
+    def add(self, name: str, ms: float, op: str | None = None) -> None:
+        unit = unit_of(name, self.convs)
+        if unit is None:
+            self.unattributed.append(name)
+            unit = OTHER
+        self.times.setdefault(unit, [0.0])[0] += ms
+        if op is not None:
+            self.ops.setdefault(unit, set()).add(op)
+
+    def profile(
+        self, runtime, batch: int, latencies: list[float], *, backend: str, profiler: str, runs: int
+    ) -> Profile:
+        return summarize(
+            self.times,
+            runtime.info,
+            batch,
+            float(np.mean(latencies)),
+            backend=backend,
+            profiler=profiler,
+            runs=runs,
+            ops=self.ops,
+            unattributed=self.unattributed,
+        )
+
+
 def _timed_runs(run, batch: np.ndarray, runs: int, warmup: int) -> list[float]:
     """Warm-up runs, then the timed ones: each one's latency in ms."""
     for _ in range(warmup):
@@ -226,31 +260,19 @@ def _profile_onnxruntime(runtime, batch: np.ndarray, runs: int, warmup: int) -> 
     if len(windows) < warmup + runs:
         raise ToolkitError(f"ONNX Runtime's profiler recorded {len(windows)} runs of {warmup + runs}")
     start = windows[warmup][0]  # the warm-up runs, and everything before them, are left out
-    convs = 2 if runtime.info.architecture.block == "basic" else 3
-    times: dict[str, list[float]] = {}
-    ops: dict[str, set] = {}
-    unattributed = []
+    tally = _Tally(runtime.info.architecture)
     for event in events:
-        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time") or event["ts"] < start:
-            continue
-        name = event["name"].removesuffix("_kernel_time")
-        unit = unit_of(name, convs)
-        if unit is None:
-            unattributed.append(name)
-            unit = OTHER
-        times.setdefault(unit, []).append(event["dur"] / 1e3)
-        ops.setdefault(unit, set()).add(event.get("args", {}).get("op_name", "?"))
-    times = {unit: [sum(values)] for unit, values in times.items()}
-    return summarize(
-        times,
-        runtime.info,
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= start:
+            tally.add(
+                event["name"].removesuffix("_kernel_time"), event["dur"] / 1e3, event.get("args", {}).get("op_name")
+            )
+    return tally.profile(
+        runtime,
         len(batch),
-        float(np.mean(latencies)),
+        latencies,
         backend="onnxruntime",
         profiler="ONNX Runtime's profiler (kernel_time events)",
         runs=runs,
-        ops=ops,
-        unattributed=unattributed,
     )
 
 
@@ -258,34 +280,16 @@ def _profile_openvino(runtime, batch: np.ndarray, runs: int, warmup: int) -> Pro
     from deploy.runtimes.openvino import OpenVinoRuntime
 
     profiled = OpenVinoRuntime(runtime.path, precision=runtime.precision, threads=runtime.threads, profiling=True)
-    convs = 2 if runtime.info.architecture.block == "basic" else 3
-    times: dict[str, list[float]] = {}
-    ops: dict[str, set] = {}
-    unattributed: list[str] = []
-    latencies = []
+    tally, latencies = _Tally(runtime.info.architecture), []
     _timed_runs(profiled.run, batch, 0, warmup)
     for _ in range(runs):  # OpenVINO keeps the counters of the last run: read after each one
         latencies += _timed_runs(profiled.run, batch, 1, 0)
         for info in profiled.profiling_info(len(batch)):
-            if str(info.status).endswith("NOT_RUN") or info.node_type == "Parameter":
-                continue
-            unit = unit_of(info.node_name, convs)
-            if unit is None:
-                unattributed.append(info.node_name)
-                unit = OTHER
-            times.setdefault(unit, [0.0])[0] += info.real_time.total_seconds() * 1e3
-            ops.setdefault(unit, set()).add(info.node_type)
+            if not str(info.status).endswith("NOT_RUN") and info.node_type != "Parameter":
+                tally.add(info.node_name, info.real_time.total_seconds() * 1e3, info.node_type)
     profiled.close()
-    return summarize(
-        times,
-        runtime.info,
-        len(batch),
-        float(np.mean(latencies)),
-        backend="openvino",
-        profiler="OpenVINO's PERF_COUNT",
-        runs=runs,
-        ops=ops,
-        unattributed=unattributed,
+    return tally.profile(
+        runtime, len(batch), latencies, backend="openvino", profiler="OpenVINO's PERF_COUNT", runs=runs
     )
 
 
@@ -364,9 +368,7 @@ def _profile_tensorrt(runtime, batch: np.ndarray, runs: int, warmup: int) -> Pro
     from deploy.runtimes.tensorrt import import_tensorrt
 
     trt = import_tensorrt()
-    convs = 2 if runtime.info.architecture.block == "basic" else 3
-    times: dict[str, list[float]] = {}
-    unattributed: list[str] = []
+    tally = _Tally(runtime.info.architecture)
     counting = {"on": False}
 
     class LayerTimes(trt.IProfiler):
@@ -374,32 +376,25 @@ def _profile_tensorrt(runtime, batch: np.ndarray, runs: int, warmup: int) -> Pro
             trt.IProfiler.__init__(self)  # pybind11: the base's constructor, explicitly
 
         def report_layer_time(self, layer_name, ms):
-            if not counting["on"]:
-                return
-            unit = unit_of(layer_name, convs)
-            if unit is None:
-                unattributed.append(layer_name)
-            times.setdefault(unit or OTHER, [0.0])[0] += ms
+            if counting["on"]:
+                tally.add(layer_name, ms)
 
     profiler = LayerTimes()
     context = runtime.context
     context.profiler = profiler
     try:
-        for _ in range(warmup):
-            runtime.run(batch)
+        _timed_runs(runtime.run, batch, 0, warmup)
         counting["on"] = True
         latencies = _timed_runs(runtime.run, batch, runs, 0)
     finally:
         context.profiler = None
-    return summarize(
-        times,
-        runtime.info,
+    return tally.profile(
+        runtime,
         len(batch),
-        float(np.mean(latencies)),
+        latencies,
         backend="tensorrt",
         profiler="TensorRT's IProfiler (report_layer_time)",
         runs=runs,
-        unattributed=unattributed,
     )
 
 
