@@ -23,12 +23,17 @@ from .sla import choose_batch
 from .targets import PYTORCH_WORD, Target, flops_per_image, open_target
 
 
-def peak_key(target: Target) -> tuple[str, str]:
-    """(device, arithmetic) whose matmul rate is this target's peak. ONNX Runtime on a CPU
-    computes FP16 graphs in FP32, and so does a CPU in general here; FP32 on a GPU may use TF32."""
+def peak_key(target: Target) -> tuple[str, str] | None:
+    """(device, arithmetic) whose matmul rate is this target's peak, or None where no matrix
+    product of that arithmetic gives one (INT8 on a CPU). On a CPU: BF16 where the backend computes
+    in it (OpenVINO, PyTorch), else FP32 (ONNX Runtime computes FP16 graphs in FP32 there); on a GPU,
+    FP32 may use TF32."""
     device = target.runtime.device.split(":")[0]
     if device == "cpu":
-        return ("cpu", "fp32")
+        arithmetic = str(target.runtime.settings().get("precision") or "fp32")
+        if arithmetic.startswith("int8") or (target.info is not None and target.info.precision == "int8"):
+            return None
+        return ("cpu", "bf16" if arithmetic == "bf16" else "fp32")
     precision = getattr(target.runtime, "precision", None) or (target.info.precision if target.info else "fp32")
     return (target.runtime.device, {"fp16": "fp16", "bf16": "bf16"}.get(precision, "tf32"))
 
@@ -71,7 +76,7 @@ def run_benchmark(
             check_memory(host_memory(target, batch), f"batch {batch} of {target.label}", "lower --batch")
     device = next((t.runtime.device for t in targets if t.runtime.device != "cpu"), "cpu")
     machine = describe_machine(threads, device)
-    keys = list(dict.fromkeys(peak_key(t) for t in targets))
+    keys = [key for key in dict.fromkeys(peak_key(t) for t in targets) if key is not None]
     peaks: dict[tuple[str, str], tuple[float, str]] = {}
     if peak_tflops is not None:
         peaks = {key: (peak_tflops, "--peak-tflops") for key in keys}
@@ -90,7 +95,7 @@ def run_benchmark(
     if peak_tflops is None and measure_peak:
         peaks = {key: max(peaks[key], measure_matmul_tflops(key[0], key[1], threads=threads)) for key in keys}
     if peaks:
-        machine.peak_tflops, machine.peak_source = peaks[peak_key(targets[0])]
+        machine.peak_tflops, machine.peak_source = peaks.get(peak_key(targets[0])) or next(iter(peaks.values()))
     # Measurements come batch by batch, each batch's in the targets' order: matched by position.
     figures = [(flops_per_image(t.info), peaks.get(peak_key(t), (None, ""))[0]) for t in targets]
     for index, m in enumerate(measurements):
