@@ -132,7 +132,7 @@ runtime_options = option_group(
         "--threads",
         type=Number(integer=True, limit="threads"),
         default=None,
-        help="Threads for CPU backends (ONNX Runtime and PyTorch). [default: their own]",
+        help="Threads for CPU backends (ONNX Runtime, OpenVINO, PyTorch). [default: their own]",
     ),
     click.option(
         "--provider",
