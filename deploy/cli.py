@@ -31,7 +31,8 @@ from .bundle import write_bundle
 from .evaluate import Evaluation, evaluate_model
 from .predictor import Prediction, Predictor, UnreadableImage
 from .runtimes.onnxruntime import DEVICES
-from .runtimes.open import BACKEND_CHOICES
+from .runtimes.open import ALTERNATIVES, BACKEND_CHOICES
+from .runtimes.openvino import OPENVINO_PRECISIONS
 from .serving import Endpoints, TritonServer
 from .triton import SERVING_BACKENDS, TritonOptions, images_model_name, write_triton_model
 
@@ -123,6 +124,26 @@ def format_prediction(result: Prediction | UnreadableImage) -> str:
     )
 
 
+def onnx_runtime_options(where: str) -> list:
+    """`--runtime` (the runtime of an ONNX file, `where`) and `--precision` (OpenVINO's arithmetic),
+    their choices from the runtimes' tables."""
+    return [
+        click.option(
+            "--runtime",
+            type=click.Choice(["onnxruntime", *ALTERNATIVES["onnxruntime"]]),
+            default=None,
+            help=f"The runtime of the ONNX file {where}. [default: ONNX Runtime]",
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(list(OPENVINO_PRECISIONS)),
+            default="fp32",
+            show_default=True,
+            help="With --runtime openvino: its arithmetic (bf16 on CPUs with AVX512_BF16 or AMX).",
+        ),
+    ]
+
+
 @main.command("bundle")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--output", "-o", type=click.Path(file_okay=False), required=True, help="The bundle folder to write.")
@@ -134,20 +155,7 @@ def format_prediction(result: Prediction | UnreadableImage) -> str:
 )
 @click.option("--labels", type=click.Path(dir_okay=False), default=None, help="Class names, one per line.")
 @click.option("--force", is_flag=True, help="Replace an existing folder (only once the new bundle is complete).")
-@click.option(
-    "--runtime",
-    type=click.Choice(["onnxruntime", "openvino"]),
-    default="onnxruntime",
-    show_default=True,
-    help="The runtime of the ONNX file on the board: openvino for a CPU board (ONNX Runtime is the fallback).",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(["fp32", "bf16"]),
-    default="fp32",
-    show_default=True,
-    help="With --runtime openvino: its arithmetic (bf16 on CPUs with AVX512_BF16 or AMX).",
-)
+@options(*onnx_runtime_options("on the board: openvino for a CPU board, ONNX Runtime the fallback"))
 def bundle(model, output, engine, labels, force, runtime, precision) -> int:
     """Write a self-contained bundle folder for a board: model, manifest with checksums, README."""
     written = write_bundle(
@@ -212,19 +220,7 @@ serving_options = option_group(
         is_flag=True,
         help="Instances on the CPU (ONNX only). [default: the GPU; with --backend python, the CPU where no GPU is visible]",
     ),
-    click.option(
-        "--runtime",
-        type=click.Choice(["onnxruntime", "openvino"]),
-        default=None,
-        help="With --backend python: the runtime of an ONNX file inside Triton (openvino: on the CPU). [default: ONNX Runtime]",
-    ),
-    click.option(
-        "--precision",
-        type=click.Choice(["fp32", "bf16"]),
-        default="fp32",
-        show_default=True,
-        help="With --runtime openvino: its arithmetic.",
-    ),
+    *onnx_runtime_options("with --backend python, inside Triton: openvino on CPU instances"),
     click.option(
         "--sla-from",
         type=click.Path(dir_okay=False),
