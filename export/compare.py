@@ -406,7 +406,7 @@ class LayerInputs:
         return self.random if self.random is not None else DEFAULT_RANDOM
 
     def batches(self, spec, batch: int):
-        """Float32 batches of at most `batch` inputs; yields (array, description of the inputs)."""
+        """Float32 batches of at most `batch` inputs (an image that cannot be read is skipped)."""
         if self.images is None:
             rng = np.random.default_rng(self.seed)
             shape = (spec.channels, spec.height, spec.width)
