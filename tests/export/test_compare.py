@@ -265,14 +265,24 @@ def test_the_readme_block_runs_as_shown(tmp_path, readme):
     (tmp_path / "tests").symlink_to(root / "tests")
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     environment["PYTHONPATH"] = str(root)
+    # Which layer first leaves the threshold, and which blocks the search keeps, are outcomes of the
+    # INT8 arithmetic, which differs between CPUs (VNNI or AVX2 kernels): those two lines are checked
+    # for what they are, the rest as shown; on the README's machine the finding is layer3.2.conv2.
+    outcome = ("  finding     ", "  keep float  ")
     tour = [(c, []) for c, _ in readme.console(0) if c.startswith(("mkdir", "resnet-export"))]
     for command, shown in tour + readme.console(2):
         done = subprocess.run(command, shell=True, cwd=tmp_path, env=environment, capture_output=True, text=True)
-        divergent = command.startswith("resnet-compare tour/digits.onnx")
-        assert done.returncode == (1 if divergent else 0), f"{command}\n{done.stderr}"
+        compare = command.startswith("resnet-compare tour/digits.onnx")
+        assert done.returncode in ((0, 1) if compare else (0,)), f"{command}\n{done.stderr}"
         printed = {readme.shape(line) for line in done.stdout.splitlines()}
-        missing = [line for line in shown if readme.shape(line) not in printed]
+        missing = [line for line in shown if not line.startswith(outcome) and readme.shape(line) not in printed]
         assert not missing, f"{command} no longer prints: {missing}"
+        for prefix in outcome:
+            if any(line.startswith(prefix) for line in shown):
+                assert any(line.startswith(prefix) for line in done.stdout.splitlines()), f"{command}: no {prefix!r}"
+        if compare:
+            assert ("the first divergent layer is" in done.stdout) == (done.returncode == 1)
     assert (tmp_path / "tour" / "layers.png").is_file()
     proposal = json.loads((tmp_path / "tour" / "keep.json").read_text())
-    assert proposal["met"] and proposal["keep_float"] and proposal["proposal"]["top1_drop"] <= 0
+    assert proposal["met"] and proposal["proposal"]["top1_drop"] <= 0
+    assert bool(proposal["keep_float"]) == (proposal["int8"]["top1_drop"] > 0)
