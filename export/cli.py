@@ -12,7 +12,7 @@ import click
 
 from deploy.artifacts.manifest import manifest_path
 from resnet.cli import model_options
-from toolkit.cli import ProgressBar, ToolkitCommand, json_option, option_group, progress_printer, write_json
+from toolkit.cli import ProgressBar, ToolkitCommand, json_option, option_group, options, progress_printer, write_json
 from toolkit.files import check_outputs
 from toolkit.numbers import Number
 from toolkit.precision import GRAPH_PRECISIONS, IO_DTYPES
@@ -98,36 +98,44 @@ def _int8(calibration, calibration_size, calibration_method, int8_target, keep_f
     )
 
 
+def calibration_options(purpose: str) -> list:
+    """`--calibration`, `--calibration-size`, `--calibration-method`, `--int8-target`: how an INT8
+    file is made, for `purpose` ("INT8" in resnet-export, "--sensitivity" in resnet-compare)."""
+    return [
+        click.option(
+            "--calibration",
+            type=click.Path(file_okay=False),
+            default=None,
+            help=f"{purpose}: a folder of images to calibrate on (an ImageFolder tree or flat; labels are ignored).",
+        ),
+        click.option(
+            "--calibration-size",
+            type=Number(integer=True, low=1, high=100_000),
+            default=DEFAULT_CALIBRATION_SIZE,
+            show_default=True,
+            help=f"{purpose}: images used for calibration, spread evenly over the folder's sorted list.",
+        ),
+        click.option(
+            "--calibration-method",
+            type=click.Choice(list(CALIBRATION_METHODS)),
+            default="minmax",
+            show_default=True,
+            help=f"{purpose}: how activation ranges are chosen from the calibration images.",
+        ),
+        click.option(
+            "--int8-target",
+            type=click.Choice(list(INT8_TARGETS)),
+            default=None,
+            help=f"{purpose}: cpu (uint8 activations, for ONNX Runtime on CPUs) or tensorrt (symmetric Q/DQ on Conv, "
+            "Gemm and Add inputs, for resnet-build). [default: tensorrt where a CUDA GPU is visible, else cpu]",
+        ),
+    ]
+
+
 int8_options = option_group(
     "int8",
     _int8,
-    click.option(
-        "--calibration",
-        type=click.Path(file_okay=False),
-        default=None,
-        help="INT8: a folder of images to calibrate on (an ImageFolder tree or flat; labels are ignored).",
-    ),
-    click.option(
-        "--calibration-size",
-        type=Number(integer=True, low=1, high=100_000),
-        default=DEFAULT_CALIBRATION_SIZE,
-        show_default=True,
-        help="INT8: images used for calibration, spread evenly over the folder's sorted list.",
-    ),
-    click.option(
-        "--calibration-method",
-        type=click.Choice(list(CALIBRATION_METHODS)),
-        default="minmax",
-        show_default=True,
-        help="INT8: how activation ranges are chosen from the calibration images.",
-    ),
-    click.option(
-        "--int8-target",
-        type=click.Choice(list(INT8_TARGETS)),
-        default=None,
-        help="INT8: cpu (uint8 activations, for ONNX Runtime on CPUs) or tensorrt (symmetric Q/DQ on Conv, Gemm and Add "
-        "inputs, for resnet-build). [default: tensorrt where a CUDA GPU is visible, else cpu]",
-    ),
+    *calibration_options("INT8"),
     click.option(
         "--keep-float",
         default=None,
@@ -511,31 +519,13 @@ def format_build_report(report: BuildReport) -> str:
     metavar="FP32.onnx",
     help="INT8 sensitivity instead: quantize each block alone and all but it, rank them, propose --keep-float.",
 )
-@click.option(
-    "--calibration",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="--sensitivity: images to calibrate on.",
-)
-@click.option(
-    "--calibration-size",
-    type=Number(integer=True, low=1, high=100_000),
-    default=DEFAULT_CALIBRATION_SIZE,
-    show_default=True,
-    help="--sensitivity: calibration images used.",
-)
+@options(*calibration_options("--sensitivity"))
 @click.option(
     "--eval",
     "eval_data",
     type=click.Path(file_okay=False),
     default=None,
     help="--sensitivity: labelled images (DIR/<class>/<image>) that top-1 is measured on.",
-)
-@click.option(
-    "--int8-target",
-    type=click.Choice(list(INT8_TARGETS)),
-    default=None,
-    help="--sensitivity: the INT8 form (see resnet-export). [default: tensorrt where a CUDA GPU is visible, else cpu]",
 )
 @threshold_options(accuracy=True)
 @click.option("--threads", type=Number(integer=True, limit="threads"), default=None, help="ONNX Runtime threads.")
@@ -553,8 +543,9 @@ def compare_main(
     sensitivity,
     calibration,
     calibration_size,
-    eval_data,
+    calibration_method,
     int8_target,
+    eval_data,
     thresholds,
     threads,
     plot,
@@ -577,9 +568,8 @@ def compare_main(
     if sensitivity is not None:
         if models or images or random_count:
             raise click.UsageError("--sensitivity takes one FP32 file and --calibration/--eval, not MODEL_A MODEL_B")
-        return _sensitivity(
-            sensitivity, calibration, calibration_size, eval_data, int8_target, thresholds, max_images, json_path
-        )
+        int8 = _sensitivity_int8(calibration, calibration_size, calibration_method, int8_target, eval_data)
+        return _sensitivity(sensitivity, int8, eval_data, thresholds, max_images, json_path)
     if len(models) != 2:
         raise click.UsageError(f"give two models, MODEL_A (the reference) and MODEL_B; got {len(models)}")
     if calibration or eval_data or int8_target:
@@ -601,13 +591,17 @@ def compare_main(
     return 0 if report.passed else 1
 
 
-def _sensitivity(fp32, calibration, calibration_size, eval_data, int8_target, thresholds, max_images, json_path) -> int:
+def _sensitivity_int8(calibration, size, method, target, eval_data) -> Int8Options:
+    """The INT8 options --sensitivity quantizes with, once --calibration and --eval are both there."""
     if calibration is None or eval_data is None:
         raise click.UsageError(
             "--sensitivity needs --calibration DIR (to calibrate on) and --eval DIR (labelled images)"
         )
-    check_outputs(json_path, inputs=[fp32, calibration, eval_data])
-    int8 = Int8Options(Path(calibration), target=int8_target or default_int8_target(), size=calibration_size)
+    return Int8Options(Path(calibration), target=target or default_int8_target(), method=method, size=size)
+
+
+def _sensitivity(fp32, int8: Int8Options, eval_data, thresholds, max_images, json_path) -> int:
+    check_outputs(json_path, inputs=[fp32, int8.calibration, eval_data])
     quiet = json_path == "-"
     report = int8_sensitivity(
         fp32,
