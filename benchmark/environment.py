@@ -26,6 +26,7 @@ class MachineInfo:
     cpu_flags: list[str] = field(default_factory=list)  # the relevant ones (deploy.runtimes.cpu): VNNI, BF16, AMX
     peak_tflops: float | None = None
     peak_source: str = ""  # "--peak-tflops", "matmul fp32 4096x4096 on cpu, 2 threads", ...
+    int8_path: str | None = None  # an INT8 file measured on the CPU: how the CPU sums (VNNI, AMX, int16 pairs)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,7 +1,9 @@
-"""Does the harness distort what it measures? Its median against bare loops written by hand.
+"""Does the harness distort what it measures? Its median against bare loops written by hand; and
+do the per-layer profiles account for the time measured?
 
     python -m benchmark.fidelity                     # exports ResNet-50 to a temporary file
     python -m benchmark.fidelity --model resnet50.onnx --batch 8 --iterations 60
+    python -m benchmark.fidelity --profiles          # ResNet-20 (batch 8) and ResNet-50 (batch 1)
 
 One ONNX Runtime session, the same four random input batches, timed two ways in the same
 process: through `benchmark.harness.BatchTimer.iterate` (what resnet-bench does) and by a bare
@@ -9,6 +11,13 @@ process: through `benchmark.harness.BatchTimer.iterate` (what resnet-bench does)
 iteration at a time (in alternating order), so that drift of the machine hits both alike.
 Passes when the harness median is within --tolerance (3%) of the bare median; exit status 1
 otherwise.
+
+`--profiles`: each CPU backend's profile (`benchmark.profile.profile_runtime`: ONNX Runtime,
+PyTorch, OpenVINO where installed) of a ResNet-20 at batch 8 and a ResNet-50 at batch 1 (224x224),
+the quietest of three: the layers' sum must be within 25% of the latency measured in the same runs
+(the gap), and the residual stages must hold at least 80% (ResNet-20) or 85% (ResNet-50) of it.
+These are timing figures, so they are checked here, not in the tests (which check the profiles'
+structure); exit status 1 when one misses.
 
 The bare GPU loops (`bare_ort_loop`: ONNX Runtime with IOBinding and a CUDA graph; and
 `bare_torch_loop`: PyTorch replaying a CUDA graph) are the references `tools/gpu_check.py`
@@ -151,14 +160,68 @@ def against_bare(name: str, measurements: list[dict], bare, tolerance: float) ->
     return records
 
 
+PROFILE_CASES = ((20, "cifar10", 8, 0.80), (50, "imagenet", 1, 0.85))  # depth, dataset, batch, least share in stages
+
+
+def profile_fidelity(folder: Path, max_gap: float = 0.25) -> list[dict]:
+    """For each of `PROFILE_CASES` and each CPU backend: the quietest of three profiles' gap
+    (layers' sum against measured latency) and the share of the residual stages, within bounds or not."""
+    import resnet
+    from deploy.runtimes import RuntimeOptions, open_runtime
+    from deploy.runtimes.pytorch import torch_runtime
+    from export import export_onnx
+
+    from .profile import profile_runtime
+
+    records = []
+    for depth, dataset, batch, least_share in PROFILE_CASES:
+        torch.manual_seed(0)
+        model = resnet.create(depth, dataset).eval()
+        path = folder / f"resnet{depth}.onnx"
+        export_onnx(model, path, validate=False)
+        runtimes = [open_runtime(path), torch_runtime(model, RuntimeOptions(device="cpu"))]
+        try:
+            runtimes.append(open_runtime(path, RuntimeOptions(backend="openvino")))
+        except Exception:  # noqa: BLE001 - OpenVINO is optional
+            pass
+        for runtime in runtimes:
+            profile = min(
+                (profile_runtime(runtime, batch, runs=5, warmup=2) for _ in range(3)), key=lambda p: abs(p.gap_ms)
+            )
+            share = sum(s["share"] for s in profile.stages if s["name"].startswith("layer"))
+            gap = profile.gap_ms / profile.measured_ms
+            records.append(
+                {
+                    "model": f"resnet{depth}",
+                    "backend": runtime.backend,
+                    "batch": batch,
+                    "gap": gap,
+                    "stages_share": share,
+                    "within": abs(gap) <= max_gap and share >= least_share,
+                }
+            )
+            runtime.close()
+    return records
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profiles", action="store_true", help="check the per-layer profiles instead (see above)")
     parser.add_argument("--model", help="ONNX file (default: ResNet-50 exported to a temporary folder)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=150, help="iterations per method")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--tolerance", type=float, default=0.03)
     args = parser.parse_args(argv)
+    if args.profiles:
+        with tempfile.TemporaryDirectory() as folder:
+            records = profile_fidelity(Path(folder))
+        for r in records:
+            print(
+                f"{r['model']} batch {r['batch']} {r['backend']:12s} gap {r['gap']:+.1%}, residual stages "
+                f"{r['stages_share']:.1%}: {'within' if r['within'] else 'OUTSIDE'}"
+            )
+        return 0 if all(r["within"] for r in records) else 1
 
     from deploy.runtimes.onnxruntime import OrtRuntime
 

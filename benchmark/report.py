@@ -190,6 +190,8 @@ def format_table(run: BenchmarkRun) -> str:
     if machine.gpu:
         where += f"; {machine.gpu} (compute capability {machine.compute_capability}, driver {machine.driver or '?'})"
     lines.append(f"machine: {where}")
+    if machine.int8_path:
+        lines.append(f"int8:    {machine.int8_path}")
     if machine.peak_tflops:
         lines.append(f"peak:    {machine.peak_tflops:.3g} TFLOP/s ({machine.peak_source})")
     lines.append("")
@@ -243,6 +245,8 @@ def to_markdown(run: BenchmarkRun) -> str:
         + (f"; {machine.gpu} (driver {machine.driver})" if machine.gpu else "")
         + "."
     )
+    if machine.int8_path:
+        lines.append(f"INT8 path: {machine.int8_path}.")
     if machine.peak_tflops:
         lines.append(f"Peak: {machine.peak_tflops:.3g} TFLOP/s ({machine.peak_source}).")
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in machine.versions.items()) + ".")

@@ -76,6 +76,7 @@ def run_benchmark(
             check_memory(host_memory(target, batch), f"batch {batch} of {target.label}", "lower --batch")
     device = next((t.runtime.device for t in targets if t.runtime.device != "cpu"), "cpu")
     machine = describe_machine(threads, device)
+    machine.int8_path = next((path for t in targets if (path := t.runtime.int8_path()) is not None), None)
     keys = [key for key in dict.fromkeys(peak_key(t) for t in targets) if key is not None]
     peaks: dict[tuple[str, str], tuple[float, str]] = {}
     if peak_tflops is not None:

@@ -427,6 +427,8 @@ def format_evaluation(report: Evaluation) -> str:
         f"  top-1       {report.top1:.2%}",
         f"  top-{report.k}       {report.topk:.2%}",
     ]
+    if report.int8_path is not None:
+        lines.append(f"  int8 path   {report.int8_path}")
     if report.reference is not None:
         lines.append(
             f"  reference   {report.reference}: top-1 {report.reference_top1:.2%}; agreement {report.top1_agreement:.2%}, "

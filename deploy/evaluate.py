@@ -44,6 +44,7 @@ class Evaluation:
     top1_agreement: float | None = None
     max_probability_difference: float | None = None
     seconds: float = 0.0
+    int8_path: str | None = None  # an INT8 file on the CPU: how the CPU sums (VNNI, AMX, int16 pairs)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,6 +143,7 @@ def evaluate(
         k=tally.k,
         classes=len(data.classes),
         unreadable=tally.unreadable,
+        int8_path=predictor.runtime.int8_path(),
     )
     if reference is not None:
         report.reference, report.reference_backend = str(reference.path), reference.backend

@@ -299,6 +299,8 @@ def validation_lines(validation: ValidationReport | None) -> list[str]:
             f"  accuracy    top-1 {a['top1']:.2%} against PyTorch's {a['reference_top1']:.2%} on {a['images']} images of "
             f"{a['data']} (drop {a['top1_drop_points']:.2f} points, agreement {a['top1_agreement']:.2%})"
         )
+        if a.get("int8_path"):
+            lines.append(f"  int8 path   {a['int8_path']}")
     return lines + [f"  note        {note}" for note in validation.notes]
 
 
@@ -321,7 +323,7 @@ def format_report(report: ExportReport) -> str:
     elif report.precision == "int8":
         q = info.quantization
         io_note = (
-            f" (Q/DQ for {q['target']}: {q['activations']} activations, {q['weights']} weights; "
+            f" (Q/DQ for {q['target']}: activations {q['activations']}, weights {q['weights']}; "
             f"calibrated on {q['calibration_images']} image{'' if q['calibration_images'] == 1 else 's'}, "
             f"{q['calibration_method']}; FP32 I/O"
             + (

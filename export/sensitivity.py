@@ -3,7 +3,7 @@ float (`resnet-compare --sensitivity`).
 
 The units are the stem's convolution (`conv1`), every residual block (`layer1.0` ...) and the
 classifier (`fc`): the names `--keep-float` takes. For each unit the FP32 file is quantized twice
-(ONNX Runtime's quantizer, calibrated on the same images, through `export.quantize`): with only
+(ONNX Runtime's quantizer, calibrated once on the images for all of them: `CalibrationCache`): with only
 that unit in INT8, and with everything but that unit in INT8. Each file's top-1 on the labelled
 `--eval` images and its logits' cosine with the FP32 file's are measured in ONNX Runtime on the
 same preprocessed images. A unit's cost is the top-1 it loses alone plus the top-1 the full INT8
@@ -27,7 +27,7 @@ import numpy as np
 
 from toolkit.errors import ToolkitError
 
-from .quantize import Int8Options, quantize_onnx
+from .quantize import CalibrationCache, Int8Options, quantize_onnx
 
 MAX_EVAL_IMAGES = 2000  # the preprocessed images are held in memory
 
@@ -159,6 +159,7 @@ class _Quantizer:
         self.fixed_batch = signature.input.batch
         self.progress = progress or (lambda text: None)
         self.seen: dict[tuple[str, ...], Measured] = {}
+        self.cache = CalibrationCache(folder / "calibration.json")  # calibrated once, for every file
 
     def measure(self, keep_float: list[str]) -> Measured:
         key = tuple(sorted(keep_float))
@@ -166,7 +167,7 @@ class _Quantizer:
             self.progress(f"quantizing with {len(keep_float)} units in float ({len(self.seen) + 1} files so far)")
             path = self.folder / f"int8_{len(self.seen)}.onnx"
             options = replace(self.int8, keep_float=tuple(keep_float))
-            quantize_onnx(self.fp32_path, path, self.spec, self.input_name, options, self.fixed_batch)
+            quantize_onnx(self.fp32_path, path, self.spec, self.input_name, options, self.fixed_batch, self.cache)
             self.seen[key] = self.evaluator.measure(path, keep_float)
             path.unlink()
         return self.seen[key]

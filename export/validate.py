@@ -333,6 +333,7 @@ def check_accuracy(report: ValidationReport, evaluation, thresholds: Thresholds)
         "top1_drop_points": drop,
         "top1_agreement": evaluation.top1_agreement,
         "max_probability_difference": evaluation.max_probability_difference,
+        "int8_path": evaluation.int8_path,
     }
     report.notes = [note for note in report.notes if note != INT8_RANDOM_NOTE]
     chance = 1.0 / evaluation.classes if evaluation.classes else 0.0

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from resnet.spec import IMAGENET, InputSpec
+
 DATA = Path(__file__).resolve().parent / "data"
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -49,6 +51,42 @@ def readme() -> Readme:
     return Readme(README.read_text())
 
 
+class Tour:
+    """The README's tour (its first console block), run once for the whole test run: each command
+    in `folder` (a fresh one, with this repository's `tests/` beside it, as at the repository root),
+    with what it printed. tests/test_readme.py checks it; the compare and serving blocks start from
+    the files it wrote, as the README's reader does."""
+
+    def __init__(self, folder: Path, readme: Readme) -> None:
+        import os
+        import sys
+
+        self.folder = folder
+        (folder / "tests").symlink_to(README.parent / "tests")
+        self.environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+        self.environment["PYTHONPATH"] = str(README.parent)
+        self.steps = []  # (command, the lines the README shows, the finished process)
+        for command, shown in readme.console(0):
+            if command.startswith(". "):  # activating the environment: the tests run inside it
+                continue
+            done = self.run(command)
+            self.steps.append((command, shown, done))
+            if done.returncode != 0:
+                break
+
+    def run(self, command: str):
+        import subprocess
+
+        return subprocess.run(
+            command, shell=True, cwd=self.folder, env=self.environment, capture_output=True, text=True
+        )
+
+
+@pytest.fixture(scope="session")
+def tour(tmp_path_factory, readme) -> Tour:
+    return Tour(tmp_path_factory.mktemp("tour"), readme)
+
+
 def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Give every BatchNorm non-trivial statistics and affine parameters.
 
@@ -72,6 +110,19 @@ def randomize_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Modul
                 module.weight.copy_((torch.rand(n, generator=generator) * 0.5 + 0.5) * gamma)
                 module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
     return model
+
+
+# ImageNet models at 64x64 where the input size is not the point: the same graph (stem, bottlenecks,
+# strides, adaptive pooling: 64 -> 2x2 before the pooling) at about a twelfth of 224x224's work.
+SMALL_IMAGENET = InputSpec(64, 64, IMAGENET.mean, IMAGENET.std, 1000, resize=73)
+
+
+@pytest.fixture(scope="session")
+def small_imagenet():
+    """`small_imagenet(depth, **options)`: a registered ImageNet ResNet taking 64x64 inputs."""
+    import resnet
+
+    return lambda depth, **kwargs: resnet.create(depth, "imagenet", input_spec=SMALL_IMAGENET, **kwargs)
 
 
 @pytest.fixture(autouse=True)
@@ -132,3 +183,25 @@ def digits() -> dict:
         "calibration": DIGITS / "calibration",
         "record": json.loads((DIGITS / "digits.json").read_text()),
     }
+
+
+@pytest.fixture(scope="session")
+def digits_files(tmp_path_factory, digits) -> dict:
+    """The digits model exported once for the whole run, unvalidated (export's own tests validate):
+    "fp32", "fp16" (FP32 I/O), "fp16_io" (FP16 I/O), "static" (a fixed batch of 4), and the INT8
+    forms "cpu" and "tensorrt" calibrated on 64 images. Shared: copy a file before changing it."""
+    import resnet
+    from export import export_onnx
+    from export.quantize import Int8Options
+
+    folder = tmp_path_factory.mktemp("digits-files")
+    model = resnet.load_model(digits["checkpoint"])
+    files = {name: folder / f"d_{name}.onnx" for name in ("fp32", "fp16", "fp16_io", "static", "cpu", "tensorrt")}
+    export_onnx(model, files["fp32"], validate=False)
+    export_onnx(model, files["fp16"], precision="fp16", validate=False)
+    export_onnx(model, files["fp16_io"], precision="fp16", io_dtype="fp16", validate=False)
+    export_onnx(model, files["static"], batch=4, dynamic_batch=False, validate=False)
+    for target in ("cpu", "tensorrt"):
+        int8 = Int8Options(digits["calibration"], target=target, size=64)
+        export_onnx(model, files[target], precision="int8", int8=int8, validate=False)
+    return files

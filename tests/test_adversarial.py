@@ -479,10 +479,8 @@ DIGITS = ROOT / "tests" / "data" / "digits"
 
 
 @pytest.fixture(scope="module")
-def digits_model(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("digits")
-    export_onnx(resnet.load_model(DIGITS / "resnet20_digits.pth"), folder / "d.onnx", validate=False)
-    return folder / "d.onnx"
+def digits_model(digits_files):
+    return digits_files["fp32"]
 
 
 @pytest.fixture

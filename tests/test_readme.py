@@ -1,35 +1,34 @@
 """The README's tour and its Python, run for real: every `$ ` command of its `console` block in a
-fresh folder (with this repository's `tests/` beside it, as at the repository root), each must
-exit 0 and print the README's output lines (numbers aside: they are the README's run's); then
-its Python blocks in the same folder. So the README can't drift from what the commands do."""
+fresh folder (the `tour` fixture: with this repository's `tests/` beside it, as at the repository
+root), each must exit 0 and print the README's output lines (numbers aside: they are the README's
+run's); then its Python blocks in the same folder. So the README can't drift from what the
+commands do."""
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CPU_LINES = ("machine:", "int8:", "  int8 path   ")  # what this CPU is and does: they differ between machines
 
 
-def test_the_tour_and_the_python_run_as_the_readme_shows(tmp_path, readme):
-    (tmp_path / "tests").symlink_to(ROOT / "tests")
-    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    environment["PYTHONPATH"] = str(ROOT)
-    steps = readme.console(0)  # the tour (the second block, serving, is tests/deploy/test_serving.py's)
-    assert [command.split()[0] for command, _ in steps[:3]] == [".", "mkdir", "resnet-export"]
-    for command, shown in steps:
-        if command.startswith(". "):  # activating the environment: the test runs inside it
-            continue
-        done = subprocess.run(command, shell=True, cwd=tmp_path, env=environment, capture_output=True, text=True)
+def test_the_tour_and_the_python_run_as_the_readme_shows(tour, readme):
+    assert [command.split()[0] for command, _ in readme.console(0)[:3]] == [".", "mkdir", "resnet-export"]
+    assert len(tour.steps) == len(readme.console(0)) - 1  # every command but the activation ran
+    for command, shown, done in tour.steps:
         assert done.returncode == 0, f"{command}\n{done.stderr}"
         printed = {readme.shape(line) for line in done.stdout.splitlines()}
-        # The machine line names the README's machine; the rest must be what the command prints.
-        missing = [line for line in shown if not line.startswith("machine:") and readme.shape(line) not in printed]
+        # The machine and INT8-path lines name the README's CPU: they must be there, the rest as shown.
+        machine = [line for line in shown if line.startswith(CPU_LINES)]
+        missing = [line for line in shown if line not in machine and readme.shape(line) not in printed]
         assert not missing, f"{command} no longer prints: {missing}"
+        for line in machine:
+            prefix = next(p for p in CPU_LINES if line.startswith(p))
+            assert any(printed_line.startswith(prefix) for printed_line in done.stdout.splitlines()), (command, prefix)
     for code in readme.blocks("python"):
         done = subprocess.run(
-            [sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True, text=True
+            [sys.executable, "-c", code], cwd=tour.folder, env=tour.environment, capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
 

@@ -148,6 +148,15 @@ class Runtime(ABC):
         shape = ", ".join("N" if d is None else str(d) for d in self.input_shape)
         return f"{self.backend} on {self.device}, input {self.input_name} [{shape}] {np.dtype(self.input_dtype).name}"
 
+    def int8_path(self) -> str | None:
+        """For an INT8 file on the CPU, how this CPU sums its products (`cpu.CpuFeatures.int8_path`:
+        VNNI, AMX or int16 pair sums), printed beside accuracy and speed figures; else None."""
+        if self.info is None or self.info.precision != "int8" or self.device != "cpu":
+            return None
+        from .cpu import CpuFeatures
+
+        return CpuFeatures.probe().int8_path()
+
 
 class DeviceRuntime(Runtime):
     """A runtime on a CUDA device, whose round trip is three queued steps on `stream`.

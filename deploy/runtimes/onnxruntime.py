@@ -34,6 +34,7 @@ from toolkit.optional import INSTALL, require
 from ..artifacts.onnx_file import OnnxSignature, classifier_signature
 from ..artifacts.tensors import TensorInfo
 from .base import DeviceRuntime, Runtime
+from .cpu import CpuFeatures, note_int8_saturation
 
 ORT_PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -187,7 +188,8 @@ class OrtRuntime(Runtime):
     `provider` afterwards says what the session really runs on. `threads` sets intra-op threads
     (None: ONNX Runtime's default, one per physical core). `taps`: names of extra outputs of the
     file (intermediate tensors, for `export.compare`), returned by `run_taps`. `profile`: a file
-    prefix for ONNX Runtime's profiler (`benchmark.profile`). On a GPU, `OrtCudaRuntime` keeps the
+    prefix for ONNX Runtime's profiler (`benchmark.profile`). `features`: the CPU's (default: this
+one's), for the note on 8-bit INT8 weights (`cpu.note_int8_saturation`). On a GPU, `OrtCudaRuntime` keeps the
     data on the device and is what the benchmark and the Predictor use.
     """
 
@@ -201,6 +203,7 @@ class OrtRuntime(Runtime):
         threads: int | None = None,
         taps: Sequence[str] = (),
         profile: Path | None = None,
+        features: CpuFeatures | None = None,
     ) -> None:
         import_onnxruntime()
         path = input_file(path, "model file", "a model file (.onnx)", ArtifactError)
@@ -218,6 +221,8 @@ class OrtRuntime(Runtime):
         _adopt(self, _signature(self.session, path, taps))
         self._outputs = [self.output_name]
         self.taps = tuple(taps)
+        if self.provider == "cpu":
+            note_int8_saturation(self, features)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(self._outputs, {self.input_name: batch})[0]

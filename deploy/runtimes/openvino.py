@@ -27,7 +27,7 @@ from toolkit.files import input_file
 from toolkit.optional import require
 
 from .base import Runtime
-from .cpu import BF16_FLAGS, CpuFeatures
+from .cpu import BF16_FLAGS, CpuFeatures, note_int8_saturation
 
 # --precision -> OpenVINO's INFERENCE_PRECISION_HINT
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
@@ -73,7 +73,8 @@ class OpenVinoRuntime(Runtime):
         path = input_file(path, "model file", "a model file (.onnx)", ArtifactError)
         if hint not in OPENVINO_HINTS:
             raise ToolkitError(f"OpenVINO hint must be one of {', '.join(OPENVINO_HINTS)}, got {hint!r}")
-        self.precision = check_openvino_precision(precision, features or CpuFeatures.probe())
+        features = features or CpuFeatures.probe()
+        self.precision = check_openvino_precision(precision, features)
         signature = inspect_onnx(path)
         self.path, self.threads, self.hint, self.graph_precision = path, threads, hint, signature.precision
         self.input_name, self.output_name = signature.input.name, signature.output.name
@@ -96,6 +97,7 @@ class OpenVinoRuntime(Runtime):
             | ({"PERF_COUNT": True} if profiling else {})
         )
         self._compiled: dict[int, tuple] = {}  # batch -> (compiled model, its request(s), images per request)
+        note_int8_saturation(self, features)
 
     @property
     def arithmetic(self) -> str:

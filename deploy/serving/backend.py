@@ -11,10 +11,13 @@ line): the toolkit's own runtime runs inside the server, so what is served is wh
   the bounded loader (`deploy.preprocess`): a bomb or an unreadable image is an error for its
   request, not a crash of the instance.
 
-Tensors cross the backend boundary through DLPack (torch), never through the backend's NumPy
-bridge: Triton 2.51's `as_numpy()` reads zeros, and `Tensor(name, array)` sends nothing, when the
-server's Python has NumPy 2. Strings have no DLPack form, so `ImagesModel` refuses to start under
-NumPy 2 rather than answer wrongly.
+Tensors cross the backend boundary through the backend's NumPy bridge (`as_numpy()`,
+`Tensor(name, array)`) where the server's Python has NumPy 1, and through DLPack with torch where
+it has NumPy 2: there Triton 2.51's bridge reads zeros and sends nothing. (NumPy's own DLPack does
+not fit this backend: it names a consumed capsule "used_dlpack", not the standard "used_dltensor",
+and a stub that exchanges capsules with NumPy dies.) Strings have no DLPack form, so `ImagesModel`
+refuses to start under NumPy 2 rather than answer wrongly. So with NumPy 1, as `nvidia-pytriton`
+requires, serving imports no torch.
 
 `triton_python_backend_utils` exists only inside the server, so it is imported in the methods:
 this module imports anywhere (and the tests read it there).
@@ -40,21 +43,27 @@ def _utils():
     return pb_utils
 
 
+NUMPY_BRIDGE_WORKS = int(np.__version__.split(".")[0]) < 2  # see the module docstring
+
+
 def to_numpy(tensor) -> np.ndarray:
-    """A request's tensor as a host array, through DLPack."""
+    """A request's tensor as a host array (the backend gives instances CPU tensors)."""
+    if NUMPY_BRIDGE_WORKS:
+        return tensor.as_numpy()
     import torch.utils.dlpack
 
     return torch.utils.dlpack.from_dlpack(tensor.to_dlpack()).cpu().numpy()
 
 
 def from_numpy(name: str, array: np.ndarray):
-    """A response tensor from a host array, through DLPack."""
+    """A response tensor from a host array."""
+    array = np.ascontiguousarray(array)
+    if NUMPY_BRIDGE_WORKS:
+        return _utils().Tensor(name, array)
     import torch
     import torch.utils.dlpack
 
-    return _utils().Tensor.from_dlpack(
-        name, torch.utils.dlpack.to_dlpack(torch.from_numpy(np.ascontiguousarray(array)))
-    )
+    return _utils().Tensor.from_dlpack(name, torch.utils.dlpack.to_dlpack(torch.from_numpy(array)))
 
 
 def error_response(message: str):
@@ -88,9 +97,10 @@ class _ServedModel:
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """torch imported (for DLPack) and one batch run before the model says it is ready, so the
-        first request does not pay for them (1.4 s on the digits model, measured)."""
-        import torch.utils.dlpack  # noqa: F401
+        """One batch run (and under NumPy 2 torch imported, for DLPack) before the model says it is
+        ready, so that the first request does not pay for them."""
+        if not NUMPY_BRIDGE_WORKS:
+            import torch.utils.dlpack  # noqa: F401
 
         self.runtime.run(self.runtime.random_input(self.runtime.batch_range[0]))
 
@@ -151,7 +161,7 @@ class ImagesModel(_ServedModel):
     """Encoded images in, the top classes out (see the module docstring)."""
 
     def initialize(self, args: dict) -> None:
-        if int(np.__version__.split(".")[0]) >= 2:
+        if not NUMPY_BRIDGE_WORKS:
             raise _utils().TritonModelException(
                 f"the images model reads strings through Triton's NumPy bridge, which is wrong under NumPy "
                 f"{np.__version__}; install numpy<2 in the server's Python environment"

@@ -19,9 +19,9 @@ pytest.importorskip("onnxruntime", reason="profiles ONNX files in ONNX Runtime: 
 
 
 @pytest.fixture(scope="module", params=[20, 50], ids=["resnet20", "resnet50"])
-def model_file(request, tmp_path_factory):
+def model_file(request, tmp_path_factory, small_imagenet):
     torch.manual_seed(0)
-    model = resnet.create(request.param, dataset="cifar10" if request.param == 20 else "imagenet")
+    model = resnet.create(20, "cifar10") if request.param == 20 else small_imagenet(50)
     path = tmp_path_factory.mktemp("profile") / f"r{request.param}.onnx"
     export_onnx(model, path, validate=False)
     return model, path
@@ -38,28 +38,20 @@ def _runtimes(model, path):
 
 
 def test_every_convolution_is_timed_and_the_stages_hold_the_time(model_file):
+    """The profile's structure, on every CPU backend. How well its times add up (the gap against
+    the measured latency, the share of the residual stages) is a timing figure, checked by the
+    benchmark `python -m benchmark.fidelity --profiles` (docs/benchmark.md), not here."""
     model, path = model_file
     expected = [u for u in units(model.architecture) if "conv" in u or u.endswith("downsample")]
-    # ResNet-20 at batch 8: at batch 1 its 1.4 ms in ONNX Runtime are a quarter per-run overhead
-    # that no layer owns (measured: 24% gap at batch 1, 9% at batch 8).
-    batch = 8 if model.architecture.stem == "cifar" else 1
     for runtime in _runtimes(model, path):
-        # Other processes (the suite runs in parallel) only widen the gap: the quietest of three counts.
-        profile = min(
-            (profile_runtime(runtime, batch, runs=5, warmup=2) for _ in range(3)), key=lambda p: abs(p.gap_ms)
-        )
+        profile = profile_runtime(runtime, 2, runs=2, warmup=1)
         names = [layer.name for layer in profile.layers]
         assert set(expected) <= set(names), (runtime.backend, sorted(set(expected) - set(names)))
+        assert all(layer.ms >= 0 for layer in profile.layers) and profile.measured_ms > 0
         assert abs(sum(layer.share for layer in profile.layers) - 1) < 1e-9
-        stages = {s["name"]: s["share"] for s in profile.stages}
-        convolutional = sum(share for name, share in stages.items() if name.startswith("layer"))
-        assert convolutional >= (0.85 if model.architecture.stem == "imagenet" else 0.8), (runtime.backend, stages)
-        # The layers' sum against the measured latency of the same runs: within 25%.
-        assert abs(profile.gap_ms) <= 0.25 * profile.measured_ms, (
-            runtime.backend,
-            profile.attributed_ms,
-            profile.measured_ms,
-        )
+        stages = ["stem", *[f"layer{i + 1}" for i in range(len(model.architecture.layers))], "head"]
+        assert [s["name"] for s in profile.stages if s["name"] != "other"] == stages, runtime.backend
+        assert sum(s["ms"] for s in profile.stages) == pytest.approx(profile.attributed_ms)
         assert Profile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
 
 

@@ -18,7 +18,6 @@ from deploy.runtimes import RuntimeOptions, open_runtime
 from deploy.runtimes.cpu import CpuFeatures
 from deploy.runtimes.open import choose_backend
 from export import export_onnx
-from export.quantize import Int8Options
 from export.validate import CRITERIA, validate_runtime
 from toolkit.errors import ToolkitError
 
@@ -31,16 +30,9 @@ WITHOUT_BF16 = CpuFeatures(("avx2", "avx512f", "avx512_vnni"))
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory, digits):
-    folder = tmp_path_factory.mktemp("openvino")
+def files(digits, digits_files):
     model = resnet.load_model(digits["checkpoint"])
-    found = {"model": model, "fp32": folder / "d.onnx", "int8": folder / "d8.onnx", "static": folder / "s.onnx"}
-    export_onnx(model, found["fp32"], validate=False)
-    export_onnx(model, found["static"], validate=False, dynamic_batch=False, batch=4)
-    export_onnx(
-        model, found["int8"], precision="int8", int8=Int8Options(digits["calibration"], size=64), validate=False
-    )
-    return found
+    return {"model": model, "fp32": digits_files["fp32"], "int8": digits_files["cpu"], "static": digits_files["static"]}
 
 
 def _scaled(reference, candidate):
@@ -198,6 +190,9 @@ def test_the_benchmark_labels_and_records_openvino_bf16_against_the_file_in_onnx
     assert result.exit_code == 0, result.output
     run = json.loads(out.read_text())
     first, second = run["measurements"]
-    assert first["label"] == "d.onnx (openvino cpu bf16)" and first["extra"]["settings"]["precision"] == "bf16"
-    assert second["label"] == "d.onnx (onnxruntime cpu)"  # the --vs file: its own backend, FP32
+    assert (
+        first["label"] == f"{files['fp32'].name} (openvino cpu bf16)"
+        and first["extra"]["settings"]["precision"] == "bf16"
+    )
+    assert second["label"] == f"{files['fp32'].name} (onnxruntime cpu)"  # the --vs file: its own backend, FP32
     assert run["machine"]["versions"]["openvino"] and "avx512_bf16" in run["machine"]["cpu_flags"]

@@ -83,21 +83,30 @@ def served_processes(repository: Path) -> list[str]:
     return [line for line in done.stdout.splitlines() if "pgrep" not in line]
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    """The digits model as FP32, FP16-I/O and INT8 files, each served with its images model."""
-    from export import export_onnx
-    from export.quantize import Int8Options
+def _not_printed(readme, shown: list[str], printed: list[str]) -> list[str]:
+    """The lines of `shown` that `printed` lacks (numbers aside)."""
+    return [line for line in shown if readme.shape(line) not in {readme.shape(p) for p in printed}]
 
-    folder = tmp_path_factory.mktemp("serving")
-    model = resnet.load_model(DIGITS / "resnet20_digits.pth")
-    files = {"digits": folder / "digits.onnx", "digits16": folder / "digits16.onnx", "digits8": folder / "digits8.onnx"}
-    export_onnx(model, files["digits"], validate=False)
-    export_onnx(model, files["digits16"], precision="fp16", io_dtype="fp16", validate=False)
-    export_onnx(
-        model, files["digits8"], precision="int8", int8=Int8Options(DIGITS / "calibration", size=32), validate=False
-    )
-    repository = folder / "repo"
+
+@pytest.fixture(scope="session")
+def server(tour, readme, digits_files):
+    """The one server of the test run, started as the README's serving block starts it, in the tour's
+    folder: its `resnet-deploy triton` (the tour's digits.onnx as resnet20_digits), then the digits
+    model as FP32, FP16-I/O and INT8 files, each served with its images model (and the FP32 file
+    run by OpenVINO inside Triton), added to the same repository, then its `resnet-deploy serve`.
+    Each command must print the README's lines (numbers aside; the models line lists the README's
+    models among the others). At the end, the README's `kill %1`: SIGTERM, exit 0, no process of
+    the repository left, its ports free."""
+    steps = readme.console(1)
+    assert [command.split()[:2] for command, _ in steps] == [
+        ["resnet-deploy", "triton"], ["resnet-deploy", "serve"], ["resnet-bench", "--triton"], ["kill", "%1"],
+    ]  # fmt: skip
+    (triton, shown_triton), (serve, shown_serve), bench, _ = steps
+    assert all(done.returncode == 0 for _, _, done in tour.steps)
+    done = tour.run(triton)
+    assert done.returncode == 0 and not _not_printed(readme, shown_triton, done.stdout.splitlines()), done.stdout
+    repository = tour.folder / serve.split()[2]
+    files = {"digits": digits_files["fp32"], "digits16": digits_files["fp16_io"], "digits8": digits_files["cpu"]}
     served = [(name, path, []) for name, path in files.items()]
     if importlib.util.find_spec("openvino") is not None:  # the FP32 file again, run by OpenVINO inside Triton
         served.append(("digits_openvino", files["digits"], ["--runtime", "openvino"]))
@@ -106,10 +115,26 @@ def server(tmp_path_factory):
         result = CliRunner().invoke(deploy_main, args + ["--max-batch", "64", "--max-queue-delay-us", "2000"])
         assert result.exit_code == 0, result.output
     ports = free_ports()
-    process, _ = start_serve(repository, ports)
-    yield {"files": files, "http": f"127.0.0.1:{ports[0]}", "grpc": f"127.0.0.1:{ports[1]}", "repository": repository}
-    assert stop(process) == 0
+    process, printed = start_serve(Path(serve.split()[2]), ports, cwd=tour.folder)
+    models = next(line for line in shown_serve if line.strip().startswith("models"))
+    listed = next(line for line in printed if line.strip().startswith("models"))
+    assert not _not_printed(readme, [line for line in shown_serve if line != models], printed), printed
+    names = lambda line: set(line.split(None, 1)[1].replace("(ready)", "").replace(",", " ").split())  # noqa: E731
+    assert names(models) <= names(listed) and listed.rstrip().endswith("(ready)"), listed
+    yield {
+        "files": files | {"resnet20_digits": tour.folder / "tour" / "digits.onnx"},
+        "http": f"127.0.0.1:{ports[0]}",
+        "grpc": f"127.0.0.1:{ports[1]}",
+        "ports": ports,
+        "repository": repository,
+        "bench": bench,
+    }
+    assert stop(process) == 0  # the README's `kill %1`
     assert served_processes(repository) == []
+    for port in ports:  # free again
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
 
 
 TYPES = {
@@ -150,6 +175,16 @@ def test_openvino_inside_triton_serves_the_file_as_openvino_does_in_process(serv
         expected = runtime.run(batch)
     logits = infer("grpc", server["grpc"], "digits_openvino", "input", batch, "logits")
     assert np.abs(logits.astype(np.float64) - expected.astype(np.float64)).max() <= 1e-5
+
+
+def test_no_model_of_the_server_loads_torch(server):
+    """The stubs serve ONNX files through ONNX Runtime and OpenVINO, and take and give tensors through
+    the backend's NumPy bridge: none maps PyTorch's library (each ran a batch before it said it was ready)."""
+    stubs = [line.split()[0] for line in served_processes(server["repository"]) if "python_backend_stub" in line]
+    assert len(stubs) >= 8
+    for pid in stubs:
+        maps = Path(f"/proc/{pid}/maps").read_text()
+        assert "libtorch" not in maps, f"stub {pid} loaded torch"
 
 
 def test_the_images_model_scores_the_heldout_digits_as_resnet_eval_does(server):
@@ -264,49 +299,25 @@ def test_load_on_the_server_against_the_file_in_process(server, tmp_path):
     assert "- server: digits (triton grpc) c2: queue" in markdown and "at batch 2: median latency" in markdown
 
 
-def test_the_readme_serving_block_runs_as_shown(tmp_path, readme):
-    """The README's triton -> serve & -> bench -> kill %1, for real, on free ports (and shorter
-    windows): each prints the lines shown (numbers aside); while it serves, a second `serve` on
-    its port is one sentence and exit 2; after SIGTERM, exit 0, no process left, the ports free."""
-    from export import export_onnx
-
-    (tmp_path / "tour").mkdir()
-    export_onnx(resnet.load_model(DIGITS / "resnet20_digits.pth"), tmp_path / "tour" / "digits.onnx", validate=False)
-    ports = free_ports()
-    steps = readme.console(1)
-    assert [command.split()[:2] for command, _ in steps] == [
-        ["resnet-deploy", "triton"], ["resnet-deploy", "serve"], ["resnet-bench", "--triton"], ["kill", "%1"],
-    ]  # fmt: skip
-    environment = dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
-    (triton, shown_triton), (serve, shown_serve), (bench, shown_bench), _ = steps
-
-    def not_printed(shown: list[str], printed: list[str]) -> list[str]:
-        return [line for line in shown if readme.shape(line) not in {readme.shape(p) for p in printed}]
-
-    done = subprocess.run(triton, shell=True, cwd=tmp_path, env=environment, capture_output=True, text=True)
-    assert done.returncode == 0 and not not_printed(shown_triton, done.stdout.splitlines()), done.stdout
-    repository = tmp_path / serve.split()[2]
-    process, printed = start_serve(Path(serve.split()[2]), ports, cwd=tmp_path)
-    try:
-        assert not not_printed(shown_serve, printed), printed
-        code = "from toolkit.launch import launch; launch('resnet-deploy')"
-        second = subprocess.run(
-            [sys.executable, "-c", code, "serve", str(repository), "--http-port", str(ports[0])],
-            capture_output=True, text=True, env=environment, timeout=60,
-        )  # fmt: skip
-        assert second.returncode == 2 and second.stderr.count("\n") == 1 and f"port {ports[0]}" in second.stderr
-        bench = bench.replace("127.0.0.1:8001", f"127.0.0.1:{ports[1]}").replace("--duration 3", "--duration 0.9")
-        done = subprocess.run(bench, shell=True, cwd=tmp_path, env=environment, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
-        missing = not_printed(shown_bench, done.stdout.splitlines())
-        assert not missing, f"resnet-bench --triton no longer prints: {missing}"
-    finally:
-        status = stop(process)  # `kill %1`: SIGTERM
-    assert status == 0 and served_processes(repository) == []
-    for port in ports:  # free again
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(("127.0.0.1", port))
+def test_the_readme_serving_block_runs_as_shown(server, tour, readme):
+    """The README's serving block, on the run's server (the `server` fixture ran its triton and serve
+    commands and runs its `kill %1`), on free ports and shorter windows: while it serves, a second
+    `serve` on its port is one sentence and exit 2; `resnet-bench --triton` prints the lines shown
+    (numbers aside)."""
+    ports = server["ports"]
+    code = "from toolkit.launch import launch; launch('resnet-deploy')"
+    environment = dict(os.environ, PYTHONPATH=str(ROOT))
+    second = subprocess.run(
+        [sys.executable, "-c", code, "serve", str(server["repository"]), "--http-port", str(ports[0])],
+        capture_output=True, text=True, env=environment, timeout=60,
+    )  # fmt: skip
+    assert second.returncode == 2 and second.stderr.count("\n") == 1 and f"port {ports[0]}" in second.stderr
+    bench, shown = server["bench"]
+    bench = bench.replace("127.0.0.1:8001", f"127.0.0.1:{ports[1]}").replace("--duration 3", "--duration 0.9")
+    done = tour.run(bench)
+    assert done.returncode == 0, done.stderr
+    missing = _not_printed(readme, shown, done.stdout.splitlines())
+    assert not missing, f"resnet-bench --triton no longer prints: {missing}"
 
 
 def test_serve_refuses_a_model_the_bundled_server_cannot_load(tmp_path):

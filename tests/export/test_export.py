@@ -14,14 +14,21 @@ from export import SUPPORTED_OPSETS, ExportError, Thresholds, ValidationFailed, 
 ALL_MODELS = resnet.registered_models()
 
 
-def _model(depth, dataset="imagenet", randomizer=None, **kwargs):
-    model = resnet.create(depth, dataset, **kwargs)
+def _model(depth, dataset="imagenet", randomizer=None, small=None, **kwargs):
+    """A registered model; an ImageNet one at 64x64 when `small` (the `small_imagenet` fixture) is given."""
+    model = (
+        small(depth, **kwargs)
+        if small is not None and dataset == "imagenet"
+        else resnet.create(depth, dataset, **kwargs)
+    )
     return randomizer(model) if randomizer else model
 
 
 @pytest.mark.parametrize("depth,dataset", ALL_MODELS, ids=[f"{d}-{s}" for d, s in ALL_MODELS])
-def test_every_registered_model_exports_and_validates_at_the_default_opset(depth, dataset, tmp_path, bn_randomizer):
-    model = _model(depth, dataset, bn_randomizer)
+def test_every_registered_model_exports_and_validates_at_the_default_opset(
+    depth, dataset, tmp_path, bn_randomizer, small_imagenet
+):
+    model = _model(depth, dataset, bn_randomizer, small_imagenet)
     report = export_onnx(model, tmp_path / "m.onnx")
     proto = onnx.load(str(tmp_path / "m.onnx"))
     assert [(o.domain, o.version) for o in proto.opset_import] == [("", 17)]
@@ -37,8 +44,8 @@ def test_every_registered_model_exports_and_validates_at_the_default_opset(depth
 
 @pytest.mark.parametrize("opset", [13, 17, 18, 21])
 @pytest.mark.parametrize("depth,dataset,shortcut", [(18, "imagenet", "B"), (50, "imagenet", "B"), (20, "cifar10", "A")])
-def test_exact_opset_and_contract(depth, dataset, shortcut, opset, tmp_path, bn_randomizer):
-    model = _model(depth, dataset, bn_randomizer, shortcut=shortcut)
+def test_exact_opset_and_contract(depth, dataset, shortcut, opset, tmp_path, bn_randomizer, small_imagenet):
+    model = _model(depth, dataset, bn_randomizer, small_imagenet, shortcut=shortcut)
     report = export_onnx(model, tmp_path / "m.onnx", opset=opset)
     proto = onnx.load(str(tmp_path / "m.onnx"))
     assert {o.domain: o.version for o in proto.opset_import} == {"": opset}

@@ -1,5 +1,6 @@
 """INT8 export (explicit Q/DQ) for both targets, on the trained digits model and its real images."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -12,10 +13,13 @@ import resnet
 from deploy import Predictor
 from deploy.datasets import read_image_folder
 from deploy.evaluate import evaluate
+from deploy.runtimes.cpu import CpuFeatures
+from deploy.runtimes.onnxruntime import OrtRuntime
 from export import ValidationFailed, export_onnx, lint_onnx
 from export.cli import main as export_main
 from export.quantize import Int8Options
 from export.validate import Thresholds
+from toolkit.files import on_notice
 
 pytest.importorskip(
     "onnxruntime.quantization", reason="INT8 export uses ONNX Runtime's quantizer: pip install '.[cpu]'"
@@ -86,6 +90,100 @@ def test_the_two_targets_are_different_files(int8_files):
     assert reports["tensorrt"].op_counts["Relu"] == 19 and "Relu" not in reports["cpu"].op_counts
 
 
+def _int8_weights(proto) -> list[np.ndarray]:
+    """The int8 weight tensors of convolutions and the classifier (per-channel: two or more axes)."""
+    return [
+        numpy_helper.to_array(t)
+        for t in proto.graph.initializer
+        if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2
+    ]
+
+
+def test_the_cpu_form_has_7_bit_weights_so_no_x86_cpu_saturates(int8_files):
+    """A property of the file, so it holds on every CPU kind. x86 CPUs without VNNI multiply
+    uint8 activations by int8 weights with `vpmaddubsw`, which sums each pair of products in a
+    saturating int16; weights within [-64, 64] keep every pair sum within 2 x 255 x 64 = 32,640,
+    so the integer arithmetic is exact with VNNI, AMX or neither. (On an AVX2 EPYC, 8-bit weights
+    cost the digits model 0.6 points of top-1 and a second trained one 3.6: docs/accuracy.md.)"""
+    folder, _ = int8_files
+    cpu, trt = onnx.load(str(folder / "cpu.onnx")), onnx.load(str(folder / "tensorrt.onnx"))
+    weights = _int8_weights(cpu)
+    assert len(weights) == 20  # 19 convolutions and the classifier
+    largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert largest <= 64 and 2 * 255 * largest <= np.iinfo(np.int16).max
+    record = json.loads({p.key: p.value for p in cpu.metadata_props}["quantization"])
+    assert record["weight_bits"] == 7 and record["weights"] == "int8 symmetric per channel (7-bit range)"
+    # TensorRT's form keeps the full range: its GPUs sum in int32.
+    assert max(int(np.abs(w.astype(np.int32)).max()) for w in _int8_weights(trt)) == 127
+    assert json.loads({p.key: p.value for p in trt.metadata_props}["quantization"])["weight_bits"] == 8
+
+
+AVX2_ONLY = CpuFeatures(("avx2",))
+WITH_VNNI = CpuFeatures(("avx2", "avx512f", "avx512_vnni"))
+
+
+def _without_weight_bits(source, path):
+    """A copy of `source` whose record lacks "weight_bits", as every INT8 file this toolkit wrote
+    before 7-bit weights does (those files have 8-bit weights)."""
+    proto = onnx.load(str(source))
+    props = {p.key: p.value for p in proto.metadata_props}
+    record = json.loads(props["quantization"])
+    del record["weight_bits"]
+    onnx.helper.set_model_props(proto, props | {"quantization": json.dumps(record)})
+    onnx.save(proto, str(path))
+    return path
+
+
+def _notices(open_file) -> list[str]:
+    said: list[str] = []
+    on_notice(said.append)
+    try:
+        open_file().close()
+    finally:
+        on_notice(None)
+    return said
+
+
+def test_an_8_bit_file_opened_on_a_cpu_without_vnni_says_so_in_one_line(int8_files, tmp_path):
+    """The CPU is given (`features`), so this runs alike on every machine."""
+    folder, _ = int8_files
+    old = _without_weight_bits(folder / "cpu.onnx", tmp_path / "old.onnx")
+    (line,) = _notices(lambda: OrtRuntime(old, provider="cpu", features=AVX2_ONLY))
+    assert line.startswith("old.onnx has 8-bit INT8 weights and this CPU has no VNNI (avx2)")
+    assert "re-export it with this toolkit's --int8-target cpu" in line
+    assert _notices(lambda: OrtRuntime(old, provider="cpu", features=WITH_VNNI)) == []
+    assert _notices(lambda: OrtRuntime(folder / "cpu.onnx", provider="cpu", features=AVX2_ONLY)) == []
+    (line,) = _notices(lambda: OrtRuntime(folder / "tensorrt.onnx", provider="cpu", features=AVX2_ONLY))
+    assert "it is TensorRT's form" in line
+    if importlib.util.find_spec("openvino") is not None:
+        from deploy.runtimes.openvino import OpenVinoRuntime
+
+        said = _notices(lambda: OpenVinoRuntime(old, features=AVX2_ONLY))
+        assert said == _notices(lambda: OrtRuntime(old, provider="cpu", features=AVX2_ONLY)) and len(said) == 1
+        assert _notices(lambda: OpenVinoRuntime(folder / "cpu.onnx", features=AVX2_ONLY)) == []
+
+
+def test_the_int8_path_names_what_the_cpu_does():
+    assert WITH_VNNI.int8_path() == "VNNI (avx512_vnni): exact int32 sums"
+    assert CpuFeatures(("avx2", "avx512f", "amx_tile", "amx_int8")).int8_path() == "AMX (amx_int8): exact int32 sums"
+    assert AVX2_ONLY.int8_path() == "no VNNI (avx2): int16 pair sums, exact for 7-bit weights only"
+    assert CpuFeatures(()).int8_path().startswith("unknown") and not CpuFeatures(()).int16_pair_sums
+
+
+def test_resnet_eval_names_the_int8_path_beside_the_figures(int8_files, digits, tmp_path):
+    from deploy.cli import eval_main
+
+    folder, _ = int8_files
+    out = tmp_path / "e.json"
+    result = CliRunner().invoke(eval_main, [str(folder / "cpu.onnx"), str(digits["heldout"]), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    expected = CpuFeatures.probe().int8_path()  # this machine's, whichever kind it is
+    assert f"  int8 path   {expected}" in result.output.splitlines()
+    assert json.loads(out.read_text())["int8_path"] == expected
+    fp32 = CliRunner().invoke(eval_main, [str(digits["checkpoint"]), str(digits["heldout"])])
+    assert fp32.exit_code == 0 and "int8 path" not in fp32.output
+
+
 def test_without_real_images_it_says_only_random_agreement_was_checked(model, digits, tmp_path):
     report = export_onnx(model, tmp_path / "m.onnx", precision="int8", int8=Int8Options(digits["calibration"], size=64))
     assert report.validation.accuracy is None and "random inputs only" in report.validation.notes[0]
@@ -154,6 +252,7 @@ def test_the_cli_reports_the_accuracy(digits, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "resnet20_digits_int8.onnx" in result.output and "Q/DQ for cpu" in result.output
     assert "accuracy    top-1 99." in result.output and "against PyTorch's 99.60% on 500 images" in result.output
+    assert f"  int8 path   {CpuFeatures.probe().int8_path()}" in result.output.splitlines()
 
 
 # ---------------------------------------------------------------- the INT8 rules of the graph contract
