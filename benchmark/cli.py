@@ -10,9 +10,7 @@ from __future__ import annotations
 import click
 
 from deploy.runtimes import RuntimeOptions
-from deploy.runtimes.onnxruntime import CONV_SEARCHES, DEVICES, ORT_PROVIDERS
-from deploy.runtimes.open import BACKEND_CHOICES
-from deploy.runtimes.openvino import OPENVINO_HINTS
+from deploy.runtimes.choices import BACKEND_CHOICES, CONV_SEARCHES, DEVICES, OPENVINO_HINTS, ORT_PROVIDERS
 from resnet.cli import model_options
 from toolkit.cli import ProgressBar, ToolkitCommand, json_option, option_group, options, parse_ints, write_json
 from toolkit.files import check_outputs
@@ -20,10 +18,11 @@ from toolkit.numbers import LIMITS, Number, check_number
 from toolkit.precision import TORCH_PRECISIONS
 
 from .harness import LoopSettings
+from .profile import format_profile
 from .report import ReportFiles, format_table
 from .run import benchmark_models
-from .serving import PROTOCOLS, LoadSettings, ServedModel, benchmark_served
-from .sla import format_sla, sla_failure
+from .serving import PROTOCOLS, LoadSettings, ServedTarget, benchmark_served
+from .sla import format_sla
 
 
 def parse_batches(text: str, option: str = "--batch") -> list[int]:
@@ -209,14 +208,14 @@ report_options = option_group(
 )
 
 
-def _served(triton, model_name, protocol, concurrency) -> tuple[ServedModel, list[int]] | None:
+def _served(triton, model_name, protocol, concurrency) -> tuple[ServedTarget, list[int]] | None:
     if triton is None:
         if model_name is not None:
             raise click.UsageError("--model names a model on the Triton server given with --triton")
         return None
     if model_name is None:
         raise click.UsageError("--triton needs --model, the name of the model to load it with")
-    return ServedModel(triton, model_name, protocol), parse_batches(concurrency, "--concurrency")
+    return ServedTarget(triton, model_name, protocol), parse_batches(concurrency, "--concurrency")
 
 
 served_options = option_group(
@@ -246,9 +245,10 @@ peak_options = options(
         "--peak-tflops",
         type=Number(low=0, low_open=True, high=1e6),
         default=None,
-        help="The machine's peak, for the fraction-of-peak column. [default: a measured matmul rate]",
+        help="The machine's peak (TFLOP/s): the last column is then the fraction of it, 'of peak'. [default: a "
+        "matrix product measured here, 'of matmul': a rate this machine reaches, which better kernels can pass]",
     ),
-    click.option("--no-peak", is_flag=True, help="Skip the peak measurement (and the fraction-of-peak column)."),
+    click.option("--no-peak", is_flag=True, help="Skip the matmul measurement (and the last column)."),
 )
 
 
@@ -290,7 +290,7 @@ peak_options = options(
 )
 @click.option(
     "--sla-p99-ms",
-    type=Number(low=0, low_open=True, high=3.6e6),
+    type=Number(low_open=True, limit="milliseconds"),
     default=None,
     help="Find the batch (of --batch, e.g. 1,2,4,8,16) with the highest throughput whose p99 fits this budget "
     "(--plot then draws the curve); exit status 1 when none does.",
@@ -374,40 +374,17 @@ def _check_analyses(profile: bool, profile_json, sla_p99_ms, served, files: Repo
 def _report(run, files: ReportFiles, profile_json) -> int:
     """Print the table (with the profiles and the SLA choice), write --profile-json; the exit status."""
     if profile_json:
-        write_json(
-            profile_json, {"profiles": [{"label": m.label, "batch": m.batch, **m.profile} for m in run.measurements]}
-        )
+        profiles = [{"label": m.label, **m.profile.to_dict()} for m in run.measurements if m.profile is not None]
+        write_json(profile_json, {"profiles": profiles})
     report = files.stdout(run)
     text = format_table(run)
-    text += "".join("\n\n" + format_profile(m) for m in run.measurements if m.profile is not None)
+    text += "".join("\n\n" + format_profile(m.label, m.profile) for m in run.measurements if m.profile is not None)
     text += "\n\n" + format_sla(run.sla) + "\n" if run.sla is not None else ""
     click.echo(report if report is not None else text, nl=report is None)
-    if run.sla is not None and run.sla["batch"] is None:
-        click.echo(f"resnet-bench: {sla_failure(run.sla)}", err=True)
+    if run.sla is not None and run.sla.batch is None:
+        click.echo(f"resnet-bench: {run.sla.failure()}", err=True)
         return 1
     return 0
-
-
-def format_profile(m) -> str:
-    """A measurement's per-layer times: the stages, then every layer in network order."""
-    p = m.profile
-    gap = p["measured_ms"] - p["attributed_ms"]
-    lines = [
-        f"profile: {m.label}, batch {m.batch}, {p['runs']} runs ({p['profiler']}): {p['attributed_ms']:.3f} ms in layers "
-        f"of {p['measured_ms']:.3f} ms measured (gap {gap:+.3f} ms, {gap / p['measured_ms']:+.1%})",
-        "  stages  " + ", ".join(f"{s['name']} {s['ms']:.3f} ms ({s['share']:.1%})" for s in p["stages"]),
-        f"  {'layer':<22} {'ms':>9} {'share':>7} {'GFLOP/s':>9}  ran as",
-    ]
-    for layer in p["layers"]:
-        rate = f"{layer['gflops']:.1f}" if layer["gflops"] is not None else "-"
-        lines.append(
-            f"  {layer['name']:<22} {layer['ms']:>9.3f} {layer['share']:>7.1%} {rate:>9}  {', '.join(layer['ops'])}".rstrip()
-        )
-    if p["unattributed"]:
-        lines.append(
-            f"  other       {len(p['unattributed'])} steps that are no module's: {', '.join(p['unattributed'][:3])}"
-        )
-    return "\n".join(lines)
 
 
 def _benchmark_served(target, other, batches, loop: LoopSettings, runtime, served, seed: int, bar):

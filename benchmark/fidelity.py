@@ -166,10 +166,13 @@ PROFILE_CASES = ((20, "cifar10", 8, 0.80), (50, "imagenet", 1, 0.85))  # depth, 
 def profile_fidelity(folder: Path, max_gap: float = 0.25) -> list[dict]:
     """For each of `PROFILE_CASES` and each CPU backend: the quietest of three profiles' gap
     (layers' sum against measured latency) and the share of the residual stages, within bounds or not."""
+    from dataclasses import replace
+
     import resnet
     from deploy.runtimes import RuntimeOptions, open_runtime
-    from deploy.runtimes.pytorch import torch_runtime
     from export import export_onnx
+
+    timed = RuntimeOptions(layer_times=True)
 
     from .profile import profile_runtime
 
@@ -179,9 +182,9 @@ def profile_fidelity(folder: Path, max_gap: float = 0.25) -> list[dict]:
         model = resnet.create(depth, dataset).eval()
         path = folder / f"resnet{depth}.onnx"
         export_onnx(model, path, validate=False)
-        runtimes = [open_runtime(path), torch_runtime(model, RuntimeOptions(device="cpu"))]
+        runtimes = [open_runtime(path, timed), open_runtime(model, replace(timed, device="cpu"))]
         try:
-            runtimes.append(open_runtime(path, RuntimeOptions(backend="openvino")))
+            runtimes.append(open_runtime(path, replace(timed, backend="openvino")))
         except Exception:  # noqa: BLE001 - OpenVINO is optional
             pass
         for runtime in runtimes:

@@ -27,6 +27,7 @@ from deploy.runtimes.base import DeviceRuntime, Runtime
 from toolkit.errors import ToolkitError
 from toolkit.numbers import LIMITS, check_number
 
+from .profile import Profile
 from .stats import LatencyStats
 
 INPUT_POOL = 4  # distinct random batches per target, used in turn
@@ -83,11 +84,11 @@ class Measurement:
     peak_tflops: float | None = None
     fraction_of_peak: float | None = None
     extra: dict = field(default_factory=dict)
-    profile: dict | None = None  # --profile: per-layer times (`benchmark.profile.Profile.to_dict`)
+    profile: Profile | None = None  # --profile: per-layer times
 
     def to_dict(self) -> dict:
         data = dict(self.__dict__)
-        for key in ("latency", "h2d", "compute", "d2h", "enqueue"):
+        for key in ("latency", "h2d", "compute", "d2h", "enqueue", "profile"):
             data[key] = None if data[key] is None else data[key].to_dict()
         return data
 

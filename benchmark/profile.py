@@ -8,15 +8,20 @@ names carry the module names the ONNX writer gave the nodes (`layer1.0.conv1`), 
 names it gave their outputs (ONNX Runtime names a fused node after its output: `layer1.0.relu1`),
 and `unit_of` maps any of them to the unit:
 
+Each backend's profiler is its runtime's (`Runtime.time_layers`, asked for when the runtime is
+opened: `RuntimeOptions(layer_times=True)`), so a profile runs with exactly the options of the
+measurement (provider, threads, OpenVINO's hint and precision):
+
 - ONNX Runtime: `SessionOptions.enable_profiling`, the node events (`kernel_time`) of the timed
-  runs only (the warm-up runs and everything before them, the profiler's own first-run events
-  included, are dropped by the `model_run` windows they fall in);
+  runs only, on a session of its own with the same provider and threads (CPU or CUDA);
 - PyTorch: forward hooks around every leaf module, timed with `perf_counter` (on a GPU after a
-  synchronize), BatchNorm and ReLU added to their convolution;
+  synchronize); a block's ReLU calls named as its module points (`relu1`, ..., `relu`);
 - OpenVINO: `PERF_COUNT` and the request's `profiling_info` (executed nodes only);
 - TensorRT: an `IProfiler` on the execution context (`report_layer_time`); its fused layer names
   ("layer1.0.conv1 + layer1.0.relu1") contain the ONNX node names. Written against TensorRT 11.4's
   and 10.13's Python API, not run here.
+
+This module maps the backends' names to units and stages; it imports no backend.
 
 The per-layer times are summed and compared with the measured latency of the same runs
 (`perf_counter` around each run): the gap (the profiler's overhead, the runtime's own work between
@@ -26,9 +31,6 @@ are no module's (ONNX Runtime's and OpenVINO's memory reorders) are timed as "ot
 
 from __future__ import annotations
 
-import json
-import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,7 @@ import numpy as np
 
 from deploy.runtimes.base import Runtime
 from resnet.architecture import Architecture
+from resnet.architecture import stage_of as module_stage
 from toolkit.errors import ToolkitError
 
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "head", "other")
@@ -47,21 +50,15 @@ def units(architecture: Architecture) -> list[str]:
     """The units of a ResNet in network order (see the module docstring)."""
     names = ["conv1"] + (["maxpool"] if architecture.stem == "imagenet" else [])
     shortcuts = {name for name, *_ in architecture.shortcut_blocks()}
-    convs = 2 if architecture.block == "basic" else 3
-    for stage, count in enumerate(architecture.layers):
-        for position in range(count):
-            block = f"layer{stage + 1}.{position}"
-            names += [f"{block}.conv{i}" for i in range(1, convs + 1)]
-            names += [f"{block}.downsample"] if block in shortcuts else []
+    for block in architecture.blocks():
+        names += [f"{block}.conv{i}" for i in range(1, architecture.convs_per_block + 1)]
+        names += [f"{block}.downsample"] if block in shortcuts else []
     return names + ["avgpool", "fc"]
 
 
 def stage_of(unit: str) -> str:
-    if unit == OTHER:
-        return OTHER
-    if unit.startswith("layer"):
-        return unit.split(".")[0]
-    return "head" if unit in ("avgpool", "fc") else "stem"
+    """A unit's stage (`resnet.architecture.stage_of`), or "other" for the backend's own steps."""
+    return OTHER if unit == OTHER else module_stage(unit)
 
 
 def unit_of(name: str, convs: int) -> str | None:
@@ -134,7 +131,7 @@ def layer_flops(architecture: Architecture, dataset: str, spec) -> dict[str, flo
     with torch.device("meta"):
         model = ResNet.from_architecture(architecture, dataset=dataset, input_spec=spec)
     found: dict[str, float] = {}
-    convs = 2 if architecture.block == "basic" else 3
+    convs = architecture.convs_per_block
 
     def hook(name):
         def record(module, inputs, output):
@@ -197,14 +194,14 @@ def summarize(
     )
 
 
-# ---- the backends ----------------------------------------------------------------------------
+# ---- the backends' readings ------------------------------------------------------------------
 
 
-class _Tally:
-    """A backend's layer times, by unit: each name mapped by `unit_of` (no module's: "other")."""
+class _UnitTimes:
+    """A backend's steps summed by unit: each name mapped by `unit_of` (no module's: "other")."""
 
     def __init__(self, architecture: Architecture) -> None:
-        self.convs = 2 if architecture.block == "basic" else 3
+        self.convs = architecture.convs_per_block
         self.times: dict[str, list[float]] = {}
         self.ops: dict[str, set] = {}
         self.unattributed: list[str] = []
@@ -218,202 +215,78 @@ class _Tally:
         if op is not None:
             self.ops.setdefault(unit, set()).add(op)
 
-    def profile(
-        self, runtime, batch: int, latencies: list[float], *, backend: str, profiler: str, runs: int
-    ) -> Profile:
-        return summarize(
-            self.times,
-            runtime.info,
-            batch,
-            float(np.mean(latencies)),
-            backend=backend,
-            profiler=profiler,
-            runs=runs,
-            ops=self.ops,
-            unattributed=self.unattributed,
-        )
-
-
-def _timed_runs(run, batch: np.ndarray, runs: int, warmup: int) -> list[float]:
-    """Warm-up runs, then the timed ones: each one's latency in ms."""
-    for _ in range(warmup):
-        run(batch)
-    seconds = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        run(batch)
-        seconds.append((time.perf_counter() - started) * 1e3)
-    return seconds
-
-
-def _profile_onnxruntime(runtime, batch: np.ndarray, runs: int, warmup: int) -> Profile:
-    from deploy.runtimes.onnxruntime import OrtRuntime
-
-    with tempfile.TemporaryDirectory(prefix="resnet-profile-") as folder:
-        profiled = OrtRuntime(
-            runtime.path, provider=runtime.provider, threads=runtime.threads, profile=Path(folder) / "ort"
-        )
-        latencies = _timed_runs(profiled.run, batch, runs, warmup)
-        events = json.loads(Path(profiled.session.end_profiling()).read_text())
-        profiled.close()
-    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
-    if len(windows) < warmup + runs:
-        raise ToolkitError(f"ONNX Runtime's profiler recorded {len(windows)} runs of {warmup + runs}")
-    start = windows[warmup][0]  # the warm-up runs, and everything before them, are left out
-    tally = _Tally(runtime.info.architecture)
-    for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= start:
-            tally.add(
-                event["name"].removesuffix("_kernel_time"), event["dur"] / 1e3, event.get("args", {}).get("op_name")
-            )
-    return tally.profile(
-        runtime,
-        len(batch),
-        latencies,
-        backend="onnxruntime",
-        profiler="ONNX Runtime's profiler (kernel_time events)",
-        runs=runs,
-    )
-
-
-def _profile_openvino(runtime, batch: np.ndarray, runs: int, warmup: int) -> Profile:
-    from deploy.runtimes.openvino import OpenVinoRuntime
-
-    profiled = OpenVinoRuntime(runtime.path, precision=runtime.precision, threads=runtime.threads, profiling=True)
-    tally, latencies = _Tally(runtime.info.architecture), []
-    _timed_runs(profiled.run, batch, 0, warmup)
-    for _ in range(runs):  # OpenVINO keeps the counters of the last run: read after each one
-        latencies += _timed_runs(profiled.run, batch, 1, 0)
-        for info in profiled.profiling_info(len(batch)):
-            if not str(info.status).endswith("NOT_RUN") and info.node_type != "Parameter":
-                tally.add(info.node_name, info.real_time.total_seconds() * 1e3, info.node_type)
-    profiled.close()
-    return tally.profile(
-        runtime, len(batch), latencies, backend="openvino", profiler="OpenVINO's PERF_COUNT", runs=runs
-    )
-
-
-class _ModuleTimer:
-    """Forward hooks around each leaf module of a PyTorch model, adding each one's time to its unit
-    (a block's one ReLU runs after each of its convolutions: each call goes to the one before it)."""
-
-    def __init__(self, model, convs: int, cuda: bool) -> None:
-        import torch
-
-        self.convs, self.cuda, self._torch = convs, cuda, torch
-        self.totals: dict[str, list[float]] = {}
-        self.counting = False
-        self._started: dict[str, float] = {}
-        self._calls: dict[str, int] = {}
-        leaves = [
-            (n, m)
-            for n, m in model.named_modules()
-            if n and not any(True for _ in m.children()) and not isinstance(m, torch.nn.Identity)
-        ]
-        self.handles = [m.register_forward_pre_hook(self._before(n)) for n, m in leaves]
-        self.handles += [m.register_forward_hook(self._after(n)) for n, m in leaves]
-
-    def _unit(self, name: str) -> str | None:
-        parts = name.split(".")
-        if name.endswith(".relu") and len(parts) == 3:
-            block = ".".join(parts[:2])
-            self._calls[block] = self._calls.get(block, 0) % self.convs + 1
-            return f"{block}.conv{self._calls[block]}"
-        return unit_of(name, self.convs)
-
-    def _before(self, name: str):
-        def hook(module, inputs):
-            if self.cuda:
-                self._torch.cuda.synchronize()
-            self._started[name] = time.perf_counter()
-
-        return hook
-
-    def _after(self, name: str):
-        def hook(module, inputs, output):
-            if self.cuda:
-                self._torch.cuda.synchronize()
-            unit = self._unit(name)
-            if self.counting and unit is not None:
-                self.totals.setdefault(unit, [0.0])[0] += (time.perf_counter() - self._started[name]) * 1e3
-
-        return hook
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-
-
-def _profile_pytorch(runtime, batch: np.ndarray, runs: int, warmup: int) -> Profile:
-    cuda = str(runtime.device).startswith("cuda")
-    timer = _ModuleTimer(runtime.model, 2 if runtime.info.architecture.block == "basic" else 3, cuda)
-    try:
-        _timed_runs(runtime.run, batch, 0, warmup)
-        timer.counting = True
-        latencies = _timed_runs(runtime.run, batch, runs, 0)
-    finally:
-        timer.remove()
-    return summarize(
-        timer.totals,
-        runtime.info,
-        len(batch),
-        float(np.mean(latencies)),
-        backend="pytorch",
-        profiler="forward hooks around each module (perf_counter" + (", synchronized)" if cuda else ")"),
-        runs=runs,
-    )
-
-
-def _profile_tensorrt(runtime, batch: np.ndarray, runs: int, warmup: int) -> Profile:
-    from deploy.runtimes.tensorrt import import_tensorrt
-
-    trt = import_tensorrt()
-    tally = _Tally(runtime.info.architecture)
-    counting = {"on": False}
-
-    class LayerTimes(trt.IProfiler):
-        def __init__(self):
-            trt.IProfiler.__init__(self)  # pybind11: the base's constructor, explicitly
-
-        def report_layer_time(self, layer_name, ms):
-            if counting["on"]:
-                tally.add(layer_name, ms)
-
-    profiler = LayerTimes()
-    context = runtime.context
-    context.profiler = profiler
-    try:
-        _timed_runs(runtime.run, batch, 0, warmup)
-        counting["on"] = True
-        latencies = _timed_runs(runtime.run, batch, runs, 0)
-    finally:
-        context.profiler = None
-    return tally.profile(
-        runtime,
-        len(batch),
-        latencies,
-        backend="tensorrt",
-        profiler="TensorRT's IProfiler (report_layer_time)",
-        runs=runs,
-    )
-
-
-PROFILERS = {
-    "onnxruntime": _profile_onnxruntime,
-    "openvino": _profile_openvino,
-    "pytorch": _profile_pytorch,
-    "tensorrt": _profile_tensorrt,
-}
-
 
 def profile_runtime(
     runtime: Runtime, batch_size: int, *, runs: int = PROFILE_RUNS, warmup: int = PROFILE_WARMUP, seed: int = 0
 ) -> Profile:
-    """Per-layer times of `runtime` at `batch_size` from its backend's profiler (module docstring)."""
+    """Per-layer times of `runtime` at `batch_size`: its backend's profiler (`Runtime.time_layers`;
+    the runtime was opened with `RuntimeOptions(layer_times=True)`), mapped to units and stages."""
     if runtime.info is None:
         raise ToolkitError(f"{runtime.describe()} has no resnet-export metadata, so its layers can't be named")
-    profiler = PROFILERS.get(runtime.backend)
-    if profiler is None:
-        raise ToolkitError(f"no profiler for the {runtime.backend} backend")
-    batch = runtime.random_input(batch_size, seed=seed)
-    return profiler(runtime, batch, runs, warmup)
+    reading = runtime.time_layers(runtime.random_input(batch_size, seed=seed), runs, warmup)
+    tally = _UnitTimes(runtime.info.architecture)
+    for name, ms, op in reading.steps:
+        tally.add(name, ms, op)
+    return summarize(
+        tally.times,
+        runtime.info,
+        batch_size,
+        float(np.mean(reading.latencies_ms)),
+        backend=runtime.backend,
+        profiler=reading.profiler,
+        runs=runs,
+        ops=tally.ops,
+        unattributed=tally.unattributed,
+    )
+
+
+def format_profile(label: str, profile: Profile) -> str:
+    """A measurement's per-layer times: the stages, then every layer in network order."""
+    p = profile
+    lines = [
+        f"profile: {label}, batch {p.batch}, {p.runs} runs ({p.profiler}): {p.attributed_ms:.3f} ms in layers "
+        f"of {p.measured_ms:.3f} ms measured (gap {p.gap_ms:+.3f} ms, {p.gap_ms / p.measured_ms:+.1%})",
+        "  stages  " + ", ".join(f"{s['name']} {s['ms']:.3f} ms ({s['share']:.1%})" for s in p.stages),
+        f"  {'layer':<22} {'ms':>9} {'share':>7} {'GFLOP/s':>9}  ran as",
+    ]
+    for layer in p.layers:
+        rate = f"{layer.gflops:.1f}" if layer.gflops is not None else "-"
+        lines.append(
+            f"  {layer.name:<22} {layer.ms:>9.3f} {layer.share:>7.1%} {rate:>9}  {', '.join(layer.ops)}".rstrip()
+        )
+    if p.unattributed:
+        lines.append(f"  other       {len(p.unattributed)} steps that are no module's: {', '.join(p.unattributed[:3])}")
+    return "\n".join(lines)
+
+
+def plot_profile(label: str, profile: Profile, path: Path) -> None:
+    """Horizontal bars: each stage's share, then the layers that take the most time, coloured by stage."""
+    from toolkit.files import atomic_path
+
+    from .pyplot import pyplot
+
+    plt = pyplot()
+    colours = dict(zip(STAGES, plt.get_cmap("tab10").colors, strict=False))
+    layers = sorted(profile.layers, key=lambda layer: -layer.ms)[:20]
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 8), gridspec_kw={"height_ratios": [1, 3]})
+    stages = profile.stages[::-1]
+    top.barh([s["name"] for s in stages], [s["ms"] for s in stages], color=[colours[s["name"]] for s in stages])
+    for index, stage in enumerate(stages):
+        top.text(stage["ms"], index, f" {stage['ms']:.2f} ms ({stage['share']:.0%})", va="center", fontsize=8)
+    top.set_xlabel("ms per batch")
+    top.set_title(
+        f"{label}, batch {profile.batch}: {profile.attributed_ms:.2f} ms in layers of "
+        f"{profile.measured_ms:.2f} ms measured (gap {profile.gap_ms:+.2f} ms)",
+        fontsize=9,
+    )
+    bottom.barh(
+        [layer.name for layer in layers][::-1],
+        [layer.ms for layer in layers][::-1],
+        color=[colours[layer.stage] for layer in layers][::-1],
+    )
+    bottom.set_xlabel("ms per batch (the 20 slowest layers)")
+    bottom.tick_params(axis="y", labelsize=7)
+    figure.tight_layout()
+    with atomic_path(path) as staged:
+        figure.savefig(staged, format="png", dpi=110)
+    plt.close(figure)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from toolkit.errors import ToolkitError
 from toolkit.files import atomic_path, write_text_atomic
-from toolkit.optional import require
 
 from .environment import MachineInfo
 from .harness import LoopSettings, Measurement
+from .sla import SlaChoice
 
 CSV_COLUMNS = [
     "label",
@@ -87,7 +87,7 @@ class BenchmarkRun:
     settings: LoopSettings
     measurements: list[Measurement]
     comparisons: list[Comparison] = field(default_factory=list)
-    sla: dict | None = None  # --sla-p99-ms: the budget, the chosen batch and every row (`benchmark.sla`)
+    sla: SlaChoice | None = None  # --sla-p99-ms: the budget, the chosen batch and every row
 
     def to_dict(self) -> dict:
         return {
@@ -95,7 +95,7 @@ class BenchmarkRun:
             "settings": asdict(self.settings),
             "measurements": [m.to_dict() for m in self.measurements],
             "comparisons": [asdict(c) for c in self.comparisons],
-        } | ({"sla": self.sla} if self.sla is not None else {})
+        } | ({"sla": self.sla.to_dict()} if self.sla is not None else {})
 
 
 def compare(measurements: list[Measurement]) -> list[Comparison]:
@@ -159,7 +159,19 @@ def _cells(m: Measurement, gpu: bool) -> list[str]:
     return cells
 
 
-def _headers(gpu: bool) -> list[str]:
+def rate_column(machine: MachineInfo) -> str:
+    """The last column's name: the fraction of the peak the user gave (`--peak-tflops`), or of the
+    matrix-product rate measured here, which is a rate the machine reaches, not its peak: a runtime
+    with better kernels can pass it (ONNX Runtime's convolutions did, on AVX-512)."""
+    return "of peak" if machine.peak_source == "--peak-tflops" else "of matmul"
+
+
+def _rate_line(machine: MachineInfo) -> str:
+    what = "peak" if machine.peak_source == "--peak-tflops" else "matmul"
+    return f"{what}: {machine.peak_tflops:.3g} TFLOP/s ({machine.peak_source})"
+
+
+def _headers(gpu: bool, rate: str = "of matmul") -> list[str]:
     headers = [
         "target",
         "batch",
@@ -175,13 +187,13 @@ def _headers(gpu: bool) -> list[str]:
     ]
     if gpu:
         headers += ["h2d ms", "compute ms", "d2h ms", "enqueue ms"]
-    return headers + ["of peak"]
+    return headers + [rate]
 
 
 def format_table(run: BenchmarkRun) -> str:
     """The terminal table, with the machine above and the ratios below."""
     gpu = any(m.compute is not None for m in run.measurements)
-    rows = [_headers(gpu)] + [_cells(m, gpu) for m in run.measurements]
+    rows = [_headers(gpu, rate_column(run.machine))] + [_cells(m, gpu) for m in run.measurements]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     machine = run.machine
@@ -193,7 +205,8 @@ def format_table(run: BenchmarkRun) -> str:
     if machine.int8_path:
         lines.append(f"int8:    {machine.int8_path}")
     if machine.peak_tflops:
-        lines.append(f"peak:    {machine.peak_tflops:.3g} TFLOP/s ({machine.peak_source})")
+        what, rest = _rate_line(machine).split(": ", 1)
+        lines.append(f"{what + ':':<8} {rest}")
     lines.append("")
     for index, row in enumerate(rows):
         lines.append(
@@ -231,7 +244,7 @@ SERVER_PARTS = ("queue_ms", "compute_input_ms", "compute_infer_ms", "compute_out
 
 def to_markdown(run: BenchmarkRun) -> str:
     gpu = any(m.compute is not None for m in run.measurements)
-    headers = _headers(gpu)
+    headers = _headers(gpu, rate_column(run.machine))
     lines = [
         "| " + " | ".join(headers) + " |",
         "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|",
@@ -248,7 +261,7 @@ def to_markdown(run: BenchmarkRun) -> str:
     if machine.int8_path:
         lines.append(f"INT8 path: {machine.int8_path}.")
     if machine.peak_tflops:
-        lines.append(f"Peak: {machine.peak_tflops:.3g} TFLOP/s ({machine.peak_source}).")
+        lines.append(_rate_line(machine).capitalize() + ".")
     lines.append("Versions: " + ", ".join(f"{k} {v}" for k, v in machine.versions.items()) + ".")
     lines.extend(f"- {served_line(m)}" for m in run.measurements if "server" in m.extra)
     for c in run.comparisons:
@@ -294,21 +307,23 @@ class ReportFiles:
             if path and path != "-":
                 write_text_atomic(Path(path), text())
         if self.plot_path:
-            from .sla import plot_profile, plot_sla
+            from .profile import plot_profile
+            from .sla import plot_sla
 
             if run.sla is not None:
-                plot_sla(run, Path(self.plot_path))
+                plot_sla(run.sla, Path(self.plot_path))
             elif run.measurements and run.measurements[0].profile is not None:
-                plot_profile(run.measurements[0], Path(self.plot_path))
+                first = run.measurements[0]
+                plot_profile(first.label, first.profile, Path(self.plot_path))
             else:
                 plot(run, Path(self.plot_path))
 
 
 def plot(run: BenchmarkRun, path: Path) -> None:
     """Median latency against throughput over the batch sweep, one line per target."""
-    matplotlib = require("matplotlib", "--plot")
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .pyplot import pyplot
+
+    plt = pyplot()
 
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
     series = lambda m: m.extra.get("series", m.label)  # noqa: E731 - a served model's concurrencies are one line

@@ -1,4 +1,5 @@
-"""`run_benchmark`: targets x batch sizes, measured and compared; the function behind `resnet-bench`."""
+"""`benchmark_models`, the function behind `resnet-bench` (open the targets, measure, profile, choose
+a batch for a budget), and `run_benchmark`, which measures targets x batch sizes and compares them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from deploy.runtimes.base import RuntimeOptions
+from deploy.runtimes import RuntimeOptions, backend_of
 from resnet.registry import ModelOptions
 from resnet.summary import largest_activation
 from toolkit.errors import ToolkitError
@@ -97,10 +98,10 @@ def run_benchmark(
         peaks = {key: max(peaks[key], measure_matmul_tflops(key[0], key[1], threads=threads)) for key in keys}
     if peaks:
         machine.peak_tflops, machine.peak_source = peaks.get(peak_key(targets[0])) or next(iter(peaks.values()))
-    # Measurements come batch by batch, each batch's in the targets' order: matched by position.
-    figures = [(flops_per_image(t.info), peaks.get(peak_key(t), (None, ""))[0]) for t in targets]
-    for index, m in enumerate(measurements):
-        flops, peak = figures[index % len(targets)]
+    # Each measurement's target, by its label (every target has its own: checked above).
+    figures = {t.label: (flops_per_image(t.info), peaks.get(peak_key(t), (None, ""))[0]) for t in targets}
+    for m in measurements:
+        flops, peak = figures[m.label]
         m.flops_per_image = flops
         if flops is not None:
             m.achieved_tflops = flops * m.images_per_second / 1e12
@@ -131,19 +132,24 @@ def benchmark_models(
     both over `batches` (default: an engine's opt batch, else 1) with `run_benchmark`, and close
     them. `profile`: each measurement then carries its per-layer times (`benchmark.profile`);
     `sla_p99_ms`: the run carries the best batch for that p99 budget (`benchmark.sla`)."""
+    options = replace(options, layer_times=True) if profile else options
     targets = [open_target(target, options, model=model)]
     try:
         if other is not None:
             # --backend and --precision are the first target's: a --vs file runs on its own backend
-            # in FP32, and "pytorch" computes in the first target's precision (like with like).
-            own = options if other == PYTORCH_WORD else replace(options, backend=None, precision="fp32")
+            # in FP32, and "pytorch" computes in the first target's precision (like with like); each
+            # takes the options its backend uses (the others were the first target's).
+            if other == PYTORCH_WORD:
+                own = options.honoured_by("pytorch")
+            else:
+                own = replace(options, backend=None, precision="fp32").honoured_by(backend_of(other))
             targets.append(open_target(other, own, like=targets[0], model=model))
         unique_labels(targets, [target, other])
         if batches is None:
-            engine_profile = getattr(targets[0].runtime, "batch_profile", None)
-            batches = [engine_profile.opt] if engine_profile is not None else [1]
+            engine_batches = getattr(targets[0].runtime, "batches", None)
+            batches = [engine_batches.opt] if engine_batches is not None else [1]
         if sla_p99_ms is not None:
-            check_number(sla_p99_ms, "--sla-p99-ms", low=0, low_open=True, high=3.6e6)
+            check_number(sla_p99_ms, "--sla-p99-ms", low_open=True, limit="milliseconds")
         run = run_benchmark(
             targets,
             batches,
@@ -155,9 +161,10 @@ def benchmark_models(
             progress=progress,
         )
         if profile:  # after the timed runs, each target at each batch through its backend's profiler
-            for index, measurement in enumerate(run.measurements):
-                runtime = targets[index % len(targets)].runtime
-                measurement.profile = profile_runtime(runtime, measurement.batch, seed=seed).to_dict()
+            by_label = {t.label: t for t in targets}
+            for measurement in run.measurements:
+                runtime = by_label[measurement.label].runtime
+                measurement.profile = profile_runtime(runtime, measurement.batch, seed=seed)
         if sla_p99_ms is not None:
             run.sla = choose_batch(run.measurements, targets[0].label, sla_p99_ms)
         return run

@@ -36,7 +36,7 @@ STAT_PARTS = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
 @dataclass(frozen=True)
-class ServedModel:
+class ServedTarget:
     """A model on a Triton server, as the load generator reaches it."""
 
     url: str
@@ -79,7 +79,7 @@ class LoadSettings:
         check_number(self.tolerance, "tolerance", low=0, low_open=True, high=1)
 
 
-def _inputs(served: ServedModel, batch: int, seed: int):
+def _inputs(served: ServedTarget, batch: int, seed: int):
     """(the model's input name, its Triton type, a pool of request batches) from its metadata."""
     library, client = served.client()
     try:
@@ -127,7 +127,7 @@ def _first(error: Exception) -> str:
 class _Client(threading.Thread):
     """One closed-loop client: a request, its answer, the next request, until told to stop."""
 
-    def __init__(self, served: ServedModel, name: str, datatype: str, pool: list, stop: threading.Event) -> None:
+    def __init__(self, served: ServedTarget, name: str, datatype: str, pool: list, stop: threading.Event) -> None:
         super().__init__(daemon=True)
         self.library, self.connection = served.client()
         self.model, self.name, self.datatype, self.pool, self.stop = served.model, name, datatype, pool, stop
@@ -149,7 +149,7 @@ class _Client(threading.Thread):
             self.records.append((start, time.perf_counter(), error))
 
 
-def _statistics(served: ServedModel, client) -> dict:
+def _statistics(served: ServedTarget, client) -> dict:
     """The model's cumulative statistics: request counts, inference and execution counts, and the
     nanoseconds spent in each part (Triton's statistics extension)."""
     found = client.get_inference_statistics(served.model, **({"as_json": True} if served.protocol == "grpc" else {}))
@@ -177,7 +177,7 @@ def _server_split(before: dict, after: dict) -> dict:
 
 
 def measure_load(
-    served: ServedModel,
+    served: ServedTarget,
     concurrency: int,
     batch: int = 1,
     settings: LoadSettings = LoadSettings(),
@@ -203,7 +203,7 @@ def measure_load(
     return _measurement(served, concurrency, batch, windows)
 
 
-def _windows(served: ServedModel, statistics, clients, batch: int, settings: LoadSettings, progress) -> list[dict]:
+def _windows(served: ServedTarget, statistics, clients, batch: int, settings: LoadSettings, progress) -> list[dict]:
     """Measurement windows until the last `settings.windows` are stable, or three times as many."""
     windows: list[dict] = []
     since = time.perf_counter()  # a request sent during the warm-up is not measured, whenever it ends
@@ -236,7 +236,7 @@ def _stable(windows: Sequence[dict], tolerance: float) -> bool:
     return mean > 0 and all(abs(rate - mean) <= tolerance * mean for rate in rates)
 
 
-def _measurement(served: ServedModel, concurrency: int, batch: int, windows: list[dict]) -> Measurement:
+def _measurement(served: ServedTarget, concurrency: int, batch: int, windows: list[dict]) -> Measurement:
     latencies = [ms for w in windows for ms in w["latencies_ms"]]
     failed = [reason for w in windows for reason in w["failed"]]
     if not latencies:
@@ -290,7 +290,7 @@ def against_in_process(served: list[Measurement], local: list[Measurement]) -> l
 
 
 def benchmark_served(
-    served: ServedModel,
+    served: ServedTarget,
     concurrency: Sequence[int],
     batch: int = 1,
     settings: LoadSettings = LoadSettings(),

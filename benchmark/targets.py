@@ -15,7 +15,6 @@ import torch
 
 from deploy.artifacts.metadata import ModelInfo
 from deploy.runtimes import Runtime, RuntimeOptions, open_runtime
-from deploy.runtimes.pytorch import torch_runtime
 from resnet.model import ResNet
 from resnet.registry import ModelOptions
 from resnet.summary import count_macs
@@ -42,7 +41,7 @@ def _pytorch_label(name: str, options: RuntimeOptions) -> str:
 
 
 def _pytorch(model: ResNet, name: str, options: RuntimeOptions) -> Target:
-    runtime = torch_runtime(model, options)
+    runtime = open_runtime(model, options)
     return Target(_pytorch_label(name, options), runtime, runtime.info)
 
 

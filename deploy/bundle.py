@@ -35,6 +35,7 @@ from .artifacts.manifest import EngineManifest, manifest_path, read_manifest
 from .artifacts.metadata import ModelInfo
 from .artifacts.onnx_file import external_data_files, inspect_onnx
 from .runtimes import Runtime, RuntimeOptions, backend_of, open_runtime
+from .runtimes.choices import BUNDLE_BACKEND_CHOICES
 
 BUNDLE_FORMAT = "resnet-bundle/1"
 ONNX_NAME, ENGINE_NAME, LABELS_NAME, MANIFEST_NAME, README_NAME = (
@@ -106,11 +107,17 @@ class Bundle:
         (said on stderr) where that can't run here, else in ONNX Runtime.
 
         `backend` "tensorrt" demands the engine (an error, not a fallback, when it can't run);
-        "openvino" demands OpenVINO; "onnxruntime" skips both. `device` ("cpu" or "cuda") is ONNX
-        Runtime's; `precision` overrides the bundle's.
+        "openvino" demands OpenVINO; "onnxruntime" skips both; "auto" takes the engine where it
+        can run, else the backend `--backend auto` chooses for the ONNX file (`choose_backend`).
+        `device` ("cpu" or "cuda") is where ONNX Runtime runs; `precision` overrides the bundle's.
         """
-        if backend not in (None, "tensorrt", "onnxruntime", "openvino"):
-            raise ToolkitError(f"a bundle runs in tensorrt, openvino or onnxruntime, not {backend}")
+        if backend not in (None, *BUNDLE_BACKEND_CHOICES):
+            raise ToolkitError(
+                f"a bundle holds an ONNX file (and an engine where one was built), no PyTorch checkpoint: it runs in "
+                f"{', '.join(BUNDLE_BACKEND_CHOICES)}, not {backend}"
+            )
+        if backend == "auto":
+            return self._open_auto(device, precision)
         if backend == "tensorrt" or (backend is None and self.engine is not None):
             if self.engine is None:
                 raise ArtifactError(
@@ -130,7 +137,20 @@ class Bundle:
                 if backend == "openvino":
                     raise
                 notice(f"the bundle names OpenVINO, which can't run here ({error}); running it in ONNX Runtime")
-        return open_runtime(self.onnx, RuntimeOptions(provider=device), backend="onnxruntime")
+        return open_runtime(self.onnx, RuntimeOptions(device=device), backend="onnxruntime")
+
+    def _open_auto(self, device: str | None, precision: str | None) -> Runtime:
+        """`--backend auto`: the engine where TensorRT and its GPU are here, else the ONNX file in the
+        backend `choose_backend` takes for it (OpenVINO for INT8 on VNNI, and BF16; ONNX Runtime else)."""
+        from .runtimes.open import choose_backend
+
+        if self.engine is not None:
+            try:
+                return open_runtime(self.engine, backend="tensorrt")
+            except (MissingDependencyError, ArtifactError):
+                pass
+        options = RuntimeOptions(device=device, precision=precision or self.runtime.get("precision", "fp32"))
+        return open_runtime(self.onnx, options, backend=choose_backend(self.onnx, options))
 
 
 def is_bundle(folder: Path) -> bool:
@@ -240,20 +260,20 @@ def write_bundle(
     engine: str | Path | None = None,
     labels: str | Path | Sequence[str] | None = None,
     force: bool = False,
-    runtime: str | None = None,
+    backend: str | None = None,
     precision: str = "fp32",
 ) -> Bundle:
     """Write a bundle folder for an ONNX file (and optionally its engine and labels).
 
-    `runtime` "openvino" names OpenVINO (in `precision`, fp32 or bf16) as the runtime of its ONNX
-    file on the board, with ONNX Runtime as the fallback where OpenVINO can't run.
+    `backend` "openvino" names OpenVINO (in `precision`, fp32 or bf16) as what runs its ONNX file
+    on the board, with ONNX Runtime as the fallback where OpenVINO can't run.
 
     The folder is assembled beside `output` and renamed into place at the end, so an
     interrupted run leaves no half-written bundle. An existing `output` is refused unless
     `force`, which replaces it only once the new bundle is complete.
     """
     model, output = Path(model), Path(output)
-    named = _named_runtime(runtime, precision)
+    named = _named_backend(backend, precision)
     if backend_of(model) == "tensorrt":
         raise ToolkitError(
             f"{model.name} is an engine; a bundle is made from the ONNX file (add the engine with --engine)"
@@ -287,16 +307,17 @@ def write_bundle(
     return Bundle.open(output)
 
 
-def _named_runtime(runtime: str | None, precision: str) -> dict | None:
-    """The bundle's "runtime" record, after checking it (None: ONNX Runtime, nothing to record)."""
-    if runtime in (None, "onnxruntime"):
+def _named_backend(backend: str | None, precision: str) -> dict | None:
+    """The bundle's "runtime" record (the manifest's key), after checking it (None: ONNX Runtime,
+    nothing to record)."""
+    if backend in (None, "onnxruntime"):
         if precision != "fp32":
-            raise ToolkitError("--precision names OpenVINO's arithmetic: add --runtime openvino")
+            raise ToolkitError("--precision names OpenVINO's arithmetic: add --backend openvino")
         return None
-    from .runtimes.openvino import OPENVINO_PRECISIONS
+    from .runtimes.choices import OPENVINO_PRECISIONS
 
-    if runtime != "openvino":
-        raise ToolkitError(f"a bundle's runtime is onnxruntime or openvino, not {runtime!r}")
+    if backend != "openvino":
+        raise ToolkitError(f"a bundle's ONNX file runs in onnxruntime or openvino, not {backend!r}")
     if precision not in OPENVINO_PRECISIONS:
         raise ToolkitError(f"OpenVINO computes in {' or '.join(OPENVINO_PRECISIONS)}, not {precision}")
     return {"backend": "openvino", "precision": precision, "fallback": "onnxruntime"}

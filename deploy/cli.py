@@ -30,9 +30,7 @@ from toolkit.precision import TORCH_PRECISIONS
 from .bundle import write_bundle
 from .evaluate import Evaluation, evaluate_model
 from .predictor import Prediction, Predictor, UnreadableImage
-from .runtimes.onnxruntime import DEVICES
-from .runtimes.open import ALTERNATIVES, BACKEND_CHOICES
-from .runtimes.openvino import OPENVINO_PRECISIONS
+from .runtimes.choices import ALTERNATIVES, BACKEND_CHOICES, DEVICES, OPENVINO_PRECISIONS
 from .serving import Endpoints, TritonServer
 from .triton import SERVING_BACKENDS, TritonOptions, images_model_name, write_triton_model
 
@@ -45,7 +43,7 @@ def main() -> None:
     resnet-deploy predict resnet50.onnx cat.jpg dog.png
     resnet-deploy bundle resnet50_fp16.onnx -o rn50-bundle --labels imagenet.txt
     resnet-deploy triton resnet50.onnx --repository models --name resnet50 --max-batch 64
-    resnet-deploy triton resnet50.onnx --repository served --backend python && resnet-deploy serve served
+    resnet-deploy triton resnet50.onnx --repository served --triton-backend python && resnet-deploy serve served
     """
 
 
@@ -55,8 +53,9 @@ backend_options = options(
         type=click.Choice(list(BACKEND_CHOICES)),
         default=None,
         help="Force a backend (openvino: an ONNX file in OpenVINO on the CPU; auto: chosen by the rule in "
-        "docs/benchmark.md). [default: the file's (.plan TensorRT, .onnx ONNX Runtime, .pth PyTorch); a bundle's engine "
-        "when TensorRT and a compatible GPU are here, else the runtime it names, else its ONNX file in ONNX Runtime]",
+        "docs/benchmark.md; a bundle runs in onnxruntime, openvino, tensorrt or auto). [default: the file's (.plan "
+        "TensorRT, .onnx ONNX Runtime, .pth PyTorch); a bundle's engine when TensorRT and a compatible GPU are here, "
+        "else the runtime it names, else its ONNX file in ONNX Runtime]",
     ),
     click.option(
         "--precision",
@@ -124,22 +123,38 @@ def format_prediction(result: Prediction | UnreadableImage) -> str:
     )
 
 
-def onnx_runtime_options(where: str) -> list:
-    """`--runtime` (the runtime of an ONNX file, `where`) and `--precision` (OpenVINO's arithmetic),
-    their choices from the runtimes' tables."""
+def _deprecated_runtime(ctx, param, value):
+    """`--runtime X`, the spelling before `--backend X` (one more release): said, then taken as it."""
+    if value is not None:
+        click.echo("resnet-deploy: --runtime is now --backend (the old spelling goes in the next release)", err=True)
+    return value
+
+
+def onnx_backend_options(where: str, extra: tuple[str, ...] = ()) -> list:
+    """`--backend` (what runs an ONNX file, `where`; `extra`: more choices the command takes) and
+    `--precision` (OpenVINO's arithmetic), their choices from the runtimes' tables; `--runtime`, the
+    old spelling of `--backend`, for one more release."""
     return [
+        click.option(
+            "--backend",
+            type=click.Choice(["onnxruntime", *ALTERNATIVES["onnxruntime"], *extra]),
+            default=None,
+            help=f"What runs the ONNX file {where}. [default: ONNX Runtime]",
+        ),
         click.option(
             "--runtime",
             type=click.Choice(["onnxruntime", *ALTERNATIVES["onnxruntime"]]),
             default=None,
-            help=f"The runtime of the ONNX file {where}. [default: ONNX Runtime]",
-        ),
+            hidden=True,
+            callback=_deprecated_runtime,
+            expose_value=True,
+        ),  # fmt: skip
         click.option(
             "--precision",
             type=click.Choice(list(OPENVINO_PRECISIONS)),
             default="fp32",
             show_default=True,
-            help="With --runtime openvino: its arithmetic (bf16 on CPUs with AVX512_BF16 or AMX).",
+            help="With --backend openvino: its arithmetic (bf16 on CPUs with AVX512_BF16 or AMX).",
         ),
     ]
 
@@ -155,11 +170,11 @@ def onnx_runtime_options(where: str) -> list:
 )
 @click.option("--labels", type=click.Path(dir_okay=False), default=None, help="Class names, one per line.")
 @click.option("--force", is_flag=True, help="Replace an existing folder (only once the new bundle is complete).")
-@options(*onnx_runtime_options("on the board: openvino for a CPU board, ONNX Runtime the fallback"))
-def bundle(model, output, engine, labels, force, runtime, precision) -> int:
+@options(*onnx_backend_options("on the board: openvino for a CPU board, ONNX Runtime the fallback"))
+def bundle(model, output, engine, labels, force, backend, runtime, precision) -> int:
     """Write a self-contained bundle folder for a board: model, manifest with checksums, README."""
     written = write_bundle(
-        model, output, engine=engine, labels=labels, force=force, runtime=runtime, precision=precision
+        model, output, engine=engine, labels=labels, force=force, backend=backend or runtime, precision=precision
     )
     files = ", ".join(sorted(written.manifest["files"]))
     click.echo(f"{written.folder}: {written.info.name} ({written.info.precision}) bundle with {files}")
@@ -170,8 +185,21 @@ def bundle(model, output, engine, labels, force, runtime, precision) -> int:
 
 
 def _serving(
-    backend, max_batch, instances, preferred_batch, max_queue_delay_us, cpu, runtime, precision, sla_from
+    triton_backend,
+    max_batch,
+    instances,
+    preferred_batch,
+    max_queue_delay_us,
+    cpu,
+    backend,
+    runtime,
+    precision,
+    sla_from,
 ) -> TritonOptions:
+    if backend == "python":  # the spelling before --triton-backend (one more release)
+        click.echo("resnet-deploy: --backend python is now --triton-backend python (the old spelling goes in the "
+                   "next release)", err=True)  # fmt: skip
+        triton_backend, backend = triton_backend or "python", None
     preferred = parse_ints(preferred_batch, "--preferred-batch") if preferred_batch else ()
     if sla_from is not None:
         if preferred_batch or click.get_current_context().get_parameter_source("max_queue_delay_us").name != "DEFAULT":
@@ -186,8 +214,8 @@ def _serving(
         preferred_batch=preferred,
         max_queue_delay_us=max_queue_delay_us,
         instance_kind="KIND_CPU" if cpu else None,
-        backend=backend,
-        runtime=runtime,
+        triton_backend=triton_backend,
+        backend=backend or runtime,
         precision=precision,
     )
 
@@ -196,15 +224,15 @@ serving_options = option_group(
     "serving",
     _serving,
     click.option(
-        "--backend",
+        "--triton-backend",
         type=click.Choice(list(SERVING_BACKENDS)),
         default=None,
-        help="Triton backend: the file's platform (onnxruntime, tensorrt: NVIDIA's Triton container), or python: "
+        help="Triton's backend: the file's platform (onnxruntime, tensorrt: NVIDIA's Triton container), or python: "
         "the toolkit's own runtime inside Triton, plus a NAME_images model (encoded images in, classes out); "
         "resnet-deploy serve runs those. [default: the file's platform]",
     ),
     click.option(
-        "--max-batch", type=int, default=None, help="max_batch_size. [default: the engine's profile maximum, or 64]"
+        "--max-batch", type=int, default=None, help="max_batch_size. [default: the engine's largest batch, or 64]"
     ),
     click.option("--instances", type=int, default=1, show_default=True, help="Model instances (per GPU)."),
     click.option("--preferred-batch", default=None, help="Preferred batch sizes of the dynamic batcher, e.g. 8,32."),
@@ -218,9 +246,10 @@ serving_options = option_group(
     click.option(
         "--cpu",
         is_flag=True,
-        help="Instances on the CPU (ONNX only). [default: the GPU; with --backend python, the CPU where no GPU is visible]",
+        help="Instances on the CPU (ONNX only). [default: the GPU; with --triton-backend python, the CPU where no GPU "
+        "is visible]",
     ),
-    *onnx_runtime_options("with --backend python, inside Triton: openvino on CPU instances"),
+    *onnx_backend_options("with --triton-backend python, inside Triton: openvino on CPU instances", extra=("python",)),
     click.option(
         "--sla-from",
         type=click.Path(dir_okay=False),
@@ -247,14 +276,16 @@ serving_options = option_group(
 @click.option("--force", is_flag=True, help="Replace an existing model folder of that name.")
 def triton(model, repository, name, serving, labels, force) -> int:
     """Write REPOSITORY/NAME/config.pbtxt and REPOSITORY/NAME/1/model.onnx (or model.plan); with
-    --backend python also REPOSITORY/NAME_images/ (see resnet-deploy serve)."""
+    --triton-backend python also REPOSITORY/NAME_images/ (see resnet-deploy serve)."""
     target = write_triton_model(model, repository, name, serving, labels=labels, force=force)
-    folders = [target] + ([target.with_name(images_model_name(target.name))] if serving.backend == "python" else [])
+    folders = [target] + (
+        [target.with_name(images_model_name(target.name))] if serving.triton_backend == "python" else []
+    )
     for folder in folders:
         click.echo(
             f"{folder}: " + ", ".join(sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()))
         )
-    if serving.backend == "python":
+    if serving.triton_backend == "python":
         click.echo(f"  serve it: resnet-deploy serve {target.parent}")
     else:
         click.echo(f"  serve it: tritonserver --model-repository {target.parent}")
@@ -283,10 +314,10 @@ port = Number(integer=True, low=1, high=65535)
     help="Seconds to wait for every model to load.",
 )
 def serve(repository, host, http_port, grpc_port, metrics_port, timeout) -> int:
-    """Serve REPOSITORY (written with resnet-deploy triton --backend python) with a real Triton server.
+    """Serve REPOSITORY (written with resnet-deploy triton --triton-backend python) with a real Triton server.
 
     \b
-    resnet-deploy triton resnet50.onnx --repository models --backend python
+    resnet-deploy triton resnet50.onnx --repository models --triton-backend python
     resnet-deploy serve models
 
     The server is the one nvidia-pytriton ships (tritonserver with its Python backend; pip install

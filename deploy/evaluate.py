@@ -55,7 +55,7 @@ def _topk_hits(probabilities: np.ndarray, targets: np.ndarray, k: int) -> np.nda
     return (top == targets[:, None]).any(axis=1)
 
 
-class _Tally:
+class _Counts:
     """Hits gathered batch by batch: the model's top-1 and top-k, and with a reference its top-1,
     the agreement and the largest probability difference."""
 
@@ -85,7 +85,7 @@ def _rate(parts: list[np.ndarray]) -> float:
     return float(np.concatenate(parts).mean())
 
 
-def _read(predictor: Predictor, reference: Predictor | None, data: ImageSet, start: int, batch: int, tally: _Tally):
+def _read(predictor: Predictor, reference: Predictor | None, data: ImageSet, start: int, batch: int, tally: _Counts):
     """The readable images of one batch, preprocessed for the model (and for the reference, when
     its input spec differs), with their targets and names; unreadable ones go to the tally."""
     arrays, other, targets, names = [], [], [], []
@@ -122,7 +122,7 @@ def evaluate(
             f"the reference has {reference.spec.num_classes} classes and the model {predictor.spec.num_classes}"
         )
     started = time.perf_counter()
-    tally = _Tally(k=min(5, predictor.spec.num_classes))
+    tally = _Counts(k=min(5, predictor.spec.num_classes))
     for start in range(0, len(data), batch):
         arrays, other, targets, names = _read(predictor, reference, data, start, batch, tally)
         if arrays:

@@ -19,8 +19,7 @@ from .artifacts.metadata import ModelInfo
 from .bundle import Bundle
 from .preprocess import ImageError, describe_image, preprocess
 from .runtimes import Runtime, RuntimeOptions, backend_of, open_runtime
-from .runtimes.onnxruntime import DEVICES
-from .runtimes.open import BACKEND_CHOICES
+from .runtimes.choices import BACKEND_CHOICES, DEVICES
 
 DEFAULT_CHUNK = 32  # images per run when the model takes any batch size
 
@@ -80,7 +79,7 @@ def open_model(
     if device is not None and device not in DEVICES:
         raise ToolkitError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     path = Path(path)
-    options = RuntimeOptions(provider=device, device=device, precision=precision or "fp32")
+    options = RuntimeOptions(device=device, precision=precision or "fp32")
     if model is not None:
         if backend_of(path) != "pytorch":
             raise ToolkitError("--depth describes a .pt/.pth checkpoint; other files record their model")
@@ -101,7 +100,7 @@ class Predictor:
             print(p.source, p.labels or p.indices, p.scores)
 
     Preprocessing follows the input spec stored in the model file (`deploy.preprocess`). Images
-    are run in batches up to the model's limit (an engine's profile maximum, a fixed ONNX batch,
+    are run in batches up to the model's limit (an engine's largest batch, a fixed ONNX batch,
     else 32 at a time). Labels come from `labels` (a list or a file) or the bundle's labels.txt.
 
     Threads: one Predictor may be shared between threads. Preprocessing runs in the calling
@@ -234,7 +233,7 @@ class Predictor:
             for start in range(0, len(batch), self.max_batch):
                 chunk = batch[start : start + self.max_batch]
                 count = len(chunk)
-                # Below a fixed batch or an engine profile's minimum: pad, then drop the padding's outputs.
+                # Below a fixed batch or an engine's smallest batch: pad, then drop the padding's outputs.
                 if count < self.min_batch:
                     chunk = np.concatenate([chunk, np.zeros((self.min_batch - count, *chunk.shape[1:]), chunk.dtype)])
                 outputs.append(np.asarray(self.runtime.run(chunk), dtype=np.float32)[:count])

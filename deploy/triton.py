@@ -5,10 +5,10 @@
     REPOSITORY/NAME/labels.txt        optional: Triton's classification extension uses it
 
 The config is derived from the model file: platform, input and output names, data types and
-dims (without the batch axis), `max_batch_size` (no larger than an engine's profile maximum),
+dims (without the batch axis), `max_batch_size` (no larger than an engine's largest batch),
 dynamic batching and instance groups.
 
-With the Python backend (`TritonOptions(backend="python")`, `--backend python`), each model runs
+With the Python backend (`TritonOptions(triton_backend="python")`, `--triton-backend python`), each model runs
 the toolkit's own runtime inside Triton (`deploy.serving.backend`: what is served is what was
 validated), and the repository gets two models: NAME (the file's tensors, as above) and
 NAME_images (encoded images in, the top classes out, with the file's own preprocessing):
@@ -37,7 +37,7 @@ from toolkit.files import check_replaceable_folder, input_file, publish_folder
 from toolkit.numbers import check_number
 
 from .artifacts.labels import resolve_labels
-from .artifacts.manifest import BatchProfile, read_manifest
+from .artifacts.manifest import BatchRange, read_manifest
 from .artifacts.metadata import ModelInfo
 from .artifacts.onnx_file import external_data_files, inspect_onnx
 from .artifacts.tensors import TensorInfo
@@ -52,15 +52,15 @@ DEFAULT_MAX_BATCH = 64
 
 
 @dataclass(frozen=True)
-class ServedModel:
+class RepositoryModel:
     """What Triton needs to know of a model file, read once: its platform, input and output,
-    an engine's batch profile, and the model's metadata (for its name)."""
+    an engine's batch range, and the model's metadata (for its name)."""
 
     path: Path
     platform: str  # "onnxruntime_onnx" or "tensorrt_plan"
     input: TensorInfo
     output: TensorInfo
-    profile: BatchProfile | None  # an engine's
+    batches: BatchRange | None  # an engine's
     info: ModelInfo | None
     data_files: tuple[Path, ...] = ()  # an ONNX file's external weights, copied beside it
 
@@ -70,7 +70,7 @@ class ServedModel:
         return self.info.name if self.info is not None else self.path.stem
 
 
-def read_served_model(path: str | Path) -> ServedModel:
+def read_repository_model(path: str | Path) -> RepositoryModel:
     """An ONNX file or a TensorRT engine (with its manifest), as Triton will serve it."""
     path = input_file(path, "model", "a model file (.onnx, .plan, .engine)", ArtifactError)
     backend = backend_of(path)
@@ -79,11 +79,11 @@ def read_served_model(path: str | Path) -> ServedModel:
         if manifest is None:
             raise ArtifactError(f"engine {path} has no manifest ({path.name}.json); build it with resnet-build")
         (inp,), (out,) = manifest.inputs, manifest.outputs
-        return ServedModel(path, "tensorrt_plan", inp, out, manifest.profile, manifest.model)
+        return RepositoryModel(path, "tensorrt_plan", inp, out, manifest.batches, manifest.model)
     if backend == "onnxruntime":
         signature = inspect_onnx(path)
         data = tuple(external_data_files(signature))
-        return ServedModel(path, "onnxruntime_onnx", signature.input, signature.output, None, signature.info, data)
+        return RepositoryModel(path, "onnxruntime_onnx", signature.input, signature.output, None, signature.info, data)
     raise ToolkitError(
         f"{path.name} is a PyTorch checkpoint; Triton serves the ONNX file or engine made from it (resnet-export)"
     )
@@ -167,18 +167,18 @@ class TritonOptions:
     run, and the dynamic batcher (preferred sizes, longest wait). What `resnet-deploy triton`'s
     options say."""
 
-    max_batch: int | None = None  # None: an engine's profile maximum, else 64
+    max_batch: int | None = None  # None: an engine's largest batch, else 64
     instances: int = 1
     preferred_batch: tuple[int, ...] = ()
     max_queue_delay_us: int = 100
     instance_kind: str | None = (
         None  # KIND_GPU or KIND_CPU; None: the GPU, but for the Python backend on a machine without one
     )
-    backend: str | None = None  # "onnxruntime", "tensorrt" (the file's platform) or "python"; None: the file's platform
-    runtime: str | None = (
-        None  # the Python backend's runtime for an ONNX file on the CPU: "openvino"; None: ONNX Runtime
+    triton_backend: str | None = None  # "onnxruntime", "tensorrt" (the file's platform) or "python"; None: the platform
+    backend: str | None = (
+        None  # inside the Python backend, what runs an ONNX file: "openvino" on CPUs; None: ONNX Runtime
     )
-    precision: str = "fp32"  # with runtime "openvino": fp32 or bf16
+    precision: str = "fp32"  # with backend "openvino": fp32 or bf16
 
     def __post_init__(self) -> None:
         # Within the ranges of Triton's ModelConfig fields (int32; uint64 for the queue delay).
@@ -190,17 +190,21 @@ class TritonOptions:
             check_number(size, "--preferred-batch", integer=True, limit="int32")
         if self.instance_kind is not None and self.instance_kind not in INSTANCE_KINDS:
             raise ToolkitError(f"instance kind must be {' or '.join(INSTANCE_KINDS)}, got {self.instance_kind!r}")
-        if self.backend is not None and self.backend not in SERVING_BACKENDS:
-            raise ToolkitError(f"backend must be one of {', '.join(SERVING_BACKENDS)}, got {self.backend!r}")
+        if self.triton_backend is not None and self.triton_backend not in SERVING_BACKENDS:
+            raise ToolkitError(
+                f"Triton backend must be one of {', '.join(SERVING_BACKENDS)}, got {self.triton_backend!r}"
+            )
         object.__setattr__(self, "preferred_batch", tuple(self.preferred_batch))
-        if self.runtime not in (None, "onnxruntime", "openvino"):
-            raise ToolkitError(f"the Python backend's runtime is onnxruntime or openvino, not {self.runtime!r}")
-        if self.runtime == "openvino" and self.backend != "python":
-            raise ToolkitError("--runtime openvino runs inside Triton's Python backend: add --backend python")
-        if self.runtime == "openvino" and self.instance_kind == "KIND_GPU":
-            raise ToolkitError("OpenVINO runs on the CPU: --runtime openvino takes CPU instances (--cpu)")
-        if self.precision not in ("fp32", "bf16") or (self.precision != "fp32" and self.runtime != "openvino"):
-            raise ToolkitError("--precision names OpenVINO's arithmetic (fp32 or bf16): add --runtime openvino")
+        if self.backend not in (None, "onnxruntime", "openvino", "tensorrt"):
+            raise ToolkitError(
+                f"the Python backend runs a file in onnxruntime, openvino or tensorrt, not {self.backend!r}"
+            )
+        if self.backend == "openvino" and self.triton_backend != "python":
+            raise ToolkitError("--backend openvino runs inside Triton's Python backend: add --triton-backend python")
+        if self.backend == "openvino" and self.instance_kind == "KIND_GPU":
+            raise ToolkitError("OpenVINO runs on the CPU: --backend openvino takes CPU instances (--cpu)")
+        if self.precision not in ("fp32", "bf16") or (self.precision != "fp32" and self.backend != "openvino"):
+            raise ToolkitError("--precision names OpenVINO's arithmetic (fp32 or bf16): add --backend openvino")
 
 
 def read_sla_record(path: str | Path) -> tuple[int, int]:
@@ -223,10 +227,10 @@ def read_sla_record(path: str | Path) -> tuple[int, int]:
 
 
 def triton_config(
-    model: ServedModel, name: str, options: TritonOptions = TritonOptions(), *, labels: bool = False
+    model: RepositoryModel, name: str, options: TritonOptions = TritonOptions(), *, labels: bool = False
 ) -> TritonConfig:
-    """The Triton config for a model read by `read_served_model`: with its platform backend, or
-    with the Python backend running the toolkit's runtime (`options.backend == "python"`)."""
+    """The Triton config for a model read by `read_repository_model`: with its platform backend, or
+    with the Python backend running the toolkit's runtime (`options.triton_backend == "python"`)."""
     check_model_name(name)
     python = _check_backend(model, options)
     kind = _instance_kind(model, options, python)
@@ -254,7 +258,7 @@ def triton_config(
     )
 
 
-def images_config(logits: TritonConfig, model: ServedModel, top_k: int) -> TritonConfig:
+def images_config(logits: TritonConfig, model: RepositoryModel, top_k: int) -> TritonConfig:
     """The image-classification model served beside a Python-backend `logits` model: `image`, one
     encoded JPEG or PNG per batch item (TYPE_STRING), in; the `top_k` best classes out, as three
     plain tensors (`indices`, `scores`, `labels`) a client reads without Triton's classification
@@ -288,17 +292,21 @@ def check_model_name(name: str) -> str:
     return name
 
 
-def _check_backend(model: ServedModel, options: TritonOptions) -> bool:
+def _check_backend(model: RepositoryModel, options: TritonOptions) -> bool:
     """Whether the model is served by the Python backend; a platform the file can't have is an error."""
-    if options.backend in (None, "python"):
-        return options.backend == "python"
     own = "tensorrt" if model.platform == "tensorrt_plan" else "onnxruntime"
-    if options.backend != own:
-        raise ToolkitError(f"{model.path.name} is served by Triton's {own} backend (or python), not {options.backend}")
+    if options.backend not in (None, own, *(("openvino",) if own == "onnxruntime" else ())):
+        raise ToolkitError(f"{model.path.name} runs in {own}, not {options.backend}")
+    if options.triton_backend in (None, "python"):
+        return options.triton_backend == "python"
+    if options.triton_backend != own:
+        raise ToolkitError(
+            f"{model.path.name} is served by Triton's {own} backend (or python), not {options.triton_backend}"
+        )
     return False
 
 
-def _instance_kind(model: ServedModel, options: TritonOptions, python: bool) -> str:
+def _instance_kind(model: RepositoryModel, options: TritonOptions, python: bool) -> str:
     """Where instances run: as asked; else on the GPU, but for a Python-backend ONNX model on a
     machine without one (its runtime then runs on the CPU)."""
     if options.instance_kind is not None:
@@ -306,45 +314,45 @@ def _instance_kind(model: ServedModel, options: TritonOptions, python: bool) -> 
     if python and model.platform != "tensorrt_plan":
         from .runtimes.gpu import cuda_available
 
-        return "KIND_GPU" if cuda_available() and options.runtime != "openvino" else "KIND_CPU"
+        return "KIND_GPU" if cuda_available() and options.backend != "openvino" else "KIND_CPU"
     return "KIND_GPU"
 
 
-def _python_parameters(model: ServedModel, options: TritonOptions) -> dict[str, str]:
+def _python_parameters(model: RepositoryModel, options: TritonOptions) -> dict[str, str]:
     """What a Python-backend model needs, in its config: the artifact's file name, the toolkit
     and Python it was written for (the server's Python environment must have them), and the
     runtime and precision when OpenVINO runs it."""
     from toolkit import __version__
 
-    if options.runtime == "openvino" and model.platform == "tensorrt_plan":
+    if options.backend == "openvino" and model.platform == "tensorrt_plan":
         raise ToolkitError(f"{model.path.name} is an engine: OpenVINO runs ONNX files")
     return {
         "artifact": artifact_name(model),
         "toolkit": __version__,
         "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-    } | ({"runtime": "openvino", "precision": options.precision} if options.runtime == "openvino" else {})
+    } | ({"runtime": "openvino", "precision": options.precision} if options.backend == "openvino" else {})
 
 
-def artifact_name(model: ServedModel) -> str:
+def artifact_name(model: RepositoryModel) -> str:
     return "model.plan" if model.platform == "tensorrt_plan" else "model.onnx"
 
 
-def _engine_limit(model: ServedModel, kind: str) -> int | None:
+def _engine_limit(model: RepositoryModel, kind: str) -> int | None:
     """An engine's largest batch (None for ONNX, or a fixed batch), after checking that Triton can
     serve the engine as asked: on the GPU, from batch 1."""
     if model.platform != "tensorrt_plan":
         return None
     if kind == "KIND_CPU":
         raise ToolkitError("a TensorRT engine runs on the GPU; --cpu serves ONNX files only")
-    if model.input.batch is None and model.profile.min != 1:
+    if model.input.batch is None and model.batches.min != 1:
         raise ToolkitError(
-            f"engine {model.path.name}'s profile starts at batch {model.profile.min}; Triton's batcher sends batches "
+            f"engine {model.path.name}'s batch range starts at batch {model.batches.min}; Triton's batcher sends batches "
             "from 1, so rebuild with --min-batch 1"
         )
-    return model.profile.max if model.input.batch is None else None
+    return model.batches.max if model.input.batch is None else None
 
 
-def _batching(model: ServedModel, options: TritonOptions, limit: int | None) -> tuple[int, list[int], list[int]]:
+def _batching(model: RepositoryModel, options: TritonOptions, limit: int | None) -> tuple[int, list[int], list[int]]:
     """(max_batch_size, input dims, output dims): without the batch axis when Triton batches (a
     dynamic batch axis); the full shapes and max_batch_size 0 for a fixed batch."""
     file_name, preferred = model.path.name, options.preferred_batch
@@ -366,7 +374,7 @@ def _batching(model: ServedModel, options: TritonOptions, limit: int | None) -> 
         raise ToolkitError(f"--max-batch must be at least 1, got {max_batch_size}")
     if limit is not None and max_batch_size > limit:
         raise ToolkitError(
-            f"--max-batch {max_batch_size} is above engine {file_name}'s profile maximum {limit}; "
+            f"--max-batch {max_batch_size} is above engine {file_name}'s largest batch {limit}; "
             f"rebuild with resnet-build --max-batch {max_batch_size}, or lower --max-batch"
         )
     too_big = [b for b in preferred if b < 1 or b > max_batch_size]
@@ -387,11 +395,11 @@ def write_triton_model(
     """Write `repository/name/` (config.pbtxt, version 1 of the model, labels) and return it; with
     the Python backend also `repository/name_images/` (see the module docstring).
 
-    `name` defaults to the model's own (`ServedModel.default_name`); `options` say how Triton
+    `name` defaults to the model's own (`RepositoryModel.default_name`); `options` say how Triton
     serves it (`TritonOptions`). Each model folder is assembled in a hidden folder beside it and
     renamed into place; an existing model folder of that name is refused unless `force`.
     """
-    served = read_served_model(model)
+    served = read_repository_model(model)
     repository = Path(repository)
     if name is not None and not name:
         raise ToolkitError("the model name is empty; give --name a name, or leave it out for the model's own")
@@ -423,7 +431,7 @@ def write_triton_model(
     return repository / name
 
 
-def _fill_model_folder(folder: Path, served: ServedModel, config: TritonConfig, labels: list[str] | None) -> None:
+def _fill_model_folder(folder: Path, served: RepositoryModel, config: TritonConfig, labels: list[str] | None) -> None:
     """config.pbtxt, version 1 (the artifact, its external data or manifest; a Python model's
     model.py) and labels.txt."""
     version = folder / "1"
@@ -446,7 +454,7 @@ def _fill_model_folder(folder: Path, served: ServedModel, config: TritonConfig, 
 def _model_py(kind: str, parameters: dict[str, str]) -> str:
     """The model.py of a Python-backend model: the toolkit's class, imported from the server's
     Python environment (which must hold the toolkit)."""
-    return f'''"""A Triton Python-backend model written by `resnet-deploy triton --backend python`.
+    return f'''"""A Triton Python-backend model written by `resnet-deploy triton --triton-backend python`.
 
 It runs resnet-deploy-toolkit's own runtime on the artifact beside it ({parameters["artifact"]}), so
 the server's Python environment needs the toolkit (version {parameters["toolkit"]}, Python

@@ -4,7 +4,7 @@ Imports `toolkit`, `resnet` and `deploy` (docs/design.md); validation runs the a
 `deploy.runtimes`, so what is validated is what ships.
 """
 
-from .engine import BuildOptions, BuildReport, EngineBuildError, build_engine, resolve_profile
+from .engine import BuildOptions, BuildReport, EngineBuildError, build_engine, resolve_batches
 from .lint import GraphContractError, LintReport, Violation, check_onnx, lint_onnx
 from .onnx_export import ExportReport, default_output, export_onnx
 from .onnx_graph import DEFAULT_OPSET, SUPPORTED_OPSETS, ExportError, fold_batchnorm, resnet_to_onnx
@@ -15,7 +15,7 @@ __all__ = [
     "BuildReport",
     "EngineBuildError",
     "build_engine",
-    "resolve_profile",
+    "resolve_batches",
     "DEFAULT_OPSET",
     "ExportError",
     "ExportReport",

@@ -3,7 +3,9 @@
 Validation says whether a file's logits moved too far; this says where. Every intermediate
 tensor that is a module's output is captured on both sides, matched by module name (the ONNX
 writer names nodes and tensors after the modules: `layer2.0.conv1`, `layer2.0.downsample.pad`),
-and compared on the same inputs, in network order (`layer_points`):
+and compared on the same inputs, in network order (`Architecture.module_points`). Each side is a
+`Runtime` opened with those points as named outputs (`RuntimeOptions(outputs=...)`); how a backend
+finds them is its own:
 
 - PyTorch (a checkpoint, or a `ResNet`): forward hooks, in FP32 on the CPU. A convolution's
   point is its BatchNorm's output (the file folds BatchNorm into the convolution), a block's
@@ -18,7 +20,7 @@ and compared on the same inputs, in network order (`layer_points`):
   those figures are of that rebuilt engine, which computes like the shipped one layer by layer
   but not bit for bit (the report says so).
 
-Each layer is judged by the criterion validation uses for the pair (`export.validate.pair_criterion`)
+Each layer is judged by the criterion validation uses for the pair (`export.validate.criterion_for`)
 with the same `Thresholds`: elementwise (error in units of that tensor's largest |value|) or by
 agreement (cosine), plus FP16's range for FP16. The first layer, in network order, that misses
 it is named; everything before it is within tolerance.
@@ -26,7 +28,6 @@ it is named; everything before it is within tolerance.
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,350 +36,103 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy.artifacts import read_onnx_info
 from deploy.artifacts.metadata import ModelInfo
-from deploy.runtimes.open import backend_of
-from resnet.architecture import Architecture
+from deploy.runtimes import Runtime, RuntimeOptions, backend_of, open_runtime
+from resnet.architecture import stage_of
 from toolkit.errors import ToolkitError
 from toolkit.files import input_file
 from toolkit.numbers import check_number
 from toolkit.optional import require
 from toolkit.precision import FP16_MAX
 
-from .validate import Check, Thresholds, pair_criterion, tensor_checks
+from .validate import Check, Thresholds, criterion_for, tensor_checks
 
 DEFAULT_BATCH = 8
 DEFAULT_RANDOM = 16
+DEFAULT_MAX_IMAGES = 64  # --images: read at most this many
 RANDOM_INT8_NOTE = (
     "INT8 against a float model on random inputs, which lie outside the calibration range: layers are judged by "
     "finite values only; pass --images DIR (real images) to judge them by cosine"
 )
 
 
-def layer_points(architecture: Architecture) -> list[str]:
-    """The module outputs of a ResNet in network order: the stem (`conv1`, `relu`, `maxpool`),
-    each block's convolutions (BatchNorm folded in) and ReLUs, its shortcut, `add` and `relu`,
-    then `avgpool` and `fc` (the logits)."""
-    names = ["conv1", "relu"] + (["maxpool"] if architecture.stem == "imagenet" else [])
-    shortcuts = {name for name, *_ in architecture.shortcut_blocks()}
-    convs = 2 if architecture.block == "basic" else 3
-    for stage, count in enumerate(architecture.layers):
-        for position in range(count):
-            block = f"layer{stage + 1}.{position}"
-            for index in range(1, convs + 1):
-                names.append(f"{block}.conv{index}")
-                if index < convs:
-                    names.append(f"{block}.relu{index}")
-            names += [f"{block}.downsample"] if block in shortcuts else []
-            names += [f"{block}.add", f"{block}.relu"]
-    return names + ["avgpool", "fc"]
-
-
-def stage_of(point: str) -> str:
-    """ "stem", "layer1" ... "layer4", or "head"."""
-    if point.startswith("layer"):
-        return point.split(".")[0]
-    return "head" if point in ("avgpool", "fc") else "stem"
-
-
 # ---- the sides -------------------------------------------------------------------------------
 
 
-class _Layers:
-    """One side of a comparison: what it is, its model's metadata, and a run that returns the
-    points it can observe, by name, as float arrays."""
+@dataclass
+class _Side:
+    """One side of a comparison: a runtime opened with the module points as named outputs
+    (`RuntimeOptions.outputs`), what it is called in the report, and what the report must say of it."""
 
+    runtime: Runtime
     name: str
-    backend: str
-    device: str = "cpu"
     precision: str
-    info: ModelInfo | None
     notes: tuple[str, ...] = ()
+    folder: tempfile.TemporaryDirectory | None = None  # where an engine was rebuilt with its layers as outputs
 
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        raise NotImplementedError
-
-    def close(self) -> None:  # noqa: B027 - a side that holds nothing needs no close
-        pass
-
-
-class TorchLayers(_Layers):
-    """A PyTorch ResNet (FP32, eval, CPU) with forward hooks on the modules of `layer_points`."""
-
-    backend = "pytorch"
-
-    def __init__(self, model, name: str = "pytorch fp32 (eval)") -> None:
-        import copy
-
-        from resnet.model import ResNet
-
-        if not isinstance(model, ResNet):
-            raise ToolkitError(f"a PyTorch side is a resnet.ResNet, got {type(model).__name__}")
-        self.model = copy.deepcopy(model).float().eval().cpu()
-        self.name, self.precision = name, "fp32"
-        self.info = ModelInfo.from_model(self.model, precision="fp32")
-        self.points = layer_points(self.model.architecture)
-        self._captured: dict[str, np.ndarray] = {}
-        self._calls: dict[str, int] = {}
-        self._hooks = self._register()
-
-    def _keep(self, name: str, tensor) -> None:
-        self._captured[name] = tensor.detach().float().numpy().copy()  # copied: ReLUs work in place
-
-    def _on_output(self, name: str):
-        return lambda module, inputs, output: self._keep(name, output)
-
-    def _block_relu(self, block: str, convs: int):
-        """The block's one ReLU module runs `convs` times: relu1.. after the convolutions, then
-        after the add (its input then is the block's `add`)."""
-
-        def before(module, inputs):
-            self._calls[block] = self._calls.get(block, 0) + 1
-            if self._calls[block] == convs:
-                self._keep(f"{block}.add", inputs[0])
-
-        def after(module, inputs, output):
-            call = self._calls[block]
-            self._keep(f"{block}.relu" if call == convs else f"{block}.relu{call}", output)
-
-        return before, after
-
-    def _register(self) -> list:
-        from torch import nn
-
-        m = self.model
-        targets = {"conv1": m.bn1, "relu": m.relu, "maxpool": m.maxpool, "avgpool": m.avgpool, "fc": m.fc}
-        convs = 2 if m.architecture.block == "basic" else 3
-        hooks = []
-        for stage_index, stage in enumerate(m.stages):
-            for position, block in enumerate(stage):
-                name = f"layer{stage_index + 1}.{position}"
-                for index in range(1, convs + 1):
-                    targets[f"{name}.conv{index}"] = getattr(block, f"bn{index}")
-                if not isinstance(block.downsample, nn.Identity):
-                    targets[f"{name}.downsample"] = block.downsample
-                before, after = self._block_relu(name, convs)
-                hooks += [block.relu.register_forward_pre_hook(before), block.relu.register_forward_hook(after)]
-        hooks += [module.register_forward_hook(self._on_output(point)) for point, module in targets.items()]
-        return hooks
-
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        import torch
-
-        self._captured, self._calls = {}, {}
-        with torch.no_grad():
-            self.model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
-        return self._captured
-
-    def close(self) -> None:
-        for hook in self._hooks:
-            hook.remove()
-
-
-def _observed_tensors(model, points: list[str]) -> dict[str, str]:
-    """point -> the tensor of the ONNX graph that holds it (see the module docstring): the
-    point's own tensor (Option A's shortcut: its Pad), or the dequantized tensor after it; the
-    logits for `fc`. Points the graph does not hold are left out."""
-    graph = model.graph
-    produced = {out for node in graph.node for out in node.output}
-    readers: dict[str, list] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-
-    def dequantized(tensor: str) -> str:
-        for q in readers.get(tensor, []):
-            if q.op_type == "QuantizeLinear":
-                for dq in readers.get(q.output[0], []):
-                    if dq.op_type == "DequantizeLinear":
-                        return dq.output[0]
-        return tensor
-
-    found = {}
-    for point in points:
-        if point == "fc":
-            found[point] = graph.output[0].name
-            continue
-        tensor = next((t for t in (point, f"{point}.pad") if t in produced), None)
-        if tensor is not None:
-            found[point] = dequantized(tensor)
-    return found
-
-
-def tapped_onnx(path: Path, points: list[str], folder: Path) -> tuple[Path, dict[str, str]]:
-    """A copy of the ONNX file at `path` in `folder` that lists each point's tensor as an extra
-    output (its type from ONNX's shape inference); returns it and point -> tensor name."""
-    import onnx
-
-    model = onnx.load(str(path))
-    taps = _observed_tensors(model, points)
-    inferred = onnx.shape_inference.infer_shapes(model)
-    types = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
-    present = {o.name for o in model.graph.output}
-    for tensor in dict.fromkeys(taps.values()):
-        if tensor in present:
-            continue
-        if tensor not in types:
-            raise ToolkitError(f"ONNX's shape inference gives no type for tensor {tensor} of {path.name}")
-        model.graph.output.append(types[tensor])
-        present.add(tensor)
-    tapped = folder / f"tapped_{path.stem}.onnx"
-    onnx.save(model, str(tapped))
-    return tapped, taps
-
-
-class OnnxLayers(_Layers):
-    """An ONNX file in ONNX Runtime, through a temporary copy that lists the points as outputs."""
-
-    backend = "onnxruntime"
-
-    def __init__(self, path: str | Path, *, provider: str | None = None, threads: int | None = None) -> None:
-        from deploy.artifacts.onnx_file import inspect_onnx
-        from deploy.runtimes.onnxruntime import OrtRuntime
-
-        signature = inspect_onnx(path)
-        if signature.info is None:
-            raise ToolkitError(f"{Path(path).name} has no resnet-export metadata, so its layers can't be named")
-        self.path, self.info, self.precision = Path(path), signature.info, signature.precision
-        self._folder = tempfile.TemporaryDirectory(prefix="resnet-compare-")
-        tapped, self._taps = tapped_onnx(self.path, layer_points(self.info.architecture), Path(self._folder.name))
-        self.points = list(self._taps)
-        taps = [t for t in dict.fromkeys(self._taps.values()) if t != signature.output.name]
-        self.runtime = OrtRuntime(tapped, provider=provider, threads=threads, taps=taps)
-        self.device = self.runtime.device
-        self.name = f"{self.path.name} ({self.precision}, onnxruntime {self.runtime.provider})"
-
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = self.runtime.run_taps(batch)
-        return {point: outputs[tensor] for point, tensor in self._taps.items()}
+    @property
+    def info(self) -> ModelInfo:
+        return self.runtime.info
 
     def close(self) -> None:
         self.runtime.close()
-        self._folder.cleanup()
+        if self.folder is not None:
+            self.folder.cleanup()
 
 
-class EngineLayers(_Layers):
-    """A TensorRT engine, rebuilt from the ONNX file its manifest names with every point marked
-    as an output (see the module docstring); needs TensorRT and the GPU the engine is for."""
-
-    backend = "tensorrt"
-    device = "cuda"
-
-    def __init__(self, path: str | Path) -> None:
-        from deploy.artifacts.manifest import read_manifest
-        from deploy.artifacts.onnx_file import inspect_onnx
-
-        path = Path(path)
-        manifest = read_manifest(path)
-        if manifest is None or manifest.model is None:
-            raise ToolkitError(f"{path.name} has no resnet-build manifest naming its ONNX file, so it can't be tapped")
-        source = _engine_source(path, manifest)
-        self.info, self.precision, self.manifest = manifest.model, manifest.precision, manifest
-        self._folder = tempfile.TemporaryDirectory(prefix="resnet-compare-")
-        tapped, self._taps = tapped_onnx(source, layer_points(self.info.architecture), Path(self._folder.name))
-        self.points = list(self._taps)
-        signature = dataclasses.replace(inspect_onnx(source), path=tapped)
-        self._engine = _TappedEngine(signature, manifest, list(dict.fromkeys(self._taps.values())))
-        self.name = f"{path.name} ({self.precision}, TensorRT, rebuilt from {source.name} with its layers as outputs)"
-        self.notes = (
-            f"{path.name}'s layers come from an engine rebuilt from {source.name} with each layer marked as an "
-            "output, which keeps TensorRT from fusing across them: it computes each layer as the shipped engine "
-            "does, not bit for bit",
-        )
-
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = self._engine.run(batch)
-        return {point: outputs[tensor] for point, tensor in self._taps.items()}
-
-    def close(self) -> None:
-        self._engine = None
-        self._folder.cleanup()
-
-
-def _engine_source(path: Path, manifest) -> Path:
-    """The ONNX file an engine was built from: where its manifest says, or beside the engine,
-    and only when its checksum is the manifest's."""
-    import hashlib
-
-    recorded = Path(manifest.source_onnx.get("file", ""))
-    for candidate in (recorded, path.parent / recorded.name):
-        if candidate.is_file() and hashlib.sha256(candidate.read_bytes()).hexdigest() == manifest.source_onnx.get(
-            "sha256"
-        ):
-            return candidate
-    raise ToolkitError(
-        f"the ONNX file {path.name} was built from ({recorded}) is not there, or has changed since; "
-        "put that file beside the engine (its layers are read from it)"
-    )
-
-
-class _TappedEngine:
-    """The TensorRT engine of a tapped ONNX file, built for the batch sizes it will run
-    (`export.engine`'s parse and configure steps), and run with every output on a device buffer.
-    TensorRT objects are in variables named after their class (tests/deploy/test_tensorrt_api.py
-    checks them against TensorRT 11 and 10)."""
-
-    def __init__(self, signature, manifest, tensors: list[str], max_batch: int = 64) -> None:
-        from deploy.artifacts.manifest import BatchProfile
-        from deploy.runtimes.tensorrt import import_tensorrt, shared_logger
-
-        from .engine import BuildOptions, build, create_config, parse_onnx
-
-        trt = import_tensorrt()
-        builder, network, parser, _ = parse_onnx(signature)
-        low, high = signature.input.batch or 1, signature.input.batch or max_batch
-        batch_profile = BatchProfile(low, min(max(low, DEFAULT_BATCH), high), high)
-        config, _, _, _ = create_config(builder, signature, batch_profile, BuildOptions(tf32=manifest.tf32), None)
-        serialized = build(builder, network, config, signature)
-        trt_runtime = trt.Runtime(shared_logger())
-        self.engine = trt_runtime.deserialize_cuda_engine(serialized)
-        if self.engine is None:
-            raise ToolkitError(f"TensorRT could not load the engine it built from {signature.path.name}")
-        self.trt_runtime, self.batch_profile, self.tensors = trt_runtime, batch_profile, tensors
-        self.half = {name: self.engine.get_tensor_dtype(name) == trt.DataType.HALF for name in tensors}
-        self.context = self.engine.create_execution_context()
-        if self.context is None:
-            raise ToolkitError("TensorRT could not create an execution context (the GPU may be out of memory)")
-        self.input_name, self.input_dtype = signature.input.name, np.dtype(signature.input.dtype)
-
-    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        import torch
-
-        batch = np.ascontiguousarray(batch, dtype=self.input_dtype)
-        if not self.batch_profile.min <= len(batch) <= self.batch_profile.max:
-            raise ToolkitError(f"batch {len(batch)} is outside the rebuilt engine's profile ({self.batch_profile})")
-        context = self.context
-        if not context.set_input_shape(self.input_name, tuple(batch.shape)):
-            raise ToolkitError(f"TensorRT refused input shape {tuple(batch.shape)}")
-        buffers = {self.input_name: torch.from_numpy(batch).to("cuda")}
-        for name in self.tensors:
-            shape = tuple(context.get_tensor_shape(name))
-            buffers[name] = torch.empty(shape, dtype=torch.float16 if self.half[name] else torch.float32, device="cuda")
-        for name, buffer in buffers.items():
-            if not context.set_tensor_address(name, buffer.data_ptr()):
-                raise ToolkitError(f"TensorRT refused the device buffer of tensor {name}")
-        stream = torch.cuda.current_stream()
-        if not context.execute_async_v3(stream.cuda_stream):
-            raise ToolkitError("TensorRT failed to run the rebuilt engine")
-        stream.synchronize()
-        return {name: buffers[name].float().cpu().numpy() for name in self.tensors}
-
-
-def open_layers(model, *, provider: str | None = None, threads: int | None = None) -> _Layers:
-    """The side for `model`: a `ResNet`, or a file by its suffix (`deploy.runtimes.open.backend_of`):
-    a checkpoint (.pt, .pth), an ONNX file, an engine (.plan, .engine)."""
+def open_side(model, *, provider: str | None = None, threads: int | None = None) -> _Side:
+    """The side for `model`: a `ResNet`, or a file by its suffix: a checkpoint (.pt, .pth: PyTorch,
+    FP32, eval, CPU), an ONNX file (ONNX Runtime), an engine (.plan, .engine: rebuilt from the
+    ONNX file its manifest names with every point marked as an output, `export.engine.build_tapped`;
+    needs TensorRT and the GPU the engine is for). Every side is opened with the model's module
+    points (`Architecture.module_points`) as named outputs."""
     from resnet.model import ResNet
 
-    if isinstance(model, ResNet):
-        return TorchLayers(model)
-    path = input_file(model, "model file", "a model file (.onnx, .plan, .engine, .pt, .pth)")
-    backend = backend_of(path)
-    if backend == "onnxruntime":
-        return OnnxLayers(path, provider=provider, threads=threads)
-    if backend == "tensorrt":
-        return EngineLayers(path)
-    from resnet.checkpoint import load_model
+    name = "pytorch fp32 (eval)"
+    if not isinstance(model, ResNet):
+        path = input_file(model, "model file", "a model file (.onnx, .plan, .engine, .pt, .pth)")
+        backend = backend_of(path)
+        if backend == "tensorrt":
+            return _engine_side(path)
+        if backend == "onnxruntime":
+            info = read_onnx_info(path)
+            if info is None:
+                raise ToolkitError(f"{path.name} has no resnet-export metadata, so its layers can't be named")
+            options = RuntimeOptions(provider=provider, threads=threads, outputs=info.architecture.module_points())
+            runtime = open_runtime(path, options)
+            return _Side(runtime, f"{path.name} ({info.precision}, onnxruntime {runtime.provider})", info.precision)
+        from resnet.checkpoint import load_model
 
-    return TorchLayers(load_model(path), name=f"{path.name} (pytorch fp32, eval)")
+        model, name = load_model(path), f"{path.name} (pytorch fp32, eval)"
+    points = model.architecture.module_points()
+    return _Side(open_runtime(model, RuntimeOptions(device="cpu", outputs=points)), name, "fp32")
+
+
+def _engine_side(path: Path) -> _Side:
+    from deploy.artifacts.manifest import read_manifest
+
+    from .engine import build_tapped
+
+    manifest = read_manifest(path)
+    if manifest is None or manifest.model is None:
+        raise ToolkitError(f"{path.name} has no resnet-build manifest naming its ONNX file, so it can't be tapped")
+    points = manifest.model.architecture.module_points()
+    folder = tempfile.TemporaryDirectory(prefix="resnet-compare-")
+    try:
+        rebuilt, source = build_tapped(path, points, Path(folder.name))
+        runtime = open_runtime(rebuilt, RuntimeOptions(outputs=points))
+    except BaseException:
+        folder.cleanup()
+        raise
+    precision = manifest.precision
+    note = (
+        f"{path.name}'s layers come from an engine rebuilt from {source.name} with each layer marked as an "
+        "output, which keeps TensorRT from fusing across them: it computes each layer as the shipped engine "
+        "does, not bit for bit"
+    )
+    name = f"{path.name} ({precision}, TensorRT, rebuilt from {source.name} with its layers as outputs)"
+    return _Side(runtime, name, precision, (note,), folder)
 
 
 # ---- the comparison --------------------------------------------------------------------------
@@ -391,15 +145,15 @@ class LayerInputs:
 
     images: Path | None = None
     random: int | None = None
-    max_images: int = 64
+    max_images: int = DEFAULT_MAX_IMAGES
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.images is not None and self.random is not None:
             raise ToolkitError("give --images DIR or --random N, not both")
         if self.random is not None:
-            check_number(self.random, "--random", integer=True, low=1, high=100_000)
-        check_number(self.max_images, "--max-images", integer=True, low=1, high=100_000)
+            check_number(self.random, "--random", integer=True, limit="images")
+        check_number(self.max_images, "--max-images", integer=True, limit="images")
 
     @property
     def count(self) -> int:
@@ -456,8 +210,8 @@ class LayerFigures:
         return data | {"passed": self.passed}
 
 
-class _Tally:
-    """A layer's figures, gathered batch by batch (memory: one batch of activations)."""
+class _LayerErrors:
+    """A layer's errors and ranges on both sides, gathered batch by batch (memory: one batch of activations)."""
 
     def __init__(self) -> None:
         self.max_abs, self.scale, self.cosine = 0.0, 0.0, 1.0
@@ -547,7 +301,7 @@ class LayerComparison:
         }
 
 
-def _common_input(reference: _Layers, candidate: _Layers):
+def _common_input(reference: _Side, candidate: _Side):
     """The input spec both models take (a file's metadata before a checkpoint's defaults), after
     checking that they are the same architecture."""
     a, b = reference.info, candidate.info
@@ -556,7 +310,7 @@ def _common_input(reference: _Layers, candidate: _Layers):
             f"the two models are different networks ({a.name}, {a.architecture.block} blocks {list(a.architecture.layers)}, "
             f"against {b.name}, {b.architecture.block} blocks {list(b.architecture.layers)}); compare two forms of one model"
         )
-    files = [side.info.input_spec for side in (reference, candidate) if side.backend != "pytorch"]
+    files = [side.info.input_spec for side in (reference, candidate) if side.runtime.backend != "pytorch"]
     if len(files) == 2 and (files[0].height, files[0].width) != (files[1].height, files[1].width):
         raise ToolkitError(
             f"the two files take different input sizes ({files[0].height}x{files[0].width} and {files[1].height}x{files[1].width})"
@@ -582,20 +336,21 @@ def compare_models(
     sides = []
     try:
         for model in (reference, candidate):
-            sides.append(open_layers(model, provider=provider, threads=threads))
+            sides.append(open_side(model, provider=provider, threads=threads))
         ref, cand = sides
         spec = _common_input(ref, cand)
-        order = layer_points(ref.info.architecture)
-        common = [p for p in order if p in ref.points and p in cand.points]
-        same = ref.backend == cand.backend and ref.device == cand.device
-        gpu = "cuda" in (ref.device, cand.device)
-        criterion = pair_criterion(
+        order = ref.info.architecture.module_points()
+        held_ref, held_cand = (set(side.runtime.outputs) for side in sides)
+        common = [p for p in order if p in held_ref and p in held_cand]
+        same = ref.runtime.backend == cand.runtime.backend and ref.runtime.device == cand.runtime.device
+        gpu = any(side.runtime.device.startswith("cuda") for side in sides)
+        criterion = criterion_for(
             ref.precision, cand.precision, same_arithmetic=same, gpu=gpu, real_images=inputs.images is not None
         )
-        tallies, samples = {p: _Tally() for p in common}, 0
+        tallies, samples = {p: _LayerErrors() for p in common}, 0
         expected = inputs.count if inputs.images is None else None
         for array in inputs.batches(spec, batch):
-            a, b = ref.run(array), cand.run(array)
+            a, b = ref.runtime.run_outputs(array), cand.runtime.run_outputs(array)
             for point in common:
                 tallies[point].add(point, a[point], b[point])
             samples += len(array)
@@ -617,8 +372,8 @@ def compare_models(
         batch=batch,
         layers=[tallies[p].figures(p, criterion, thresholds) for p in common],
         unmatched={
-            "reference": [p for p in order if p in ref.points and p not in cand.points],
-            "candidate": [p for p in order if p in cand.points and p not in ref.points],
+            "reference": [p for p in order if p in held_ref and p not in held_cand],
+            "candidate": [p for p in order if p in held_cand and p not in held_ref],
         },
         notes=notes,
         seconds=time.perf_counter() - started,

@@ -7,9 +7,9 @@ the same engine precision from the same file, with one code path. An FP16 engine
 comes from an FP16 ONNX (`resnet-export --precision fp16`).
 
 The TensorRT steps are apart, as Polygraphy's loaders are: `parse_onnx` (builder, network and
-parser), `create_config` (builder config: profile, workspace, optimization level, TF32, timing
+parser), `create_config` (builder config: the batch range as an optimization profile, workspace, optimization level, TF32, timing
 cache, progress monitor), `build` (the serialized engine); `build_engine` chains them with the
-manifest and validation. Everything up to the TensorRT calls is plain code (profile arithmetic,
+manifest and validation. Everything up to the TensorRT calls is plain code (batch-range arithmetic,
 reading the ONNX, option checks), done before TensorRT is imported, so a mistake is reported the
 same way on a machine without TensorRT. TensorRT objects live in variables named after their
 class (`builder`, `network`, `parser`, `config`, `profile`, `cache`, `error`, `serialized`); the
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import onnx
 
-from deploy.artifacts.manifest import BatchProfile, EngineManifest, manifest_path, write_manifest
+from deploy.artifacts.manifest import BatchRange, EngineManifest, manifest_path, write_manifest
 from deploy.artifacts.onnx_file import OnnxSignature, inspect_onnx
 from deploy.runtimes.gpu import require_cuda
 from deploy.runtimes.onnxruntime import OrtRuntime
@@ -68,10 +68,10 @@ def export_command(source: OnnxSignature, precision: str) -> str:
     return " ".join(parts + extra) + " (with your --weights)"
 
 
-def resolve_profile(
+def resolve_batches(
     batch_dim: int | None, min_batch: int | None = None, opt_batch: int | None = None, max_batch: int | None = None
-) -> BatchProfile:
-    """The batch profile: from the file when its batch is fixed, else the options over the
+) -> BatchRange:
+    """The batch range: from the file when its batch is fixed, else the options over the
     defaults 1 / 32 / 64 (a default that would fall outside the given bounds moves inside)."""
     given = {"--min-batch": min_batch, "--opt-batch": opt_batch, "--max-batch": max_batch}
     for option, value in given.items():
@@ -86,15 +86,15 @@ def resolve_profile(
                 f"the ONNX file has a fixed batch of {batch_dim}, so its engine takes exactly {batch_dim} "
                 f"(got {', '.join(conflicting)}); export with --dynamic-batch for a range"
             )
-        return BatchProfile(batch_dim, batch_dim, batch_dim)
+        return BatchRange(batch_dim, batch_dim, batch_dim)
     if min_batch is not None and max_batch is not None and min_batch > max_batch:
         raise ToolkitError(f"--min-batch {min_batch} is larger than --max-batch {max_batch}")
     low = min_batch if min_batch is not None else DEFAULT_MIN_BATCH
     high = max_batch if max_batch is not None else max(DEFAULT_MAX_BATCH, low)
     opt = opt_batch if opt_batch is not None else min(max(DEFAULT_OPT_BATCH, low), high)
     if not low <= opt <= high:
-        raise ToolkitError(f"--opt-batch {opt} is outside the profile's range {low} to {high}")
-    return BatchProfile(low, opt, high)
+        raise ToolkitError(f"--opt-batch {opt} is outside the batch range {low} to {high}")
+    return BatchRange(low, opt, high)
 
 
 @dataclass
@@ -171,7 +171,7 @@ def parse_onnx(source: OnnxSignature):
 
 @dataclass(frozen=True)
 class BuildOptions:
-    """How the builder works: the batch profile (`profile` resolves it against the file), memory,
+    """How the builder works: the batch range (`batches` resolves it against the file), memory,
     effort, TF32, the timing cache file. What `resnet-build`'s options say, as one value."""
 
     min_batch: int | None = None  # None: 1
@@ -186,9 +186,9 @@ class BuildOptions:
         if self.timing_cache is not None:
             object.__setattr__(self, "timing_cache", Path(self.timing_cache))
 
-    def profile(self, batch_dim: int | None) -> BatchProfile:
-        """The batch profile for a file whose batch axis is `batch_dim` (None: dynamic)."""
-        return resolve_profile(batch_dim, self.min_batch, self.opt_batch, self.max_batch)
+    def batches(self, batch_dim: int | None) -> BatchRange:
+        """The batch range for a file whose batch axis is `batch_dim` (None: dynamic)."""
+        return resolve_batches(batch_dim, self.min_batch, self.opt_batch, self.max_batch)
 
     def check(self) -> None:
         if self.opt_level is not None and self.opt_level not in OPT_LEVELS:
@@ -202,7 +202,7 @@ class BuildOptions:
 def create_config(
     builder,
     source: OnnxSignature,
-    batch_profile: BatchProfile,
+    batches: BatchRange,
     options: BuildOptions,
     progress: Callable[[str], None] | None,
 ):
@@ -223,11 +223,9 @@ def create_config(
         config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     c, h, w = source.input.shape[1:]
-    profile.set_shape(
-        source.input.name, (batch_profile.min, c, h, w), (batch_profile.opt, c, h, w), (batch_profile.max, c, h, w)
-    )
+    profile.set_shape(source.input.name, (batches.min, c, h, w), (batches.opt, c, h, w), (batches.max, c, h, w))
     if config.add_optimization_profile(profile) < 0:
-        raise EngineBuildError(f"TensorRT refused the batch profile ({batch_profile}) for {source.path.name}")
+        raise EngineBuildError(f"TensorRT refused the batch range ({batches}) for {source.path.name}")
     cache = None
     timing_cache = options.timing_cache
     if timing_cache is not None:
@@ -260,12 +258,12 @@ def build(builder, network, config, source: OnnxSignature) -> bytes:
 
 
 def _build_serialized(
-    source: OnnxSignature, batch_profile: BatchProfile, options: BuildOptions, progress: Callable[[str], None] | None
+    source: OnnxSignature, batches: BatchRange, options: BuildOptions, progress: Callable[[str], None] | None
 ) -> tuple[bytes, bytes | None, list[str]]:
     """Parse, configure and build; returns the engine, the timing cache (None when there is
     none to save) and the flags used."""
     builder, network, parser, flags = parse_onnx(source)
-    config, cache, config_flags, monitor = create_config(builder, source, batch_profile, options, progress)
+    config, cache, config_flags, monitor = create_config(builder, source, batches, options, progress)
     engine_bytes = build(builder, network, config, source)
     cache_bytes = None
     if cache is not None:
@@ -301,21 +299,19 @@ def build_engine(
     step = progress or (lambda message: None)
     source = inspect_onnx(onnx_path)
     _check_precision(source, precision)
-    batch_profile = options.profile(source.input.batch)
+    batches = options.batches(source.input.batch)
     options.check()
     output, reference = _check_files(source, output, reference, options)
     import_tensorrt()
     require_cuda()
     environment = engine_environment()
     step(
-        f"building {output.name} from {source.path.name} ({source.precision}, batch {batch_profile}) on {environment.gpu_name}"
+        f"building {output.name} from {source.path.name} ({source.precision}, batch {batches}) on {environment.gpu_name}"
     )
     started = time.perf_counter()
-    engine_bytes, cache_bytes, flags = _build_serialized(source, batch_profile, options, progress)
+    engine_bytes, cache_bytes, flags = _build_serialized(source, batches, options, progress)
     timings = {"build_s": time.perf_counter() - started}
-    manifest = engine_manifest(
-        source, output, engine_bytes, environment, batch_profile, options, flags, timings["build_s"]
-    )
+    manifest = engine_manifest(source, output, engine_bytes, environment, batches, options, flags, timings["build_s"])
     validation, warnings = None, []
     with staging_folder(output.parent) as stage:
         staged = stage / output.name
@@ -324,7 +320,7 @@ def build_engine(
         if validate:
             mark = time.perf_counter()
             step("validating the engine against ONNX Runtime")
-            validation, warnings = validate_engine(staged, source, reference, batch_profile, options.tf32, thresholds)
+            validation, warnings = validate_engine(staged, source, reference, batches, options.tf32, thresholds)
             timings["validate_s"] = time.perf_counter() - mark
         # Engine first: in the instant between the renames an old manifest names another
         # checksum, and the runtime refuses the pair instead of trusting it.
@@ -371,7 +367,7 @@ def engine_manifest(
     output: Path,
     engine_bytes: bytes,
     environment,
-    batch_profile: BatchProfile,
+    batches: BatchRange,
     options: BuildOptions,
     flags: list[str],
     seconds: float,
@@ -383,7 +379,7 @@ def engine_manifest(
         environment=environment,
         precision=source.precision,
         tf32=options.tf32,
-        profile=batch_profile,
+        batches=batches,
         inputs=[source.input],
         outputs=[source.output],
         model=source.info,
@@ -404,11 +400,11 @@ def validate_engine(
     staged: Path,
     source: OnnxSignature,
     reference: Path | None,
-    batch_profile: BatchProfile,
+    batches: BatchRange,
     tf32: bool,
     thresholds: Thresholds,
 ) -> tuple[ValidationReport, list[str]]:
-    """The staged engine against ONNX Runtime on the CPU, at the profile's min, opt and max batch;
+    """The staged engine against ONNX Runtime on the CPU, at the batch range's min, opt and max;
     (the report, the runtime's warnings), or `ValidationFailed`. The reference is `reference`, or
     the source itself (FP32; an INT8 engine against its own Q/DQ file, the same quantized
     arithmetic: its accuracy on real images is resnet-eval's to measure), or the FP32 twin of an
@@ -416,8 +412,9 @@ def validate_engine(
     if reference is None and source.precision == "fp16":
         reference = staged.with_name("fp32_reference.onnx")
         reference.write_bytes(upcast_to_fp32(onnx.load(str(source.path))).SerializeToString())
-    criterion = criterion_for(source.precision, tf32=tf32, against_qdq=True)
-    sizes = sorted({batch_profile.min, batch_profile.opt, batch_profile.max})
+    reference_precision = "int8" if source.precision == "int8" else "fp32"  # its own Q/DQ file, else FP32
+    criterion = criterion_for(reference_precision, source.precision, gpu=tf32)
+    sizes = sorted({batches.min, batches.opt, batches.max})
     with (
         OrtRuntime(reference or source.path, provider="cpu") as ort_runtime,
         TensorRTRuntime(staged, announce=False) as engine_runtime,  # its warnings go into the report
@@ -440,3 +437,57 @@ def save_timing_cache(path: Path | None, cache_bytes: bytes | None) -> list[str]
         return [f"TensorRT returned no timing cache after the build; {path} was not updated"]
     write_bytes_atomic(path, cache_bytes)
     return []
+
+
+def build_tapped(engine_path: Path, points: list[str], folder: Path) -> tuple[Path, Path]:
+    """An engine rebuilt from the ONNX file `engine_path`'s manifest names (found where the manifest says,
+    or beside the engine, and only with the manifest's checksum), with the tensor of each module
+    point marked as an output (`deploy.artifacts.onnx_file.tapped_onnx`), written with its manifest
+    into `folder`; (the rebuilt engine, the ONNX file it came from). Opened with those points as
+    named outputs (`RuntimeOptions(outputs=...)`), it gives every layer's output. Marking outputs
+    keeps TensorRT from fusing across them: each layer is computed as in the shipped engine, not
+    bit for bit. Same TF32 setting as the shipped engine; batches 1 to 64 (or the file's fixed batch)."""
+    from dataclasses import replace
+
+    from deploy.artifacts.manifest import read_manifest
+    from deploy.artifacts.onnx_file import tapped_onnx
+
+    manifest = read_manifest(engine_path)
+    if manifest is None or manifest.model is None:
+        raise ToolkitError(
+            f"{engine_path.name} has no resnet-build manifest naming its ONNX file, so it can't be tapped"
+        )
+    source = _engine_source(engine_path, manifest)
+    tapped, _ = tapped_onnx(source, points, folder)
+    signature = replace(inspect_onnx(source), path=tapped)
+    low = high = signature.input.batch
+    batches = BatchRange(low or 1, min(max(low or 1, 8), high or 64), high or 64)
+    options = BuildOptions(tf32=manifest.tf32)
+    import_tensorrt()
+    started = time.perf_counter()
+    engine_bytes, _, flags = _build_serialized(signature, batches, options, None)
+    rebuilt = folder / f"tapped_{engine_path.stem}.plan"
+    rebuilt.write_bytes(engine_bytes)
+    write_manifest(
+        engine_manifest(
+            signature, rebuilt, engine_bytes, engine_environment(), batches, options, flags,
+            time.perf_counter() - started,
+        ),
+        rebuilt,
+    )  # fmt: skip
+    return rebuilt, source
+
+
+def _engine_source(engine_path: Path, manifest: EngineManifest) -> Path:
+    """The ONNX file an engine was built from: where its manifest says, or beside the engine,
+    and only when its checksum is the manifest's."""
+    recorded = Path(manifest.source_onnx.get("file", ""))
+    for candidate in (recorded, engine_path.parent / recorded.name):
+        if candidate.is_file() and hashlib.sha256(candidate.read_bytes()).hexdigest() == manifest.source_onnx.get(
+            "sha256"
+        ):
+            return candidate
+    raise ToolkitError(
+        f"the ONNX file {engine_path.name} was built from ({recorded}) is not there, or has changed since; "
+        "put that file beside the engine (its layers are read from it)"
+    )

@@ -320,7 +320,7 @@ def validate_export(model: ResNet, staged: Path, precision: str, plan: Validatio
     step(f"validating against PyTorch in ONNX Runtime (batches {', '.join(map(str, plan.batch_sizes))})")
     options = RuntimeOptions(provider=plan.device, threads=plan.threads, max_batch=max(plan.batch_sizes))
     with open_runtime(staged, options) as runtime:
-        criterion = criterion_for(precision, tf32=runtime.device != "cpu")
+        criterion = criterion_for("fp32", precision, gpu=runtime.device != "cpu")  # against PyTorch FP32
         validation = validate_runtime(
             model, runtime, criterion=criterion, batch_sizes=plan.batch_sizes, thresholds=plan.thresholds
         )

@@ -26,7 +26,7 @@ stage's; the record written into the file's metadata names the method, the numbe
 and a hash of their list.
 
 Layers can be kept in float (`Int8Options.keep_float`, `resnet-export --keep-float`, what
-`resnet-compare --sensitivity` proposes): module names (`layer1.0.conv1`, `fc`) or prefixes of
+`resnet-compare sensitivity` proposes): module names (`layer1.0.conv1`, `fc`) or prefixes of
 them (`layer1.0`, a whole block; `layer4`, a stage), each naming the graph's nodes of that module
 (`kept_nodes`). They go to ONNX Runtime's quantizer as `nodes_to_exclude`: such a node keeps float
 weights and float arithmetic, and reads its input as the rest of the graph left it (dequantized,
@@ -80,7 +80,7 @@ class Int8Options:
             raise ToolkitError(
                 f"calibration method must be one of {', '.join(CALIBRATION_METHODS)}, got {self.method!r}"
             )
-        check_number(self.size, "--calibration-size", integer=True, low=1, high=100_000)
+        check_number(self.size, "--calibration-size", integer=True, limit="images")
         if opset < MIN_OPSET:
             raise ToolkitError(f"INT8 files need opset {MIN_OPSET} or later (per-channel Q/DQ), got --opset {opset}")
 
@@ -105,7 +105,7 @@ def kept_nodes(node_names, keep_float) -> list[str]:
 
 def read_keep_float(text: str) -> tuple[str, ...]:
     """Layer names from `--keep-float`: a comma-separated list, or a file holding one (commas or
-    lines), or the JSON that `resnet-compare --sensitivity --json` writes (its "keep_float")."""
+    lines), or the JSON that `resnet-compare sensitivity --json` writes (its "keep_float")."""
     path = Path(text)
     if path.is_file():
         content = path.read_text(encoding="utf-8", errors="replace")
@@ -227,7 +227,7 @@ def _settings(options: Int8Options, kept: list[str] = ()) -> dict:
 @dataclass
 class CalibrationCache:
     """Calibration done once for several quantizations of one FP32 file that differ only in the
-    layers kept in float (`--sensitivity` writes about 30): the activation ranges ONNX Runtime's
+    layers kept in float (`resnet-compare sensitivity` writes about 30): the activation ranges ONNX Runtime's
     calibration measured (its JSON cache, at `path`) and what the images gave. The ranges do not
     depend on the kept layers: every tensor of the quantized op types is calibrated either way.
     Used where ONNX Runtime's `quantize_static` takes `calibration_cache_path` (1.24 and later);

@@ -1,5 +1,5 @@
 """INT8 sensitivity: which blocks cost accuracy when quantized, and the smallest set to keep in
-float (`resnet-compare --sensitivity`).
+float (`resnet-compare sensitivity`).
 
 The units are the stem's convolution (`conv1`), every residual block (`layer1.0` ...) and the
 classifier (`fc`): the names `--keep-float` takes. For each unit the FP32 file is quantized twice
@@ -30,12 +30,12 @@ from toolkit.errors import ToolkitError
 from .quantize import CalibrationCache, Int8Options, quantize_onnx
 
 MAX_EVAL_IMAGES = 2000  # the preprocessed images are held in memory
+DEFAULT_EVAL_IMAGES = 500
 
 
 def sensitivity_units(architecture) -> list[str]:
     """`conv1`, every block (`layer1.0`, ...) and `fc`, in network order."""
-    blocks = [f"layer{s + 1}.{b}" for s, count in enumerate(architecture.layers) for b in range(count)]
-    return ["conv1", *blocks, "fc"]
+    return ["conv1", *architecture.blocks(), "fc"]
 
 
 @dataclass
@@ -131,9 +131,9 @@ class _Evaluator:
         self.fp32_top1 = self.fp32_correct / len(self.targets)
 
     def logits(self, path: Path) -> np.ndarray:
-        from deploy.runtimes.onnxruntime import OrtRuntime
+        from deploy.runtimes import RuntimeOptions, open_runtime
 
-        with OrtRuntime(path, provider="cpu") as runtime:
+        with open_runtime(path, RuntimeOptions(device="cpu"), backend="onnxruntime") as runtime:
             return np.concatenate([runtime.run(self.images[i : i + 64]) for i in range(0, len(self.images), 64)])
 
     def measure(self, path: Path, keep_float: list[str]) -> Measured:
@@ -211,7 +211,7 @@ def int8_sensitivity(
     eval_data: str | Path,
     *,
     max_top1_drop: float = 1.0,
-    max_images: int = 500,
+    max_images: int = DEFAULT_EVAL_IMAGES,
     progress: Callable[[str], None] | None = None,
 ) -> SensitivityReport:
     """Rank the units of an FP32 ONNX file by what INT8 costs them on `eval_data` and propose the
@@ -225,7 +225,7 @@ def int8_sensitivity(
     signature = inspect_onnx(fp32_path)
     if signature.info is None or signature.precision != "fp32":
         raise ToolkitError(
-            f"--sensitivity takes the FP32 file resnet-export wrote (its metadata names the model); {fp32_path.name} is "
+            f"resnet-compare sensitivity takes the FP32 file resnet-export wrote (its metadata names the model); {fp32_path.name} is "
             + ("not one" if signature.info is None else f"{signature.precision}")
         )
     import onnx

@@ -161,36 +161,27 @@ CRITERIA = {
 }
 
 
-def criterion_for(precision: str, *, tf32: bool = False, against_qdq: bool = False) -> Criterion:
-    """The criterion for a candidate of `precision`: FP32 elementwise, or by agreement when it
-    may compute in TF32 (`tf32`: a GPU); FP16 by agreement and the activation range; INT8 by
-    agreement when the reference computes the same Q/DQ arithmetic (`against_qdq`: an engine
-    against its file), else by finite outputs only (against the FP32 model, on random inputs)."""
-    if precision == "fp32":
-        return CRITERIA["tf32" if tf32 else "fp32"]
-    if precision == "int8":
-        return CRITERIA["int8 engine" if against_qdq else "int8"]
-    if precision not in CRITERIA:
-        raise ToolkitError(f"no validation criterion for precision {precision!r}")
-    return CRITERIA[precision]
-
-
-def pair_criterion(
-    reference_precision: str, candidate_precision: str, *, same_arithmetic: bool, gpu: bool, real_images: bool
+def criterion_for(
+    reference: str, candidate: str, *, same_arithmetic: bool = False, gpu: bool = False, real_images: bool = False
 ) -> Criterion:
-    """The criterion for two models compared tensor by tensor (`export.compare`): FP16 on either
-    side is judged as FP16; two INT8 models elementwise when they run in the same runtime
-    (`same_arithmetic`), else by agreement; INT8 against a float model by agreement on real
-    images, and by finite outputs only on random ones (as validation); FP32 elementwise, or by
-    agreement on a GPU (`gpu`: TF32)."""
-    precisions = {reference_precision, candidate_precision}
-    if "fp16" in precisions:
-        return CRITERIA["fp16"]
+    """The one choice of how a candidate of precision `candidate` is judged against a reference of
+    precision `reference` (logits, or each layer's output in `export.compare`): FP16 or BF16 on
+    either side by agreement and FP16's range; two INT8 models elementwise when they compute the same
+    Q/DQ arithmetic in one runtime (`same_arithmetic`), else by agreement (an engine against its
+    file); INT8 against a float model by agreement on real images (`real_images`), by finite values
+    only on random ones (they lie outside the calibration range); FP32 elementwise, or by agreement
+    where it may compute in TF32 (`gpu`)."""
+    precisions = {reference, candidate}
+    for reduced in ("fp16", "bf16"):
+        if reduced in precisions:
+            return CRITERIA[reduced]
     if precisions == {"int8"}:
         return CRITERIA["int8 same arithmetic" if same_arithmetic else "int8 engine"]
     if "int8" in precisions:
         return CRITERIA["int8 on images" if real_images else "int8"]
-    return criterion_for("fp32", tf32=gpu)
+    if precisions != {"fp32"}:
+        raise ToolkitError(f"no validation criterion for {candidate} against {reference}")
+    return CRITERIA["tf32" if gpu else "fp32"]
 
 
 def tensor_checks(

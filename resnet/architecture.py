@@ -1,4 +1,7 @@
-"""What a ResNet is built from, as plain data: `Architecture`, its name, the blocks' expansions.
+"""What a ResNet is built from, as plain data: `Architecture`, its name, the blocks' expansions, and
+the names of its parts (blocks, module outputs, stages) that every later stage uses to talk about
+a layer: the ONNX writer names nodes and tensors after them, and the comparison, the profiles and
+the INT8 sensitivity read them back.
 
 Torch-free on purpose: every artifact records its architecture (ONNX metadata, engine and bundle
 manifests), and reading one back (`deploy.artifacts`, a Triton client, a board without PyTorch)
@@ -46,8 +49,33 @@ class Architecture:
     @property
     def depth(self) -> int:
         """Weighted layers: the stem convolution, every main-path convolution, and fc."""
-        convs_per_block = 2 if self.block == "basic" else 3
-        return convs_per_block * sum(self.layers) + 2
+        return self.convs_per_block * sum(self.layers) + 2
+
+    @property
+    def convs_per_block(self) -> int:
+        """Main-path convolutions of a block: 2 in a BasicBlock, 3 in a Bottleneck."""
+        return 2 if self.block == "basic" else 3
+
+    def blocks(self) -> list[str]:
+        """Every residual block's module name, in network order: `layer1.0`, `layer1.1`, ..."""
+        return [f"layer{stage + 1}.{index}" for stage, count in enumerate(self.layers) for index in range(count)]
+
+    def module_points(self) -> list[str]:
+        """The module outputs, in network order: the stem (`conv1`, `relu`, `maxpool` for ImageNet),
+        each block's convolutions (`layer1.0.conv1`: with its BatchNorm, which export folds into it)
+        and the ReLUs between them, its shortcut where it is not the identity (`downsample`), its
+        residual sum (`add`) and last ReLU (`relu`), then `avgpool` and `fc` (the logits)."""
+        names = ["conv1", "relu"] + (["maxpool"] if self.stem == "imagenet" else [])
+        shortcuts = {name for name, *_ in self.shortcut_blocks()}
+        convs = self.convs_per_block
+        for block in self.blocks():
+            for index in range(1, convs + 1):
+                names.append(f"{block}.conv{index}")
+                if index < convs:
+                    names.append(f"{block}.relu{index}")
+            names += [f"{block}.downsample"] if block in shortcuts else []
+            names += [f"{block}.add", f"{block}.relu"]
+        return names + ["avgpool", "fc"]
 
     @property
     def expansion(self) -> int:
@@ -68,3 +96,10 @@ class Architecture:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def stage_of(name: str) -> str:
+    """The stage a module (or a name inside one) belongs to: "stem", "layer1" ... "layer4", "head"."""
+    if name.startswith("layer"):
+        return name.split(".")[0]
+    return "head" if name.split(".")[0] in ("avgpool", "flatten", "fc") else "stem"

@@ -67,12 +67,19 @@ def model_options(
             click.option(
                 "--std", default=None, help="Normalisation std R,G,B recorded in the file. [default: the dataset's]"
             ),
+            click.option(
+                "--seed",
+                type=Number(integer=True, low=0, high=2**32 - 1),
+                default=0,
+                show_default=True,
+                help="Seed of the random weights (without --weights): the same seed, the same network in every run.",
+            ),
         ]
     return option_group(name, _model, *group)
 
 
 def _model(
-    depth, dataset, shortcut, num_classes, weights=None, input_size=None, mean=None, std=None
+    depth, dataset, shortcut, num_classes, weights=None, input_size=None, mean=None, std=None, seed=0
 ) -> ModelOptions | None:
     """The `ModelOptions` the options name (None without --depth)."""
     spec = None
@@ -87,7 +94,7 @@ def _model(
         )
     if depth is None:
         return None
-    return ModelOptions(depth, dataset, shortcut, num_classes, Path(weights) if weights else None, spec)
+    return ModelOptions(depth, dataset, shortcut, num_classes, Path(weights) if weights else None, spec, seed)
 
 
 @click.command("python -m resnet", cls=ToolkitCommand)

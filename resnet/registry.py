@@ -122,6 +122,7 @@ class ModelOptions:
     num_classes: int | None = None  # None: the dataset's
     weights: Path | None = None  # a checkpoint file; None: random initialisation
     input_spec: InputSpec | None = None  # None: the dataset's
+    seed: int = 0  # of the random initialisation (without weights): the same network in every process
 
     def __post_init__(self) -> None:
         model_entry(self.depth, self.dataset)
@@ -132,13 +133,18 @@ class ModelOptions:
         return model_name(self.depth, self.dataset)
 
     def create(self, *, zero_init_residual: bool = False) -> ResNet:
-        """`create` with these options."""
-        return create(
-            self.depth,
-            self.dataset,
-            shortcut=self.shortcut,
-            num_classes=self.num_classes,
-            weights=self.weights,
-            zero_init_residual=zero_init_residual,
-            input_spec=self.input_spec,
-        )
+        """`create` with these options; the random initialisation seeded with `seed` (on a random
+        generator of its own: the process's is left as it was)."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            return create(
+                self.depth,
+                self.dataset,
+                shortcut=self.shortcut,
+                num_classes=self.num_classes,
+                weights=self.weights,
+                zero_init_residual=zero_init_residual,
+                input_spec=self.input_spec,
+            )

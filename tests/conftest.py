@@ -146,7 +146,7 @@ def torchvision_reference() -> dict:
 def engine_manifest():
     """A factory of plausible engine manifests (an FP16 CIFAR ResNet-20 built on an H100)."""
     import resnet
-    from deploy.artifacts import BatchProfile, EngineEnvironment, EngineManifest, ModelInfo, TensorInfo
+    from deploy.artifacts import BatchRange, EngineEnvironment, EngineManifest, ModelInfo, TensorInfo
 
     def make(environment=None, **changes):
         info = ModelInfo.from_model(resnet.create(20, "cifar10"), precision="fp16")
@@ -157,7 +157,7 @@ def engine_manifest():
             or EngineEnvironment("11.4.0.106", "NVIDIA H100 80GB HBM3", "9.0", "13.0", "580.65"),
             precision="fp16",
             tf32=True,
-            profile=BatchProfile(1, 32, 64),
+            batches=BatchRange(1, 32, 64),
             inputs=[TensorInfo("input", "float32", (None, 3, 32, 32))],
             outputs=[TensorInfo("logits", "float32", (None, 10))],
             model=info,

@@ -123,3 +123,72 @@ def test_reading_what_an_artifact_says_imports_no_torch(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.split() == ["20", "32", "resnet50", "False"]
+
+
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the project modules it imports (any import, inside functions too; `from package
+    import name` counts as importing `package.name` when that is a module)."""
+    sources = sorted(p for package in PACKAGES for p in (root / package).rglob("*.py"))
+    names = {module_name(p, root) for p in sources}
+    graph: dict[str, set[str]] = {}
+    for path in sources:
+        found = set()
+        for target, _ in imports(path, root):
+            found.add(target)
+        node = ast.parse(path.read_text())
+        for item in ast.walk(node):
+            if isinstance(item, ast.ImportFrom):
+                base = next((t for t, line in imports(path, root) if line == item.lineno), None)
+                found.update(f"{base}.{alias.name}" for alias in item.names if base)
+        graph[module_name(path, root)] = {t for t in found if t in names and t != module_name(path, root)}
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other, directly or round a circle (Tarjan's
+    strongly connected components of more than one module)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                circles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return circles
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    """Across packages and inside one (`deploy.runtimes.base` took its choice tables from the
+    runtimes that import it; the tables now live in the leaf `deploy.runtimes.choices`)."""
+    assert import_circles(import_graph()) == []
+
+
+def test_the_circle_check_finds_a_circle_inside_a_package(tmp_path):
+    (tmp_path / "deploy" / "runtimes").mkdir(parents=True)
+    (tmp_path / "deploy" / "runtimes" / "a.py").write_text("def f():\n    from .b import X\n")
+    (tmp_path / "deploy" / "runtimes" / "b.py").write_text("from .c import Y\nX = 1\n")
+    (tmp_path / "deploy" / "runtimes" / "c.py").write_text("from deploy.runtimes.a import f\nY = 2\n")
+    (tmp_path / "deploy" / "runtimes" / "d.py").write_text("from .a import f\n")
+    for package in PACKAGES:
+        (tmp_path / package).mkdir(exist_ok=True)
+    assert import_circles(import_graph(tmp_path)) == [["deploy.runtimes.a", "deploy.runtimes.b", "deploy.runtimes.c"]]

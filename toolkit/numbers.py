@@ -27,6 +27,8 @@ LIMITS = {
     "top-k": (1, 100_000),
     "int32": (0, 2**31 - 1),  # Triton's int32 config fields
     "uint64": (0, 2**64 - 1),
+    "images": (1, 100_000),  # images read from a folder or drawn at random (calibration, comparison)
+    "milliseconds": (0.0, 3.6e6),  # a latency budget (an hour)
 }
 
 

@@ -17,7 +17,9 @@ Steps (each says how long it took; the whole aims at 5 minutes on an H100/H200):
 4. bare loops as references, in the same process (`benchmark.fidelity`: ONNX Runtime with
    IOBinding and a CUDA graph, the options a tuned user would write by hand, and PyTorch
    replaying a CUDA graph); the harness (without copies) must be within 5% of each;
-5. the targets: ONNX Runtime CUDA FP16 at least 10,500 img/s at batch 256 and at most 0.75 ms at
+5. `resnet-bench --profile` of the FP16 file on ONNX Runtime CUDA at batch 1 and 32 (each layer
+   from ONNX Runtime's profiler on a CUDA session with the runtime's options): stages and gap;
+6. the targets: ONNX Runtime CUDA FP16 at least 10,500 img/s at batch 256 and at most 0.75 ms at
    batch 1, copies included.
 
 A thin script over library calls (`export.export_onnx`, `benchmark.run_benchmark`,
@@ -219,6 +221,29 @@ def measure_onnxruntime(runs: Measurements, paths: dict[str, Path]) -> None:
         runs.measure("onnxruntime cuda fp16 cuda-graphs, no copies", open_runtime(paths["fp16"], options), copies=False)
 
 
+def profile_onnxruntime(paths: dict[str, Path], on_gpu: bool, smoke: bool) -> list[dict]:
+    """`resnet-bench FP16.onnx --profile --batch 1,32` (on the CPU in smoke): each measurement's
+    stages, gap and profiler."""
+    from benchmark.harness import LoopSettings
+    from benchmark.run import benchmark_models
+    from deploy.runtimes import RuntimeOptions
+
+    options = RuntimeOptions(provider="cuda" if on_gpu else "cpu")
+    settings = LoopSettings(warmup_seconds=0.05 if smoke else 0.5, duration=0.05 if smoke else 1.0)
+    run = benchmark_models(str(paths["fp16"]), None, [1, 2] if smoke else [1, 32], options, settings,
+                           measure_peak=False, profile=True)  # fmt: skip
+    return [
+        {
+            "batch": m.batch,
+            "profiler": m.profile.profiler,
+            "stages": {s["name"]: round(s["share"], 4) for s in m.profile.stages},
+            "measured_ms": m.profile.measured_ms,
+            "gap_ms": m.profile.gap_ms,
+        }
+        for m in run.measurements
+    ]
+
+
 def measure_pytorch(runs: Measurements, model, compile_: bool) -> None:
     """PyTorch FP32 and FP16 eager, channels-last + CUDA graphs (and FP16 torch.compile), and FP16
     channels-last graphs without copies (the bare loop's reference); on the CPU (smoke) FP32
@@ -363,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     measure_pytorch(runs, model, compile_=not args.skip_compile)
     steps.start("bare loops (the references) against the harness")
     results["fidelity"] = fidelity(runs, paths, model, args.smoke)
+    steps.start("resnet-bench --profile on ONNX Runtime" + (" CUDA" if on_gpu else " CPU (no GPU: smoke)"))
+    results["profiles"] = profile_onnxruntime(paths, on_gpu, args.smoke)
     steps.finish()
     results.update(
         targets=targets(runs, results["fidelity"]),

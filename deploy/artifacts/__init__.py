@@ -7,7 +7,7 @@ Imports `resnet` and `toolkit` only; the runtimes and the deployment formats bui
 
 from .labels import read_labels, resolve_labels
 from .manifest import (
-    BatchProfile,
+    BatchRange,
     EngineEnvironment,
     EngineManifest,
     check_compatible,
@@ -20,7 +20,7 @@ from .onnx_file import OnnxSignature, inspect_onnx, read_onnx_info
 from .tensors import TensorInfo
 
 __all__ = [
-    "BatchProfile",
+    "BatchRange",
     "EngineEnvironment",
     "EngineManifest",
     "ModelInfo",

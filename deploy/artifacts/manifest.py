@@ -23,9 +23,9 @@ MANIFEST_FORMAT = "resnet-engine-manifest/1"
 
 
 @dataclass(frozen=True)
-class BatchProfile:
-    """The optimization profile of the batch axis: the engine accepts min <= batch <= max and
-    is tuned for opt."""
+class BatchRange:
+    """The batch sizes an engine was built for (TensorRT's optimization profile of the batch axis):
+    it accepts min <= batch <= max and is tuned for opt."""
 
     min: int
     opt: int
@@ -34,7 +34,7 @@ class BatchProfile:
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
             raise ArtifactError(
-                f"batch profile must satisfy 1 <= min <= opt <= max, got min {self.min}, opt {self.opt}, max {self.max}"
+                f"a batch range must satisfy 1 <= min <= opt <= max, got min {self.min}, opt {self.opt}, max {self.max}"
             )
 
     def __str__(self) -> str:
@@ -62,7 +62,7 @@ class EngineManifest:
     environment: EngineEnvironment
     precision: str  # the graph's: "fp32", "fp16" or "int8"
     tf32: bool
-    profile: BatchProfile
+    batches: BatchRange  # the batch sizes it was built for (TensorRT's optimization profile of the batch axis)
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
     model: ModelInfo | None
@@ -85,7 +85,7 @@ class EngineManifest:
             environment=EngineEnvironment(**data["environment"]),
             precision=data["precision"],
             tf32=data["tf32"],
-            profile=BatchProfile(**data["profile"]),
+            batches=BatchRange(**data.get("batches", data.get("profile"))),  # "profile" before 0.2
             inputs=[TensorInfo.from_dict(t) for t in data["inputs"]],
             outputs=[TensorInfo.from_dict(t) for t in data["outputs"]],
             model=None if data.get("model") is None else ModelInfo.from_dict(data["model"]),

@@ -107,3 +107,59 @@ def classifier_signature(
 def read_onnx_info(path: str | Path) -> ModelInfo | None:
     """The `ModelInfo` in an ONNX file's metadata, or None when the file has none of ours."""
     return inspect_onnx(path).info
+
+
+def module_tensors(model, points: list[str]) -> dict[str, str]:
+    """Module name -> the tensor of the ONNX graph `model` (a `ModelProto`) that holds its output, for
+    the points (`Architecture.module_points`) the graph holds: the tensor the ONNX writer named
+    after the module (Option A's shortcut: its Pad), or, in a Q/DQ file, the dequantized tensor
+    after the QuantizeLinear that reads it (what the next layer reads); the graph's output for
+    `fc`. A point the quantizer fused away (the "cpu" INT8 form makes a convolution and its ReLU
+    one tensor, named after the ReLU) is left out."""
+    graph = model.graph
+    produced = {out for node in graph.node for out in node.output}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def dequantized(tensor: str) -> str:
+        for q in readers.get(tensor, []):
+            if q.op_type == "QuantizeLinear":
+                for dq in readers.get(q.output[0], []):
+                    if dq.op_type == "DequantizeLinear":
+                        return dq.output[0]
+        return tensor
+
+    found = {}
+    for point in points:
+        if point == "fc":
+            found[point] = graph.output[0].name
+            continue
+        tensor = next((t for t in (point, f"{point}.pad") if t in produced), None)
+        if tensor is not None:
+            found[point] = dequantized(tensor)
+    return found
+
+
+def tapped_onnx(path: Path, points: list[str], folder: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of the ONNX file at `path`, in `folder`, that lists the tensor of each module point it
+    holds (`module_tensors`) as an extra graph output (its type from ONNX's shape inference); returns
+    the copy and point -> tensor name. What every backend that runs ONNX files uses for named outputs."""
+    import onnx
+
+    model = onnx.load(str(path))
+    taps = module_tensors(model, points)
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    present = {o.name for o in model.graph.output}
+    for tensor in dict.fromkeys(taps.values()):
+        if tensor in present:
+            continue
+        if tensor not in types:
+            raise ArtifactError(f"ONNX's shape inference gives no type for tensor {tensor} of {path.name}")
+        model.graph.output.append(types[tensor])
+        present.add(tensor)
+    tapped = folder / f"tapped_{path.stem}.onnx"
+    onnx.save(model, str(tapped))
+    return tapped, taps

@@ -1,9 +1,12 @@
-"""The runtimes every stage uses: one `Runtime` interface over ONNX Runtime, TensorRT and
-PyTorch, and `open_runtime`, which picks the backend a file needs.
+"""The runtimes every stage uses: one `Runtime` interface over ONNX Runtime, OpenVINO, TensorRT
+and PyTorch (running a batch; and, asked for when opened, named intermediate outputs and the
+backend's own profiler), and `open_runtime`, which picks the backend a file needs and refuses the
+options it would ignore. The choice tables live in the leaf `choices`.
 
 Imports `deploy.artifacts`, `resnet` and `toolkit`; the deployment formats (Predictor, bundles,
-Triton) and the other packages build on it. Optional packages (onnxruntime, tensorrt) are
-imported inside the functions that need them.
+Triton) and the other packages build on it, and reach a backend only through `open_runtime`.
+Optional packages (onnxruntime, openvino, tensorrt, torch) are imported inside the functions that
+need them.
 """
 
 from .base import DeviceRuntime, Runtime, RuntimeOptions

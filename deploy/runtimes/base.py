@@ -12,8 +12,9 @@ backend's `_run`.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -22,19 +23,36 @@ from toolkit.numbers import check_number
 from toolkit.precision import TORCH_PRECISIONS
 
 from ..artifacts.metadata import ModelInfo
+from .choices import (
+    BACKEND_CHOICES,
+    BACKEND_TITLES,
+    CONV_SEARCHES,
+    DEVICES,
+    HONOURED,
+    OPENVINO_HINTS,
+    OPTION_FLAGS,
+    ORT_PROVIDERS,
+    PRECISIONS,
+)
 
 
 @dataclass(frozen=True)
 class RuntimeOptions:
-    """What a backend may be asked when it opens a model; a backend ignores what it does not use."""
+    """What a runtime is asked when it opens a model. Each backend honours some of these
+    (`choices.HONOURED`); `open_runtime` refuses one that is set for a backend that would ignore it
+    (`unhonoured`), so that nothing a user asks for is silently dropped.
 
-    backend: str | None = None  # which backend runs a file (open.BACKEND_CHOICES; None: the file's own)
-    provider: str | None = None  # ONNX Runtime: cpu, cuda, tensorrt (None: cuda when it can run, else cpu)
-    threads: int | None = None  # CPU backends (ONNX Runtime, PyTorch)
+    Two are capabilities: `outputs`, module names (`Architecture.module_points`: `layer1.0.conv1`,
+    `layer2.0.add`, ...) whose outputs `Runtime.run_outputs` returns beside the logits, and
+    `layer_times`, the backend's own profiler (`Runtime.time_layers`)."""
+
+    backend: str | None = None  # which backend runs a file (choices.BACKEND_CHOICES; None: the file's own)
+    provider: str | None = None  # ONNX Runtime: cpu, cuda, tensorrt (None: from `device`, else cuda when it can run)
+    threads: int | None = None  # CPU backends (ONNX Runtime, OpenVINO, PyTorch)
     cuda_graphs: bool = False  # GPU backends: replay one CUDA graph per batch size
-    device: str | None = None  # PyTorch: cpu or cuda (None: cuda when available)
+    device: str | None = None  # where it runs: cpu, cuda or cuda:N (None: cuda when it can run there)
     precision: str = (
-        "fp32"  # arithmetic where the backend chooses it: PyTorch (fp32, fp16, bf16), OpenVINO (fp32, bf16)
+        "fp32"  # arithmetic where the backend chooses it: OpenVINO (fp32, bf16), PyTorch (fp32, fp16, bf16)
     )
     openvino_hint: str = (
         "latency"  # OpenVINO: latency (one request per batch) or throughput (a batch split over streams)
@@ -44,12 +62,11 @@ class RuntimeOptions:
     max_batch: int = 256  # device runtimes (PyTorch, ONNX Runtime on CUDA): the largest batch their buffers hold
     conv_search: str = "exhaustive"  # ONNX Runtime on CUDA: cuDNN's convolution algorithm search
     prefer_nhwc: bool = True  # ONNX Runtime on CUDA: channels-last convolutions
+    outputs: tuple[str, ...] = ()  # module outputs to return beside the logits (`Runtime.run_outputs`)
+    layer_times: bool = False  # the backend's profiler, for `Runtime.time_layers`
 
     def __post_init__(self) -> None:
-        from .onnxruntime import CONV_SEARCHES, ORT_PROVIDERS
-        from .open import BACKEND_CHOICES
-        from .openvino import OPENVINO_HINTS
-
+        object.__setattr__(self, "outputs", tuple(self.outputs))
         _one_of(self.backend, BACKEND_CHOICES, "backend", optional=True)
         _one_of(self.openvino_hint, OPENVINO_HINTS, "OpenVINO hint")
         _one_of(self.provider, tuple(ORT_PROVIDERS), "provider", optional=True)
@@ -58,13 +75,75 @@ class RuntimeOptions:
         if self.threads is not None:
             check_number(self.threads, "threads", integer=True, limit="threads")
         check_number(self.max_batch, "max batch", integer=True, limit="batch")
-        if self.device is not None and not (
-            isinstance(self.device, str) and self.device.split(":")[0] in ("cpu", "cuda")
-        ):
+        if self.device is not None and not (isinstance(self.device, str) and self.device.split(":")[0] in DEVICES):
             raise ToolkitError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
-        for name in ("cuda_graphs", "compile", "channels_last", "prefer_nhwc"):
+        for name in ("cuda_graphs", "compile", "channels_last", "prefer_nhwc", "layer_times"):
             if not isinstance(getattr(self, name), bool):
                 raise ToolkitError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not all(isinstance(name, str) for name in self.outputs):
+            raise ToolkitError(f"outputs are module names (layer1.0.conv1, ...), got {list(self.outputs)!r}")
+
+    def given(self) -> list[str]:
+        """The options set to something other than their default."""
+        return [f.name for f in fields(self) if getattr(self, f.name) != f.default]
+
+    def honoured_by(self, backend: str) -> RuntimeOptions:
+        """These options less those `backend` does not use, for a model opened beside another with
+        options meant for both (a `--vs` file beside the first target; a served model, which may be
+        an ONNX file or an engine): what was asked of the other is not lost, only not asked twice."""
+        kept = {name: getattr(self, name) for name in self.given() if name in HONOURED[backend]}
+        if self.precision not in PRECISIONS.get(backend, ("fp32",)):
+            kept.pop("precision", None)
+        return RuntimeOptions(**kept)
+
+    def unhonoured(self, backend: str) -> str | None:
+        """One sentence for the first option that `backend` would ignore (None: it honours all
+        that are set): said before anything is opened, instead of a result that silently is not
+        what was asked."""
+        title = BACKEND_TITLES[backend]
+        if self.precision != "fp32" and self.precision not in PRECISIONS.get(backend, ()):
+            instead = {
+                "bf16": "OpenVINO computes BF16 from an ONNX file on a CPU that has it: --backend openvino",
+                "fp16": "export the file in FP16 (resnet-export --precision fp16) and run that",
+            }[self.precision]
+            return (
+                f"{title} computes a file in the precision it was exported or built in, so --precision "
+                f"{self.precision} would not change what it computes; {instead}"
+            )
+        device = (self.device or "").split(":")[0]
+        if (backend, device) in (("openvino", "cuda"), ("tensorrt", "cpu")):
+            return f"{title} runs on the {'CPU' if backend == 'openvino' else 'GPU'} here, not --device {self.device}"
+        for name in self.given():
+            if name not in HONOURED[backend] and name != "precision":
+                return f"{title} does not use {OPTION_FLAGS[name]}; it applies to " + ", ".join(
+                    BACKEND_TITLES[b] for b, honoured in HONOURED.items() if name in honoured
+                )
+        return None
+
+
+@dataclass
+class ProfilerReading:
+    """What a backend's own profiler read over `len(latencies_ms)` timed runs of one batch: each
+    step it timed, by the backend's name for it (which carries the module or tensor names the ONNX
+    writer gave: `layer1.0.conv1`, `layer1.0.relu1`), its time summed over the runs (ms) and its op
+    where the backend says; and each run's latency measured around it. `benchmark.profile` maps the
+    names to the ResNet's units and stages."""
+
+    profiler: str  # which profiler, in words
+    steps: list[tuple[str, float, str | None]]
+    latencies_ms: list[float]
+
+
+def timed_runs(run, batch: np.ndarray, runs: int, warmup: int) -> list[float]:
+    """`warmup` untimed runs of `run(batch)`, then `runs` timed ones: each one's latency in ms."""
+    for _ in range(warmup):
+        run(batch)
+    latencies = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        run(batch)
+        latencies.append((time.perf_counter() - started) * 1e3)
+    return latencies
 
 
 def _one_of(value, choices: tuple[str, ...], what: str, optional: bool = False) -> None:
@@ -76,7 +155,7 @@ def _one_of(value, choices: tuple[str, ...], what: str, optional: bool = False) 
 class Runtime(ABC):
     """A loaded model that maps an input batch to logits."""
 
-    backend: str  # "onnxruntime", "tensorrt", "pytorch"
+    backend: str  # "onnxruntime", "openvino", "tensorrt", "pytorch"
     device: str  # "cpu", "cuda", "cuda:0", ...
     input_name: str
     output_name: str
@@ -120,6 +199,18 @@ class Runtime(ABC):
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Logits for `batch` (N, C, H, W), as a host array."""
         return self._run(self.check_input(batch))
+
+    # The two capabilities, asked for when the runtime is opened (`RuntimeOptions.outputs`,
+    # `RuntimeOptions.layer_times`); each backend implements them its own way.
+    outputs: tuple[str, ...] = ()  # the asked-for module outputs this form of the model holds
+
+    def run_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Each of `outputs` (module name -> its output as a float host array) for `batch`."""
+        raise ToolkitError(f"{self.describe()} was opened without named outputs (RuntimeOptions(outputs=...))")
+
+    def time_layers(self, batch: np.ndarray, runs: int, warmup: int) -> ProfilerReading:
+        """The backend's profiler over `runs` timed runs of `batch` (after `warmup` untimed ones)."""
+        raise ToolkitError(f"{self.describe()} was opened without its profiler (RuntimeOptions(layer_times=True))")
 
     @abstractmethod
     def _run(self, batch: np.ndarray) -> np.ndarray:

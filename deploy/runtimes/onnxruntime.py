@@ -20,8 +20,10 @@ import contextlib
 import ctypes
 import functools
 import io
+import json
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,19 +33,13 @@ from toolkit.errors import ArtifactError, MissingDependencyError, ToolkitError
 from toolkit.files import input_file
 from toolkit.optional import INSTALL, require
 
-from ..artifacts.onnx_file import OnnxSignature, classifier_signature
+from ..artifacts.onnx_file import OnnxSignature, classifier_signature, tapped_onnx
 from ..artifacts.tensors import TensorInfo
-from .base import DeviceRuntime, Runtime
+from .base import DeviceRuntime, ProfilerReading, Runtime, timed_runs
+from .choices import CONV_SEARCHES, ORT_PROVIDERS
 from .cpu import CpuFeatures, note_int8_saturation
 
-ORT_PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-}
 PROVIDER_NAMES = {ep: name for name, ep in ORT_PROVIDERS.items()}
-DEVICES = ("cpu", "cuda")
-CONV_SEARCHES = ("exhaustive", "heuristic", "default")  # cuDNN convolution algorithm search
 _LIBRARIES = {"cuda": "libonnxruntime_providers_cuda.so", "tensorrt": "libonnxruntime_providers_tensorrt.so"}
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
 _FLOAT_TYPES = ("float32", "float16")
@@ -186,11 +182,12 @@ class OrtRuntime(Runtime):
     `provider` is "cpu", "cuda" or "tensorrt" (ONNX Runtime's execution providers; the GPU ones
     need onnxruntime-gpu and their libraries); None is the automatic choice (`default_provider`).
     `provider` afterwards says what the session really runs on. `threads` sets intra-op threads
-    (None: ONNX Runtime's default, one per physical core). `taps`: names of extra outputs of the
-    file (intermediate tensors, for `export.compare`), returned by `run_taps`. `profile`: a file
-    prefix for ONNX Runtime's profiler (`benchmark.profile`). `features`: the CPU's (default: this
-one's), for the note on 8-bit INT8 weights (`cpu.note_int8_saturation`). On a GPU, `OrtCudaRuntime` keeps the
-    data on the device and is what the benchmark and the Predictor use.
+    (None: ONNX Runtime's default, one per physical core). The capabilities: `outputs` (module
+    names) runs a temporary copy of the file that lists their tensors as extra outputs
+    (`run_outputs`); `layer_times` lets `time_layers` run a second session with ONNX Runtime's
+    profiler, on the same provider and threads. `features`: the CPU's (default: this one's), for
+    the note on 8-bit INT8 weights (`cpu.note_int8_saturation`). On a GPU, `OrtCudaRuntime` keeps
+    the data on the device and is what the benchmark and the Predictor use.
     """
 
     backend = "onnxruntime"
@@ -201,8 +198,8 @@ one's), for the note on 8-bit INT8 weights (`cpu.note_int8_saturation`). On a GP
         *,
         provider: str | None = None,
         threads: int | None = None,
-        taps: Sequence[str] = (),
-        profile: Path | None = None,
+        outputs: Sequence[str] = (),
+        layer_times: bool = False,
         features: CpuFeatures | None = None,
     ) -> None:
         import_onnxruntime()
@@ -210,34 +207,77 @@ one's), for the note on 8-bit INT8 weights (`cpu.note_int8_saturation`). On a GP
         requested = provider
         provider = require_provider(provider) if provider is not None else default_provider()
         chain = [ORT_PROVIDERS[provider]] + (["CUDAExecutionProvider"] if provider == "tensorrt" else [])
-        chain += [] if provider == "cpu" else ["CPUExecutionProvider"]
-        options = _session_options(threads)
-        if profile is not None:  # ONNX Runtime's profiler: its events go to PROFILE_<date>.json (end_profiling)
-            options.enable_profiling, options.profile_file_prefix = True, str(profile)
-        self.session, self.provider = _create_session(path, options, chain, requested)
-        self.path = path
+        self._chain = chain + ([] if provider == "cpu" else ["CPUExecutionProvider"])
+        self.path, self.threads, self.layer_times = path, threads, layer_times
+        self._folder, self._taps = None, {}
+        session_path = path
+        if outputs:
+            self._folder = tempfile.TemporaryDirectory(prefix="resnet-outputs-")
+            session_path, self._taps = tapped_onnx(path, list(outputs), Path(self._folder.name))
+        self.session, self.provider = _create_session(session_path, _session_options(threads), self._chain, requested)
         self.device = "cpu" if self.provider == "cpu" else "cuda"
-        self.threads = threads
-        _adopt(self, _signature(self.session, path, taps))
-        self._outputs = [self.output_name]
-        self.taps = tuple(taps)
+        _adopt(self, _signature(self.session, path, [t for t in self._taps.values() if t != _output_of(self.session)]))
+        self.outputs = tuple(self._taps)
         if self.provider == "cpu":
             note_int8_saturation(self, features)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(self._outputs, {self.input_name: batch})[0]
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
 
-    def run_taps(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """The logits and every tap (an intermediate tensor the file lists as an extra output), by name."""
+    def run_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if not self._taps:
+            return super().run_outputs(batch)
         batch = self.check_input(batch)
-        names = [self.output_name, *self.taps]
-        return dict(zip(names, self.session.run(names, {self.input_name: batch}), strict=True))
+        tensors = list(dict.fromkeys(self._taps.values()))
+        found = dict(zip(tensors, self.session.run(tensors, {self.input_name: batch}), strict=True))
+        return {point: found[tensor] for point, tensor in self._taps.items()}
+
+    def time_layers(self, batch: np.ndarray, runs: int, warmup: int) -> ProfilerReading:
+        if not self.layer_times:
+            return super().time_layers(batch, runs, warmup)
+        batch = self.check_input(batch)
+        threads = "default threads" if self.threads is None else f"{self.threads} thread{'s' * (self.threads != 1)}"
+        return ort_profiler_reading(
+            self.path, _session_options(self.threads), self._chain, lambda s, x: s.run(None, {self.input_name: x}),
+            batch, runs, warmup, f"{self.provider}, {threads}",
+        )  # fmt: skip
 
     def settings(self) -> dict:
         return {"provider": self.provider, "threads": self.threads}
 
     def describe(self) -> str:
         return super().describe() + f" ({self.session.get_providers()[0]})"
+
+    def close(self) -> None:
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
+
+def _output_of(session) -> str:
+    return session.get_outputs()[0].name
+
+
+def ort_profiler_reading(path: Path, options, providers, run, batch: np.ndarray, runs: int, warmup: int, how: str):
+    """ONNX Runtime's profiler on a session of its own (`providers`, `options`) over `runs` timed
+    calls of `run(session, batch)`: the node events (`kernel_time`) of the timed runs only (the
+    warm-up runs, and everything before them, the profiler's own first-run events included, are
+    dropped by the `model_run` windows they fall in)."""
+    with tempfile.TemporaryDirectory(prefix="resnet-profile-") as folder:
+        options.enable_profiling, options.profile_file_prefix = True, str(Path(folder) / "ort")
+        session, _ = _create_session(path, options, providers, None)
+        latencies = timed_runs(lambda x: run(session, x), batch, runs, warmup)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
+    if len(windows) < warmup + runs:
+        raise ToolkitError(f"ONNX Runtime's profiler recorded {len(windows)} runs of {warmup + runs}")
+    start = windows[warmup][0]
+    steps = [
+        (e["name"].removesuffix("_kernel_time"), e["dur"] / 1e3, e.get("args", {}).get("op_name"))
+        for e in events
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= start
+    ]
+    return ProfilerReading(f"ONNX Runtime's profiler (kernel_time events; {how})", steps, latencies)
 
 
 class OrtCudaRuntime(DeviceRuntime):
@@ -268,6 +308,7 @@ class OrtCudaRuntime(DeviceRuntime):
         conv_search: str = "exhaustive",
         prefer_nhwc: bool = True,
         max_batch: int = 256,
+        layer_times: bool = False,
     ) -> None:
         from .gpu import require_cuda
 
@@ -280,7 +321,7 @@ class OrtCudaRuntime(DeviceRuntime):
         if max_batch < 1:
             raise ToolkitError(f"max batch must be at least 1, got {max_batch}")
         self._ort, self._torch = ort, torch
-        self.path, self.device = path, f"cuda:{device}"
+        self.path, self.device, self.layer_times = path, f"cuda:{device}", layer_times
         self.cuda_graphs, self.conv_search, self.prefer_nhwc = cuda_graphs, conv_search, prefer_nhwc
         self.stream = torch.cuda.Stream(device=self.device)
         # One session runs every batch size; with CUDA graphs, each batch size has its own.
@@ -356,6 +397,19 @@ class OrtCudaRuntime(DeviceRuntime):
         """Queue the model on the first `n` inputs (the CUDA graph of batch size n, when on)."""
         session, binding = self._binding(n)
         session.run_with_iobinding(binding, self._run_options)
+
+    def time_layers(self, batch: np.ndarray, runs: int, warmup: int) -> ProfilerReading:
+        """ONNX Runtime's profiler on a CUDA session of its own with this runtime's provider options
+        (NumPy in and out, so each run's latency includes its copies)."""
+        if not self.layer_times:
+            return super().time_layers(batch, runs, warmup)
+        batch = self.check_input(batch)
+        options = self._provider_options() | {"enable_cuda_graph": "0"}  # a profiled run is not a replay
+        providers = [("CUDAExecutionProvider", options), "CPUExecutionProvider"]
+        return ort_profiler_reading(
+            self.path, _session_options(), providers, lambda s, x: s.run(None, {self.input_name: x}),
+            batch, runs, warmup, f"cuda, cuDNN search {self.conv_search}",
+        )  # fmt: skip
 
     def close(self) -> None:
         self._bindings.clear()

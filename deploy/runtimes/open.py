@@ -3,29 +3,26 @@
     .plan, .engine   TensorRT            (TensorRTRuntime)
     .onnx            ONNX Runtime        (OrtCudaRuntime on a CUDA GPU, else OrtRuntime)
     .pt, .pth        PyTorch checkpoint  (architecture read from its keys; TorchCpuRuntime or TorchCudaRuntime)
+    a resnet.ResNet  PyTorch             (the model as it is in memory)
 
 OpenVINO runs ONNX files too, on CPUs, when asked (`backend="openvino"`, or "auto": `choose_backend`).
 
-`RuntimeOptions` (`deploy.runtimes.base`) carries what each backend may be asked (provider,
-threads, CUDA graphs, PyTorch's device and arithmetic); options a backend doesn't use are
-ignored by it.
+`RuntimeOptions` (`deploy.runtimes.base`) carries what a backend may be asked (provider,
+threads, CUDA graphs, device, arithmetic, and the two capabilities: named outputs and the
+profiler); each backend honours some (`choices.HONOURED`), and an option set for a backend that
+would ignore it is refused here, in one sentence, before anything is loaded.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from toolkit.errors import ArtifactError, ToolkitError
 from toolkit.files import input_file
 
 from .base import Runtime, RuntimeOptions
-
-BACKENDS = {".plan": "tensorrt", ".engine": "tensorrt", ".onnx": "onnxruntime", ".pt": "pytorch", ".pth": "pytorch"}
-# Backends that run a kind of file besides its default one: OpenVINO runs ONNX files on CPUs.
-ALTERNATIVES = {"onnxruntime": ("openvino",)}
-# "tensorrt", "onnxruntime", "pytorch", "openvino"; "auto" picks among a file's (see `choose_backend`).
-BACKEND_NAMES = (*dict.fromkeys(BACKENDS.values()), "openvino")
-BACKEND_CHOICES = (*BACKEND_NAMES, "auto")
+from .choices import ALTERNATIVES, BACKEND_CHOICES, BACKEND_NAMES, BACKENDS  # noqa: F401 - the tables, re-exported
 
 
 def backend_of(path: str | Path) -> str:
@@ -64,53 +61,91 @@ def choose_backend(path: Path, options: RuntimeOptions) -> str:
     return "openvino" if inspect_onnx(path).precision == "int8" and features.vnni else kind
 
 
-def open_runtime(
-    path: str | Path, options: RuntimeOptions = RuntimeOptions(), *, backend: str | None = None
-) -> Runtime:
-    """The runtime for a model file, by its suffix. `backend` (else `options.backend`), when
-    given, is the backend the caller requires: "openvino" runs an ONNX file in OpenVINO, "auto"
-    chooses (`choose_backend`); a file of another kind is an error that says what to do instead."""
+def open_runtime(path, options: RuntimeOptions = RuntimeOptions(), *, backend: str | None = None) -> Runtime:
+    """The runtime for a model file, by its suffix, or for a `resnet.ResNet` (PyTorch). `backend`
+    (else `options.backend`), when given, is the backend the caller requires: "openvino" runs an
+    ONNX file in OpenVINO, "auto" chooses (`choose_backend`); a file of another kind is an error
+    that says what to do instead. An option the chosen backend would ignore is refused
+    (`RuntimeOptions.unhonoured`) before anything is loaded."""
+    if _is_torch_module(path):
+        return _open_module(path, options)
     path = input_file(path, "model file", "a model file (.onnx, .plan, .engine, .pt, .pth)", ArtifactError)
     kind = backend_of(path)
     backend = backend or options.backend
     if backend == "auto":
         backend = choose_backend(path, options)
-    if backend in ALTERNATIVES.get(kind, ()):
-        from .openvino import OpenVinoRuntime
-
-        return OpenVinoRuntime(path, precision=options.precision, threads=options.threads, hint=options.openvino_hint)
-    if backend is not None and backend != kind:
+    if backend is not None and backend != kind and backend not in ALTERNATIVES.get(kind, ()):
         if backend == "tensorrt":
             raise ToolkitError(f"{path.name} is not an engine; build one with resnet-build {path}")
         raise ToolkitError(f"{path.name} runs in {kind}, not {backend}")
+    chosen = backend or kind
+    refusal = options.unhonoured(chosen)
+    if refusal is not None:
+        raise ToolkitError(f"{path.name}: {refusal}")
+    if chosen == "openvino":
+        from .openvino import OpenVinoRuntime
+
+        return OpenVinoRuntime(
+            path,
+            precision=options.precision,
+            threads=options.threads,
+            hint=options.openvino_hint,
+            outputs=options.outputs,
+            layer_times=options.layer_times,
+        )
     if kind == "tensorrt":
         from .tensorrt import TensorRTRuntime
 
-        return TensorRTRuntime(path, cuda_graphs=options.cuda_graphs)
+        return TensorRTRuntime(
+            path, cuda_graphs=options.cuda_graphs, outputs=options.outputs, layer_times=options.layer_times
+        )
     if kind == "onnxruntime":
         return _open_onnx(path, options)
     from resnet.checkpoint import load_model
 
+    return _open_module(load_model(path), options)
+
+
+def _is_torch_module(value) -> bool:
+    """Whether `value` is a PyTorch module (a `resnet.ResNet`, say); without importing torch when no one has."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.nn.Module)
+
+
+def _open_module(model, options: RuntimeOptions) -> Runtime:
+    """A `resnet.ResNet` in PyTorch (`pytorch.torch_runtime`)."""
+    refusal = options.unhonoured("pytorch")
+    if refusal is not None:
+        raise ToolkitError(refusal)
     from .pytorch import torch_runtime
 
-    return torch_runtime(load_model(path), options)
+    return torch_runtime(model, options)
 
 
 def _open_onnx(path: Path, options: RuntimeOptions) -> Runtime:
     """ONNX Runtime: on CUDA with device buffers (`OrtCudaRuntime`) when the CUDA provider is
-    asked for, or chosen automatically, and PyTorch sees the GPU; else NumPy in and out."""
+    asked for (by `provider`, or `device`), or chosen automatically, and PyTorch sees the GPU;
+    else NumPy in and out (named outputs too: they come back as host arrays)."""
     from .gpu import cuda_available
     from .onnxruntime import OrtCudaRuntime, OrtRuntime, default_provider
 
-    provider = options.provider or default_provider()
-    if provider == "cuda" and cuda_available():
+    device = options.device.split(":")[0] if options.device else None
+    provider = options.provider or device or default_provider()
+    if provider == "cuda" and cuda_available() and not options.outputs:
         return OrtCudaRuntime(
             path,
             cuda_graphs=options.cuda_graphs,
             conv_search=options.conv_search,
             prefer_nhwc=options.prefer_nhwc,
             max_batch=options.max_batch,
+            layer_times=options.layer_times,
         )
     if options.cuda_graphs:
         raise ToolkitError("--cuda-graph with ONNX Runtime needs its CUDA provider and a GPU that PyTorch sees")
-    return OrtRuntime(path, provider=options.provider, threads=options.threads)
+    return OrtRuntime(
+        path,
+        provider=options.provider or device,
+        threads=options.threads,
+        outputs=options.outputs,
+        layer_times=options.layer_times,
+    )

@@ -13,11 +13,14 @@ BF16 is refused on a CPU without native BF16 arithmetic (`deploy.runtimes.cpu`).
 files run as they are; their float parts follow the same hint. `hint="latency"` (the default)
 runs each batch as one request; `hint="throughput"` compiles for OpenVINO's throughput mode and
 splits a batch over its parallel requests (`AsyncInferQueue`), one part per stream.
-`profiling=True` turns on OpenVINO's per-node counters (`PERF_COUNT`, read by `profiling_info`).
+The capabilities: `outputs` marks the tensors of those modules as outputs of the model
+(`run_outputs`); `layer_times` lets `time_layers` read OpenVINO's per-node counters (`PERF_COUNT`)
+on a twin compiled with the same precision, threads and hint.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +29,9 @@ from toolkit.errors import ArtifactError, ToolkitError
 from toolkit.files import input_file
 from toolkit.optional import require
 
-from .base import Runtime
+from .base import ProfilerReading, Runtime, timed_runs
+from .choices import OPENVINO_HINTS, OPENVINO_PRECISIONS
 from .cpu import BF16_FLAGS, CpuFeatures, note_int8_saturation
-
-# --precision -> OpenVINO's INFERENCE_PRECISION_HINT
-OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
-OPENVINO_HINTS = ("latency", "throughput")
 
 
 def import_openvino():
@@ -65,7 +65,9 @@ class OpenVinoRuntime(Runtime):
         threads: int | None = None,
         hint: str = "latency",
         features: CpuFeatures | None = None,
-        profiling: bool = False,
+        outputs: Sequence[str] = (),
+        layer_times: bool = False,
+        _perf_count: bool = False,
     ) -> None:
         from ..artifacts.onnx_file import inspect_onnx
 
@@ -73,6 +75,8 @@ class OpenVinoRuntime(Runtime):
         path = input_file(path, "model file", "a model file (.onnx)", ArtifactError)
         if hint not in OPENVINO_HINTS:
             raise ToolkitError(f"OpenVINO hint must be one of {', '.join(OPENVINO_HINTS)}, got {hint!r}")
+        if outputs and hint != "latency":
+            raise ToolkitError("named outputs come from one request per batch: use OpenVINO's latency hint")
         features = features or CpuFeatures.probe()
         self.precision = check_openvino_precision(precision, features)
         signature = inspect_onnx(path)
@@ -94,8 +98,11 @@ class OpenVinoRuntime(Runtime):
                 "PERFORMANCE_HINT": hint.upper(),
             }
             | ({"INFERENCE_NUM_THREADS": threads} if threads is not None else {})
-            | ({"PERF_COUNT": True} if profiling else {})
+            | ({"PERF_COUNT": True} if _perf_count else {})
         )
+        self.layer_times, self.features = layer_times, features
+        self._taps = self._add_outputs(list(outputs)) if outputs else {}
+        self.outputs = tuple(self._taps)
         self._compiled: dict[int, tuple] = {}  # batch -> (compiled model, its request(s), images per request)
         note_int8_saturation(self, features)
 
@@ -145,10 +152,53 @@ class OpenVinoRuntime(Runtime):
         requests.wait_all()
         return np.concatenate([results[i] for i in range(len(pieces))])[: len(batch)]
 
-    def profiling_info(self, n: int) -> list:
-        """OpenVINO's per-node times of the last run at batch `n` (opened with `profiling=True`)."""
-        _, requests, _ = self._requests(n)
-        return list(requests[0].profiling_info if isinstance(requests, list) else requests[0].profiling_info)
+    def _add_outputs(self, points: list[str]) -> dict[str, str]:
+        """Mark the tensors of `points` (`deploy.artifacts.module_tensors`) as outputs of the model;
+        point -> tensor name, for the points the file holds."""
+        import onnx
+
+        from ..artifacts.onnx_file import module_tensors
+
+        taps = module_tensors(onnx.load(str(self.path), load_external_data=False), points)
+        extra = [t for t in dict.fromkeys(taps.values()) if t != self.output_name]
+        try:
+            self.model.add_outputs(extra)
+        except RuntimeError as error:
+            raise ArtifactError(f"OpenVINO cannot output {len(extra)} tensors of {self.path.name}: {error}") from None
+        return taps
+
+    def run_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if not self._taps:
+            return super().run_outputs(batch)
+        batch = self.check_input(batch)
+        _, requests, _ = self._requests(len(batch))
+        request = requests[0]
+        request.infer({0: batch})
+        tensors = {t: np.array(request.get_tensor(t).data, copy=True) for t in dict.fromkeys(self._taps.values())}
+        return {point: tensors[tensor] for point, tensor in self._taps.items()}
+
+    def time_layers(self, batch: np.ndarray, runs: int, warmup: int) -> ProfilerReading:
+        """OpenVINO's PERF_COUNT, on a twin compiled with this runtime's precision, threads and hint,
+        read after each run (OpenVINO keeps the counters of the last run only)."""
+        if not self.layer_times:
+            return super().time_layers(batch, runs, warmup)
+        batch = self.check_input(batch)
+        twin = OpenVinoRuntime(
+            self.path, precision=self.precision, threads=self.threads, hint=self.hint, features=self.features,
+            _perf_count=True,
+        )  # fmt: skip
+        steps, latencies = [], []
+        try:
+            timed_runs(twin.run, batch, 0, warmup)
+            for _ in range(runs):
+                latencies += timed_runs(twin.run, batch, 1, 0)
+                _, requests, _ = twin._requests(len(batch))
+                for info in requests[0].profiling_info:
+                    if not str(info.status).endswith("NOT_RUN") and info.node_type != "Parameter":
+                        steps.append((info.node_name, info.real_time.total_seconds() * 1e3, info.node_type))
+        finally:
+            twin.close()
+        return ProfilerReading(f"OpenVINO's PERF_COUNT ({self.arithmetic}, {self.hint} hint)", steps, latencies)
 
     def settings(self) -> dict:
         return {"precision": self.arithmetic, "hint": self.hint, "threads": self.threads}

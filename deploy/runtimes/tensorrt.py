@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,8 @@ from toolkit.errors import ArtifactError, ToolkitError
 from toolkit.files import input_file, notice
 from toolkit.optional import require
 
-from ..artifacts.manifest import BatchProfile, EngineEnvironment, EngineManifest, check_compatible, read_manifest
-from .base import DeviceRuntime
+from ..artifacts.manifest import BatchRange, EngineEnvironment, EngineManifest, check_compatible, read_manifest
+from .base import DeviceRuntime, ProfilerReading, timed_runs
 from .gpu import describe_gpu, require_cuda
 
 
@@ -163,7 +164,18 @@ class TensorRTRuntime(DeviceRuntime):
 
     backend = "tensorrt"
 
-    def __init__(self, path: str | Path, *, cuda_graphs: bool = False, device: int = 0, announce: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        cuda_graphs: bool = False,
+        device: int = 0,
+        announce: bool = True,
+        outputs: Sequence[str] = (),
+        layer_times: bool = False,
+    ) -> None:
+        if cuda_graphs and (outputs or layer_times):
+            raise ToolkitError("named outputs and layer times are read from plain runs: run without --cuda-graph")
         self.engine, self.manifest, self.warnings, self.trt_runtime = load_engine(path, device)
         if announce:  # the Predictor, resnet-bench, resnet-eval: said on stderr (resnet-build reports them itself)
             for warning in self.warnings:
@@ -178,23 +190,35 @@ class TensorRTRuntime(DeviceRuntime):
         self._messages = shared_logger().messages
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1 or len(outputs) != 1:
+        engine_outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self._taps = self._tapped(engine_outputs, list(outputs)) if outputs else {}
+        logits = [n for n in engine_outputs if n not in self._taps.values() or n == self._logits_name()]
+        if len(inputs) != 1 or len(logits) != 1:
             raise ArtifactError(
-                f"engine {path} has {len(inputs)} inputs and {len(outputs)} outputs; a classifier has one of each"
+                f"engine {path} has {len(inputs)} inputs and {len(engine_outputs)} outputs; a classifier has one of each"
             )
-        self.input_name, self.output_name = inputs[0], outputs[0]
+        self.input_name, self.output_name = inputs[0], logits[0]
         input_torch_dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(self.input_name))
         output_torch_dtype = _torch_dtype(trt, self.engine.get_tensor_dtype(self.output_name))
         self.input_dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(self.input_name)))
         shape = tuple(self.engine.get_tensor_shape(self.input_name))
         self.input_shape = (None if shape[0] < 0 else shape[0], *shape[1:])
         low, opt, high = (tuple(s) for s in self.engine.get_tensor_profile_shape(self.input_name, 0))
-        self.batch_profile = BatchProfile(low[0], opt[0], high[0])
+        self.batches = BatchRange(low[0], opt[0], high[0])
         self.num_classes = tuple(self.engine.get_tensor_shape(self.output_name))[-1]
         self.info = self.manifest.model if self.manifest is not None else None
         self.stream = torch.cuda.Stream()
-        self.allocate(self.batch_profile.max, self.num_classes, input_torch_dtype, output_torch_dtype)
+        self.allocate(self.batches.max, self.num_classes, input_torch_dtype, output_torch_dtype)
+        self._tap_buffers = {
+            name: torch.empty(
+                (self.batches.max, *tuple(self.engine.get_tensor_shape(name))[1:]),
+                dtype=_torch_dtype(trt, self.engine.get_tensor_dtype(name)),
+                device=self.device,
+            )
+            for name in dict.fromkeys(self._taps.values())
+            if name != self.output_name
+        }
+        self.outputs, self.layer_times = tuple(self._taps), layer_times
         self.context = self._new_context()
         self._shape_set: int | None = None
         self._graphs: dict[int, tuple[object, object]] = {}  # batch -> (CUDA graph, its execution context)
@@ -208,7 +232,8 @@ class TensorRTRuntime(DeviceRuntime):
                 f"TensorRT could not create an execution context for {self.path.name} ({self._messages.since(mark)}); "
                 "the GPU may be out of memory: close other programs on it, or use fewer CUDA-graph batch sizes"
             )
-        for name, buffer in ((self.input_name, self._input), (self.output_name, self._output)):
+        buffers = [(self.input_name, self._input), (self.output_name, self._output), *self._tap_buffers.items()]
+        for name, buffer in buffers:
             if not context.set_tensor_address(name, buffer.data_ptr()):
                 raise ToolkitError(
                     f"TensorRT refused the device buffer of tensor {name} of {self.path.name} ({self._messages.since(mark)})"
@@ -217,19 +242,19 @@ class TensorRTRuntime(DeviceRuntime):
 
     @property
     def batch_range(self) -> tuple[int, int]:
-        return (self.batch_profile.min, self.batch_profile.max)
+        return (self.batches.min, self.batches.max)
 
     def check_batch(self, batch_size: int) -> None:
-        if not self.batch_profile.min <= batch_size <= self.batch_profile.max:
+        if not self.batches.min <= batch_size <= self.batches.max:
             raise ToolkitError(
-                f"batch {batch_size} is outside engine {self.path.name}'s profile ({self.batch_profile}); "
+                f"batch {batch_size} is outside engine {self.path.name}'s batch range ({self.batches}); "
                 "rebuild with resnet-build --min-batch/--max-batch to cover it"
             )
 
     def _set_shape(self, context, n: int) -> None:
         if not context.set_input_shape(self.input_name, (n, *self.input_shape[1:])):
             raise ToolkitError(
-                f"TensorRT refused input shape batch {n} for {self.path.name} (profile {self.batch_profile})"
+                f"TensorRT refused input shape batch {n} for {self.path.name} (batch range {self.batches})"
             )
 
     def _enqueue(self, context, n: int, what: str = "run") -> None:
@@ -271,6 +296,64 @@ class TensorRTRuntime(DeviceRuntime):
         self._graphs[n] = (graph, context)
         return self._graphs[n]
 
+    def _logits_name(self) -> str | None:
+        """The classifier's output as the manifest names it (an engine rebuilt with marked outputs has more)."""
+        return self.manifest.outputs[0].name if self.manifest is not None and self.manifest.outputs else None
+
+    def _tapped(self, engine_outputs: list[str], points: list[str]) -> dict[str, str]:
+        """point -> engine output, for an engine built from a tapped ONNX file (`export.engine.build_tapped`,
+        which its manifest names): the tensors of `points` in that file (`module_tensors`) that are outputs."""
+        import onnx
+
+        from ..artifacts.onnx_file import module_tensors
+
+        source = Path(self.manifest.source_onnx.get("file", "")) if self.manifest is not None else Path()
+        if not source.is_file():
+            raise ArtifactError(
+                f"{self.path.name}'s manifest names no ONNX file here ({source}); named outputs need the engine "
+                "export.engine.build_tapped made, beside the file it was built from"
+            )
+        taps = module_tensors(onnx.load(str(source), load_external_data=False), points)
+        return {point: tensor for point, tensor in taps.items() if tensor in engine_outputs}
+
+    def run_outputs(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if not self._taps:
+            return super().run_outputs(batch)
+        logits = self.run(batch)
+        n = len(batch)
+        found = {name: buffer[:n].float().cpu().numpy() for name, buffer in self._tap_buffers.items()}
+        found[self.output_name] = logits.astype(np.float32)
+        return {point: found[tensor] for point, tensor in self._taps.items()}
+
+    def time_layers(self, batch: np.ndarray, runs: int, warmup: int) -> ProfilerReading:
+        """TensorRT's `IProfiler` on the execution context (`report_layer_time`, after each run);
+        its fused layer names ("layer1.0.conv1 + layer1.0.relu1") carry the ONNX node names."""
+        if not self.layer_times:
+            return super().time_layers(batch, runs, warmup)
+        trt = import_tensorrt()
+        batch = self.check_input(batch)
+        steps: list[tuple[str, float, None]] = []
+        counting = {"on": False}
+
+        class LayerTimes(trt.IProfiler):
+            def __init__(self):
+                trt.IProfiler.__init__(self)  # pybind11: the base's constructor, explicitly
+
+            def report_layer_time(self, layer_name, ms):
+                if counting["on"]:
+                    steps.append((layer_name, ms, None))
+
+        profiler = LayerTimes()
+        context = self.context
+        context.profiler = profiler
+        try:
+            timed_runs(self.run, batch, 0, warmup)
+            counting["on"] = True
+            latencies = timed_runs(self.run, batch, runs, 0)
+        finally:
+            context.profiler = None
+        return ProfilerReading("TensorRT's IProfiler (report_layer_time)", steps, latencies)
+
     def close(self) -> None:
         self._graphs.clear()
         for name in ("context", "engine", "trt_runtime"):
@@ -278,8 +361,8 @@ class TensorRTRuntime(DeviceRuntime):
                 delattr(self, name)
 
     def settings(self) -> dict:
-        return {"cuda_graphs": self.cuda_graphs, "profile": str(self.batch_profile)}
+        return {"cuda_graphs": self.cuda_graphs, "batches": str(self.batches)}
 
     def describe(self) -> str:
         graphs = ", CUDA graphs" if self.cuda_graphs else ""
-        return super().describe() + f" (engine profile {self.batch_profile}{graphs})"
+        return super().describe() + f" (engine batches {self.batches}{graphs})"

@@ -1,4 +1,4 @@
-"""Serving for real: the Triton Python-backend models a `--backend python` repository runs
+"""Serving for real: the Triton Python-backend models a `--triton-backend python` repository runs
 (`backend`) and the Triton server this toolkit starts on a repository (`server`: the one PyPI's
 `nvidia-pytriton` ships). `resnet-deploy serve` is the command; the load generator is in
 `benchmark.serving`."""

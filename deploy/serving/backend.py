@@ -1,4 +1,4 @@
-"""The Triton Python-backend models a `--backend python` repository imports (its `model.py` is one
+"""The Triton Python-backend models a `--triton-backend python` repository imports (its `model.py` is one
 line): the toolkit's own runtime runs inside the server, so what is served is what was validated.
 
 - `LogitsModel`: the artifact's own input and output (`deploy.runtimes.open_runtime`: ONNX Runtime
@@ -34,7 +34,7 @@ from toolkit.errors import ToolkitError
 
 from ..predictor import Predictor
 from ..preprocess import EncodedImage
-from ..runtimes import RuntimeOptions, open_runtime
+from ..runtimes import RuntimeOptions, backend_of, open_runtime
 
 
 def _utils():
@@ -71,7 +71,7 @@ def error_response(message: str):
     return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
 
 
-class _ServedModel:
+class _PythonBackendModel:
     """Opens the artifact named by the config's `artifact` parameter, on the instance's device."""
 
     def initialize(self, args: dict) -> None:
@@ -85,14 +85,13 @@ class _ServedModel:
                 f"an instance on GPU {args['model_instance_device_id']}: the toolkit's runtimes run on the first GPU "
                 "only; start the server with one GPU visible (CUDA_VISIBLE_DEVICES=N)"
             )
+        backend = parameters.get("runtime") or backend_of(artifact)  # "openvino", or the file's own backend
         options = RuntimeOptions(
-            provider=device,
             device=device,
-            max_batch=max(self.config["max_batch_size"], 1),
-            backend=parameters.get("runtime"),  # "openvino", or None: the file's own backend
+            max_batch=max(self.config["max_batch_size"], 1),  # device buffers, where the backend has them
             precision=parameters.get("precision", "fp32"),
         )
-        self.runtime = open_runtime(artifact, options)
+        self.runtime = open_runtime(artifact, options.honoured_by(backend), backend=backend)
         self.parameters = parameters
         self._warm_up()
 
@@ -129,7 +128,7 @@ class _ServedModel:
         return responses
 
 
-class LogitsModel(_ServedModel):
+class LogitsModel(_PythonBackendModel):
     """The artifact's own tensors (see the module docstring)."""
 
     def initialize(self, args: dict) -> None:
@@ -149,7 +148,7 @@ class LogitsModel(_ServedModel):
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         """The runtime on `batch`, in pieces no larger than it takes (one execution may gather
-        more requests than an engine's profile holds)."""
+        more requests than an engine's batch range holds)."""
         step = self.limit or len(batch)
         return np.concatenate([self.runtime.run(batch[i : i + step]) for i in range(0, len(batch), step)])
 
@@ -157,7 +156,7 @@ class LogitsModel(_ServedModel):
         return _utils().InferenceResponse(output_tensors=[from_numpy(self.runtime.output_name, logits)])
 
 
-class ImagesModel(_ServedModel):
+class ImagesModel(_PythonBackendModel):
     """Encoded images in, the top classes out (see the module docstring)."""
 
     def initialize(self, args: dict) -> None:

@@ -120,7 +120,7 @@ def check_repository(repository: Path) -> list[str]:
         if backend != "python":
             raise ToolkitError(
                 f"model {name} needs Triton's {backend} backend, which only NVIDIA's Triton container has "
-                f"(this server has the Python backend); resnet-deploy triton --backend python serves it here"
+                f"(this server has the Python backend); resnet-deploy triton --triton-backend python serves it here"
             )
     return models
 

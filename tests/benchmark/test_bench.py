@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -59,17 +60,19 @@ def test_interleaved_targets_are_measured_alike(cifar):
     first = open_target(str(cifar / "r20.onnx"), options)
     second = open_target("pytorch", options, like=first)
     seen = []
+    # Turns of up to 60 s: each target's four iterations at a batch size fit in one, whatever the
+    # machine's speed, so the order of the turns is the harness's, not the clock's.
     run = run_benchmark(
-        [first, second], [1, 2], FAST, measure_peak=False, progress=lambda session, fraction: seen.append(session.label)
-    )
+        [first, second], [1, 2], replace(FAST, turn_seconds=60), measure_peak=False,
+        progress=lambda session, fraction: seen.append(session.label),
+    )  # fmt: skip
     assert [(m.label, m.batch, m.iterations) for m in run.measurements] == [
         (first.label, 1, 4),
         (second.label, 1, 4),
         (first.label, 2, 4),
         (second.label, 2, 4),
     ]
-    # Interleaved in turns: ResNet-20 runs in well under a quarter of a second, so each target's
-    # four iterations at a batch size are one turn, the first target's before the second's.
+    # Interleaved in turns, the first target's before the second's.
     assert seen[:8] == [first.label] * 4 + [second.label] * 4
     assert [(c.first, c.second, c.batch) for c in run.comparisons] == [
         (first.label, second.label, 1),
@@ -216,6 +219,9 @@ def test_cli_json_to_stdout_and_pytorch_sources(cifar):
         (["{folder}/r20.pth.txt"], "does not exist"),
         (["pytorch"], "'pytorch' compares with the PyTorch model of the other target"),
         ([], "name a model file"),
+        # It measured FP32 under an FP32 label: ONNX Runtime has no --precision (OpenVINO has BF16).
+        (["{folder}/r20.onnx", "--precision", "bf16"], "so --precision bf16 would not change what it computes"),
+        (["{folder}/r20.onnx", "--channels-last"], "ONNX Runtime does not use --channels-last; it applies to PyTorch"),
     ],
 )
 def test_bad_input_is_one_sentence_and_exit_2(args, message, cifar):
@@ -300,6 +306,9 @@ def test_the_gpu_check_script_runs_its_steps(tmp_path):
     assert {f["backend"] for f in data["fidelity"]} and all(f["bare_ms"] > 0 for f in data["fidelity"])
     assert len(data["targets"]) >= len(data["fidelity"])
     assert "## The harness against bare loops" in written.with_suffix(".md").read_text()
+    # resnet-bench --profile on ONNX Runtime (on CUDA where there is a GPU): per batch, the stages
+    assert [p["batch"] for p in data["profiles"]] == [1, 2]
+    assert all("ONNX Runtime's profiler" in p["profiler"] and "layer3" in p["stages"] for p in data["profiles"])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,7 +1,9 @@
 """resnet-bench --profile (per-layer times from each backend's profiler) and --sla-p99-ms (the best
 batch for a latency budget), and the Triton config made from it. Real models, real runtimes."""
 
+import importlib.util
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,8 +14,8 @@ from benchmark.cli import main as bench_main
 from benchmark.profile import Profile, profile_runtime, units
 from deploy.cli import main as deploy_main
 from deploy.runtimes import RuntimeOptions, open_runtime
-from deploy.runtimes.pytorch import torch_runtime
 from export import export_onnx
+from toolkit.errors import ToolkitError
 
 pytest.importorskip("onnxruntime", reason="profiles ONNX files in ONNX Runtime: pip install '.[cpu]'")
 
@@ -27,14 +29,14 @@ def model_file(request, tmp_path_factory, small_imagenet):
     return model, path
 
 
+TIMED = RuntimeOptions(layer_times=True)
+
+
 def _runtimes(model, path):
-    yield open_runtime(path)
-    yield torch_runtime(model, RuntimeOptions(device="cpu"))
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return
-    yield open_runtime(path, RuntimeOptions(backend="openvino"))
+    yield open_runtime(path, TIMED)
+    yield open_runtime(model, replace(TIMED, device="cpu"))
+    if importlib.util.find_spec("openvino") is not None:
+        yield open_runtime(path, replace(TIMED, backend="openvino"))
 
 
 def test_every_convolution_is_timed_and_the_stages_hold_the_time(model_file):
@@ -53,6 +55,23 @@ def test_every_convolution_is_timed_and_the_stages_hold_the_time(model_file):
         assert [s["name"] for s in profile.stages if s["name"] != "other"] == stages, runtime.backend
         assert sum(s["ms"] for s in profile.stages) == pytest.approx(profile.attributed_ms)
         assert Profile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
+
+
+def test_a_profile_runs_with_the_options_its_runtime_was_opened_with(model_file):
+    """The profiler is the runtime's own (`time_layers`), so it runs as the runtime runs: ONNX
+    Runtime's on the same provider and threads (it used to read `runtime.threads`, which the CUDA
+    runtime lacks: an AttributeError on every GPU), OpenVINO's with the same hint (it used to open
+    its own runtime, without the hint). A runtime opened without the profiler says so."""
+    model, path = model_file
+    if model.architecture.stem == "imagenet":
+        pytest.skip("the ResNet-20 run shows it")
+    ort = open_runtime(path, replace(TIMED, threads=1))
+    assert "cpu, 1 thread" in profile_runtime(ort, 2, runs=1, warmup=1).profiler
+    with pytest.raises(ToolkitError, match="was opened without its profiler"):
+        profile_runtime(open_runtime(path), 2, runs=1, warmup=1)
+    if importlib.util.find_spec("openvino") is not None:
+        hinted = open_runtime(path, replace(TIMED, backend="openvino", openvino_hint="throughput"))
+        assert "throughput hint" in profile_runtime(hinted, 4, runs=1, warmup=1).profiler
 
 
 def run(*args):

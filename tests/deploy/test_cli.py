@@ -90,15 +90,57 @@ def test_tampered_bundle_exit_2(models, images, tmp_path):
     assert result.exit_code == 2 and "does not match its checksum" in result.output
 
 
-def test_max_batch_above_the_engines_profile_exit_2(engine_manifest, tmp_path, models):
+def test_max_batch_above_the_engines_largest_batch_exit_2(engine_manifest, tmp_path, models):
     import hashlib
 
-    from deploy.artifacts.manifest import BatchProfile, write_manifest
+    from deploy.artifacts.manifest import BatchRange, write_manifest
 
     engine = tmp_path / "e.plan"
     engine.write_bytes(b"x")
     write_manifest(
-        engine_manifest(engine_sha256=hashlib.sha256(b"x").hexdigest(), profile=BatchProfile(1, 8, 16)), engine
+        engine_manifest(engine_sha256=hashlib.sha256(b"x").hexdigest(), batches=BatchRange(1, 8, 16)), engine
     )
     result = run("triton", engine, "--repository", tmp_path / "repo", "--max-batch", 64)
-    assert result.exit_code == 2 and "above engine e.plan's profile maximum 16" in result.output
+    assert result.exit_code == 2 and "above engine e.plan's largest batch 16" in result.output
+
+
+def test_a_bundle_runs_in_every_backend_offered_for_it(models, images, tmp_path):
+    """`--backend auto` was offered for a bundle and then refused; a bundle holds no checkpoint, so
+    `pytorch` is refused with the choices that do apply."""
+    from deploy import Predictor
+
+    assert run("bundle", models["files"]["cifar"], "-o", tmp_path / "b").exit_code == 0
+    auto = run("predict", tmp_path / "b", images["red"], "--backend", "auto", "--top-k", 1)
+    assert auto.exit_code == 0, auto.output
+    with Predictor(models["files"]["cifar"], backend="auto") as predictor:  # the rule for its ONNX file
+        assert auto.output.splitlines()[0] == f"# {predictor.backend}"
+    refused = run("predict", tmp_path / "b", images["red"], "--backend", "pytorch")
+    assert refused.exit_code == 2
+    (line,) = refused.output.strip().splitlines()
+    assert "a bundle holds an ONNX file (and an engine where one was built), no PyTorch checkpoint" in line
+    assert "onnxruntime, openvino, tensorrt, auto, not pytorch" in line
+
+
+def test_an_option_the_backend_ignores_is_one_sentence_and_exit_2(models, images):
+    result = run("predict", models["files"]["cifar"], images["red"], "--precision", "bf16")
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "ONNX Runtime computes a file in the precision it was exported or built in" in line
+    assert "--backend openvino" in line
+
+
+def test_the_spellings_before_triton_backend_still_work_and_say_the_new_one(models, tmp_path):
+    """`--backend` now names what runs a model everywhere; Triton's own backend is `--triton-backend`.
+    For one release `triton --backend python` and `--runtime X` (bundle, triton) still work."""
+    old = run("triton", models["files"]["cifar"], "--repository", tmp_path / "r", "--backend", "python", "--cpu")
+    assert old.exit_code == 0, old.output
+    assert "--backend python is now --triton-backend python" in old.output
+    assert 'backend: "python"' in (tmp_path / "r" / "resnet20_cifar10" / "config.pbtxt").read_text()
+    new = run("triton", models["files"]["cifar"], "--repository", tmp_path / "n", "--triton-backend", "python", "--cpu")
+    assert new.exit_code == 0 and "is now" not in new.output
+    bundled = run("bundle", models["files"]["cifar"], "-o", tmp_path / "b", "--runtime", "openvino")
+    assert bundled.exit_code == 0, bundled.output
+    assert (
+        "resnet-deploy: --runtime is now --backend" in bundled.output or "--runtime is now --backend" in bundled.output
+    )
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["runtime"]["backend"] == "openvino"

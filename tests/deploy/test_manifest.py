@@ -6,7 +6,7 @@ import pytest
 
 from deploy import ArtifactError
 from deploy.artifacts.manifest import (
-    BatchProfile,
+    BatchRange,
     EngineEnvironment,
     check_compatible,
     manifest_path,
@@ -71,6 +71,16 @@ def test_another_gpu_of_the_same_architecture_is_a_warning(manifest):
 
 
 @pytest.mark.parametrize("low,opt,high", [(0, 1, 1), (4, 2, 8), (1, 9, 8)])
-def test_profile_order_is_checked(low, opt, high):
+def test_batch_range_order_is_checked(low, opt, high):
     with pytest.raises(ArtifactError, match="1 <= min <= opt <= max"):
-        BatchProfile(low, opt, high)
+        BatchRange(low, opt, high)
+
+
+def test_a_manifest_of_the_previous_release_still_reads(engine_manifest):
+    """Its batch range was stored as "profile" (the word now means per-layer times only)."""
+    from deploy.artifacts import EngineManifest
+
+    data = engine_manifest().to_dict()
+    assert data["batches"] == {"min": 1, "opt": 32, "max": 64} and "profile" not in data
+    data["profile"] = data.pop("batches")
+    assert EngineManifest.from_dict(data).batches == BatchRange(1, 32, 64)

@@ -129,6 +129,17 @@ def test_the_throughput_hint_splits_a_batch_and_gives_the_same_logits(files):
     throughput = open_runtime(files["fp32"], RuntimeOptions(backend="openvino", openvino_hint="throughput"))
     x = latency.random_input(7)
     assert np.array_equal(latency.run(x), throughput.run(x))
+    # Split into as many requests as OpenVINO finds best for this CPU (asked here on its own), each
+    # compiled for its part of the batch; one request (one part) with the latency hint.
+    import openvino
+
+    core = openvino.Core()
+    probe = core.compile_model(core.read_model(str(files["fp32"])), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+    streams = min(7, int(probe.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+    _, requests, part = throughput._requests(7)
+    assert part == -(-7 // streams) and (streams == 1 or len(requests) == streams)
+    assert part < 7 or streams == 1
+    assert latency._requests(7)[2] == 7
 
 
 def test_auto_follows_the_documented_rule(files, monkeypatch):
@@ -148,10 +159,10 @@ def test_a_bundle_names_openvino_and_falls_back_to_onnx_runtime(files, tmp_path,
 
     said = []
     on_notice(said.append)
-    bundle = write_bundle(files["fp32"], tmp_path / "b", runtime="openvino", precision="fp32")
+    bundle = write_bundle(files["fp32"], tmp_path / "b", backend="openvino", precision="fp32")
     assert bundle.manifest["runtime"] == {"backend": "openvino", "precision": "fp32", "fallback": "onnxruntime"}
     assert Bundle.open(tmp_path / "b").open_runtime().backend == "openvino"
-    write_bundle(files["fp32"], tmp_path / "b16", runtime="openvino", precision="bf16")
+    write_bundle(files["fp32"], tmp_path / "b16", backend="openvino", precision="bf16")
     # A board whose CPU has no BF16 (the probe's result): ONNX Runtime, said on stderr.
     monkeypatch.setattr(CpuFeatures, "probe", classmethod(lambda cls: WITHOUT_BF16))
     assert Bundle.open(tmp_path / "b16").open_runtime().backend == "onnxruntime"
@@ -159,7 +170,7 @@ def test_a_bundle_names_openvino_and_falls_back_to_onnx_runtime(files, tmp_path,
     assert any("running it in ONNX Runtime" in line for line in said)
     with pytest.raises(ToolkitError, match="native BF16"):
         Bundle.open(tmp_path / "b16").open_runtime(backend="openvino")
-    with pytest.raises(ToolkitError, match="add --runtime openvino"):
+    with pytest.raises(ToolkitError, match="add --backend openvino"):
         write_bundle(files["fp32"], tmp_path / "c", precision="bf16")
 
 

@@ -105,3 +105,84 @@ def test_model_info_round_trips(cifar_onnx):
         ModelInfo.from_metadata({k: v for k, v in info.to_metadata().items() if k != "depth"})
     with pytest.raises(ArtifactError, match="malformed"):
         ModelInfo.from_metadata({**info.to_metadata(), "depth": "twenty"})
+
+
+# ---- each backend honours its own options; the rest are refused before anything is loaded ----------
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (
+            dict(precision="bf16"),
+            "resnet20.onnx: ONNX Runtime computes a file in the precision it was exported or built in, so --precision "
+            "bf16 would not change what it computes; OpenVINO computes BF16 from an ONNX file on a CPU that has it: "
+            "--backend openvino",
+        ),
+        (dict(compile=True), "resnet20.onnx: ONNX Runtime does not use --compile; it applies to PyTorch"),
+        (dict(openvino_hint="throughput"), "does not use --openvino-hint; it applies to OpenVINO"),
+        (dict(backend="openvino", provider="cuda"), "OpenVINO does not use --provider; it applies to ONNX Runtime"),
+        (dict(backend="openvino", device="cuda"), "OpenVINO runs on the CPU here, not --device cuda"),
+    ],
+)
+def test_an_option_the_backend_would_ignore_is_refused(options, message, cifar_onnx):
+    """It used to be dropped: `resnet-bench r20.onnx --precision bf16` measured FP32 under an FP32 label."""
+    from deploy.runtimes import RuntimeOptions, open_runtime
+
+    with pytest.raises(resnet.ToolkitError) as caught:
+        open_runtime(cifar_onnx, RuntimeOptions(**options))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_engine_is_refused_options_before_tensorrt_is_needed(tmp_path):
+    """The refusal comes from the table (`choices.HONOURED`), before the backend's module loads: here,
+    without TensorRT."""
+    from deploy.runtimes import RuntimeOptions, open_runtime
+
+    engine = tmp_path / "m.plan"
+    engine.write_bytes(b"not read")
+    with pytest.raises(
+        resnet.ToolkitError,
+        match="m.plan: TensorRT does not use --threads; it applies to ONNX Runtime, OpenVINO, PyTorch",
+    ):
+        open_runtime(engine, RuntimeOptions(threads=2))
+    with pytest.raises(resnet.ToolkitError, match="TensorRT runs on the GPU here, not --device cpu"):
+        open_runtime(engine, RuntimeOptions(device="cpu"))
+
+
+def test_a_second_target_keeps_the_options_its_backend_uses():
+    from deploy.runtimes import RuntimeOptions
+
+    options = RuntimeOptions(threads=2, provider="cpu", precision="bf16", channels_last=True)
+    assert options.honoured_by("onnxruntime") == RuntimeOptions(threads=2, provider="cpu")
+    assert options.honoured_by("pytorch") == RuntimeOptions(threads=2, precision="bf16", channels_last=True)
+    assert options.honoured_by("tensorrt") == RuntimeOptions()
+
+
+def test_named_outputs_are_module_names_in_every_cpu_backend(cifar_onnx):
+    """The capability compare uses: the same module points from ONNX Runtime, OpenVINO and PyTorch,
+    in the file's tensors' values (ResNet-20, FP32: equal within float rounding)."""
+    import importlib.util
+
+    from deploy.runtimes import RuntimeOptions, open_runtime
+
+    model = resnet.create(20, "cifar10").eval()
+    path = cifar_onnx.parent / "same.onnx"
+    export_onnx(model, path, validate=False)
+    points = ["conv1", "layer1.0.relu1", "layer2.0.downsample", "layer2.0.add", "layer3.2.relu", "fc"]
+    runtimes = [
+        open_runtime(path, RuntimeOptions(outputs=points)),
+        open_runtime(model, RuntimeOptions(device="cpu", outputs=points)),
+    ]
+    if importlib.util.find_spec("openvino") is not None:
+        runtimes.append(open_runtime(path, RuntimeOptions(backend="openvino", outputs=points)))
+    batch = runtimes[0].random_input(2)
+    found = [runtime.run_outputs(batch) for runtime in runtimes]
+    for runtime, outputs in zip(runtimes, found, strict=True):
+        assert runtime.outputs == tuple(points) and list(outputs) == points, runtime.backend
+        for point in points:
+            scale = np.abs(found[0][point]).max()
+            assert np.abs(outputs[point] - found[0][point]).max() <= 1e-4 * scale, (runtime.backend, point)
+    assert np.allclose(found[0]["fc"], runtimes[0].run(batch))
+    with pytest.raises(resnet.ToolkitError, match="was opened without named outputs"):
+        open_runtime(path).run_outputs(batch)

@@ -1,4 +1,4 @@
-"""Serving for real: a repository written with `resnet-deploy triton --backend python`, served by
+"""Serving for real: a repository written with `resnet-deploy triton --triton-backend python`, served by
 `resnet-deploy serve` (the Triton server nvidia-pytriton ships), asked over HTTP and gRPC.
 
 One server for the whole run (the `server` fixture); the tests that stop servers start small
@@ -109,9 +109,19 @@ def server(tour, readme, digits_files):
     files = {"digits": digits_files["fp32"], "digits16": digits_files["fp16_io"], "digits8": digits_files["cpu"]}
     served = [(name, path, []) for name, path in files.items()]
     if importlib.util.find_spec("openvino") is not None:  # the FP32 file again, run by OpenVINO inside Triton
-        served.append(("digits_openvino", files["digits"], ["--runtime", "openvino"]))
+        served.append(("digits_openvino", files["digits"], ["--backend", "openvino"]))
     for name, path, extra in served:
-        args = ["triton", str(path), "--repository", str(repository), "--backend", "python", "--name", name, *extra]
+        args = [
+            "triton",
+            str(path),
+            "--repository",
+            str(repository),
+            "--triton-backend",
+            "python",
+            "--name",
+            name,
+            *extra,
+        ]
         result = CliRunner().invoke(deploy_main, args + ["--max-batch", "64", "--max-queue-delay-us", "2000"])
         assert result.exit_code == 0, result.output
     ports = free_ports()
@@ -335,7 +345,7 @@ def test_serve_refuses_a_model_the_bundled_server_cannot_load(tmp_path):
         result.exit_code == 2
         and "needs Triton's onnxruntime backend, which only NVIDIA's Triton container has" in result.output
     )
-    assert "--backend python serves it here" in result.output
+    assert "--triton-backend python serves it here" in result.output
 
 
 def cuda_problem() -> str | None:
@@ -364,7 +374,7 @@ def gpu_server(tmp_path_factory):
     export_onnx(model, files["digits16"], precision="fp16", io_dtype="fp16", validate=False)
     repository = folder / "repo"
     for name, path in files.items():
-        args = ["triton", str(path), "--repository", str(repository), "--backend", "python", "--name", name]
+        args = ["triton", str(path), "--repository", str(repository), "--triton-backend", "python", "--name", name]
         result = CliRunner().invoke(deploy_main, args + ["--max-queue-delay-us", "2000"])
         assert result.exit_code == 0, result.output
         assert "kind: KIND_GPU" in (repository / name / "config.pbtxt").read_text()
@@ -408,7 +418,16 @@ def test_a_model_that_fails_to_load_is_one_sentence_with_the_servers_words(tmp_p
 
     export_onnx(resnet.load_model(DIGITS / "resnet20_digits.pth"), tmp_path / "d.onnx", validate=False)
     repository = tmp_path / "repo"
-    args = ["triton", str(tmp_path / "d.onnx"), "--repository", str(repository), "--backend", "python", "--name", "d"]
+    args = [
+        "triton",
+        str(tmp_path / "d.onnx"),
+        "--repository",
+        str(repository),
+        "--triton-backend",
+        "python",
+        "--name",
+        "d",
+    ]
     assert CliRunner().invoke(deploy_main, args).exit_code == 0
     (repository / "d" / "1" / "model.onnx").write_bytes(b"not an onnx file")
     http, grpc, metrics = free_ports()

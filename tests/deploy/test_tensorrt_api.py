@@ -39,8 +39,6 @@ DATA = ROOT / "tests" / "data"
 MODULES = [
     ROOT / "deploy" / "runtimes" / "tensorrt.py",
     ROOT / "export" / "engine.py",
-    ROOT / "export" / "compare.py",
-    ROOT / "benchmark" / "profile.py",
 ]
 # Variable name -> TensorRT class, as used in MODULES.
 RECEIVERS = {

@@ -6,8 +6,8 @@ import onnx
 import pytest
 
 from deploy import ArtifactError
-from deploy.artifacts.manifest import BatchProfile, write_manifest
-from deploy.triton import TritonOptions, read_served_model, write_triton_model
+from deploy.artifacts.manifest import BatchRange, write_manifest
+from deploy.triton import TritonOptions, read_repository_model, write_triton_model
 from resnet import ToolkitError
 from toolkit.files import sha256_file
 
@@ -62,7 +62,7 @@ def test_defaults_labels_and_cpu_instances(models, tmp_path):
     assert config.max_batch_size == 64 and config.output[0].label_filename == "labels.txt"
     assert (folder / "labels.txt").read_text().splitlines() == labels
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
-    assert read_served_model(models["files"]["cifar"]).default_name == "resnet20_cifar10"
+    assert read_repository_model(models["files"]["cifar"]).default_name == "resnet20_cifar10"
 
 
 def test_fixed_batch_onnx_has_no_batching(models, tmp_path):
@@ -80,7 +80,7 @@ def engine(models, tmp_path, engine_manifest):
     write_manifest(
         engine_manifest(
             engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(),
-            profile=BatchProfile(1, 16, 48),
+            batches=BatchRange(1, 16, 48),
             source_onnx={"file": "r20_fp16.onnx", "sha256": sha256_file(models["files"]["cifar_fp16"])},
         ),
         path,
@@ -91,23 +91,23 @@ def engine(models, tmp_path, engine_manifest):
 def test_engine_config_matches_the_manifest(engine, tmp_path):
     folder = write_triton_model(engine, tmp_path / "repo", "trt", TritonOptions(preferred_batch=[16]))
     config = parse(folder)
-    assert config.platform == "tensorrt_plan" and config.max_batch_size == 48  # the profile maximum
+    assert config.platform == "tensorrt_plan" and config.max_batch_size == 48  # the engine's largest batch
     assert list(config.input[0].dims) == [3, 32, 32] and config.input[0].data_type == model_config_pb2.TYPE_FP32
     assert list(config.output[0].dims) == [10]
     assert (folder / "1" / "model.plan").read_bytes() == b"engine bytes"
-    assert read_served_model(engine).default_name == "resnet20_cifar10"
+    assert read_repository_model(engine).default_name == "resnet20_cifar10"
 
 
 def test_engine_limits(engine, tmp_path, engine_manifest):
-    with pytest.raises(ToolkitError, match="--max-batch 64 is above engine r20.plan's profile maximum 48"):
+    with pytest.raises(ToolkitError, match="--max-batch 64 is above engine r20.plan's largest batch 48"):
         write_triton_model(engine, tmp_path / "repo", "trt", TritonOptions(max_batch=64))
     with pytest.raises(ToolkitError, match="runs on the GPU"):
         write_triton_model(engine, tmp_path / "repo", "trt", TritonOptions(instance_kind="KIND_CPU"))
     write_manifest(
-        engine_manifest(engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(), profile=BatchProfile(4, 16, 48)),
+        engine_manifest(engine_sha256=hashlib.sha256(b"engine bytes").hexdigest(), batches=BatchRange(4, 16, 48)),
         engine,
     )
-    with pytest.raises(ToolkitError, match="profile starts at batch 4"):
+    with pytest.raises(ToolkitError, match="batch range starts at batch 4"):
         write_triton_model(engine, tmp_path / "repo", "trt")
     assert not (tmp_path / "repo" / "trt").exists()
 

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -150,3 +151,19 @@ def test_mismatched_weights_exit_2_with_the_key_listing(tmp_path):
 def test_help_names_the_opset_range():
     result = run("--help")
     assert result.exit_code == 0 and "(11-25)" in result.output and "Exit status" in result.output
+
+
+def test_random_weights_are_the_seeds_in_every_process(tmp_path, monkeypatch):
+    """`--seed` (default 0): two runs without --weights write the same network; another seed, another."""
+    from onnx import numpy_helper
+
+    monkeypatch.chdir(tmp_path)
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        torch.manual_seed(1000 + ord(name))  # the process's own random state must not matter
+        assert (
+            run("--depth", 20, "--dataset", "cifar10", "--seed", seed, "--no-validate", "-o", f"{name}.onnx").exit_code
+            == 0
+        )
+    weights = {name: [numpy_helper.to_array(t) for t in onnx.load(f"{name}.onnx").graph.initializer] for name in "abc"}
+    assert all(np.array_equal(x, y) for x, y in zip(weights["a"], weights["b"], strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(weights["a"], weights["c"], strict=True))

@@ -17,7 +17,7 @@ from deploy.artifacts.manifest import read_manifest
 from export import export_onnx
 from export.cli import build_main
 from export.cli import main as export_main
-from export.engine import BuildOptions, build_engine, export_command, resolve_profile
+from export.engine import BuildOptions, build_engine, export_command, resolve_batches
 from export.onnx_graph import upcast_to_fp32
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -55,23 +55,23 @@ def onnx_files(tmp_path_factory):
         (8, (8, 8, 8), (8, 8, 8)),
     ],
 )
-def test_profile_defaults_and_arithmetic(batch_dim, given, expected):
-    profile = resolve_profile(batch_dim, *given)
-    assert (profile.min, profile.opt, profile.max) == expected
+def test_batch_range_defaults_and_arithmetic(batch_dim, given, expected):
+    batches = resolve_batches(batch_dim, *given)
+    assert (batches.min, batches.opt, batches.max) == expected
 
 
 @pytest.mark.parametrize(
     "batch_dim,given,message",
     [
         (None, (8, None, 4), "--min-batch 8 is larger than --max-batch 4"),
-        (None, (1, 100, 64), "--opt-batch 100 is outside the profile's range 1 to 64"),
+        (None, (1, 100, 64), "--opt-batch 100 is outside the batch range 1 to 64"),
         (None, (0, None, None), "--min-batch must be at least 1"),
         (8, (None, None, 64), "fixed batch of 8, so its engine takes exactly 8 (got --max-batch 64)"),
     ],
 )
-def test_profile_errors(batch_dim, given, message):
+def test_batch_range_errors(batch_dim, given, message):
     with pytest.raises(resnet.ToolkitError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        resolve_profile(batch_dim, *given)
+        resolve_batches(batch_dim, *given)
 
 
 def test_inspect_reads_precision_shapes_and_metadata(onnx_files):
@@ -191,7 +191,7 @@ def test_build_run_and_validate_a_real_engine(kind, onnx_files, tmp_path):
     report = build_engine(onnx_files[kind], engine, BuildOptions(max_batch=16, opt_batch=8))
     assert report.validation.passed, report.validation.failures
     manifest = read_manifest(engine)
-    assert manifest.precision == kind and (manifest.profile.min, manifest.profile.opt, manifest.profile.max) == (
+    assert manifest.precision == kind and (manifest.batches.min, manifest.batches.opt, manifest.batches.max) == (
         1,
         8,
         16,
@@ -202,7 +202,7 @@ def test_build_run_and_validate_a_real_engine(kind, onnx_files, tmp_path):
         out, ref = runtime.run(x), reference.run(x)
         assert out.shape == (5, 10)
         assert np.array_equal(out.argmax(1), ref.argmax(1))
-        with pytest.raises(resnet.ToolkitError, match=r"outside engine .* profile \(min 1, opt 8, max 16\)"):
+        with pytest.raises(resnet.ToolkitError, match=r"outside engine .* batch range \(min 1, opt 8, max 16\)"):
             runtime.check_batch(17)
 
 
