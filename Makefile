@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # torch 2.13.0 is installed only when torch is not importable yet (a torch already in the
-# environment, CUDA build or not, is kept as it is), so that the project's `torch>=2.1` never
-# makes pip choose a release by itself.
+# environment, CUDA build or not, is kept as it is), so that the `export` extra's `torch>=2.1`
+# never makes pip choose a release by itself.
 TORCH := torch==2.13.0
-EXTRAS := cpu,openvino,images,plot,dev,serve
+EXTRAS := export,cpu,openvino,images,plot,dev,serve
 
 .PHONY: demo test clean
 

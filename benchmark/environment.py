@@ -7,10 +7,8 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field
 
-import torch
-
 from deploy.runtimes.cpu import CpuFeatures
-from deploy.runtimes.gpu import cuda_available, describe_gpu
+from deploy.runtimes.gpu import cuda_available, describe_gpu, torch_installed
 from toolkit.provenance import versions
 
 
@@ -73,13 +71,33 @@ def measure_matmul_tflops(
 ) -> tuple[float, str]:
     """The best rate of repeated square matrix products (TFLOP/s), and a description of how.
 
-    A practical peak: what PyTorch's BLAS reaches on a large dense product (4096x4096 on a
-    CPU, 8192x8192 on a GPU). It is a rate the machine demonstrably reaches, not the vendor's
-    theoretical figure, so a well-tuned runtime can come close to it (or, on
-    a shared machine whose speed drifts, pass it slightly).
+    What the machine demonstrably reaches, not its theoretical peak (a runtime with better
+    kernels may pass it): a 4096x4096 product on a CPU, 8192x8192 on a GPU, in PyTorch where it is
+    installed, else (a board) NumPy's FP32 product on the CPU. `(0.0, reason)` where neither can
+    compute that arithmetic there.
     """
-    dtypes = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     size = size or (4096 if device == "cpu" else 8192)
+    if torch_installed():
+        return _torch_matmul(device, dtype, size, repeats, threads)
+    if device != "cpu" or dtype != "fp32":
+        return 0.0, f"no {dtype} matrix product on {device} without PyTorch"
+    import numpy as np
+
+    a, b = (np.random.default_rng(seed).standard_normal((size, size), dtype=np.float32) for seed in (0, 1))
+    best = min(_timed(lambda: a @ b) for _ in range(repeats + 1))
+    return 2 * size**3 / best / 1e12, f"matmul {dtype} {size}x{size} on cpu (NumPy)"
+
+
+def _timed(product) -> float:
+    start = time.perf_counter()
+    product()
+    return time.perf_counter() - start
+
+
+def _torch_matmul(device: str, dtype: str, size: int, repeats: int, threads: int | None) -> tuple[float, str]:
+    import torch
+
+    dtypes = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     previous = torch.get_num_threads()
     previous_tf32 = torch.backends.cuda.matmul.allow_tf32
     if threads is not None and device == "cpu":

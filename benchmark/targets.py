@@ -11,14 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from deploy.artifacts.metadata import ModelInfo
 from deploy.runtimes import Runtime, RuntimeOptions, open_runtime
-from resnet.model import ResNet
+from deploy.runtimes.gpu import torch_installed
 from resnet.registry import ModelOptions
-from resnet.summary import count_macs
-from toolkit.errors import ToolkitError
+from toolkit.errors import MissingDependencyError, ToolkitError
+from toolkit.optional import INSTALL
 
 PYTORCH_WORD = "pytorch"
 
@@ -40,7 +38,7 @@ def _pytorch_label(name: str, options: RuntimeOptions) -> str:
     return f"{name} (pytorch {' '.join(filter(None, words))})"
 
 
-def _pytorch(model: ResNet, name: str, options: RuntimeOptions) -> Target:
+def _pytorch(model, name: str, options: RuntimeOptions) -> Target:
     runtime = open_runtime(model, options)
     return Target(_pytorch_label(name, options), runtime, runtime.info)
 
@@ -50,6 +48,9 @@ def open_target(
 ) -> Target:
     """Open one benchmark target (see the module docstring): the file `name`, or `pytorch` (the
     architecture of `like` in PyTorch), or, without a name, the registered `model` in PyTorch."""
+    if (name is None or name == PYTORCH_WORD) and not torch_installed():
+        what = "--vs pytorch" if name == PYTORCH_WORD else "--depth (a model in PyTorch)"
+        raise MissingDependencyError(f"{what} needs PyTorch, which is not installed here: {INSTALL['torch']}")
     if name is None:
         if model is None:
             raise ToolkitError("name a model file (.plan, .engine, .onnx, .pt, .pth) or give --depth")
@@ -60,6 +61,8 @@ def open_target(
             raise ToolkitError(
                 "'pytorch' compares with the PyTorch model of the other target, which needs a file made by resnet-export or resnet-build"
             )
+        from resnet.model import ResNet
+
         info = like.info
         network = ResNet.from_architecture(info.architecture, dataset=info.dataset, input_spec=info.input_spec)
         return _pytorch(network, info.name, options)
@@ -78,11 +81,9 @@ def open_target(
 
 
 def flops_per_image(info: ModelInfo | None) -> float | None:
-    """2 x the multiply-accumulates of one image through the model (None when unknown)."""
+    """2 x the multiply-accumulates of one image through the model (None when unknown), from its
+    architecture (`Architecture.macs`: no PyTorch needed)."""
     if info is None:
         return None
     spec = info.input_spec
-    with torch.device("meta"):
-        model = ResNet.from_architecture(info.architecture, dataset=info.dataset, input_spec=spec)
-    macs, _ = count_macs(model, (1, spec.channels, spec.height, spec.width))
-    return 2.0 * macs
+    return 2.0 * info.architecture.macs(spec.height, spec.width, spec.channels)

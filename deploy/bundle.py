@@ -230,7 +230,11 @@ The toolkit reads all of this from `{MANIFEST_NAME}`; nothing needs to be repeat
 1. Install the toolkit where JetPack's TensorRT is visible:
 
        python3 -m venv --system-site-packages .venv && . .venv/bin/activate
-       pip install 'resnet-deploy-toolkit[images]'    # or: pip install -e '.[images]' from a checkout
+       pip install './resnet-deploy-toolkit[cpu,images]'    # from a copy of the toolkit
+
+   This installs no PyTorch: running a bundle needs none (`[cpu]` is ONNX Runtime, `[images]`
+   Pillow; PyTorch comes only with `[export]`, for exporting). An engine built with
+   `resnet-build --version-compatible` runs where only TensorRT's lean runtime is installed.
 
 2. Build the engine **on the board itself**: engines are tied to the GPU and the TensorRT
    release that built them.

@@ -9,6 +9,7 @@ import contextlib
 import json
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -27,12 +28,16 @@ from toolkit.files import check_outputs
 from toolkit.numbers import Number, shown_apart
 from toolkit.precision import TORCH_PRECISIONS
 
-from .bundle import write_bundle
-from .evaluate import Evaluation, evaluate_model
 from .predictor import Prediction, Predictor, UnreadableImage
-from .runtimes.choices import ALTERNATIVES, BACKEND_CHOICES, DEVICES, OPENVINO_PRECISIONS
-from .serving import Endpoints, TritonServer
-from .triton import SERVING_BACKENDS, TritonOptions, images_model_name, write_triton_model
+from .runtimes.choices import ALTERNATIVES, BACKEND_CHOICES, DEVICES, OPENVINO_PRECISIONS, TRITON_BACKENDS
+
+if TYPE_CHECKING:
+    from .evaluate import Evaluation
+    from .serving import TritonServer
+    from .triton import TritonOptions
+
+# Each command imports what it runs (bundles, Triton, the server, evaluation) when it runs, so that
+# `resnet-deploy predict`, a board's cold start, loads only the Predictor.
 
 
 @click.group("resnet-deploy", cls=ToolkitGroup)
@@ -81,8 +86,11 @@ backend_options = options(
     "--labels", type=click.Path(dir_okay=False), default=None, help="Class names, one per line. [default: the bundle's]"
 )
 @backend_options
-@click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON.")
-def predict(model, images, top_k, labels, backend, device, precision, as_json) -> int:
+@click.option("--json", "as_json", is_flag=True, help="Print the predictions as JSON (with the cold start's figures).")
+@click.option(
+    "--verbose", is_flag=True, help="Also say what the first prediction cost: import, open (the session), first run."
+)
+def predict(model, images, top_k, labels, backend, device, precision, as_json, verbose) -> int:
     """Top-k classes of each IMAGE, from an ONNX file, an engine, a checkpoint or a bundle folder.
 
     An image that can't be read is reported by name; the others still get their predictions,
@@ -92,18 +100,32 @@ def predict(model, images, top_k, labels, backend, device, precision, as_json) -
         results = predictor.predict_each(images, top_k=top_k)
         backend_description = predictor.backend
     failed = [r for r in results if isinstance(r, UnreadableImage)]
+    cold_start = cold_start_figures(predictor)
     if as_json:
-        click.echo(
-            json.dumps({"backend": backend_description, "predictions": [r.to_dict() for r in results]}, indent=2)
-        )
+        data = {"backend": backend_description, "cold_start": cold_start, "predictions": [r.to_dict() for r in results]}
+        click.echo(json.dumps(data, indent=2))
     else:
         click.echo(f"# {backend_description}")
+        if verbose:
+            click.echo(
+                "# cold start: "
+                + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.3f} s" for k, v in cold_start.items())
+            )
         for result in results:
             click.echo(f"{printable(result.source)}: {format_prediction(result)}")
     if failed:
         click.echo(f"resnet-deploy: {len(failed)} of {len(results)} images could not be read", err=True)
         return 1
     return 0
+
+
+def cold_start_figures(predictor: Predictor) -> dict[str, float]:
+    """Seconds before the first prediction: importing the command (after Python's own start; known
+    when run through the installed command), opening the model, and its first run."""
+    from toolkit import launch
+
+    imported = {"import_s": launch.IMPORTED} if launch.IMPORTED is not None else {}
+    return imported | predictor.cold_start
 
 
 def printable(name: str) -> str:
@@ -173,6 +195,8 @@ def onnx_backend_options(where: str, extra: tuple[str, ...] = ()) -> list:
 @options(*onnx_backend_options("on the board: openvino for a CPU board, ONNX Runtime the fallback"))
 def bundle(model, output, engine, labels, force, backend, runtime, precision) -> int:
     """Write a self-contained bundle folder for a board: model, manifest with checksums, README."""
+    from .bundle import write_bundle
+
     written = write_bundle(
         model, output, engine=engine, labels=labels, force=force, backend=backend or runtime, precision=precision
     )
@@ -200,6 +224,8 @@ def _serving(
         click.echo("resnet-deploy: --backend python is now --triton-backend python (the old spelling goes in the "
                    "next release)", err=True)  # fmt: skip
         triton_backend, backend = triton_backend or "python", None
+    from .triton import TritonOptions
+
     preferred = parse_ints(preferred_batch, "--preferred-batch") if preferred_batch else ()
     if sla_from is not None:
         if preferred_batch or click.get_current_context().get_parameter_source("max_queue_delay_us").name != "DEFAULT":
@@ -225,7 +251,7 @@ serving_options = option_group(
     _serving,
     click.option(
         "--triton-backend",
-        type=click.Choice(list(SERVING_BACKENDS)),
+        type=click.Choice(list(TRITON_BACKENDS)),
         default=None,
         help="Triton's backend: the file's platform (onnxruntime, tensorrt: NVIDIA's Triton container), or python: "
         "the toolkit's own runtime inside Triton, plus a NAME_images model (encoded images in, classes out); "
@@ -277,6 +303,8 @@ serving_options = option_group(
 def triton(model, repository, name, serving, labels, force) -> int:
     """Write REPOSITORY/NAME/config.pbtxt and REPOSITORY/NAME/1/model.onnx (or model.plan); with
     --triton-backend python also REPOSITORY/NAME_images/ (see resnet-deploy serve)."""
+    from .triton import images_model_name, write_triton_model
+
     target = write_triton_model(model, repository, name, serving, labels=labels, force=force)
     folders = [target] + (
         [target.with_name(images_model_name(target.name))] if serving.triton_backend == "python" else []
@@ -326,6 +354,8 @@ def serve(repository, host, http_port, grpc_port, metrics_port, timeout) -> int:
     processes and all, on Ctrl-C or SIGTERM. Exit status: 0 stopped so, 1 the server stopped on
     its own, 2 it could not start (a port in use, a model it can't load, ...).
     """
+    from .serving import Endpoints, TritonServer
+
     server = TritonServer(repository, Endpoints(host, http_port, grpc_port, metrics_port), timeout=timeout)
     try:
         models = server.start()
@@ -425,6 +455,8 @@ def eval_main(
     check_outputs(json_path, inputs=[model, data, reference, labels])
     quiet = json_path == "-"
     bar = ProgressBar(enabled=not quiet)
+    from .evaluate import evaluate_model
+
     report = evaluate_model(
         model,
         data,

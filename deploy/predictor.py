@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -119,8 +120,10 @@ class Predictor:
         model: ModelOptions | None = None,
         precision: str | None = None,
     ) -> None:
+        started = time.perf_counter()
         runtime, bundle = open_model(path, backend=backend, device=device, model=model, precision=precision)
         self._attach(Path(path), runtime, bundle, labels)
+        self.cold_start["open_s"] = time.perf_counter() - started
 
     @classmethod
     def from_runtime(
@@ -148,6 +151,9 @@ class Predictor:
         self.min_batch = low
         self.max_batch = high if high is not None else DEFAULT_CHUNK
         self._lock = threading.Lock()
+        # Seconds to open the model (reading it, the runtime's session) and of the first run (the
+        # runtime's own first-run work included): what a process pays before its first prediction.
+        self.cold_start: dict[str, float] = {}
 
     @property
     def backend(self) -> str:
@@ -236,7 +242,9 @@ class Predictor:
                 # Below a fixed batch or an engine's smallest batch: pad, then drop the padding's outputs.
                 if count < self.min_batch:
                     chunk = np.concatenate([chunk, np.zeros((self.min_batch - count, *chunk.shape[1:]), chunk.dtype)])
+                started = time.perf_counter()
                 outputs.append(np.asarray(self.runtime.run(chunk), dtype=np.float32)[:count])
+                self.cold_start.setdefault("first_run_s", time.perf_counter() - started)
         return np.concatenate(outputs) if outputs else np.empty((0, self.spec.num_classes), np.float32)
 
     def close(self) -> None:

@@ -41,13 +41,13 @@ from .artifacts.manifest import BatchRange, read_manifest
 from .artifacts.metadata import ModelInfo
 from .artifacts.onnx_file import external_data_files, inspect_onnx
 from .artifacts.tensors import TensorInfo
+from .runtimes.choices import TRITON_BACKENDS
 from .runtimes.open import backend_of
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 INT32_MAX = 2**31 - 1
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 INSTANCE_KINDS = ("KIND_GPU", "KIND_CPU")
-SERVING_BACKENDS = ("onnxruntime", "tensorrt", "python")
 DEFAULT_MAX_BATCH = 64
 
 
@@ -190,9 +190,9 @@ class TritonOptions:
             check_number(size, "--preferred-batch", integer=True, limit="int32")
         if self.instance_kind is not None and self.instance_kind not in INSTANCE_KINDS:
             raise ToolkitError(f"instance kind must be {' or '.join(INSTANCE_KINDS)}, got {self.instance_kind!r}")
-        if self.triton_backend is not None and self.triton_backend not in SERVING_BACKENDS:
+        if self.triton_backend is not None and self.triton_backend not in TRITON_BACKENDS:
             raise ToolkitError(
-                f"Triton backend must be one of {', '.join(SERVING_BACKENDS)}, got {self.triton_backend!r}"
+                f"Triton backend must be one of {', '.join(TRITON_BACKENDS)}, got {self.triton_backend!r}"
             )
         object.__setattr__(self, "preferred_batch", tuple(self.preferred_batch))
         if self.backend not in (None, "onnxruntime", "openvino", "tensorrt"):

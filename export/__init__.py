@@ -1,37 +1,53 @@
 """Making artifacts: ONNX at an exact opset (FP32, FP16, INT8), the graph lint, validation, TensorRT engines.
 
 Imports `toolkit`, `resnet` and `deploy` (docs/design.md); validation runs the artifacts through
-`deploy.runtimes`, so what is validated is what ships.
+`deploy.runtimes`, so what is validated is what ships. The names below are loaded when first used,
+so that the parts that need no PyTorch (building an engine, comparing two ONNX files) import none:
+a board installed without the `export` extra builds its engine here.
 """
 
-from .engine import BuildOptions, BuildReport, EngineBuildError, build_engine, resolve_batches
-from .lint import GraphContractError, LintReport, Violation, check_onnx, lint_onnx
-from .onnx_export import ExportReport, default_output, export_onnx
-from .onnx_graph import DEFAULT_OPSET, SUPPORTED_OPSETS, ExportError, fold_batchnorm, resnet_to_onnx
-from .validate import Thresholds, ValidationFailed, ValidationReport, compare_logits, validate_runtime
+from __future__ import annotations
 
-__all__ = [
-    "BuildOptions",
-    "BuildReport",
-    "EngineBuildError",
-    "build_engine",
-    "resolve_batches",
-    "DEFAULT_OPSET",
-    "ExportError",
-    "ExportReport",
-    "GraphContractError",
-    "LintReport",
-    "SUPPORTED_OPSETS",
-    "Thresholds",
-    "ValidationFailed",
-    "ValidationReport",
-    "Violation",
-    "check_onnx",
-    "compare_logits",
-    "default_output",
-    "export_onnx",
-    "fold_batchnorm",
-    "lint_onnx",
-    "resnet_to_onnx",
-    "validate_runtime",
-]
+import importlib
+
+# name -> the module of this package that defines it
+_NAMES = {
+    "BuildOptions": "engine",
+    "BuildReport": "engine",
+    "EngineBuildError": "engine",
+    "build_engine": "engine",
+    "resolve_batches": "engine",
+    "GraphContractError": "lint",
+    "LintReport": "lint",
+    "Violation": "lint",
+    "check_onnx": "lint",
+    "lint_onnx": "lint",
+    "ExportReport": "onnx_export",
+    "default_output": "onnx_export",
+    "export_onnx": "onnx_export",
+    "DEFAULT_OPSET": "onnx_graph",
+    "SUPPORTED_OPSETS": "onnx_graph",
+    "ExportError": "onnx_graph",
+    "fold_batchnorm": "onnx_graph",
+    "resnet_to_onnx": "onnx_graph",
+    "Thresholds": "validate",
+    "ValidationFailed": "validate",
+    "ValidationReport": "validate",
+    "compare_logits": "validate",
+    "validate_runtime": "validate",
+}
+
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module 'export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+__all__ = sorted(_NAMES)

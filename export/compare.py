@@ -28,6 +28,7 @@ it is named; everything before it is within tolerance.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -87,10 +88,8 @@ def open_side(model, *, provider: str | None = None, threads: int | None = None)
     ONNX file its manifest names with every point marked as an output, `export.engine.build_tapped`;
     needs TensorRT and the GPU the engine is for). Every side is opened with the model's module
     points (`Architecture.module_points`) as named outputs."""
-    from resnet.model import ResNet
-
     name = "pytorch fp32 (eval)"
-    if not isinstance(model, ResNet):
+    if isinstance(model, (str, bytes, os.PathLike)):
         path = input_file(model, "model file", "a model file (.onnx, .plan, .engine, .pt, .pth)")
         backend = backend_of(path)
         if backend == "tensorrt":
@@ -105,6 +104,8 @@ def open_side(model, *, provider: str | None = None, threads: int | None = None)
         from resnet.checkpoint import load_model
 
         model, name = load_model(path), f"{path.name} (pytorch fp32, eval)"
+    if not hasattr(model, "architecture"):
+        raise ToolkitError(f"a side is a resnet.ResNet or a model file path, got {type(model).__name__}")
     points = model.architecture.module_points()
     return _Side(open_runtime(model, RuntimeOptions(device="cpu", outputs=points)), name, "fp32")
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from deploy.artifacts.manifest import BatchRange, EngineManifest, manifest_path, write_manifest
@@ -36,7 +37,6 @@ from toolkit.errors import ArtifactError, ToolkitError
 from toolkit.files import check_outputs, check_writable, input_file, publish, staging_folder, write_bytes_atomic
 from toolkit.provenance import versions
 
-from .onnx_graph import upcast_to_fp32
 from .validate import Thresholds, ValidationFailed, ValidationReport, compare_runtimes, criterion_for
 
 DEFAULT_MIN_BATCH, DEFAULT_OPT_BATCH, DEFAULT_MAX_BATCH = 1, 32, 64
@@ -181,6 +181,8 @@ class BuildOptions:
     opt_level: int | None = None  # None: TensorRT's default, 3
     timing_cache: Path | None = None  # loaded when present, saved after the build
     tf32: bool = True  # FP32 graphs may use TF32 tensor cores
+    version_compatible: bool = False  # runs on this TensorRT release and later ones (and with the lean runtime)
+    exclude_lean_runtime: bool = False  # version-compatible without its own copy of the lean runtime (smaller)
 
     def __post_init__(self) -> None:
         if self.timing_cache is not None:
@@ -191,6 +193,8 @@ class BuildOptions:
         return resolve_batches(batch_dim, self.min_batch, self.opt_batch, self.max_batch)
 
     def check(self) -> None:
+        if self.exclude_lean_runtime and not self.version_compatible:
+            raise ToolkitError("--exclude-lean-runtime goes with --version-compatible")
         if self.opt_level is not None and self.opt_level not in OPT_LEVELS:
             raise ToolkitError(f"--opt-level must be {OPT_LEVELS.start} to {OPT_LEVELS.stop - 1}, got {self.opt_level}")
         if self.workspace_mib is not None and self.workspace_mib < 1:
@@ -221,6 +225,12 @@ def create_config(
         flags.append("TF32")
     else:
         config.clear_flag(trt.BuilderFlag.TF32)
+    if options.version_compatible:  # the same flags in TensorRT 10.13 and 11.4 (tests/deploy/test_tensorrt_api.py)
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        flags.append("VERSION_COMPATIBLE")
+        if options.exclude_lean_runtime:
+            config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
+            flags.append("EXCLUDE_LEAN_RUNTIME")
     profile = builder.create_optimization_profile()
     c, h, w = source.input.shape[1:]
     profile.set_shape(source.input.name, (batches.min, c, h, w), (batches.opt, c, h, w), (batches.max, c, h, w))
@@ -491,3 +501,29 @@ def _engine_source(engine_path: Path, manifest: EngineManifest) -> Path:
         f"the ONNX file {engine_path.name} was built from ({recorded}) is not there, or has changed since; "
         "put that file beside the engine (its layers are read from it)"
     )
+
+
+def upcast_to_fp32(proto):
+    """The FP32 twin of an FP16 graph: the same (FP16-rounded) weights computed in FP32.
+
+    Every float16 initializer becomes float32, every Cast to float16 a Cast to float32 (a no-op)
+    and float16 inputs and outputs float32. Comparing an FP16 engine with the twin measures what
+    FP16 arithmetic costs, apart from the weight rounding that export's validation measured.
+    """
+    twin = onnx.ModelProto()
+    twin.CopyFrom(proto)
+    graph = twin.graph
+    for index, tensor in enumerate(graph.initializer):
+        if tensor.data_type == onnx.TensorProto.FLOAT16:
+            graph.initializer[index].CopyFrom(
+                onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(tensor).astype(np.float32), tensor.name)
+            )
+    for node in graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Cast" and attribute.name == "to" and attribute.i == onnx.TensorProto.FLOAT16:
+                attribute.i = onnx.TensorProto.FLOAT
+    for value in list(graph.input) + list(graph.output):
+        if value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16:
+            value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    del twin.metadata_props[:]
+    return twin

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import torch
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 from torch import nn
 
 import toolkit
@@ -269,29 +269,3 @@ def _model_proto(
     )
     helper.set_model_props(proto, info.to_metadata())
     return proto
-
-
-def upcast_to_fp32(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """The FP32 twin of an FP16 graph: the same (FP16-rounded) weights computed in FP32.
-
-    Every float16 initializer becomes float32, every Cast to float16 a Cast to float32 (a no-op)
-    and float16 inputs and outputs float32. Comparing an FP16 engine with the twin measures what
-    FP16 arithmetic costs, apart from the weight rounding that export's validation measured.
-    """
-    twin = onnx.ModelProto()
-    twin.CopyFrom(proto)
-    graph = twin.graph
-    for index, tensor in enumerate(graph.initializer):
-        if tensor.data_type == TensorProto.FLOAT16:
-            graph.initializer[index].CopyFrom(
-                numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float32), tensor.name)
-            )
-    for node in graph.node:
-        for attribute in node.attribute:
-            if node.op_type == "Cast" and attribute.name == "to" and attribute.i == TensorProto.FLOAT16:
-                attribute.i = TensorProto.FLOAT
-    for value in list(graph.input) + list(graph.output):
-        if value.type.tensor_type.elem_type == TensorProto.FLOAT16:
-            value.type.tensor_type.elem_type = TensorProto.FLOAT
-    del twin.metadata_props[:]
-    return twin

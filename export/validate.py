@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 
 from deploy.runtimes.base import Runtime
 from toolkit.errors import ToolkitError
@@ -372,10 +371,12 @@ def validation_batches(example_batch: int, dynamic_batch: bool) -> list[int]:
     return [1, example_batch, example_batch + 3]
 
 
-def reference_logits(model: torch.nn.Module, batches: Sequence[np.ndarray]) -> tuple[np.ndarray, float, list[str]]:
+def reference_logits(model, batches: Sequence[np.ndarray]) -> tuple[np.ndarray, float, list[str]]:
     """The PyTorch model's FP32 eval-mode logits for `batches`, concatenated, the largest |value|
     any of its modules produced on the way, and the leaf modules whose output exceeded FP16's
     range, in the order they first ran. The model's mode is restored afterwards."""
+    import torch
+
     peak, beyond = 0.0, {}
 
     def recorder(name: str, leaf: bool):
@@ -437,7 +438,7 @@ def _compare_on_random_batches(
 
 
 def validate_runtime(
-    model: torch.nn.Module,
+    model,
     runtime: Runtime,
     *,
     criterion: Criterion,

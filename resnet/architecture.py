@@ -94,8 +94,74 @@ class Architecture:
             in_channels = out_channels
         return result
 
+    def macs(self, height: int, width: int, channels: int = 3) -> int:
+        """Multiply-accumulates of one image through the convolutions and the classifier (what
+        torchvision's tables count and `resnet.summary.count_macs` measures), worked out from the
+        architecture alone: no PyTorch, no model."""
+        side = _Side(height, width)
+        total = 0
+        if self.stem == "imagenet":
+            side = side.conv(7, 2, 3)
+            total += side.area * channels * self.widths[0] * 49
+            side = side.conv(3, 2, 1)  # the max-pool
+        else:
+            total += side.area * channels * self.widths[0] * 9
+        in_channels = self.widths[0]
+        for stage, (count, width) in enumerate(zip(self.layers, self.widths, strict=True)):
+            for index in range(count):
+                stride = 2 if stage > 0 and index == 0 else 1
+                macs, side = _block_macs(self.block, side, in_channels, width, stride)
+                out_channels = width * self.expansion
+                if self.shortcut == "B" and (stride != 1 or in_channels != out_channels):
+                    macs += side.area * in_channels * out_channels  # the 1x1 projection, at the output's size
+                total += macs
+                in_channels = out_channels
+        return total + in_channels * self.num_classes
+
+    def largest_activation(self, height: int, width: int) -> int:
+        """Elements of the largest tensor one image produces on its way through the network at
+        `height` x `width`: the stem's convolution or a stage's output. From the architecture alone
+        (no memory, no arithmetic), to estimate a run's memory before allocating."""
+        half = lambda n: (n + 1) // 2  # noqa: E731 - a 3x3 or 7x7 convolution (or pool) with stride 2, "same" padding
+        h, w = (half(height), half(width)) if self.stem == "imagenet" else (height, width)
+        largest = self.widths[0] * h * w
+        if self.stem == "imagenet":
+            h, w = half(h), half(w)  # the max-pool
+        for index, channels in enumerate(self.widths):
+            if index:
+                h, w = half(h), half(w)
+            largest = max(largest, channels * self.expansion * h * w)
+        return largest
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Side:
+    """Height and width of a feature map, and what a convolution (or pooling) makes of them."""
+
+    height: int
+    width: int
+
+    @property
+    def area(self) -> int:
+        return self.height * self.width
+
+    def conv(self, kernel: int, stride: int, padding: int) -> _Side:
+        return _Side(
+            (self.height + 2 * padding - kernel) // stride + 1, (self.width + 2 * padding - kernel) // stride + 1
+        )
+
+
+def _block_macs(block: str, side: _Side, in_channels: int, width: int, stride: int) -> tuple[int, _Side]:
+    """The main path's multiply-accumulates of one block, and its output's size (the stride on the
+    first 3x3 convolution of a BasicBlock, on the 3x3 of a Bottleneck: "ResNet v1.5")."""
+    if block == "basic":
+        out = side.conv(3, stride, 1)
+        return out.area * (in_channels * width * 9 + width * width * 9), out
+    out = side.conv(3, stride, 1)
+    return side.area * in_channels * width + out.area * (width * width * 9 + width * width * 4), out
 
 
 def stage_of(name: str) -> str:

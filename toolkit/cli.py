@@ -26,6 +26,7 @@ from pathlib import Path
 import click
 
 from .errors import ToolkitError
+from .optional import INSTALL, WORKSHOP_MODULES
 
 USAGE_ERROR = 2
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -84,6 +85,11 @@ class _OneLineErrors:
             sys.exit(USAGE_ERROR if isinstance(error, click.UsageError) else error.exit_code)
         except ToolkitError as error:
             _one_line(prog, str(error))
+            sys.exit(USAGE_ERROR)
+        except ModuleNotFoundError as error:  # the workshop's packages, on a board installed without them
+            if error.name not in WORKSHOP_MODULES:
+                raise
+            _one_line(prog, f"this needs {error.name}, which is not installed here: {INSTALL[error.name]}")
             sys.exit(USAGE_ERROR)
         except BrokenPipeError:  # the reader stopped reading (`| head`): stop quietly, as click does
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit

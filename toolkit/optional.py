@@ -14,6 +14,9 @@ from .errors import MissingDependencyError
 
 # module -> how to install it (extras of this project's setup.cfg)
 INSTALL = {
+    # the workshop: exporting, comparing with PyTorch, checkpoints, PyTorch baselines (on a CPU-only
+    # machine, `pip install torch==2.13.0` first takes the CPU build)
+    "torch": "pip install '.[export]' (PyTorch: exporting, checkpoints, comparisons with PyTorch)",
     "onnxruntime": "pip install '.[cpu]' (or '.[gpu]' for onnxruntime-gpu on a CUDA machine)",
     # a distribution, not a module: it provides `onnxruntime` with the CUDA and TensorRT providers
     "onnxruntime-gpu": "pip uninstall onnxruntime, then pip install '.[gpu]' (the two can't be installed together)",
@@ -25,6 +28,10 @@ INSTALL = {
     # a distribution whose files (tritonserver and its Python backend) resnet-deploy serve runs
     "pytriton": "pip install '.[serve]' (Linux x86-64, glibc 2.35 or later)",
 }
+
+
+# What a board installed without the `export` extra lacks (the commands say how to add it in one line).
+WORKSHOP_MODULES = ("torch",)
 
 
 def require(module: str, purpose: str) -> ModuleType:

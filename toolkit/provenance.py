@@ -7,7 +7,6 @@ installs TensorRT as a system package).
 
 from __future__ import annotations
 
-import importlib.metadata as metadata
 import platform
 import sys
 
@@ -27,6 +26,8 @@ def version_of(module: str) -> str | None:
     A module provided by another distribution than its own name says so: onnxruntime from
     onnxruntime-gpu is "1.31.1 (onnxruntime-gpu)".
     """
+    import importlib.metadata as metadata  # here: its import is a tenth of a board's cold start
+
     names = DISTRIBUTIONS.get(module, (module,))
     for name in names:
         try:

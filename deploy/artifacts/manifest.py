@@ -70,6 +70,17 @@ class EngineManifest:
     build: dict = field(default_factory=dict)  # seconds, workspace, opt level, timing cache, flags, toolkit version
     format: str = MANIFEST_FORMAT
 
+    @property
+    def version_compatible(self) -> bool:
+        """Built with `--version-compatible`: it runs on this TensorRT release and later ones."""
+        return "VERSION_COMPATIBLE" in self.build.get("flags", [])
+
+    @property
+    def carries_lean_runtime(self) -> bool:
+        """A version-compatible engine that holds its own lean runtime (host code the loader must
+        be allowed to run: `Runtime.engine_host_code_allowed`), i.e. not built `--exclude-lean-runtime`."""
+        return self.version_compatible and "EXCLUDE_LEAN_RUNTIME" not in self.build.get("flags", [])
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["inputs"] = [t.to_dict() for t in self.inputs]
@@ -129,8 +140,13 @@ def check_compatible(manifest: EngineManifest, here: EngineEnvironment, engine_p
     built = manifest.environment
     source = manifest.source_onnx.get("file") or "the ONNX file"
     problems = []
-    if built.tensorrt_version != here.tensorrt_version:
-        problems.append(f"TensorRT {built.tensorrt_version}, this machine has {here.tensorrt_version}")
+    later = manifest.version_compatible and _release(here.tensorrt_version) >= _release(built.tensorrt_version)
+    if built.tensorrt_version != here.tensorrt_version and not later:
+        problems.append(
+            f"TensorRT {built.tensorrt_version}"
+            + (" (version-compatible: it runs on that release and later ones)" if manifest.version_compatible else "")
+            + f", this machine has {here.tensorrt_version}"
+        )
     if built.compute_capability != here.compute_capability:
         problems.append(
             f"compute capability {built.compute_capability} ({built.gpu_name}), this GPU is {here.compute_capability} ({here.gpu_name})"
@@ -141,9 +157,19 @@ def check_compatible(manifest: EngineManifest, here: EngineEnvironment, engine_p
             f"so rebuild it on this machine: resnet-build {source}"
         )
     warnings = []
+    if built.tensorrt_version != here.tensorrt_version:
+        warnings.append(
+            f"engine {Path(engine_path).name} was built --version-compatible with TensorRT {built.tensorrt_version} and "
+            f"runs on {here.tensorrt_version}; version-compatible engines can be slower: rebuild here for speed"
+        )
     if built.gpu_name != here.gpu_name:
         warnings.append(
             f"engine {Path(engine_path).name} was built on {built.gpu_name} and runs on {here.gpu_name}; "
             "same architecture, but rebuild here for the fastest tactics"
         )
     return warnings
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """ "11.4.0.106" -> (11, 4, 0, 106), for ordering releases."""
+    return tuple(int(part) for part in version.split(".") if part.isdigit())

@@ -9,6 +9,7 @@ from toolkit.errors import ArtifactError
 from toolkit.files import input_file
 
 from .metadata import ModelInfo
+from .onnx_wire import read_onnx_facts
 from .tensors import TensorInfo
 
 
@@ -32,34 +33,17 @@ class OnnxSignature:
 def inspect_onnx(path: str | Path) -> OnnxSignature:
     """Names, shapes, element types, precision and metadata of a classifier's ONNX file.
 
-    Reads the graph without its external data, so it is cheap even for large files. Raises
-    `ArtifactError` for a missing or unreadable file, or one that is not a single-input,
-    single-output model taking (N, C, H, W) with fixed C, H and W.
+    Read from the protobuf itself (`onnx_wire`: no onnx import, no weights read), so it is cheap
+    even for large files. Raises `ArtifactError` for a missing or unreadable file, or one that is
+    not a single-input, single-output model taking (N, C, H, W) with fixed C, H and W.
     """
-    import onnx
-
     path = input_file(path, "ONNX file", "an ONNX file", ArtifactError)
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as error:  # noqa: BLE001 - protobuf raises several types on a foreign file
-        first = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
-        raise ArtifactError(f"{path} is not a readable ONNX file ({first})") from None
-    graph = proto.graph
-    initializers = {t.name for t in graph.initializer}
-    inputs = [tensor_info(v) for v in graph.input if v.name not in initializers]
-    has_fp16 = any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
-    props = {p.key: p.value for p in proto.metadata_props}
-    signature = classifier_signature(
-        path, inputs, [tensor_info(v) for v in graph.output], props, "fp16" if has_fp16 else "fp32"
-    )
-    locations = {
-        entry.value
-        for tensor in graph.initializer
-        if tensor.data_location == onnx.TensorProto.EXTERNAL
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
-    return replace(signature, external_data=tuple(sorted(locations)))
+    facts = read_onnx_facts(path)
+    if not facts.inputs and not facts.outputs:
+        raise ArtifactError(f"{path} is not a readable ONNX file (it has no graph)")
+    guess = "fp16" if facts.has_fp16_weights else "fp32"
+    signature = classifier_signature(path, facts.inputs, facts.outputs, facts.metadata, guess)
+    return replace(signature, external_data=tuple(sorted(facts.external_data)))
 
 
 def external_data_files(signature: OnnxSignature) -> list[Path]:
@@ -163,3 +147,10 @@ def tapped_onnx(path: Path, points: list[str], folder: Path) -> tuple[Path, dict
     tapped = folder / f"tapped_{path.stem}.onnx"
     onnx.save(model, str(tapped))
     return tapped, taps
+
+
+def metadata_props(path: str | Path) -> dict[str, str]:
+    """An ONNX file's `metadata_props` (what resnet-export records: the model, its input spec,
+    precision, quantization), without reading its graph."""
+    path = input_file(path, "ONNX file", "an ONNX file", ArtifactError)
+    return read_onnx_facts(path, graph=False).metadata

@@ -27,6 +27,9 @@ ORT_PROVIDERS = {
 CONV_SEARCHES = ("exhaustive", "heuristic", "default")  # cuDNN's convolution algorithm search (ONNX Runtime on CUDA)
 OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16"}  # --precision -> OpenVINO's INFERENCE_PRECISION_HINT
 OPENVINO_HINTS = ("latency", "throughput")
+# Triton's backends for a repository's model: the file's platform (onnxruntime, tensorrt; NVIDIA's
+# container), or python (the toolkit's runtime inside Triton: deploy.serving)
+TRITON_BACKENDS = ("onnxruntime", "tensorrt", "python")
 
 # The `RuntimeOptions` fields each backend honours. `open_runtime` refuses one that is set (differs
 # from its default) for a backend that would ignore it. Every backend honours `device` (where it

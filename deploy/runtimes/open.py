@@ -56,9 +56,9 @@ def choose_backend(path: Path, options: RuntimeOptions) -> str:
     features = CpuFeatures.probe()
     if options.precision == "bf16":
         return "openvino"  # the only backend here that computes BF16 (refused without the flags)
-    from ..artifacts.onnx_file import inspect_onnx
+    from ..artifacts.onnx_file import metadata_props
 
-    return "openvino" if inspect_onnx(path).precision == "int8" and features.vnni else kind
+    return "openvino" if metadata_props(path).get("precision") == "int8" and features.vnni else kind
 
 
 def open_runtime(path, options: RuntimeOptions = RuntimeOptions(), *, backend: str | None = None) -> Runtime:
@@ -94,16 +94,29 @@ def open_runtime(path, options: RuntimeOptions = RuntimeOptions(), *, backend: s
             layer_times=options.layer_times,
         )
     if kind == "tensorrt":
-        from .tensorrt import TensorRTRuntime
-
-        return TensorRTRuntime(
-            path, cuda_graphs=options.cuda_graphs, outputs=options.outputs, layer_times=options.layer_times
-        )
+        return _open_engine(path, options)
     if kind == "onnxruntime":
         return _open_onnx(path, options)
     from resnet.checkpoint import load_model
 
     return _open_module(load_model(path), options)
+
+
+def _open_engine(path: Path, options: RuntimeOptions) -> Runtime:
+    """TensorRT: on PyTorch's device tensors where PyTorch is installed (`TensorRTRuntime`: the
+    copies timed apart, CUDA graphs, named outputs), else on the CUDA runtime library's own memory
+    (`TensorRTHostRuntime`, a board's)."""
+    from .gpu import torch_installed
+    from .tensorrt import TensorRTHostRuntime, TensorRTRuntime
+
+    if torch_installed():
+        return TensorRTRuntime(
+            path, cuda_graphs=options.cuda_graphs, outputs=options.outputs, layer_times=options.layer_times
+        )
+    if options.cuda_graphs or options.outputs:
+        what = "--cuda-graph" if options.cuda_graphs else "named outputs"
+        raise ToolkitError(f"{what} with TensorRT need PyTorch's device tensors, and PyTorch is not installed here")
+    return TensorRTHostRuntime(path, layer_times=options.layer_times)
 
 
 def _is_torch_module(value) -> bool:

@@ -51,6 +51,24 @@ def check_openvino_precision(precision: str, features: CpuFeatures) -> str:
     return precision
 
 
+def _signature(model, path: Path):
+    """The classifier signature of a model OpenVINO read (its inputs, outputs and the ONNX file's
+    metadata, which OpenVINO keeps under rt_info "framework"): what `inspect_onnx` gives, without
+    parsing the file a second time (nor importing onnx)."""
+    from ..artifacts.onnx_file import classifier_signature
+    from ..artifacts.tensors import TensorInfo
+
+    def info(port) -> TensorInfo:
+        shape = tuple(None if d.is_dynamic else d.get_length() for d in port.get_partial_shape())
+        return TensorInfo(port.get_any_name(), port.get_element_type().to_dtype().name, shape)
+
+    framework = model.get_rt_info()["framework"] if model.has_rt_info(["framework"]) else {}
+    metadata = {key: framework[key].astype(str) for key in framework} if framework else {}
+    return classifier_signature(
+        path, [info(p) for p in model.inputs], [info(p) for p in model.outputs], metadata, "fp32"
+    )
+
+
 class OpenVinoRuntime(Runtime):
     """An ONNX file in OpenVINO on the CPU, NumPy in and out (see the module docstring)."""
 
@@ -69,8 +87,6 @@ class OpenVinoRuntime(Runtime):
         layer_times: bool = False,
         _perf_count: bool = False,
     ) -> None:
-        from ..artifacts.onnx_file import inspect_onnx
-
         ov = import_openvino()
         path = input_file(path, "model file", "a model file (.onnx)", ArtifactError)
         if hint not in OPENVINO_HINTS:
@@ -79,7 +95,12 @@ class OpenVinoRuntime(Runtime):
             raise ToolkitError("named outputs come from one request per batch: use OpenVINO's latency hint")
         features = features or CpuFeatures.probe()
         self.precision = check_openvino_precision(precision, features)
-        signature = inspect_onnx(path)
+        self.core = ov.Core()
+        try:
+            self.model = self.core.read_model(str(path))
+        except RuntimeError as error:
+            raise ArtifactError(f"OpenVINO cannot read {path}: {str(error).strip().splitlines()[0][:200]}") from None
+        signature = _signature(self.model, path)
         self.path, self.threads, self.hint, self.graph_precision = path, threads, hint, signature.precision
         self.input_name, self.output_name = signature.input.name, signature.output.name
         self.input_dtype, self.input_shape, self.info = (
@@ -87,11 +108,6 @@ class OpenVinoRuntime(Runtime):
             signature.input.shape,
             signature.info,
         )
-        self.core = ov.Core()
-        try:
-            self.model = self.core.read_model(str(path))
-        except RuntimeError as error:
-            raise ArtifactError(f"OpenVINO cannot read {path}: {str(error).strip().splitlines()[0][:200]}") from None
         self.config = (
             {
                 "INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[self.precision],

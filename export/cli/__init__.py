@@ -6,10 +6,33 @@ Each command parses its options, most of them in groups that give the library's 
 (`export_onnx`, `build_engine`, `compare_models`, `int8_sensitivity`) and prints its report;
 nothing else in the package prints or exits."""
 
-from .build_command import build_main, format_build_report
-from .compare_command import compare_main, format_layers, format_sensitivity
-from .export_command import format_report, main
-from .options import report_failure, threshold_options, validation_lines
+from __future__ import annotations
+
+import importlib
+
+# name -> the module of this package that defines it (loaded on first use: resnet-build and
+# resnet-compare of ONNX files run without PyTorch, resnet-export does not)
+_NAMES = {
+    "build_main": "build_command",
+    "format_build_report": "build_command",
+    "compare_main": "compare_command",
+    "format_layers": "compare_command",
+    "format_sensitivity": "compare_command",
+    "format_report": "export_command",
+    "main": "export_command",
+    "report_failure": "options",
+    "threshold_options": "options",
+    "validation_lines": "options",
+}
+
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module 'export.cli' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "build_main",

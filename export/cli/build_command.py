@@ -17,8 +17,20 @@ from ..validate import ValidationFailed
 from .options import report_failure, threshold_options, validation_lines
 
 
-def _build_options(min_batch, opt_batch, max_batch, workspace, opt_level, timing_cache, tf32) -> BuildOptions:
-    return BuildOptions(min_batch, opt_batch, max_batch, workspace, opt_level, timing_cache, tf32)
+def _build_options(
+    min_batch, opt_batch, max_batch, workspace, opt_level, timing_cache, tf32, version_compatible, exclude_lean_runtime
+) -> BuildOptions:
+    return BuildOptions(
+        min_batch,
+        opt_batch,
+        max_batch,
+        workspace,
+        opt_level,
+        timing_cache,
+        tf32,
+        version_compatible,
+        exclude_lean_runtime,
+    )
 
 
 build_options = option_group(
@@ -61,6 +73,17 @@ build_options = option_group(
         help="Timing cache file: loaded when present, saved after the build.",
     ),
     click.option("--tf32/--no-tf32", default=True, show_default=True, help="Allow TF32 tensor cores for FP32 graphs."),
+    click.option(
+        "--version-compatible",
+        is_flag=True,
+        help="An engine that runs on this TensorRT release and later ones, and on a board with only the lean runtime "
+        "(pip install tensorrt-lean); it can be slower. The manifest records it.",
+    ),
+    click.option(
+        "--exclude-lean-runtime",
+        is_flag=True,
+        help="With --version-compatible: leave the lean runtime out of the engine (smaller; the board must have it).",
+    ),
 )
 
 

@@ -1,6 +1,7 @@
 """`resnet-deploy` through click's runner."""
 
 import json
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -21,6 +22,15 @@ def test_predict_prints_each_image(models, images):
     with Predictor(models["files"]["cifar"]) as predictor:  # the backend line is the runtime's own
         assert lines[0] == f"# {predictor.backend}" and len(lines) == 3
     assert lines[1].startswith(f"{images['red']}: [")
+
+
+def test_predict_verbose_says_what_the_first_prediction_cost(models, images):
+    result = run("predict", models["files"]["cifar"], images["red"], "--verbose")
+    assert result.exit_code == 0, result.output
+    (cold,) = [line for line in result.output.splitlines() if line.startswith("# cold start: ")]
+    figures = dict(re.findall(r"(import|open|first run) (\d+\.\d+) s", cold))
+    # the import is known only through the installed command (tests/deploy/test_board.py), not click's runner
+    assert {"open", "first run"} <= set(figures) and float(figures["first run"]) > 0
 
 
 def test_predict_carries_on_past_a_bad_image(models, images):

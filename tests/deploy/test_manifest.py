@@ -70,6 +70,26 @@ def test_another_gpu_of_the_same_architecture_is_a_warning(manifest):
     assert "built on NVIDIA H100 80GB HBM3 and runs on NVIDIA H100 PCIe" in warning
 
 
+def test_a_version_compatible_engine_runs_on_later_releases_only(manifest):
+    """`resnet-build --version-compatible`: TensorRT loads it on its own release and later ones
+    (with a warning: such engines can be slower); an earlier release is still refused."""
+    flags = {"flags": ["STRONGLY_TYPED", "VERSION_COMPATIBLE"]}
+    compatible = manifest(build=flags)
+    assert compatible.version_compatible and compatible.carries_lean_runtime
+    later = EngineEnvironment("11.5.1.2", H100.gpu_name, "9.0")
+    (warning,) = check_compatible(compatible, later, "m.plan")
+    assert "built --version-compatible with TensorRT 11.4.0.106 and runs on 11.5.1.2" in warning
+    earlier = EngineEnvironment("10.13.0.35", H100.gpu_name, "9.0")
+    with pytest.raises(ArtifactError, match=r"version-compatible: it runs on that release and later ones"):
+        check_compatible(compatible, earlier, "m.plan")
+    orin = EngineEnvironment("11.5.1.2", "Orin", "8.7")
+    with pytest.raises(ArtifactError, match="compute capability 9.0"):  # versions, not GPUs
+        check_compatible(compatible, orin, "m.plan")
+    lean = manifest(build={"flags": ["VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME"]})
+    assert lean.version_compatible and not lean.carries_lean_runtime
+    assert not manifest().version_compatible and not manifest().carries_lean_runtime
+
+
 @pytest.mark.parametrize("low,opt,high", [(0, 1, 1), (4, 2, 8), (1, 9, 8)])
 def test_batch_range_order_is_checked(low, opt, high):
     with pytest.raises(ArtifactError, match="1 <= min <= opt <= max"):

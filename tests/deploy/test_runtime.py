@@ -186,3 +186,56 @@ def test_named_outputs_are_module_names_in_every_cpu_backend(cifar_onnx):
     assert np.allclose(found[0]["fc"], runtimes[0].run(batch))
     with pytest.raises(resnet.ToolkitError, match="was opened without named outputs"):
         open_runtime(path).run_outputs(batch)
+
+
+def _by_onnx(path):
+    """What onnx's own parser says of a file: the oracle of the wire-format reader."""
+    proto = onnx.load(str(path), load_external_data=False)
+    initializers = {t.name for t in proto.graph.initializer}
+    shape = lambda v: tuple(d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim)  # noqa: E731
+    dtype = lambda v: onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name  # noqa: E731
+    return (
+        [(v.name, dtype(v), shape(v)) for v in proto.graph.input if v.name not in initializers],
+        [(v.name, dtype(v), shape(v)) for v in proto.graph.output],
+        {p.key: p.value for p in proto.metadata_props},
+        {
+            e.value
+            for t in proto.graph.initializer
+            if t.data_location == 1
+            for e in t.external_data
+            if e.key == "location"
+        },
+        {t.data_type for t in proto.graph.initializer},
+    )
+
+
+def test_the_wire_reader_reads_what_onnx_reads(digits_files, models, tmp_path):
+    """`inspect_onnx` reads the protobuf itself (no onnx import: a board's cold start); on every kind
+    of file the toolkit writes, and one with external data, it finds what onnx's parser finds."""
+    from deploy.artifacts.onnx_wire import read_onnx_facts
+
+    external = tmp_path / "external.onnx"
+    onnx.save(
+        onnx.load(str(digits_files["fp32"])),
+        str(external),
+        save_as_external_data=True,
+        location="w.data",
+        size_threshold=0,
+    )
+    files = [*digits_files.values(), *models["files"].values(), external]
+    for path in files:
+        facts = read_onnx_facts(path)
+        inputs, outputs, metadata, locations, types = _by_onnx(path)
+        assert [(t.name, t.dtype, t.shape) for t in facts.inputs] == inputs, path.name
+        assert [(t.name, t.dtype, t.shape) for t in facts.outputs] == outputs, path.name
+        assert facts.metadata == metadata and facts.external_data == locations, path.name
+        assert facts.initializer_types == types, path.name
+    assert read_onnx_facts(external).external_data == {"w.data"}
+
+
+@pytest.mark.parametrize("content", [b"", b"plain text, not a model", b"\x0a\xff\xff\xff\x0f", bytes(range(256))])
+def test_what_is_not_onnx_is_one_sentence(content, tmp_path):
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ArtifactError, match="is not a readable ONNX file"):
+        read_onnx_info(path)

@@ -75,6 +75,10 @@ def load_api(name):
 API_11 = load_api("tensorrt-11.4-api.json")
 API_10 = load_api("tensorrt-10.13-api.json")
 APIS = {"11.4": API_11, "10.13": API_10}
+# TensorRT's lean runtime (tensorrt_lean 11.4, the module a board runs version-compatible engines
+# with): the runtime module must use only what it has too.
+API_LEAN = load_api("tensorrt-lean-11.4-api.json")
+RUNTIME_MODULE = ROOT / "deploy" / "runtimes" / "tensorrt.py"
 
 
 @dataclass
@@ -435,6 +439,17 @@ def test_every_failure_return_is_checked(module, release):
 @pytest.mark.parametrize("module", MODULES, ids=lambda p: p.name)
 def test_callbacks_take_what_tensorrt_passes(module, release):
     assert callback_mismatches(module.read_text(), APIS[release]) == []
+
+
+def test_the_runtime_uses_only_what_the_lean_runtime_has():
+    """Where only `tensorrt_lean` is installed, `deploy.runtimes.tensorrt` runs engines with it: every
+    name it uses outside the functions that build (none here) exists in the lean bindings, of the
+    right kind, with fitting arguments, failures checked."""
+    assert API_LEAN["version"].startswith("11.4") and "Builder" not in API_LEAN["classes"]
+    source = RUNTIME_MODULE.read_text()
+    assert missing_names(source, API_LEAN) == []
+    assert misuses(source, API_LEAN) == [] and unchecked_failures(source, API_LEAN) == []
+    assert callback_mismatches(source, API_LEAN) == []
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda p: p.name)

@@ -17,8 +17,7 @@ from deploy.artifacts.manifest import read_manifest
 from export import export_onnx
 from export.cli import build_main
 from export.cli import main as export_main
-from export.engine import BuildOptions, build_engine, export_command, resolve_batches
-from export.onnx_graph import upcast_to_fp32
+from export.engine import BuildOptions, build_engine, export_command, resolve_batches, upcast_to_fp32
 
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
 HAS_GPU = torch.cuda.is_available()
@@ -120,6 +119,7 @@ def test_fp32_twin_of_an_fp16_graph_computes_the_same_function_in_fp32(onnx_file
         ),
         (["{fp32}", "-o", "/no/such/folder/e.plan"], "folder /no/such/folder does not exist"),
         (["{fp32}", "--reference", "nothing.onnx"], "reference ONNX file nothing.onnx does not exist"),
+        (["{fp32}", "--exclude-lean-runtime"], "--exclude-lean-runtime goes with --version-compatible"),
     ],
 )
 def test_build_bad_input_is_one_sentence_and_exit_2(args, message, onnx_files, tmp_path, monkeypatch):
