@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # environment, CUDA build or not, is kept as it is), so that the `export` extra's `torch>=2.1`
 # never makes pip choose a release by itself.
 TORCH := torch==2.13.0
-EXTRAS := export,cpu,openvino,images,plot,dev,serve
+EXTRAS := export,cpu,openvino,images,plot,dev,serve,ray
 
 .PHONY: demo test clean
 

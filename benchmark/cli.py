@@ -208,14 +208,19 @@ report_options = option_group(
 )
 
 
-def _served(triton, model_name, protocol, concurrency) -> tuple[ServedTarget, list[int]] | None:
-    if triton is None:
+def _served(triton, ray, model_name, protocol, concurrency) -> tuple[ServedTarget, list[int]] | None:
+    if triton is not None and ray is not None:
+        raise click.UsageError("--triton and --ray each name a server: give one")
+    url, server = (triton, "triton") if triton is not None else (ray, "ray")
+    if url is None:
         if model_name is not None:
-            raise click.UsageError("--model names a model on the Triton server given with --triton")
+            raise click.UsageError("--model names a model on the server given with --triton or --ray")
         return None
     if model_name is None:
-        raise click.UsageError("--triton needs --model, the name of the model to load it with")
-    return ServedTarget(triton, model_name, protocol), parse_batches(concurrency, "--concurrency")
+        raise click.UsageError(f"--{server} needs --model, the name of the model to load it with")
+    if server == "ray" and click.get_current_context().get_parameter_source("protocol").name != "DEFAULT":
+        raise click.UsageError("--protocol is Triton's; a Ray application is reached over HTTP (JSON tensors)")
+    return ServedTarget(url, model_name, protocol, server=server), parse_batches(concurrency, "--concurrency")
 
 
 served_options = option_group(
@@ -228,7 +233,14 @@ served_options = option_group(
         help="Measure a model served by Triton at URL (host:port of its gRPC or HTTP endpoint; see resnet-deploy serve), "
         "under load from closed-loop clients.",
     ),
-    click.option("--model", "model_name", default=None, help="With --triton: the served model's name."),
+    click.option(
+        "--ray",
+        metavar="URL",
+        default=None,
+        help="Measure a model of a Ray Serve application (resnet-deploy ray) at URL (http://host:port of Serve's HTTP "
+        "proxy), under load from closed-loop clients.",
+    ),
+    click.option("--model", "model_name", default=None, help="With --triton or --ray: the served model's name."),
     click.option(
         "--protocol", type=click.Choice(list(PROTOCOLS)), default="grpc", show_default=True, help="With --triton."
     ),
@@ -236,7 +248,7 @@ served_options = option_group(
         "--concurrency",
         default="1",
         show_default=True,
-        help="With --triton: clients sending at once, or a comma-separated sweep, e.g. 1,4,8.",
+        help="With --triton or --ray: clients sending at once, or a comma-separated sweep, e.g. 1,4,8.",
     ),
 )
 
@@ -321,13 +333,15 @@ def main(
     resnet-bench resnet50.onnx --backend openvino --precision bf16 --vs resnet50.onnx --batch 1,8
     resnet-bench --depth 50 --device cuda --precision fp16 --channels-last --cuda-graph --batch 32
     resnet-bench --triton localhost:8001 --model resnet50 --concurrency 1,4,8 --vs resnet50.onnx
+    resnet-bench --ray http://127.0.0.1:8000 --model resnet50 --concurrency 1,4,8 --vs resnet50.onnx
     resnet-bench resnet50.onnx --profile --plot profile.png         # where the time goes
     resnet-bench resnet50.onnx --sla-p99-ms 500 --batch 1,2,4,8,16 --json sla.json
 
     The backend follows from the file: .plan/.engine TensorRT, .onnx ONNX Runtime (or OpenVINO,
     --backend openvino), .pt/.pth PyTorch; --backend and --precision apply to the first target,
     and a --vs file runs on its own backend in FP32. The input size comes from the file. With
-    --triton, --batch is each request's batch and --vs the in-process runtime of the same file. Exit status: 0, 1 when no
+    --triton or --ray, --batch is each request's batch and --vs the in-process runtime of the same file. Exit status: 0,
+    1 when no
     batch meets --sla-p99-ms, 2 for bad input.
     """
     check_outputs(*files.paths(), profile_json, inputs=[p for p in (target, other) if p and p != "pytorch"])
@@ -368,7 +382,7 @@ def _check_analyses(profile: bool, profile_json, sla_p99_ms, served, files: Repo
     if profile and sla_p99_ms is not None:
         raise click.UsageError("--profile and --sla-p99-ms are two runs: give one of them")
     if served is not None and (profile or sla_p99_ms is not None):
-        raise click.UsageError("--profile and --sla-p99-ms measure in-process targets, not --triton")
+        raise click.UsageError("--profile and --sla-p99-ms measure in-process targets, not a server")
 
 
 def _report(run, files: ReportFiles, profile_json) -> int:
@@ -391,15 +405,17 @@ def _benchmark_served(target, other, batches, loop: LoopSettings, runtime, serve
     """`benchmark_served` with the command's options: one batch per request, the loop's warm-up and
     duration (three windows of a third of it; up to nine until stable), `--vs` the in-process file."""
     if target is not None:
-        raise click.UsageError("--triton measures a served model: give no TARGET (the in-process file goes in --vs)")
+        raise click.UsageError(
+            "--triton and --ray measure a served model: give no TARGET (the in-process file goes in --vs)"
+        )
     if other == "pytorch":
-        raise click.UsageError("with --triton, --vs names the in-process file (.onnx, .plan) of the served model")
+        raise click.UsageError("with a server, --vs names the in-process file (.onnx, .plan) of the served model")
     batch = parse_batches(batches) if batches is not None else [1]
     if len(batch) != 1:
-        raise click.UsageError("with --triton, --batch is each request's batch: one number")
+        raise click.UsageError("with a server, --batch is each request's batch: one number")
     if loop.iterations is not None or loop.warmup_iterations is not None:
         raise click.UsageError(
-            "with --triton the clients run for a time: give --duration and --warmup in seconds (0.5s), not iterations"
+            "with a server the clients run for a time: give --duration and --warmup in seconds (0.5s), not iterations"
         )
     settings = LoadSettings(warmup_seconds=loop.warmup_seconds, window_seconds=loop.duration / 3)
     vs = None if other is None else {"target": other, "options": runtime, "loop": loop}

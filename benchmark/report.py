@@ -226,15 +226,19 @@ def format_table(run: BenchmarkRun) -> str:
 
 
 def served_line(m: Measurement) -> str:
-    """What the server said of a served measurement's requests (Triton's statistics), in one line."""
+    """What the server said of a served measurement's requests (Triton's statistics; a Ray
+    application's batch per answer), in one line."""
     server = m.extra["server"]
-    parts = ", ".join(f"{name.removesuffix('_ms').replace('_', ' ')} {server[name]:.3f}" for name in SERVER_PARTS)
+    parts = ", ".join(
+        f"{name.removesuffix('_ms').replace('_', ' ')} {server[name]:.3f}" for name in SERVER_PARTS if name in server
+    )
+    parts = f"{parts} ms per request; " if parts else ""
     failed = (
         f"; {m.extra['failed']} failed ({'; '.join(m.extra['failures'])})" if m.extra["failed"] else "; none failed"
     )
     stable = "" if m.extra.get("stable") else "; throughput not stable within 10% over the windows"
     return (
-        f"server: {m.label}: {parts} ms per request; {server['inferences']:,} inferences in "
+        f"server: {m.label}: {parts}{server['inferences']:,} inferences in "
         f"{server['executions']:,} executions{failed}{stable}"
     )
 

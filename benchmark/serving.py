@@ -1,4 +1,6 @@
-"""Load on a Triton server, measured the way perf_analyzer measures it: `resnet-bench --triton`.
+"""Load on a server, measured the way perf_analyzer measures it: `resnet-bench --triton` (Triton,
+over gRPC or HTTP, through tritonclient) and `resnet-bench --ray` (a Ray Serve application of
+`resnet-deploy ray`, over the Open Inference Protocol's REST form: JSON tensors).
 
 At each concurrency, that many clients (threads, one `tritonclient` client each: the HTTP client
 is not thread-safe) send requests back to back: a closed loop. After a warm-up, measurement
@@ -7,7 +9,9 @@ counts) until the throughput of the last three is stable (each within `tolerance
 their mean) or the time runs out (three times the planned windows); the stable windows give the
 figures: throughput, latency percentiles, failed requests (counted and shown, never dropped),
 and the server's own split of each request from Triton's statistics extension (queue, compute
-input, infer, output; inferences against executions, which shows its dynamic batching).
+input, infer, output; inferences against executions, which shows its dynamic batching). A Ray
+application has no statistics extension: each answer says the batch it ran in, which gives its
+inferences against executions the same way.
 
 Inputs are random (a pool drawn before timing), of the model's own shape and type; a model that
 takes encoded images (a `_images` model) gets PNGs.
@@ -32,23 +36,34 @@ from .report import Comparison
 from .stats import LatencyStats
 
 PROTOCOLS = ("grpc", "http")
+SERVERS = ("triton", "ray")
 STAT_PARTS = ("queue", "compute_input", "compute_infer", "compute_output")
 
 
 @dataclass(frozen=True)
 class ServedTarget:
-    """A model on a Triton server, as the load generator reaches it."""
+    """A model on a server, as the load generator reaches it: Triton at host:port over `protocol`,
+    or a Ray Serve application at its HTTP address (`server="ray"`)."""
 
     url: str
     model: str
     protocol: str = "grpc"
+    server: str = "triton"
 
     def __post_init__(self) -> None:
-        if self.protocol not in PROTOCOLS:
+        if self.server not in SERVERS:
+            raise ToolkitError(f"server must be one of {', '.join(SERVERS)}, got {self.server!r}")
+        if self.server == "triton" and self.protocol not in PROTOCOLS:
             raise ToolkitError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        if self.server == "ray":
+            object.__setattr__(self, "protocol", "http")
+
+    def connection(self):
+        """A new connection (one per client thread: none of them is thread-safe)."""
+        return RestConnection(self) if self.server == "ray" else TritonConnection(self)
 
     def client(self):
-        """(the tritonclient module, a new client) of this protocol: one client per thread."""
+        """(the tritonclient module, a new client) of this protocol."""
         require("tritonclient", f"load on a Triton server over {self.protocol}")
         if self.protocol == "grpc":
             import tritonclient.grpc as grpcclient
@@ -60,7 +75,98 @@ class ServedTarget:
 
     @property
     def label(self) -> str:
-        return f"{self.model} (triton {self.protocol})"
+        return f"{self.model} (ray serve)" if self.server == "ray" else f"{self.model} (triton {self.protocol})"
+
+
+class TritonConnection:
+    """tritonclient's client: the model's metadata and config, requests, statistics."""
+
+    def __init__(self, served: ServedTarget) -> None:
+        self.served = served
+        self.library, self.client = served.client()
+        self.as_json = {"as_json": True} if served.protocol == "grpc" else {}
+
+    def describe(self) -> tuple[dict, int]:
+        """(the model's first input: name, datatype, shape without the batch axis; its max batch, 0: none)."""
+        metadata = self.client.get_model_metadata(self.served.model, **self.as_json)
+        config = self.client.get_model_config(self.served.model, **self.as_json)
+        config = config.get("config", config)
+        (first,) = metadata["inputs"][:1] or [None]
+        if first is None:
+            raise ToolkitError(f"model {self.served.model} takes no input")
+        max_batch = int(config.get("max_batch_size", 0))
+        dims = [int(d) for d in first["shape"]][1 if max_batch else 0 :]
+        return {"name": first["name"], "datatype": first["datatype"], "dims": dims}, max_batch
+
+    def infer(self, name: str, datatype: str, batch: np.ndarray) -> int | None:
+        request = self.library.InferInput(name, list(batch.shape), datatype)
+        request.set_data_from_numpy(batch)
+        self.client.infer(self.served.model, [request])
+        return None  # Triton's statistics say how it batched
+
+    def statistics(self) -> dict:
+        return _statistics(self.served, self.client)
+
+
+class RestConnection:
+    """The Open Inference Protocol's REST form over one kept-alive HTTP connection, tensors in
+    Triton's binary extension (a Ray Serve application of `resnet-deploy ray`; Triton's HTTP
+    endpoint speaks it too)."""
+
+    def __init__(self, served: ServedTarget) -> None:
+        import http.client
+        import urllib.parse
+
+        self.served = served
+        address = urllib.parse.urlsplit(served.url if "://" in served.url else f"http://{served.url}")
+        self.prefix = address.path.rstrip("/")
+        self.connection = http.client.HTTPConnection(address.hostname, address.port or 80, timeout=300)
+
+    def _request(self, method: str, path: str, body: bytes | None = None, header: int | None = None) -> dict:
+        """The answer's JSON (with the binary extension: its JSON part; the bytes after it in `binary`)."""
+        import json
+
+        headers = {"Content-Type": "application/json" if header is None else "application/octet-stream"}
+        if header is not None:
+            headers["Inference-Header-Content-Length"] = str(header)
+        self.connection.request(method, f"{self.prefix}{path}", body=body, headers=headers)
+        answer = self.connection.getresponse()
+        data = answer.read()
+        if answer.status != 200:
+            try:
+                reason = json.loads(data).get("error", "")
+            except ValueError:
+                reason = data[:200].decode(errors="replace")
+            raise ToolkitError(f"HTTP {answer.status}: {reason}")
+        split = int(answer.getheader("Inference-Header-Content-Length") or len(data))
+        self.binary = data[split:]
+        return json.loads(data[:split])
+
+    def describe(self) -> tuple[dict, int]:
+        metadata = self._request("GET", f"/v2/models/{self.served.model}")
+        (first,) = metadata.get("inputs", [])[:1] or [None]
+        if first is None:
+            raise ToolkitError(f"model {self.served.model} takes no input")
+        shape = [int(d) for d in first["shape"]]
+        batched = shape[0] == -1
+        return {"name": first["name"], "datatype": first["datatype"], "dims": shape[1:] if batched else shape}, (
+            -1 if batched else 0
+        )
+
+    def infer(self, name: str, datatype: str, batch: np.ndarray) -> int | None:
+        """One request in Triton's binary tensor extension (the JSON of a ResNet-50 input alone is
+        3 MB of text, more than the model's time); the batch the answer says it ran in."""
+        import json
+
+        data = np.ascontiguousarray(batch).astype(batch.dtype.newbyteorder("<")).tobytes()
+        tensor = {"name": name, "shape": list(batch.shape), "datatype": datatype,
+                  "parameters": {"binary_data_size": len(data)}}  # fmt: skip
+        header = json.dumps({"inputs": [tensor], "outputs": [{"parameters": {"binary_data": True}}]}).encode()
+        answer = self._request("POST", f"/v2/models/{self.served.model}/infer", header + data, header=len(header))
+        return answer.get("parameters", {}).get("batch_size")
+
+    def statistics(self) -> dict:
+        return {}
 
 
 @dataclass(frozen=True)
@@ -80,26 +186,23 @@ class LoadSettings:
 
 
 def _inputs(served: ServedTarget, batch: int, seed: int):
-    """(the model's input name, its Triton type, a pool of request batches) from its metadata."""
-    library, client = served.client()
+    """(the model's input name, its protocol type, a pool of request batches) from its metadata."""
     try:
-        metadata = client.get_model_metadata(served.model, **({"as_json": True} if served.protocol == "grpc" else {}))
-        config = client.get_model_config(served.model, **({"as_json": True} if served.protocol == "grpc" else {}))
-    except Exception as error:  # noqa: BLE001 - tritonclient raises its own exception types
+        first, max_batch = served.connection().describe()
+    except ToolkitError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the clients raise their own exception types
+        where = "Triton server" if served.server == "triton" else "Ray Serve application"
         raise ToolkitError(
-            f"the Triton server at {served.url} has no ready model {served.model!r} ({_first(error)})"
+            f"the {where} at {served.url} has no ready model {served.model!r} ({_first(error)})"
         ) from None
-    config = config.get("config", config)
-    (first,) = metadata["inputs"][:1] or [None]
-    if first is None:
-        raise ToolkitError(f"model {served.model} takes no input")
-    max_batch = int(config.get("max_batch_size", 0))
-    if max_batch and batch > max_batch:
+    if max_batch > 0 and batch > max_batch:
         raise ToolkitError(f"--batch {batch} is above model {served.model}'s max_batch_size {max_batch}")
-    dims = [int(d) for d in first["shape"]][1 if max_batch else 0 :]
-    shape = [batch, *dims] if max_batch else dims
+    shape = [batch, *first["dims"]] if max_batch else first["dims"]
     rng = np.random.default_rng(seed)
     if first["datatype"] == "BYTES":
+        if served.server == "ray":
+            raise ToolkitError(f"model {served.model} takes BYTES; the Ray application's tensors are FP32 or FP16")
         pool = [np.array([[_png(rng)] for _ in range(batch)], dtype=object) for _ in range(4)]
     else:
         dtype = {"FP32": np.float32, "FP16": np.float16}.get(first["datatype"])
@@ -129,24 +232,26 @@ class _Client(threading.Thread):
 
     def __init__(self, served: ServedTarget, name: str, datatype: str, pool: list, stop: threading.Event) -> None:
         super().__init__(daemon=True)
-        self.library, self.connection = served.client()
-        self.model, self.name, self.datatype, self.pool, self.stop = served.model, name, datatype, pool, stop
-        self.records: list[tuple[float, float, str | None]] = []  # (start, end, error or None)
+        self.connection = served.connection()
+        self.name, self.datatype, self.pool, self.stop = name, datatype, pool, stop
+        # (start, end, error or None, the batch the server ran it in where it says)
+        self.records: list[tuple[float, float, str | None, int | None]] = []
 
     def run(self) -> None:
         index = 0
         while not self.stop.is_set():
             batch = self.pool[index % len(self.pool)]
             index += 1
-            request = self.library.InferInput(self.name, list(batch.shape), self.datatype)
-            request.set_data_from_numpy(batch)
             start = time.perf_counter()
+            ran_in = None
             try:
-                self.connection.infer(self.model, [request])
+                ran_in = self.connection.infer(self.name, self.datatype, batch)
                 error = None
             except Exception as failure:  # noqa: BLE001 - every failed request is counted, with its reason
                 error = _first(failure)
-            self.records.append((start, time.perf_counter(), error))
+                if isinstance(self.connection, RestConnection):  # a broken keep-alive connection: a new one
+                    self.connection = RestConnection(self.connection.served)
+            self.records.append((start, time.perf_counter(), error, ran_in))
 
 
 def _statistics(served: ServedTarget, client) -> dict:
@@ -165,8 +270,15 @@ def _statistics(served: ServedTarget, client) -> dict:
     }
 
 
-def _server_split(before: dict, after: dict) -> dict:
-    """Per request, in ms: the server's queue and compute parts between two statistics."""
+def _server_split(before: dict, after: dict, done: list, batch: int) -> dict:
+    """Per request, in ms: the server's queue and compute parts between two statistics (Triton's);
+    without statistics (Ray), inferences and executions from the batch each answer ran in."""
+    if not before:
+        answered = [r for r in done if r[2] is None and r[3]]
+        return {
+            "inferences": len(answered) * batch,
+            "executions": round(sum(batch / r[3] for r in answered)),
+        }
     requests = max(after["success"] - before["success"], 1)
     split = {f"{part}_ms": (after[part] - before[part]) / requests / 1e6 for part in STAT_PARTS}
     return {
@@ -194,8 +306,8 @@ def measure_load(
         client.start()
     try:
         time.sleep(settings.warmup_seconds)
-        statistics = served.client()[1]
-        windows = _windows(served, lambda: _statistics(served, statistics), clients, batch, settings, progress)
+        statistics = served.connection()
+        windows = _windows(served, statistics.statistics, clients, batch, settings, progress)
     finally:
         stop.set()
         for client in clients:
@@ -219,7 +331,7 @@ def _windows(served: ServedTarget, statistics, clients, batch: int, settings: Lo
                 "latencies_ms": [(r[1] - r[0]) * 1e3 for r in ok],
                 "images_per_second": len(ok) * batch / (end - start),
                 "failed": [r[2] for r in done if r[2] is not None],
-                "server": _server_split(before, after),
+                "server": _server_split(before, after, done, batch),
             }
         )
         if progress is not None:
@@ -251,10 +363,10 @@ def _measurement(served: ServedTarget, concurrency: int, batch: int, windows: li
     )
     return Measurement(
         label=f"{served.label} c{concurrency}",
-        backend="triton",
+        backend=served.server,
         device=f"server {served.url}",
-        description=f"Triton at {served.url}, model {served.model} over {served.protocol}: {concurrency} closed-loop "
-        f"clients, batch {batch} per request",
+        description=f"{'Triton' if served.server == 'triton' else 'Ray Serve'} at {served.url}, model {served.model} "
+        f"over {served.protocol}: {concurrency} closed-loop clients, batch {batch} per request",
         batch=batch,
         iterations=len(latencies),
         warmup_iterations=0,

@@ -202,13 +202,18 @@ class Predictor:
         self, batch: np.ndarray, top_k: int = 5, sources: Sequence[str] | None = None
     ) -> list[Prediction]:
         """Top-k predictions for preprocessed inputs (N, C, H, W)."""
-        top_k = min(check_number(top_k, "top_k", integer=True, limit="top-k"), self.spec.num_classes)
         sources = list(sources) if sources is not None else [f"#{i}" for i in range(len(batch))]
         if len(sources) != len(batch):
             raise ToolkitError(f"{len(sources)} sources for a batch of {len(batch)} inputs")
-        probabilities = self.probabilities(batch, sources)
+        return self.from_logits(self._logits(batch), top_k, sources)
+
+    def from_logits(self, logits: np.ndarray, top_k: int = 5, sources: Sequence[str] | None = None) -> list[Prediction]:
+        """Top-k predictions from the model's logits (N, classes), computed elsewhere (a server's
+        batch, say): softmax probabilities, best first, with the labels."""
+        top_k = min(check_number(top_k, "top_k", integer=True, limit="top-k"), self.spec.num_classes)
+        sources = list(sources) if sources is not None else [f"#{i}" for i in range(len(logits))]
         predictions = []
-        for source, row in zip(sources, probabilities, strict=True):
+        for source, row in zip(sources, self._softmax(logits, sources), strict=True):
             order = np.argsort(-row, kind="stable")[:top_k]
             predictions.append(
                 Prediction(
@@ -223,7 +228,9 @@ class Predictor:
     def probabilities(self, batch: np.ndarray, sources: Sequence[str] | None = None) -> np.ndarray:
         """Softmax probabilities (N, classes) for preprocessed inputs (N, C, H, W); a model whose
         scores come out NaN or infinite is refused with a sentence naming it."""
-        logits = self._logits(batch)
+        return self._softmax(self._logits(batch), sources)
+
+    def _softmax(self, logits: np.ndarray, sources: Sequence[str] | None) -> np.ndarray:
         broken = ~np.isfinite(logits).all(axis=1)
         if broken.any():
             which = sources[int(np.argmax(broken))] if sources is not None else f"input #{int(np.argmax(broken))}"

@@ -436,19 +436,27 @@ def _fill_model_folder(folder: Path, served: RepositoryModel, config: TritonConf
     model.py) and labels.txt."""
     version = folder / "1"
     version.mkdir()
-    artifact = version / artifact_name(served)
-    shutil.copyfile(served.path, artifact)
-    for data in served.data_files:  # the model names its external data by file name
-        shutil.copyfile(data, version / data.name)
-    if served.platform == "tensorrt_plan" and config.backend == "python":  # the runtime checks the manifest
-        manifest = json.loads(Path(f"{served.path}.json").read_text())
-        (version / f"{artifact.name}.json").write_text(json.dumps({**manifest, "engine_file": artifact.name}, indent=2))
+    copy_artifact(served, version, with_manifest=config.backend == "python")
     if config.backend == "python":
         kind = "ImagesModel" if config.inputs[0].data_type == "TYPE_STRING" else "LogitsModel"
         (version / "model.py").write_text(_model_py(kind, config.parameters), encoding="utf-8")
     (folder / "config.pbtxt").write_text(config.to_pbtxt(), encoding="utf-8")
     if labels is not None:
         (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
+
+
+def copy_artifact(served: RepositoryModel, folder: Path, *, with_manifest: bool = True) -> Path:
+    """The artifact into `folder` as `model.onnx` (with its external data, named as the file
+    names it) or `model.plan` (with its manifest, renamed to match, where the toolkit's runtime
+    will open it and check it); its path there."""
+    artifact = folder / artifact_name(served)
+    shutil.copyfile(served.path, artifact)
+    for data in served.data_files:  # the model names its external data by file name
+        shutil.copyfile(data, folder / data.name)
+    if served.platform == "tensorrt_plan" and with_manifest:
+        manifest = json.loads(Path(f"{served.path}.json").read_text())
+        (folder / f"{artifact.name}.json").write_text(json.dumps({**manifest, "engine_file": artifact.name}, indent=2))
+    return artifact
 
 
 def _model_py(kind: str, parameters: dict[str, str]) -> str:

@@ -27,6 +27,8 @@ INSTALL = {
     "tritonclient": "pip install '.[triton]'",
     # a distribution whose files (tritonserver and its Python backend) resnet-deploy serve runs
     "pytriton": "pip install '.[serve]' (Linux x86-64, glibc 2.35 or later)",
+    "ray": "pip install '.[ray]' (Ray Serve)",
+    "kubernetes_validate": "pip install '.[dev]'",
 }
 
 

@@ -32,9 +32,7 @@ import numpy as np
 
 from toolkit.errors import ToolkitError
 
-from ..predictor import Predictor
-from ..preprocess import EncodedImage
-from ..runtimes import RuntimeOptions, backend_of, open_runtime
+from .served import ServedArtifact, ServingOptions
 
 
 def _utils():
@@ -78,33 +76,33 @@ class _PythonBackendModel:
         self.config = json.loads(args["model_config"])
         self.folder = Path(args["model_repository"])
         parameters = {k: v["string_value"] for k, v in self.config.get("parameters", {}).items()}
-        artifact = self.folder / args["model_version"] / parameters["artifact"]
         device = "cuda" if args.get("model_instance_kind") == "GPU" else "cpu"
         if device == "cuda" and int(args.get("model_instance_device_id", 0)) != 0:
             raise _utils().TritonModelException(
                 f"an instance on GPU {args['model_instance_device_id']}: the toolkit's runtimes run on the first GPU "
                 "only; start the server with one GPU visible (CUDA_VISIBLE_DEVICES=N)"
             )
-        backend = parameters.get("runtime") or backend_of(artifact)  # "openvino", or the file's own backend
-        options = RuntimeOptions(
+        options = ServingOptions(
             device=device,
             max_batch=max(self.config["max_batch_size"], 1),  # device buffers, where the backend has them
+            backend=parameters.get("runtime"),  # "openvino", or None: the file's own backend
             precision=parameters.get("precision", "fp32"),
         )
-        self.runtime = open_runtime(artifact, options.honoured_by(backend), backend=backend)
+        labels = self.folder / "labels.txt"
+        self.served = ServedArtifact(
+            self.folder / args["model_version"] / parameters["artifact"],
+            options,
+            name=self.config["name"],
+            labels=labels if labels.is_file() else None,
+        )
         self.parameters = parameters
-        self._warm_up()
-
-    def _warm_up(self) -> None:
-        """One batch run (and under NumPy 2 torch imported, for DLPack) before the model says it is
-        ready, so that the first request does not pay for them."""
         if not NUMPY_BRIDGE_WORKS:
-            import torch.utils.dlpack  # noqa: F401
+            import torch.utils.dlpack  # noqa: F401 - before the model says it is ready, as the first run
 
-        self.runtime.run(self.runtime.random_input(self.runtime.batch_range[0]))
+        self.served.warm_up()
 
     def finalize(self) -> None:
-        self.runtime.close()
+        self.served.close()
 
     def execute(self, requests: list) -> list:
         """Each request checked (`_input`), the good ones run as one batch (`_run`), each answered
@@ -131,29 +129,18 @@ class _PythonBackendModel:
 class LogitsModel(_PythonBackendModel):
     """The artifact's own tensors (see the module docstring)."""
 
-    def initialize(self, args: dict) -> None:
-        super().initialize(args)
-        self.limit = self.runtime.batch_range[1] or self.config["max_batch_size"] or None
-
     def _input(self, request) -> np.ndarray:
-        tensor = _utils().get_input_tensor_by_name(request, self.runtime.input_name)
+        name = self.served.runtime.input_name
+        tensor = _utils().get_input_tensor_by_name(request, name)
         if tensor is None:
-            raise ToolkitError(f"the request has no tensor {self.runtime.input_name!r}")
-        array = to_numpy(tensor)
-        if array.dtype != self.runtime.input_dtype:
-            raise ToolkitError(
-                f"{self.runtime.input_name} is {array.dtype}; this model takes {self.runtime.input_dtype}"
-            )
-        return self.runtime.check_input(array)
+            raise ToolkitError(f"the request has no tensor {name!r}")
+        return self.served.tensor(to_numpy(tensor))
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        """The runtime on `batch`, in pieces no larger than it takes (one execution may gather
-        more requests than an engine's batch range holds)."""
-        step = self.limit or len(batch)
-        return np.concatenate([self.runtime.run(batch[i : i + step]) for i in range(0, len(batch), step)])
+        return self.served.logits(batch)
 
     def _response(self, logits: np.ndarray):
-        return _utils().InferenceResponse(output_tensors=[from_numpy(self.runtime.output_name, logits)])
+        return _utils().InferenceResponse(output_tensors=[from_numpy(self.served.runtime.output_name, logits)])
 
 
 class ImagesModel(_PythonBackendModel):
@@ -166,26 +153,17 @@ class ImagesModel(_PythonBackendModel):
                 f"{np.__version__}; install numpy<2 in the server's Python environment"
             )
         super().initialize(args)
-        labels = self.folder / "labels.txt"
-        self.predictor = Predictor.from_runtime(
-            self.runtime, name=self.config["name"], labels=labels if labels.is_file() else None
-        )
+        self.served.predictor  # noqa: B018 - the recipe is read before the model says it is ready
         self.top_k = int(self.parameters.get("top_k", 5))
 
     def _run(self, batch: np.ndarray) -> list:
-        return self.predictor.predict_arrays(batch, top_k=self.top_k)
+        return self.served.classify(batch, top_k=self.top_k)
 
     def _input(self, request) -> np.ndarray:
         tensor = _utils().get_input_tensor_by_name(request, "image")
         if tensor is None:
             raise ToolkitError("the request has no tensor 'image'")
-        items = tensor.as_numpy().reshape(-1)
-        return np.stack(
-            [
-                self.predictor.preprocess(EncodedImage(bytes(item), f"image {i} of the request"))
-                for i, item in enumerate(items)
-            ]
-        )
+        return self.served.images(list(tensor.as_numpy().reshape(-1)))
 
     def _response(self, predictions: list):
         indices = np.array([p.indices for p in predictions], dtype=np.int64)

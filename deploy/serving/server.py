@@ -107,22 +107,28 @@ def server_files() -> ServerFiles:
     return files
 
 
-def check_repository(repository: Path) -> list[str]:
-    """The models of a repository (their folder names), after checking that the bundled server can
-    load each: it has only the Python backend."""
+def model_backends(repository: Path) -> dict[str, str]:
+    """The models of a repository (their folder names) with the Triton backend each needs."""
+    repository = Path(repository)
     if not repository.is_dir():
         raise ToolkitError(f"model repository {repository} {'is a file' if repository.exists() else 'does not exist'}")
     models = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file())
     if not models:
         raise ToolkitError(f"{repository} holds no model (no NAME/config.pbtxt); write one with resnet-deploy triton")
-    for name in models:
-        backend = _backend_of(repository / name / "config.pbtxt")
+    return {name: _backend_of(repository / name / "config.pbtxt") for name in models}
+
+
+def check_repository(repository: Path) -> list[str]:
+    """The models of a repository (their folder names), after checking that the bundled server can
+    load each: it has only the Python backend."""
+    models = model_backends(repository)
+    for name, backend in models.items():
         if backend != "python":
             raise ToolkitError(
                 f"model {name} needs Triton's {backend} backend, which only NVIDIA's Triton container has "
                 f"(this server has the Python backend); resnet-deploy triton --triton-backend python serves it here"
             )
-    return models
+    return list(models)
 
 
 def _backend_of(config: Path) -> str:

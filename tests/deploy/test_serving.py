@@ -442,3 +442,22 @@ def test_a_model_that_fails_to_load_is_one_sentence_with_the_servers_words(tmp_p
     assert line.startswith("resnet-deploy: model d did not load: ONNX Runtime cannot load "), line
     assert "NVML" not in line and "DCGM" not in line
     assert served_processes(repository) == []
+
+
+def test_the_autoscaling_rule_reads_metrics_this_tritonserver_exports(server):
+    """`resnet-deploy kubernetes`'s prometheus-adapter rule names Triton's counters: each must be in
+    the real server's /metrics (the same tritonserver code as NVIDIA's container)."""
+    import re
+    import urllib.request
+
+    from deploy.kubernetes import METRICS, adapter_rule
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{server['ports'][2]}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    exported = {
+        re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines() if line and not line.startswith("#")
+    }
+    (rule,) = adapter_rule()["rules"]["custom"]
+    named = set(re.findall(r"\bnv_[a-z_]+", rule["seriesQuery"] + rule["metricsQuery"]))
+    assert named == set(METRICS)
+    assert named <= exported, sorted(exported)[:20]

@@ -1,0 +1,308 @@
+"""Kubernetes manifests for NVIDIA's Triton container serving a repository `resnet-deploy triton`
+wrote: `resnet-deploy kubernetes REPOSITORY -o DIR`.
+
+    DIR/triton.yaml                     Deployment, Service (HTTP, gRPC), Service (metrics), HorizontalPodAutoscaler
+    DIR/prometheus-adapter-values.yaml  the rule that turns Triton's counters into the HPA's metric
+    DIR/inferenceservice.yaml           KServe's InferenceService: the same repository, KServe's way
+    DIR/README.md                       the commands
+
+The Deployment runs `tritonserver` from NVIDIA's image on the repository (a PersistentVolumeClaim
+mounted read-only, or an object-store URI Triton reads itself), with `nvidia.com/gpu` limits and
+readiness/liveness on Triton's `/v2/health/ready` and `/v2/health/live`. The autoscaler scales
+on the time a request waits in Triton's queue: the rate of `nv_inference_queue_duration_us` over
+the rate of `nv_inference_request_success`, summed per pod, i.e. the queue time per request
+weighted by each model's traffic (NVIDIA's chart divides per-model deltas and averages those, on
+the removed `autoscaling/v2beta2`; Triton issue 8979 reports that it under-reports).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import ToolkitError
+from toolkit.files import check_replaceable_folder, publish_folder
+from toolkit.numbers import check_number
+from toolkit.yaml_text import dump, dump_all
+
+DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:26.06-py3"
+QUEUE_METRIC = "nv_inference_queue_duration_us"
+SUCCESS_METRIC = "nv_inference_request_success"
+HPA_METRIC = "triton_queue_time_per_request_us"
+METRICS = (QUEUE_METRIC, SUCCESS_METRIC)  # what the rule reads from Triton's /metrics
+MANIFEST = "triton.yaml"
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class KubernetesOptions:
+    """Where the repository lives, the image, GPUs per pod and the autoscaler's range and target."""
+
+    name: str | None = None  # None: the model's name (the repository folder's, for several), as a DNS label
+    storage_uri: str | None = None  # pvc://CLAIM[/PATH], s3://, gs://, as://; None: pvc://NAME-models
+    image: str | None = None  # None: DEFAULT_IMAGE, unless engines need the release that built them
+    gpus: int = 1
+    min_replicas: int = 1
+    max_replicas: int = 4
+    queue_time_us: int = 50_000
+    namespace: str | None = None
+
+    def __post_init__(self) -> None:
+        check_number(self.gpus, "--gpus", integer=True, low=0, high=64)
+        check_number(self.min_replicas, "--min-replicas", integer=True, low=1, high=10_000)
+        check_number(self.max_replicas, "--max-replicas", integer=True, low=1, high=10_000)
+        if self.max_replicas < self.min_replicas:
+            raise ToolkitError(f"--max-replicas {self.max_replicas} is below --min-replicas {self.min_replicas}")
+        check_number(self.queue_time_us, "--queue-time-us", integer=True, low=1, high=3_600_000_000)
+        if self.storage_uri is not None and not re.match(r"^(pvc|s3|gs|as)://[^\s]+$", self.storage_uri):
+            raise ToolkitError(
+                f"--storage-uri must be pvc://CLAIM[/PATH], s3://, gs:// or as:// (where Triton or KServe read "
+                f"the repository), got {self.storage_uri!r}"
+            )
+        if self.image is not None and (not self.image or any(c.isspace() for c in self.image)):
+            raise ToolkitError(f"--image must name an image, got {self.image!r}")
+
+
+@dataclass(frozen=True)
+class RepositoryFacts:
+    """What the manifests need of a repository: its models with their Triton backends, and the
+    TensorRT release its engines were built with (None without engines)."""
+
+    models: dict[str, str]
+    tensorrt: str | None
+
+
+def read_repository(repository: Path) -> RepositoryFacts:
+    from .serving.server import model_backends
+
+    models = model_backends(repository)
+    python = [name for name, backend in models.items() if backend == "python"]
+    if python:
+        raise ToolkitError(
+            f"model {python[0]} runs on Triton's Python backend with this toolkit inside, which NVIDIA's container "
+            "lacks; write the repository with the platform backend (resnet-deploy triton MODEL --repository DIR)"
+        )
+    releases = set()
+    for name, backend in models.items():
+        if backend == "tensorrt":
+            for manifest in (repository / name).glob("*/model.plan.json"):
+                releases.add(json.loads(manifest.read_text())["environment"]["tensorrt_version"])
+    if len(releases) > 1:
+        raise ToolkitError(
+            f"the repository's engines were built with TensorRT {', '.join(sorted(releases))}; one Triton "
+            "release runs one TensorRT: rebuild them with one"
+        )
+    return RepositoryFacts(models, next(iter(releases), None))
+
+
+def _image(facts: RepositoryFacts, options: KubernetesOptions) -> str:
+    if options.image is not None:
+        return options.image
+    if facts.tensorrt is not None:
+        raise ToolkitError(
+            f"the repository's engines were built with TensorRT {facts.tensorrt}, and run only in the Triton "
+            "release that ships it: give --image nvcr.io/nvidia/tritonserver:<release>-py3 of that release "
+            "(NVIDIA's Frameworks Support Matrix lists each release's TensorRT)"
+        )
+    return DEFAULT_IMAGE
+
+
+def triton_objects(name: str, facts: RepositoryFacts, options: KubernetesOptions, image: str) -> list[dict]:
+    """The Deployment, the two Services and the HorizontalPodAutoscaler."""
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "triton"}
+    metadata = {"name": name, "labels": labels} | ({"namespace": options.namespace} if options.namespace else {})
+    return [
+        _deployment(metadata, labels, options, image),
+        *_services(metadata, labels),
+        _autoscaler(metadata, options),
+    ]
+
+
+def _repository_volume(options: KubernetesOptions, name: str) -> tuple[list[dict], list[dict], str]:
+    """(volumes, mounts, the path or URI tritonserver reads): a claim mounted read-only at
+    /models, or an object store Triton reads itself; /dev/shm in memory for its tensors."""
+    storage = options.storage_uri or f"pvc://{name}-models"
+    volumes, mounts, repository = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}], [], storage
+    if storage.startswith("pvc://"):
+        claim, _, sub = storage.removeprefix("pvc://").partition("/")
+        volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        mounts.append({"name": "models", "mountPath": "/models", "readOnly": True})
+        repository = "/models" + (f"/{sub.strip('/')}" if sub.strip("/") else "")
+    mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    return volumes, mounts, repository
+
+
+def _deployment(metadata: dict, labels: dict, options: KubernetesOptions, image: str) -> dict:
+    volumes, mounts, repository = _repository_volume(options, metadata["name"])
+    limits = {"cpu": "4", "memory": "8Gi"} | ({"nvidia.com/gpu": str(options.gpus)} if options.gpus else {})
+    probe = {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5, "failureThreshold": 3}
+    container = {
+        "name": "tritonserver",
+        "image": image,
+        "command": ["tritonserver"],
+        "args": [f"--model-repository={repository}", "--strict-readiness=true", "--allow-metrics=true"],
+        "ports": [
+            {"name": "http", "containerPort": 8000},
+            {"name": "grpc", "containerPort": 8001},
+            {"name": "metrics", "containerPort": 8002},
+        ],
+        "startupProbe": probe | {"failureThreshold": 60},  # loading models may take minutes
+        "readinessProbe": probe,
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": limits},
+        "volumeMounts": mounts,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": options.min_replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container], "volumes": volumes}},
+        },
+    }
+
+
+def _services(metadata: dict, labels: dict) -> list[dict]:
+    """HTTP and gRPC; metrics apart, annotated for Prometheus' scraping."""
+    ports = [{"name": "http", "port": 8000, "targetPort": "http"}, {"name": "grpc", "port": 8001, "targetPort": "grpc"}]
+    scrape = {"prometheus.io/scrape": "true", "prometheus.io/port": "8002", "prometheus.io/path": "/metrics"}
+    return [
+        {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": {"selector": labels, "ports": ports}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": metadata | {"name": f"{metadata['name']}-metrics", "annotations": scrape},
+            "spec": {"selector": labels, "ports": [{"name": "metrics", "port": 8002, "targetPort": "metrics"}]},
+        },
+    ]
+
+
+def _autoscaler(metadata: dict, options: KubernetesOptions) -> dict:
+    target = {"type": "AverageValue", "averageValue": str(options.queue_time_us)}
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata,
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": metadata["name"]},
+            "minReplicas": options.min_replicas,
+            "maxReplicas": options.max_replicas,
+            "metrics": [{"type": "Pods", "pods": {"metric": {"name": HPA_METRIC}, "target": target}}],
+        },
+    }
+
+
+def adapter_rule() -> dict:
+    """prometheus-adapter's custom-metrics rule (its Helm chart's `rules.custom`) for the HPA's
+    metric: per pod, the queue time per request, weighted by traffic (see the module docstring)."""
+    matchers = "<<.LabelMatchers>>"
+    query = (
+        f"sum(rate({QUEUE_METRIC}{{{matchers}}}[1m])) by (<<.GroupBy>>) / "
+        f"clamp_min(sum(rate({SUCCESS_METRIC}{{{matchers}}}[1m])) by (<<.GroupBy>>), 0.001)"
+    )
+    return {
+        "rules": {
+            "custom": [
+                {
+                    "seriesQuery": f'{QUEUE_METRIC}{{namespace!="",pod!=""}}',
+                    "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+                    "name": {"matches": QUEUE_METRIC, "as": HPA_METRIC},
+                    "metricsQuery": query,
+                }
+            ]
+        }
+    }
+
+
+def inference_service(name: str, options: KubernetesOptions, image: str) -> dict:
+    """KServe's InferenceService (serving.kserve.io/v1beta1) of the same repository: the `triton`
+    model format, the repository's URI, the runtime version of the image's tag."""
+    tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
+    limits = {"cpu": "4", "memory": "8Gi"} | ({"nvidia.com/gpu": str(options.gpus)} if options.gpus else {})
+    metadata = {"name": name} | ({"namespace": options.namespace} if options.namespace else {})
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": metadata,
+        "spec": {
+            "predictor": {
+                "minReplicas": options.min_replicas,
+                "maxReplicas": options.max_replicas,
+                "model": {
+                    "modelFormat": {"name": "triton"},
+                    "runtimeVersion": tag,
+                    "storageUri": options.storage_uri or f"pvc://{name}-models",
+                    "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": limits},
+                },
+            }
+        },
+    }
+
+
+def write_kubernetes(
+    repository: str | Path, output: str | Path, options: KubernetesOptions = KubernetesOptions(), *, force: bool = False
+) -> Path:
+    """Write the manifests for `repository` into `output` (see the module docstring); an existing
+    folder is refused unless `force` and this command wrote it."""
+    repository, output = Path(repository), Path(output)
+    facts = read_repository(repository)
+    if options.gpus == 0 and "tensorrt" in facts.models.values():
+        raise ToolkitError("the repository holds TensorRT engines, which run on GPUs: give --gpus 1 or more")
+    own = next(iter(facts.models)) if len(facts.models) == 1 else repository.resolve().name  # one model: its name
+    name = options.name or re.sub(r"[^a-z0-9-]+", "-", own.lower()).strip("-") or "triton"
+    if not DNS_LABEL.match(name) or len(name) > 50:
+        raise ToolkitError(
+            f"--name must be lower-case letters, digits and '-' (a DNS label of at most 50), got {name!r}"
+        )
+    image = _image(facts, options)
+    check_replaceable_folder(
+        output, force=force, is_ours=_is_ours, what="set of Kubernetes manifests", inputs=[repository]
+    )
+    with publish_folder(output, replace=_is_ours if output.exists() else None) as folder:
+        (folder / MANIFEST).write_text(
+            _header(facts) + dump_all(triton_objects(name, facts, options, image)), encoding="utf-8"
+        )
+        (folder / "prometheus-adapter-values.yaml").write_text(dump(adapter_rule()), encoding="utf-8")
+        (folder / "inferenceservice.yaml").write_text(dump(inference_service(name, options, image)), encoding="utf-8")
+        (folder / "README.md").write_text(_readme(name, facts, options), encoding="utf-8")
+    return output
+
+
+def _is_ours(folder: Path) -> bool:
+    manifest = folder / MANIFEST
+    return manifest.is_file() and manifest.read_text(errors="replace").startswith(
+        "# Written by resnet-deploy kubernetes"
+    )
+
+
+def _header(facts: RepositoryFacts) -> str:
+    engines = f"; engines built with TensorRT {facts.tensorrt}" if facts.tensorrt else ""
+    return f"# Written by resnet-deploy kubernetes: models {', '.join(sorted(facts.models))}{engines}\n"
+
+
+def _readme(name: str, facts: RepositoryFacts, options: KubernetesOptions) -> str:
+    storage = options.storage_uri or f"pvc://{name}-models"
+    return f"""# {name}: Triton on Kubernetes
+
+Written by `resnet-deploy kubernetes` for the models {", ".join(sorted(facts.models))}. Not run here:
+the manifests are checked against Kubernetes' schemas (and KServe's CRD) by the toolkit's tests.
+
+1. Put the repository where the pods read it ({storage}): a PersistentVolumeClaim holding the
+   repository folder, or an object store Triton reads itself (s3://, gs://, as://).
+2. `kubectl apply -f {MANIFEST}`: the Deployment (NVIDIA's Triton container, {options.gpus} GPU(s) a pod),
+   Services `{name}` (HTTP 8000, gRPC 8001) and `{name}-metrics` (8002, scraped by Prometheus),
+   and the HorizontalPodAutoscaler ({options.min_replicas} to {options.max_replicas} pods, on {options.queue_time_us} us of
+   queue time per request).
+3. The autoscaler's metric comes from prometheus-adapter:
+   `helm upgrade --install prometheus-adapter prometheus-community/prometheus-adapter -f prometheus-adapter-values.yaml`.
+
+Or, with KServe instead of steps 2 and 3: `kubectl apply -f inferenceservice.yaml`.
+"""

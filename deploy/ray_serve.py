@@ -1,0 +1,310 @@
+"""Ray Serve applications: `resnet-deploy ray MODEL --app-dir DIR`.
+
+    DIR/model.onnx (or model.plan with its manifest)   the artifact, as validated
+    DIR/labels.txt                                     with --labels
+    DIR/app.py                                         `serve run app:app` from DIR (development)
+    DIR/serve_config.yaml                              `serve deploy serve_config.yaml --address http://HEAD:8265`
+    DIR/rayservice.yaml                                KubeRay's RayService carrying the same application
+    DIR/Dockerfile                                     the image that RayService runs: Ray, the toolkit, DIR
+    DIR/README.md                                      the commands
+
+The application is the toolkit's own (`deploy.serving.ray_app`, its builder named by
+`import_path`), so every node needs the toolkit installed, as every Triton server needs it for the
+Python backend; the config's `args` say which artifact it opens and how. `serve_config.yaml` names
+the artifact by its absolute path here (a cluster on this machine, or machines that see DIR at
+the same path); the RayService names it where the Dockerfile puts it in the image.
+"""
+
+from __future__ import annotations
+
+import json
+import pprint
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import ToolkitError
+from toolkit.files import check_replaceable_folder, publish_folder
+from toolkit.numbers import LIMITS, check_number
+from toolkit.yaml_text import dump
+
+from .artifacts.labels import resolve_labels
+from .triton import check_model_name, copy_artifact, read_repository_model
+
+CONFIG_NAME = "serve_config.yaml"
+IMPORT_PATH = "deploy.serving.ray_app:build"
+DEPLOYMENT = "ResNet"
+RAY_VERSION = "2.60.0"  # the release the tests run; the image's Ray must be the cluster's
+PROXY_LOCATIONS = ("EveryNode", "HeadOnly", "Disabled")
+IMAGE_HOME = "/home/ray/app"  # where the Dockerfile puts the application in the image
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How Ray Serve runs the model: replicas and autoscaling, batching, resources per replica,
+    what runs an ONNX file, and where Serve's HTTP proxy listens."""
+
+    min_replicas: int = 1
+    max_replicas: int = 2
+    target_ongoing_requests: float = 2.0  # Ray's default
+    upscale_delay_s: float = 30.0  # Ray's default
+    downscale_delay_s: float = 600.0  # Ray's default
+    look_back_s: float = 30.0  # Ray's default: the window the ongoing requests are averaged over
+    max_batch: int = 32
+    batch_wait_ms: float = 5.0
+    cpus_per_replica: float = 1.0
+    gpus_per_replica: float = 0.0
+    backend: str | None = None  # "openvino" runs an ONNX file in OpenVINO; None: the file's own
+    precision: str = "fp32"  # with backend "openvino": fp32 or bf16
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    proxy_location: str = "EveryNode"  # "HeadOnly" where several nodes share one host
+    ray_image: str = f"rayproject/ray:{RAY_VERSION}-py311"
+
+    def __post_init__(self) -> None:
+        check_number(self.min_replicas, "--min-replicas", integer=True, low=0, high=10_000)
+        check_number(self.max_replicas, "--max-replicas", integer=True, low=1, high=10_000)
+        if self.max_replicas < self.min_replicas:
+            raise ToolkitError(f"--max-replicas {self.max_replicas} is below --min-replicas {self.min_replicas}")
+        check_number(self.target_ongoing_requests, "--target-ongoing-requests", low=0, low_open=True, high=10_000)
+        check_number(self.upscale_delay_s, "--upscale-delay-s", limit="seconds")
+        check_number(self.downscale_delay_s, "--downscale-delay-s", limit="seconds")
+        check_number(self.look_back_s, "--look-back-s", low=1, high=LIMITS["seconds"][1])
+        check_number(self.max_batch, "--max-batch", integer=True, low=1, high=4096)
+        check_number(self.batch_wait_ms, "--batch-wait-ms", low=0, high=60_000)
+        check_number(self.cpus_per_replica, "--cpus-per-replica", low=0, high=1024)
+        check_number(self.gpus_per_replica, "--gpus-per-replica", low=0, high=64)
+        check_number(self.http_port, "--http-port", integer=True, low=1, high=65535)
+        if self.proxy_location not in PROXY_LOCATIONS:
+            raise ToolkitError(
+                f"--proxy-location must be one of {', '.join(PROXY_LOCATIONS)}, got {self.proxy_location!r}"
+            )
+        if self.backend not in (None, "onnxruntime", "openvino", "tensorrt"):
+            raise ToolkitError(f"a replica runs a file in onnxruntime, openvino or tensorrt, not {self.backend!r}")
+        if self.backend == "openvino" and self.gpus_per_replica:
+            raise ToolkitError("OpenVINO runs on the CPU: --backend openvino takes no --gpus-per-replica")
+        if self.precision not in ("fp32", "bf16") or (self.precision != "fp32" and self.backend != "openvino"):
+            raise ToolkitError("--precision names OpenVINO's arithmetic (fp32 or bf16): add --backend openvino")
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpus_per_replica > 0 else "cpu"
+
+
+def serve_config(name: str, artifact: str, options: RayOptions, labels: str | None) -> dict:
+    """Ray Serve's config file (`serve deploy`): the application, its args, its deployment's
+    replicas, autoscaling, batching room and resources."""
+    args = {
+        "artifact": artifact,
+        "name": name,
+        "labels": labels,
+        "backend": options.backend,
+        "precision": options.precision,
+        "device": options.device,
+        "max_batch": options.max_batch,
+        "batch_wait_ms": options.batch_wait_ms,
+    }
+    autoscaling = {
+        "min_replicas": options.min_replicas,
+        "initial_replicas": max(options.min_replicas, 1),
+        "max_replicas": options.max_replicas,
+        "target_ongoing_requests": options.target_ongoing_requests,
+        "upscale_delay_s": options.upscale_delay_s,
+        "downscale_delay_s": options.downscale_delay_s,
+        "look_back_period_s": options.look_back_s,
+    }
+    deployment = {
+        "name": DEPLOYMENT,
+        # A replica takes more requests than its batch at once, or `serve.batch` never fills a batch.
+        "max_ongoing_requests": max(options.max_batch, 2 * int(options.target_ongoing_requests) + 1),
+        "autoscaling_config": autoscaling,
+        "ray_actor_options": {"num_cpus": options.cpus_per_replica, "num_gpus": options.gpus_per_replica},
+    }
+    application = {
+        "name": name,
+        "route_prefix": "/",
+        "import_path": IMPORT_PATH,
+        "args": {k: v for k, v in args.items() if v is not None},
+        "deployments": [deployment],
+    }
+    return {
+        "proxy_location": options.proxy_location,
+        "http_options": {"host": options.http_host, "port": options.http_port},
+        "applications": [application],
+    }
+
+
+def ray_service(name: str, config: dict, options: RayOptions) -> dict:
+    """KubeRay's RayService (ray.io/v1) for the same application: `serveConfigV2` is the serve
+    config (the artifact where the Dockerfile puts it), `rayClusterConfig` a head that runs no
+    replicas and a worker group sized by the replica range, each worker the resources of one
+    replica."""
+    in_image = json.loads(json.dumps(config))
+    args = in_image["applications"][0]["args"]
+    args["artifact"] = f"{IMAGE_HOME}/{Path(args['artifact']).name}"
+    if "labels" in args:
+        args["labels"] = f"{IMAGE_HOME}/labels.txt"
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": name.lower().replace("_", "-").replace(".", "-")},
+        "spec": {
+            "serveConfigV2": dump({"applications": in_image["applications"]}),
+            "rayClusterConfig": {
+                "rayVersion": RAY_VERSION,
+                "enableInTreeAutoscaling": options.max_replicas > max(options.min_replicas, 1),
+                "headGroupSpec": _head_group(image_name(name)),
+                "workerGroupSpecs": [_worker_group(image_name(name), options)],
+            },
+        },
+    }
+
+
+def _head_group(image: str) -> dict:
+    ports = [(6379, "gcs-server"), (8265, "dashboard"), (10001, "client"), (8000, "serve")]
+    container = {
+        "name": "ray-head",
+        "image": image,
+        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
+        "ports": [{"containerPort": port, "name": label} for port, label in ports],
+    }
+    # Replicas run on the workers (num-cpus 0 here).
+    return {
+        "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+        "template": {"spec": {"containers": [container]}},
+    }
+
+
+def _worker_group(image: str, options: RayOptions) -> dict:
+    resources = {"cpu": _quantity(max(options.cpus_per_replica, 1)), "memory": "2Gi"}
+    gpus = {"nvidia.com/gpu": _quantity(options.gpus_per_replica)} if options.gpus_per_replica else {}
+    container = {"name": "ray-worker", "image": image, "resources": {"requests": resources, "limits": resources | gpus}}
+    return {
+        "groupName": "replicas",
+        "replicas": max(options.min_replicas, 1),
+        "minReplicas": max(options.min_replicas, 1),
+        "maxReplicas": options.max_replicas,
+        "rayStartParams": {},
+        "template": {"spec": {"containers": [container]}},
+    }
+
+
+def image_name(name: str) -> str:
+    """The image the Dockerfile builds and the RayService runs (image names are lower-case)."""
+    return f"{name.lower()}-ray:latest"
+
+
+def _quantity(value: float) -> str:
+    """A Kubernetes quantity: "1", "0.5"."""
+    return f"{value:g}"
+
+
+def write_ray_app(
+    model: str | Path,
+    app_dir: str | Path,
+    name: str | None = None,
+    options: RayOptions = RayOptions(),
+    *,
+    labels: str | Path | Sequence[str] | None = None,
+    force: bool = False,
+) -> Path:
+    """Write the application folder (see the module docstring) and return it. An existing folder
+    is refused unless `force` and it is one this command wrote (it has a `serve_config.yaml`
+    naming this toolkit's application)."""
+    served = read_repository_model(model)
+    if name is not None and not name:
+        raise ToolkitError("the application name is empty; give --name a name, or leave it out for the model's own")
+    name = check_model_name(name or served.default_name)
+    if served.platform == "tensorrt_plan" and options.gpus_per_replica <= 0:
+        raise ToolkitError(f"{served.path.name} is a TensorRT engine, which runs on a GPU: give --gpus-per-replica 1")
+    if served.platform == "tensorrt_plan" and options.backend == "openvino":
+        raise ToolkitError(f"{served.path.name} is an engine: OpenVINO runs ONNX files")
+    label_list = resolve_labels(labels, served.output.shape[-1])
+    app_dir = Path(app_dir)
+    inputs = [served.path] + ([labels] if isinstance(labels, (str, Path)) else [])
+    check_replaceable_folder(app_dir, force=force, is_ours=_is_ray_app, what="Ray Serve application", inputs=inputs)
+    final = app_dir.resolve()
+    with publish_folder(app_dir, replace=_is_ray_app if app_dir.exists() else None) as folder:
+        artifact = copy_artifact(served, folder)
+        label_path = None
+        if label_list is not None:
+            (folder / "labels.txt").write_text("\n".join(label_list) + "\n", encoding="utf-8")
+            label_path = str(final / "labels.txt")
+        config = serve_config(name, str(final / artifact.name), options, label_path)
+        (folder / CONFIG_NAME).write_text(
+            "# Ray Serve config written by resnet-deploy ray: serve deploy serve_config.yaml --address http://HEAD:8265\n"
+            + dump(config),
+            encoding="utf-8",
+        )
+        (folder / "rayservice.yaml").write_text(dump(ray_service(name, config, options)), encoding="utf-8")
+        (folder / "app.py").write_text(_app_py(config), encoding="utf-8")
+        (folder / "Dockerfile").write_text(_dockerfile(name, options), encoding="utf-8")
+        (folder / "README.md").write_text(_readme(name, options), encoding="utf-8")
+    return app_dir
+
+
+def _is_ray_app(folder: Path) -> bool:
+    config = folder / CONFIG_NAME
+    return config.is_file() and IMPORT_PATH in config.read_text(encoding="utf-8", errors="replace")
+
+
+def _app_py(config: dict) -> str:
+    application = config["applications"][0]
+    args = dict(application["args"], artifact=Path(application["args"]["artifact"]).name)
+    if "labels" in args:
+        args["labels"] = "labels.txt"
+    return f'''"""The Ray Serve application written by `resnet-deploy ray`: `serve run app:app` in this folder
+serves the artifact beside this file (resnet-deploy-toolkit must be installed; Python
+{sys.version_info.major}.{sys.version_info.minor} wrote it). `serve deploy serve_config.yaml` runs the same application
+on a cluster, with the replicas and autoscaling that config gives."""
+
+from pathlib import Path
+
+from deploy.serving.ray_app import build
+
+HERE = Path(__file__).resolve().parent
+ARGS = {pprint.pformat(args, sort_dicts=False)}
+ARGS["artifact"] = str(HERE / ARGS["artifact"])
+if "labels" in ARGS:
+    ARGS["labels"] = str(HERE / ARGS["labels"])
+app = build(ARGS)
+'''
+
+
+def _dockerfile(name: str, options: RayOptions) -> str:
+    extras = ",".join(
+        ["gpu" if options.gpus_per_replica else "cpu", "images"]
+        + (["openvino"] if options.backend == "openvino" else [])
+    )
+    return f"""# The image rayservice.yaml runs ({image_name(name)}): Ray {RAY_VERSION}, the toolkit, this folder.
+# Build it from a folder that holds this application as app/ and the toolkit as resnet-deploy-toolkit/:
+#   docker build -t {image_name(name)} -f app/Dockerfile .
+FROM {options.ray_image}
+COPY --chown=ray resnet-deploy-toolkit /home/ray/resnet-deploy-toolkit
+RUN pip install --no-cache-dir '/home/ray/resnet-deploy-toolkit[{extras}]'
+COPY --chown=ray app {IMAGE_HOME}
+"""
+
+
+def _readme(name: str, options: RayOptions) -> str:
+    return f"""# {name} on Ray Serve
+
+Written by `resnet-deploy ray`. Every node of the cluster needs resnet-deploy-toolkit installed
+(`pip install '.[ray,cpu,images]'` from a copy of it) and this folder at the same path.
+
+On one machine, for development: `serve run app:app` in this folder.
+
+On a cluster:
+
+    ray start --head --port 6379 --dashboard-host 0.0.0.0      # on the head machine
+    ray start --address HEAD:6379                              # on each other machine
+    serve deploy {CONFIG_NAME} --address http://HEAD:8265       # from anywhere that reaches the head
+
+Then `POST http://HOST:{options.http_port}/v2/models/{name}/infer` (Open Inference Protocol, JSON
+tensors) or `POST http://HOST:{options.http_port}/v2/models/{name}/classify` (one JPEG or PNG as the
+body). Replicas: {options.min_replicas} to {options.max_replicas}, scaled on {options.target_ongoing_requests:g}
+ongoing requests each.
+
+On Kubernetes with KubeRay: build the image (Dockerfile), then `kubectl apply -f rayservice.yaml`.
+"""

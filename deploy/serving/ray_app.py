@@ -1,0 +1,252 @@
+"""The Ray Serve application `resnet-deploy ray` writes: `build` is its application builder
+(`import_path: deploy.serving.ray_app:build`, its `args` from `serve_config.yaml`).
+
+Each replica opens the artifact with the toolkit's own runtime (`ServedArtifact`: ONNX, INT8,
+OpenVINO BF16 and engines serve what was validated) and answers, under the route prefix:
+
+- `POST /v2/models/NAME/infer`: the Open Inference Protocol's REST form, as Triton and KServe
+  accept it: `{"inputs": [{"name", "shape", "datatype", "data"}]}` with the file's own input name,
+  shape and type (FP32 or FP16), `data` flat in row-major order (or nested); the answer carries the
+  logits as `outputs` and, in `parameters`, the batch the request ran in (`batch_size`) and the
+  replica that ran it. Triton's binary tensor extension is understood too (what `tritonclient.http`
+  sends): the JSON's length in `Inference-Header-Content-Length`, the tensor's little-endian bytes
+  after it (`binary_data_size`), and the logits answered so when `outputs` asks for `binary_data`;
+  JSON text of a ResNet-50 input is 3 MB and costs more than the model.
+- `POST /v2/models/NAME/classify[?top_k=5]`: one encoded JPEG or PNG as the body; the top-k
+  classes with their probabilities and labels (the artifact's recipe, the bounded loader).
+- `GET /v2/health/live`, `/v2/health/ready`, `/v2/models/NAME`, `/v2/models/NAME/ready`: health
+  and the model's metadata (its tensors, as the protocol gives them).
+
+Requests of both routes are gathered into one batch by `serve.batch` (at most `max_batch`
+inputs' requests, waiting `batch_wait_ms` for more). A bad request (not JSON, another tensor,
+shape or type, an unreadable or oversized image, a body over the bound) gets a 4xx with one
+sentence; the replica keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from toolkit.errors import ToolkitError
+
+from .served import ServedArtifact, ServingOptions
+
+DATATYPES = {"FP32": np.float32, "FP16": np.float16}  # the protocol's names of the types a model takes
+HEADER_LENGTH = "Inference-Header-Content-Length"  # the binary extension: the JSON's length, the bytes after it
+IMAGE_BYTES = 32 << 20  # an encoded image larger than this is refused before it is read
+JSON_OVERHEAD = 24  # characters of JSON per element a tensor's text may take ("-1.2345678e-05, ")
+
+
+class RequestError(ToolkitError):
+    """A request this replica refuses: (status, one sentence)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ResNetDeployment:
+    """One replica: the artifact, the routes of the module docstring."""
+
+    def __init__(self, settings: dict) -> None:
+        labels = settings.get("labels")
+        options = ServingOptions(
+            device=settings.get("device", "cpu"),
+            max_batch=int(settings.get("max_batch", 32)),
+            backend=settings.get("backend"),
+            precision=settings.get("precision", "fp32"),
+        )
+        self.name = settings["name"]
+        self.served = ServedArtifact(settings["artifact"], options, name=self.name, labels=labels and Path(labels))
+        self.served.warm_up()
+        if settings.get("labels") or self.served.runtime.info is not None:
+            self.served.predictor  # noqa: B018 - the recipe is read before the replica says it is ready
+        self.top_k = int(settings.get("top_k", 5))
+        self._batched.set_max_batch_size(options.max_batch)
+        self._batched.set_batch_wait_timeout_s(float(settings.get("batch_wait_ms", 5)) / 1000)
+        runtime = self.served.runtime
+        self.tensor_bytes = options.max_batch * math.prod(runtime.input_shape[1:]) * JSON_OVERHEAD + 4096
+        context = serve.get_replica_context()
+        self.replica = f"{context.replica_id.unique_id} on {os.environ.get('RAY_NODE_IP_ADDRESS') or _node_ip()}"
+
+    async def __call__(self, request: Request) -> JSONResponse:
+        try:
+            return await self._route(request)
+        except RequestError as error:
+            return JSONResponse({"error": str(error)}, status_code=error.status)
+        except ToolkitError as error:  # the input's shape, batch, an unreadable image: the request's fault
+            return JSONResponse({"error": str(error)}, status_code=400)
+
+    async def _route(self, request: Request) -> JSONResponse:
+        prefix = request.scope.get("root_path", "")
+        path = request.url.path[len(prefix) :] if request.url.path.startswith(prefix) else request.url.path
+        parts = [p for p in path.split("/") if p]
+        if parts[:2] == ["v2", "health"] and len(parts) == 3 and parts[2] in ("live", "ready"):
+            return JSONResponse({})
+        if parts[:2] != ["v2", "models"] or len(parts) < 3:
+            raise RequestError(
+                404, f"no route {path}: this application answers /v2/models/{self.name}/infer and /classify"
+            )
+        if parts[2] != self.name:
+            raise RequestError(404, f"no model {parts[2]!r} here; this application serves {self.name!r}")
+        action = parts[3] if len(parts) > 3 else ""
+        if request.method == "GET" and action in ("", "ready"):
+            return JSONResponse(self.metadata() if action == "" else {})
+        if request.method == "POST" and action == "infer":
+            return await self._infer(request)
+        if request.method == "POST" and action == "classify":
+            return await self._classify(request)
+        raise RequestError(405 if action in ("", "ready", "infer", "classify") else 404, f"no {request.method} {path}")
+
+    def metadata(self) -> dict:
+        runtime = self.served.runtime
+        datatype = next(k for k, v in DATATYPES.items() if np.dtype(v) == runtime.input_dtype)
+        return {
+            "name": self.name,
+            "platform": f"resnet-deploy-toolkit ({runtime.backend})",
+            "inputs": [{"name": runtime.input_name, "datatype": datatype, "shape": _dims(runtime.input_shape)}],
+            "outputs": [{"name": runtime.output_name, "datatype": "FP32", "shape": [-1, self._classes()]}],
+        }
+
+    def _classes(self) -> int:
+        info = self.served.runtime.info
+        return info.num_classes if info is not None else -1
+
+    async def _infer(self, request: Request) -> Response:
+        body = await _body(request, self.tensor_bytes)
+        header = request.headers.get(HEADER_LENGTH)
+        if header is not None and (not header.isdigit() or int(header) > len(body)):
+            raise RequestError(400, f"{HEADER_LENGTH} {header!r} does not fit a body of {len(body)} bytes")
+        split = int(header) if header is not None else len(body)
+        document, array = self._tensor(body[:split], body[split:])
+        logits, batch_size = await self._batched(array)
+        runtime = self.served.runtime
+        output = {"name": runtime.output_name, "datatype": "FP32", "shape": list(logits.shape)}
+        wanted = document.get("outputs") or [{}]
+        binary = isinstance(wanted[0], dict) and (wanted[0].get("parameters") or {}).get("binary_data") is True
+        data = np.ascontiguousarray(logits, dtype="<f4").tobytes() if binary else b""
+        output |= {"parameters": {"binary_data_size": len(data)}} if binary else {"data": logits.ravel().tolist()}
+        answer = {
+            "model_name": self.name,
+            "outputs": [output],
+            "parameters": {"batch_size": batch_size, "replica": self.replica},
+        } | ({"id": document["id"]} if "id" in document else {})
+        if not binary:
+            return JSONResponse(answer)
+        text = json.dumps(answer).encode()
+        return Response(text + data, media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(text))})
+
+    def _tensor(self, text: bytes, binary: bytes) -> tuple[dict, np.ndarray]:
+        """The request's one input tensor, checked against the model (see the module docstring):
+        its values in `data`, or (the binary extension) the `binary_data_size` bytes after the JSON."""
+        try:
+            document = json.loads(text, parse_constant=_not_finite)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise RequestError(400, f"the request is not JSON ({error})") from None
+        runtime = self.served.runtime
+        inputs = document.get("inputs") if isinstance(document, dict) else None
+        if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+            raise RequestError(400, f'the request must hold "inputs": one tensor, {runtime.input_name!r}')
+        tensor = inputs[0]
+        if tensor.get("name") != runtime.input_name:
+            raise RequestError(
+                400, f"the request's tensor is {tensor.get('name')!r}; this model takes {runtime.input_name!r}"
+            )
+        dtype = DATATYPES.get(tensor.get("datatype"))
+        if dtype is None or np.dtype(dtype) != runtime.input_dtype:
+            wanted = next(k for k, v in DATATYPES.items() if np.dtype(v) == runtime.input_dtype)
+            raise RequestError(400, f"{runtime.input_name} is {tensor.get('datatype')!r}; this model takes {wanted}")
+        shape = tensor.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise RequestError(400, f"the shape of {runtime.input_name} must be a list of sizes, got {shape!r}")
+        array = _values(tensor, dtype, binary, runtime.input_name)
+        if array.size != math.prod(shape):
+            raise RequestError(
+                400, f"{runtime.input_name} holds {array.size} values; its shape {shape} needs {math.prod(shape)}"
+            )
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise RequestError(400, f"{runtime.input_name} holds NaN or infinite values")
+        return document, self.served.tensor(array.reshape(shape))
+
+    async def _classify(self, request: Request) -> JSONResponse:
+        top_k = request.query_params.get("top_k", str(self.top_k))
+        if not top_k.isdigit() or int(top_k) < 1:
+            raise RequestError(400, f"top_k must be a whole number of at least 1, got {top_k!r}")
+        body = await _body(request, IMAGE_BYTES)
+        batch = self.served.images([body])
+        logits, batch_size = await self._batched(batch)
+        (prediction,) = self.served.predictor.from_logits(logits, int(top_k))
+        answer = prediction.to_dict() | {"model_name": self.name}
+        answer.pop("source", None)
+        return JSONResponse(answer | {"parameters": {"batch_size": batch_size, "replica": self.replica}})
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _batched(self, arrays: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
+        """The requests gathered by Ray: one run of all their inputs, each its own part back."""
+        logits = self.served.logits(np.concatenate(arrays))
+        size, start, parts = len(logits), 0, []
+        for array in arrays:
+            parts.append((logits[start : start + len(array)], size))
+            start += len(array)
+        return parts
+
+
+def build(args: dict):
+    """Ray Serve's application builder: `args` are the `serve_config.yaml` application's (the
+    artifact, name, labels, backend, precision, device, max_batch, batch_wait_ms, top_k). The
+    deployment's replicas, autoscaling and resources come from the config's `deployments`."""
+    missing = [key for key in ("artifact", "name") if key not in args]
+    if missing:
+        raise ValueError(f"the application's args lack {', '.join(missing)} (see resnet-deploy ray)")
+    deployment = serve.deployment(ResNetDeployment, name=args.get("deployment", "ResNet"))
+    return deployment.bind(dict(args))
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request's body, refused (413) past `limit` bytes before more is read."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"the request's body is {int(declared):,} bytes; this route takes at most {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"the request's body is over {limit:,} bytes, the most this route takes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _values(tensor: dict, dtype, binary: bytes, name: str) -> np.ndarray:
+    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    if size is None:
+        try:
+            return np.asarray(tensor.get("data"), dtype=dtype)
+        except (TypeError, ValueError):
+            raise RequestError(400, f"the data of {name} must be numbers") from None
+    if not isinstance(size, int) or size != len(binary) or size % np.dtype(dtype).itemsize:
+        raise RequestError(
+            400, f"{name}'s binary_data_size {size!r} does not match the {len(binary)} bytes after the JSON"
+        )
+    return np.frombuffer(binary, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+
+
+def _not_finite(constant: str):
+    raise ValueError(f"{constant} is not a number a model takes")
+
+
+def _dims(shape) -> list[int]:
+    return [-1 if d is None else int(d) for d in shape]
+
+
+def _node_ip() -> str:
+    import ray
+
+    return ray.util.get_node_ip_address()

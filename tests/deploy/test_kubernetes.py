@@ -1,0 +1,154 @@
+"""Manifests for beyond one machine, checked as far as this machine can: Kubernetes' own schemas for
+the built-in kinds (`kubernetes-validate`, strict: an unknown field fails), and for the custom
+resources (KServe's InferenceService, KubeRay's RayService) the fields their CRDs define, in the
+subsets `tools/crd-subset` wrote into tests/data/schemas/ (each names the CRD it came from). No
+cluster runs here (docs/deploy.md says so)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from deploy.cli import main as deploy_main
+
+kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install '.[dev]'")
+jsonschema = pytest.importorskip("jsonschema")
+
+KUBERNETES = "1.37"  # the newest release kubernetes-validate 1.37 knows
+SCHEMAS = __import__("pathlib").Path(__file__).parents[1] / "data" / "schemas"
+
+
+def run(*args):
+    return CliRunner().invoke(deploy_main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory, digits_files):
+    folder = tmp_path_factory.mktemp("k8s") / "models"
+    assert run("triton", digits_files["fp32"], "--repository", folder, "--name", "digits").exit_code == 0
+    return folder
+
+
+def custom_schema(name: str) -> dict:
+    return json.loads((SCHEMAS / f"{name}.json").read_text())
+
+
+def test_the_triton_manifests_are_valid_kubernetes_objects(repository, tmp_path):
+    result = run("kubernetes", repository, "-o", tmp_path / "k8s", "--gpus", 2, "--min-replicas", 2, "--max-replicas", 6,
+                 "--queue-time-us", 20000, "--storage-uri", "s3://bucket/models")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    documents = list(yaml.safe_load_all((tmp_path / "k8s" / "triton.yaml").read_text()))
+    assert [d["kind"] for d in documents] == ["Deployment", "Service", "Service", "HorizontalPodAutoscaler"]
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES, strict=True)
+    deployment, _, metrics, autoscaler = documents
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert "--model-repository=s3://bucket/models" in container["args"]  # Triton reads the bucket itself
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert metrics["metadata"]["annotations"]["prometheus.io/port"] == "8002"
+    assert autoscaler["apiVersion"] == "autoscaling/v2"
+    assert (autoscaler["spec"]["minReplicas"], autoscaler["spec"]["maxReplicas"]) == (2, 6)
+    (metric,) = autoscaler["spec"]["metrics"]
+    rules = yaml.safe_load((tmp_path / "k8s" / "prometheus-adapter-values.yaml").read_text())["rules"]["custom"]
+    assert metric["pods"]["metric"]["name"] == rules[0]["name"]["as"]  # the adapter defines what the HPA reads
+    assert metric["pods"]["target"]["averageValue"] == "20000"
+
+
+def test_strict_validation_catches_a_misspelt_field(repository, tmp_path):
+    """The check above could fail: one wrong key in a Deployment is refused."""
+    assert run("kubernetes", repository, "-o", tmp_path / "k8s").exit_code == 0
+    deployment = next(yaml.safe_load_all((tmp_path / "k8s" / "triton.yaml").read_text()))
+    deployment["spec"]["replcas"] = deployment["spec"].pop("replicas")
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES, strict=True)
+
+
+def test_the_inference_service_has_the_fields_kserves_crd_defines(repository, tmp_path):
+    assert run("kubernetes", repository, "-o", tmp_path / "k8s", "--max-replicas", 3).exit_code == 0
+    service = yaml.safe_load((tmp_path / "k8s" / "inferenceservice.yaml").read_text())
+    jsonschema.validate(service, custom_schema("inferenceservice"))
+    model = service["spec"]["predictor"]["model"]
+    assert model["modelFormat"] == {"name": "triton"} and model["runtimeVersion"] == "26.06-py3"
+    assert model["storageUri"] == "pvc://digits-models" and service["spec"]["predictor"]["maxReplicas"] == 3
+    model["storageURI"] = model.pop("storageUri")  # a field the CRD does not have
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(service, custom_schema("inferenceservice"))
+
+
+def test_the_ray_service_carries_the_serve_config_in_fields_kuberays_crd_defines(digits_files, tmp_path):
+    result = run("ray", digits_files["fp32"], "--app-dir", tmp_path / "app", "--name", "digits", "--max-replicas", 3)
+    assert result.exit_code == 0, result.output
+    service = yaml.safe_load((tmp_path / "app" / "rayservice.yaml").read_text())
+    jsonschema.validate(service, custom_schema("rayservice"))
+    carried = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+    local = yaml.safe_load((tmp_path / "app" / "serve_config.yaml").read_text())["applications"]
+    assert carried[0]["deployments"] == local[0]["deployments"]  # the same replicas, autoscaling, resources
+    assert carried[0]["args"]["artifact"] == "/home/ray/app/model.onnx"  # where the Dockerfile puts it
+    assert "COPY --chown=ray app /home/ray/app" in (tmp_path / "app" / "Dockerfile").read_text()
+    worker = service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert worker["maxReplicas"] == 3
+    worker["maxReplica"] = worker.pop("maxReplicas")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(service, custom_schema("rayservice"))
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--min-replicas", 5, "--max-replicas", 2], "--max-replicas 2 is below --min-replicas 5"),
+        (["--storage-uri", "/local/models"], "--storage-uri must be pvc://CLAIM"),
+        (["--name", "Bad_Name"], "--name must be lower-case letters"),
+    ],
+)
+def test_bad_kubernetes_options_are_one_sentence(repository, tmp_path, args, message):
+    result = run("kubernetes", repository, "-o", tmp_path / "k8s", *args)
+    assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "k8s").exists()
+
+
+def test_a_python_backend_repository_is_refused_for_nvidias_container(digits_files, tmp_path):
+    repository = tmp_path / "python"
+    assert run("triton", digits_files["fp32"], "--repository", repository, "--triton-backend", "python").exit_code == 0
+    result = run("kubernetes", repository, "-o", tmp_path / "k8s")
+    assert result.exit_code == 2 and "Python backend" in result.output and "NVIDIA's container lacks" in result.output
+
+
+def test_the_ray_application_files(digits_files, tmp_path):
+    result = run("ray", digits_files["fp32"], "--app-dir", tmp_path / "app", "--name", "digits", "--min-replicas", 2,
+                 "--max-replicas", 4, "--max-batch", 8, "--http-port", 9100)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    app = tmp_path / "app"
+    assert sorted(p.name for p in app.iterdir()) == [
+        "Dockerfile", "README.md", "app.py", "model.onnx", "rayservice.yaml", "serve_config.yaml",
+    ]  # fmt: skip
+    assert (app / "model.onnx").read_bytes() == digits_files["fp32"].read_bytes()
+    config = yaml.safe_load((app / "serve_config.yaml").read_text())
+    (application,) = config["applications"]
+    assert application["import_path"] == "deploy.serving.ray_app:build"
+    assert application["args"]["artifact"] == str((app / "model.onnx").resolve())
+    (deployment,) = application["deployments"]
+    assert deployment["autoscaling_config"].items() >= {"min_replicas": 2, "max_replicas": 4}.items()
+    assert deployment["max_ongoing_requests"] >= 8 and config["http_options"]["port"] == 9100
+    compile((app / "app.py").read_text(), "app.py", "exec")  # Python that parses
+    again = run("ray", digits_files["fp32"], "--app-dir", app)
+    assert again.exit_code == 2 and "--force" in again.output
+    assert run("ray", digits_files["fp32"], "--app-dir", app, "--force").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--min-replicas", 3, "--max-replicas", 2], "--max-replicas 2 is below --min-replicas 3"),
+        (["--precision", "bf16"], "add --backend openvino"),
+        (["--backend", "openvino", "--gpus-per-replica", 1], "OpenVINO runs on the CPU"),
+    ],
+)
+def test_bad_ray_options_are_one_sentence(digits_files, tmp_path, args, message):
+    result = run("ray", digits_files["fp32"], "--app-dir", tmp_path / "app", *args)
+    assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "app").exists()
