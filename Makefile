@@ -14,6 +14,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	$(PY) -m benchmark.perf_analyzer install || echo "perf_analyzer not installed: resnet-bench --triton uses its builtin load generator"
 	touch $@
 
 DEMO := demo-output

@@ -23,8 +23,9 @@ from pathlib import Path
 
 from toolkit.cli import parse_ints
 
+from .connections import ServedTarget
 from .harness import LoopSettings
-from .serving import LoadSettings, ServedTarget, benchmark_served
+from .serving import LoadSettings, benchmark_served
 
 
 def _ray(model: Path, folder: Path, replicas: int, concurrency: list[int], settings, vs) -> list:

@@ -17,11 +17,12 @@ from toolkit.files import check_outputs
 from toolkit.numbers import LIMITS, Number, check_number
 from toolkit.precision import TORCH_PRECISIONS
 
+from .connections import PROTOCOLS, ServedTarget
 from .harness import LoopSettings
 from .profile import format_profile
 from .report import ReportFiles, format_table
 from .run import benchmark_models
-from .serving import PROTOCOLS, LoadSettings, ServedTarget, benchmark_served
+from .serving import GENERATORS, LoadSettings, benchmark_served, resolve_generator
 from .sla import format_sla
 
 
@@ -208,19 +209,53 @@ report_options = option_group(
 )
 
 
-def _served(triton, ray, model_name, protocol, concurrency) -> tuple[ServedTarget, list[int]] | None:
+def _served(triton, ray, model_name, protocol, concurrency, load_generator):
     if triton is not None and ray is not None:
         raise click.UsageError("--triton and --ray each name a server: give one")
     url, server = (triton, "triton") if triton is not None else (ray, "ray")
+    given = {
+        k: click.get_current_context().get_parameter_source(k).name != "DEFAULT" for k in ("protocol", "load_generator")
+    }
     if url is None:
-        if model_name is not None:
-            raise click.UsageError("--model names a model on the server given with --triton or --ray")
+        if model_name is not None or given["load_generator"]:
+            raise click.UsageError("--model and --load-generator go with a server given with --triton or --ray")
         return None
     if model_name is None:
         raise click.UsageError(f"--{server} needs --model, the name of the model to load it with")
-    if server == "ray" and click.get_current_context().get_parameter_source("protocol").name != "DEFAULT":
+    if server == "ray" and given["protocol"]:
         raise click.UsageError("--protocol is Triton's; a Ray application is reached over HTTP (JSON tensors)")
-    return ServedTarget(url, model_name, protocol, server=server), parse_batches(concurrency, "--concurrency")
+    if server == "triton":
+        url, protocol = _triton_url(url, protocol, given["protocol"])
+    _check_port(url, server)
+    served = ServedTarget(url, model_name, protocol, server=server)
+    return served, parse_batches(concurrency, "--concurrency"), load_generator
+
+
+def _triton_url(url: str, protocol: str, protocol_given: bool) -> tuple[str, str]:
+    """host:port and the protocol, from a URL that may say it (http://, grpc://)."""
+    scheme, found, rest = url.partition("://")
+    if not found:
+        return url, protocol
+    if scheme not in PROTOCOLS:
+        raise click.UsageError(f"--triton {url}: the URL's scheme is http:// or grpc://, not {scheme}://")
+    if protocol_given and protocol != scheme:
+        raise click.UsageError(f"--triton {url} says {scheme}, --protocol says {protocol}: give one")
+    return rest.rstrip("/"), scheme
+
+
+def _check_port(url: str, server: str) -> None:
+    import urllib.parse
+
+    address = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    try:
+        port = address.port
+    except ValueError:
+        port = address.netloc.rpartition(":")[2]
+        raise click.UsageError(f"--{server} {url}: port {port} is not a TCP port (1 to 65535)") from None
+    if port is None and server == "triton":
+        raise click.UsageError(f"--{server} {url} needs a port: host:port")
+    if port is not None and not 1 <= port <= 65535:
+        raise click.UsageError(f"--{server} {url}: port {port} is not a TCP port (1 to 65535)")
 
 
 served_options = option_group(
@@ -230,8 +265,8 @@ served_options = option_group(
         "--triton",
         metavar="URL",
         default=None,
-        help="Measure a model served by Triton at URL (host:port of its gRPC or HTTP endpoint; see resnet-deploy serve), "
-        "under load from closed-loop clients.",
+        help="Measure a model served by Triton at URL (host:port, or grpc://host:port or http://host:port, which sets "
+        "--protocol; see resnet-deploy serve), under load.",
     ),
     click.option(
         "--ray",
@@ -249,6 +284,15 @@ served_options = option_group(
         default="1",
         show_default=True,
         help="With --triton or --ray: clients sending at once, or a comma-separated sweep, e.g. 1,4,8.",
+    ),
+    click.option(
+        "--load-generator",
+        type=click.Choice(["auto", *GENERATORS]),
+        default="auto",
+        show_default=True,
+        help="What sends the load: perf_analyzer (NVIDIA's, Triton only; python -m benchmark.perf_analyzer install "
+        "puts it in this environment), builtin (this toolkit's closed-loop clients), or auto: perf_analyzer where "
+        "it runs, else builtin with a note.",
     ),
 )
 
@@ -340,7 +384,8 @@ def main(
     The backend follows from the file: .plan/.engine TensorRT, .onnx ONNX Runtime (or OpenVINO,
     --backend openvino), .pt/.pth PyTorch; --backend and --precision apply to the first target,
     and a --vs file runs on its own backend in FP32. The input size comes from the file. With
-    --triton or --ray, --batch is each request's batch and --vs the in-process runtime of the same file. Exit status: 0,
+    --triton or --ray, --batch is each request's batch and --vs the in-process runtime of the same file; Triton's
+    load comes from perf_analyzer where it runs (--load-generator). Exit status: 0,
     1 when no
     batch meets --sla-p99-ms, 2 for bad input.
     """
@@ -377,6 +422,10 @@ def _check_analyses(profile: bool, profile_json, sla_p99_ms, served, files: Repo
         from toolkit.optional import require
 
         require("matplotlib", "--plot")
+    if profile_json == "-" and "-" in (files.json_path, files.csv_path, files.markdown_path):
+        raise click.UsageError(
+            "only one of --json, --csv, --markdown and --profile-json can go to standard output ('-')"
+        )
     if profile_json and not profile:
         raise click.UsageError("--profile-json goes with --profile")
     if profile and sla_p99_ms is not None:
@@ -394,9 +443,15 @@ def _report(run, files: ReportFiles, profile_json) -> int:
     text = format_table(run)
     text += "".join("\n\n" + format_profile(m.label, m.profile) for m in run.measurements if m.profile is not None)
     text += "\n\n" + format_sla(run.sla) + "\n" if run.sla is not None else ""
-    click.echo(report if report is not None else text, nl=report is None)
+    if profile_json != "-":  # standard output holds the one document sent there, nothing else
+        click.echo(report if report is not None else text, nl=report is None)
     if run.sla is not None and run.sla.batch is None:
         click.echo(f"resnet-bench: {run.sla.failure()}", err=True)
+        return 1
+    ended = next((m for m in run.measurements if m.extra.get("ended")), None)
+    if ended is not None:
+        click.echo(f"resnet-bench: the run ended at {ended.label}: {ended.extra['ended']}; what was measured "
+                   "until then is reported", err=True)  # fmt: skip
         return 1
     return 0
 
@@ -417,9 +472,12 @@ def _benchmark_served(target, other, batches, loop: LoopSettings, runtime, serve
         raise click.UsageError(
             "with a server the clients run for a time: give --duration and --warmup in seconds (0.5s), not iterations"
         )
-    settings = LoadSettings(warmup_seconds=loop.warmup_seconds, window_seconds=loop.duration / 3)
+    served_model, concurrency, choice = served
+    generator, note = resolve_generator(choice, served_model)
+    if note:
+        click.echo(f"note: {note}", err=True)
+    settings = LoadSettings(warmup_seconds=loop.warmup_seconds, window_seconds=loop.duration / 3, generator=generator)
     vs = None if other is None else {"target": other, "options": runtime, "loop": loop}
-    served_model, concurrency = served
     progress = (lambda text, fraction: bar(text, fraction)) if bar.enabled else None
     return benchmark_served(served_model, concurrency, batch[0], settings, vs=vs, seed=seed, progress=progress)
 

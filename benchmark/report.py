@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
-from toolkit.files import atomic_path, write_text_atomic
+from toolkit.files import atomic_path, check_figure_path, write_text_atomic
 
 from .environment import MachineInfo
 from .harness import LoopSettings, Measurement
@@ -123,8 +124,9 @@ def _row(m: Measurement) -> dict:
         "images_per_second": m.images_per_second,
         "batches_per_second": m.batches_per_second,
     }
-    for stat in ("min", "mean", "median", "p90", "p95", "p99", "max"):
-        row[f"latency_{stat}_ms"] = getattr(m.latency, stat)
+    for stat, value in m.latency.to_dict().items():
+        if stat != "count" and stat != "std":
+            row[f"latency_{stat}_ms"] = value  # None (an empty cell) where not measured
     for part in ("h2d", "compute", "d2h", "enqueue"):
         stats = getattr(m, part)
         row[f"{part}_median_ms"] = None if stats is None else stats.median
@@ -150,7 +152,7 @@ def _cells(m: Measurement, gpu: bool) -> list[str]:
     latency = m.latency
     cells = [m.label, str(m.batch), f"{m.images_per_second:,.1f}", f"{m.batches_per_second:,.2f}"]
     cells += [
-        f"{v:.3f}"
+        "-" if math.isnan(v) else f"{v:.3f}"  # perf_analyzer reports no minimum or maximum
         for v in (latency.min, latency.mean, latency.median, latency.p90, latency.p95, latency.p99, latency.max)
     ]
     if gpu:
@@ -237,9 +239,10 @@ def served_line(m: Measurement) -> str:
         f"; {m.extra['failed']} failed ({'; '.join(m.extra['failures'])})" if m.extra["failed"] else "; none failed"
     )
     stable = "" if m.extra.get("stable") else "; throughput not stable within 10% over the windows"
+    generator = f"; load from {m.extra['generator']}" if m.extra.get("generator") else ""
     return (
         f"server: {m.label}: {parts}{server['inferences']:,} inferences in "
-        f"{server['executions']:,} executions{failed}{stable}"
+        f"{server['executions']:,} executions{failed}{stable}{generator}"
     )
 
 
@@ -285,8 +288,8 @@ class ReportFiles:
     plot_path: str | None = None
 
     def __post_init__(self) -> None:
-        if self.plot_path == "-":
-            raise ToolkitError("--plot writes a PNG file; give it a file name, not '-'")
+        if self.plot_path is not None:
+            check_figure_path(self.plot_path, "--plot")
         if [self.json_path, self.csv_path, self.markdown_path].count("-") > 1:
             raise ToolkitError("only one of --json, --csv and --markdown can go to standard output ('-')")
 

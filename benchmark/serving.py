@@ -1,17 +1,19 @@
-"""Load on a server, measured the way perf_analyzer measures it: `resnet-bench --triton` (Triton,
-over gRPC or HTTP, through tritonclient) and `resnet-bench --ray` (a Ray Serve application of
-`resnet-deploy ray`, over the Open Inference Protocol's REST form: JSON tensors).
+"""Load on a server: `resnet-bench --triton` (Triton, over gRPC or HTTP) and `resnet-bench --ray`
+(a Ray Serve application of `resnet-deploy ray`, over the Open Inference Protocol's REST form with
+binary tensors), by NVIDIA's perf_analyzer (`benchmark.perf_analyzer`, Triton only) or by the
+builtin generator, which measures the way perf_analyzer does.
 
-At each concurrency, that many clients (threads, one `tritonclient` client each: the HTTP client
-is not thread-safe) send requests back to back: a closed loop. After a warm-up, measurement
-windows follow (a request counts in the window it ends in; one sent during the warm-up never
-counts) until the throughput of the last three is stable (each within `tolerance` of
-their mean) or the time runs out (three times the planned windows); the stable windows give the
-figures: throughput, latency percentiles, failed requests (counted and shown, never dropped),
-and the server's own split of each request from Triton's statistics extension (queue, compute
-input, infer, output; inferences against executions, which shows its dynamic batching). A Ray
-application has no statistics extension: each answer says the batch it ran in, which gives its
-inferences against executions the same way.
+The builtin generator: at each concurrency, that many clients (threads, a connection each:
+`benchmark.connections`) send requests back to back, a closed loop; each request is serialized
+once before timing, so a request costs the client a send and a receive. After a warm-up,
+measurement windows follow (a request counts in the window it ends in; one sent during the
+warm-up never counts) until the throughput of the last three is stable (each within `tolerance`
+of their mean) or the time runs out (three times the planned windows); the stable windows give
+the figures: throughput, latency percentiles, failed requests (counted and shown, never
+dropped), and the server's own split of each request from Triton's statistics extension (queue,
+compute input, infer, output; inferences against executions, which shows its dynamic batching).
+A Ray application has no statistics extension: each answer says the batch it ran in, which gives
+its inferences against executions the same way.
 
 Inputs are random (a pool drawn before timing), of the model's own shape and type; a model that
 takes encoded images (a `_images` model) gets PNGs.
@@ -27,146 +29,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import MissingDependencyError, ToolkitError
 from toolkit.numbers import LIMITS, check_number
-from toolkit.optional import require
 
+from .connections import STAT_PARTS, ServedTarget, other_protocol, payload
 from .harness import Measurement
 from .report import Comparison
 from .stats import LatencyStats
 
-PROTOCOLS = ("grpc", "http")
-SERVERS = ("triton", "ray")
-STAT_PARTS = ("queue", "compute_input", "compute_infer", "compute_output")
-
-
-@dataclass(frozen=True)
-class ServedTarget:
-    """A model on a server, as the load generator reaches it: Triton at host:port over `protocol`,
-    or a Ray Serve application at its HTTP address (`server="ray"`)."""
-
-    url: str
-    model: str
-    protocol: str = "grpc"
-    server: str = "triton"
-
-    def __post_init__(self) -> None:
-        if self.server not in SERVERS:
-            raise ToolkitError(f"server must be one of {', '.join(SERVERS)}, got {self.server!r}")
-        if self.server == "triton" and self.protocol not in PROTOCOLS:
-            raise ToolkitError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
-        if self.server == "ray":
-            object.__setattr__(self, "protocol", "http")
-
-    def connection(self):
-        """A new connection (one per client thread: none of them is thread-safe)."""
-        return RestConnection(self) if self.server == "ray" else TritonConnection(self)
-
-    def client(self):
-        """(the tritonclient module, a new client) of this protocol."""
-        require("tritonclient", f"load on a Triton server over {self.protocol}")
-        if self.protocol == "grpc":
-            import tritonclient.grpc as grpcclient
-
-            return grpcclient, grpcclient.InferenceServerClient(self.url)
-        import tritonclient.http as httpclient
-
-        return httpclient, httpclient.InferenceServerClient(self.url, connection_timeout=60, network_timeout=300)
-
-    @property
-    def label(self) -> str:
-        return f"{self.model} (ray serve)" if self.server == "ray" else f"{self.model} (triton {self.protocol})"
-
-
-class TritonConnection:
-    """tritonclient's client: the model's metadata and config, requests, statistics."""
-
-    def __init__(self, served: ServedTarget) -> None:
-        self.served = served
-        self.library, self.client = served.client()
-        self.as_json = {"as_json": True} if served.protocol == "grpc" else {}
-
-    def describe(self) -> tuple[dict, int]:
-        """(the model's first input: name, datatype, shape without the batch axis; its max batch, 0: none)."""
-        metadata = self.client.get_model_metadata(self.served.model, **self.as_json)
-        config = self.client.get_model_config(self.served.model, **self.as_json)
-        config = config.get("config", config)
-        (first,) = metadata["inputs"][:1] or [None]
-        if first is None:
-            raise ToolkitError(f"model {self.served.model} takes no input")
-        max_batch = int(config.get("max_batch_size", 0))
-        dims = [int(d) for d in first["shape"]][1 if max_batch else 0 :]
-        return {"name": first["name"], "datatype": first["datatype"], "dims": dims}, max_batch
-
-    def infer(self, name: str, datatype: str, batch: np.ndarray) -> int | None:
-        request = self.library.InferInput(name, list(batch.shape), datatype)
-        request.set_data_from_numpy(batch)
-        self.client.infer(self.served.model, [request])
-        return None  # Triton's statistics say how it batched
-
-    def statistics(self) -> dict:
-        return _statistics(self.served, self.client)
-
-
-class RestConnection:
-    """The Open Inference Protocol's REST form over one kept-alive HTTP connection, tensors in
-    Triton's binary extension (a Ray Serve application of `resnet-deploy ray`; Triton's HTTP
-    endpoint speaks it too)."""
-
-    def __init__(self, served: ServedTarget) -> None:
-        import http.client
-        import urllib.parse
-
-        self.served = served
-        address = urllib.parse.urlsplit(served.url if "://" in served.url else f"http://{served.url}")
-        self.prefix = address.path.rstrip("/")
-        self.connection = http.client.HTTPConnection(address.hostname, address.port or 80, timeout=300)
-
-    def _request(self, method: str, path: str, body: bytes | None = None, header: int | None = None) -> dict:
-        """The answer's JSON (with the binary extension: its JSON part; the bytes after it in `binary`)."""
-        import json
-
-        headers = {"Content-Type": "application/json" if header is None else "application/octet-stream"}
-        if header is not None:
-            headers["Inference-Header-Content-Length"] = str(header)
-        self.connection.request(method, f"{self.prefix}{path}", body=body, headers=headers)
-        answer = self.connection.getresponse()
-        data = answer.read()
-        if answer.status != 200:
-            try:
-                reason = json.loads(data).get("error", "")
-            except ValueError:
-                reason = data[:200].decode(errors="replace")
-            raise ToolkitError(f"HTTP {answer.status}: {reason}")
-        split = int(answer.getheader("Inference-Header-Content-Length") or len(data))
-        self.binary = data[split:]
-        return json.loads(data[:split])
-
-    def describe(self) -> tuple[dict, int]:
-        metadata = self._request("GET", f"/v2/models/{self.served.model}")
-        (first,) = metadata.get("inputs", [])[:1] or [None]
-        if first is None:
-            raise ToolkitError(f"model {self.served.model} takes no input")
-        shape = [int(d) for d in first["shape"]]
-        batched = shape[0] == -1
-        return {"name": first["name"], "datatype": first["datatype"], "dims": shape[1:] if batched else shape}, (
-            -1 if batched else 0
-        )
-
-    def infer(self, name: str, datatype: str, batch: np.ndarray) -> int | None:
-        """One request in Triton's binary tensor extension (the JSON of a ResNet-50 input alone is
-        3 MB of text, more than the model's time); the batch the answer says it ran in."""
-        import json
-
-        data = np.ascontiguousarray(batch).astype(batch.dtype.newbyteorder("<")).tobytes()
-        tensor = {"name": name, "shape": list(batch.shape), "datatype": datatype,
-                  "parameters": {"binary_data_size": len(data)}}  # fmt: skip
-        header = json.dumps({"inputs": [tensor], "outputs": [{"parameters": {"binary_data": True}}]}).encode()
-        answer = self._request("POST", f"/v2/models/{self.served.model}/infer", header + data, header=len(header))
-        return answer.get("parameters", {}).get("batch_size")
-
-    def statistics(self) -> dict:
-        return {}
+GENERATORS = ("builtin", "perf_analyzer")
 
 
 @dataclass(frozen=True)
@@ -177,12 +48,40 @@ class LoadSettings:
     window_seconds: float = 1.0
     windows: int = 3  # stable when the last `windows` are within `tolerance` of their mean
     tolerance: float = 0.1
+    generator: str = "builtin"  # or "perf_analyzer" (NVIDIA's, for Triton: `benchmark.perf_analyzer`)
 
     def __post_init__(self) -> None:
         check_number(self.warmup_seconds, "warm-up seconds", limit="seconds")
         check_number(self.window_seconds, "window seconds", low=0, low_open=True, high=LIMITS["seconds"][1])
         check_number(self.windows, "windows", low=1, high=100, integer=True)
         check_number(self.tolerance, "tolerance", low=0, low_open=True, high=1)
+        if self.generator not in GENERATORS:
+            raise ToolkitError(f"the load generator is one of {', '.join(GENERATORS)}, not {self.generator!r}")
+
+
+def resolve_generator(choice: str, served: ServedTarget) -> tuple[str, str | None]:
+    """The load generator for `choice` ("auto", "perf_analyzer" or "builtin") on `served`, and a
+    line to say when "auto" could not take perf_analyzer."""
+    if choice == "builtin":
+        return "builtin", None
+    from . import perf_analyzer
+
+    if served.server != "triton":
+        if choice == "perf_analyzer":
+            raise ToolkitError(
+                "perf_analyzer speaks Triton's protocols only; a Ray application takes the builtin generator"
+            )
+        return "builtin", None
+    if perf_analyzer.find() is not None:
+        return "perf_analyzer", None
+    if choice == "perf_analyzer":
+        raise MissingDependencyError(
+            f"perf_analyzer {perf_analyzer.VERSION} is not installed here: python -m benchmark.perf_analyzer install"
+        )
+    return "builtin", (
+        "perf_analyzer is not installed here (python -m benchmark.perf_analyzer install): measured with the builtin "
+        "generator, whose clients share this machine's cores with the server"
+    )
 
 
 def _inputs(served: ServedTarget, batch: int, seed: int):
@@ -193,6 +92,16 @@ def _inputs(served: ServedTarget, batch: int, seed: int):
         raise
     except Exception as error:  # noqa: BLE001 - the clients raise their own exception types
         where = "Triton server" if served.server == "triton" else "Ray Serve application"
+        other = other_protocol(served)
+        if other is not None:
+            raise ToolkitError(
+                f"the Triton server at {served.url} answers {other} there, not {served.protocol}: give --triton "
+                f"{other}://{served.url} (or --protocol {other}), or the port of its {served.protocol} endpoint"
+            ) from None
+        if "connection refused" in str(error).lower() or isinstance(error, ConnectionRefusedError):
+            raise ToolkitError(
+                f"nothing listens at {served.url} (connection refused): is the {where} running?"
+            ) from None
         raise ToolkitError(
             f"the {where} at {served.url} has no ready model {served.model!r} ({_first(error)})"
         ) from None
@@ -223,51 +132,36 @@ def _png(rng) -> bytes:
 
 
 def _first(error: Exception) -> str:
-    text = str(error).strip().splitlines()
+    details = getattr(error, "details", None)  # a gRPC error's own words (its str() is a dump)
+    text = (details() if callable(details) and details() else str(error)).strip().splitlines()
     return text[0][:200] if text else type(error).__name__
 
 
 class _Client(threading.Thread):
-    """One closed-loop client: a request, its answer, the next request, until told to stop."""
+    """One closed-loop client: a request, its answer, the next request, until told to stop. Its
+    requests are prepared before it starts (the pool, serialized once)."""
 
     def __init__(self, served: ServedTarget, name: str, datatype: str, pool: list, stop: threading.Event) -> None:
         super().__init__(daemon=True)
         self.connection = served.connection()
-        self.name, self.datatype, self.pool, self.stop = name, datatype, pool, stop
+        self.pool = [self.connection.prepare(name, datatype, batch) for batch in pool]
+        self.stop = stop
         # (start, end, error or None, the batch the server ran it in where it says)
         self.records: list[tuple[float, float, str | None, int | None]] = []
 
     def run(self) -> None:
-        index = 0
+        index, clock, send = 0, time.perf_counter, self.connection.send
         while not self.stop.is_set():
-            batch = self.pool[index % len(self.pool)]
+            prepared = self.pool[index % len(self.pool)]
             index += 1
-            start = time.perf_counter()
+            start = clock()
             ran_in = None
             try:
-                ran_in = self.connection.infer(self.name, self.datatype, batch)
+                ran_in = send(prepared)
                 error = None
             except Exception as failure:  # noqa: BLE001 - every failed request is counted, with its reason
                 error = _first(failure)
-                if isinstance(self.connection, RestConnection):  # a broken keep-alive connection: a new one
-                    self.connection = RestConnection(self.connection.served)
-            self.records.append((start, time.perf_counter(), error, ran_in))
-
-
-def _statistics(served: ServedTarget, client) -> dict:
-    """The model's cumulative statistics: request counts, inference and execution counts, and the
-    nanoseconds spent in each part (Triton's statistics extension)."""
-    found = client.get_inference_statistics(served.model, **({"as_json": True} if served.protocol == "grpc" else {}))
-    stats = found["model_stats"][0]
-    inference = stats.get("inference_stats", {})
-    parts = {part: int(inference.get(part, {}).get("ns", 0)) for part in STAT_PARTS}
-    success = int(inference.get("success", {}).get("count", 0))
-    return {
-        "success": success,
-        "inferences": int(stats.get("inference_count", 0)),
-        "executions": int(stats.get("execution_count", 0)),
-        **parts,
-    }
+            self.records.append((start, clock(), error, ran_in))
 
 
 def _server_split(before: dict, after: dict, done: list, batch: int) -> dict:
@@ -298,7 +192,10 @@ def measure_load(
     progress: Callable[[str, float], None] | None = None,
 ) -> Measurement:
     """`concurrency` closed-loop clients on `served`, each sending batches of `batch`: one
-    `Measurement` of the stable windows (see the module docstring)."""
+    `Measurement` of the stable windows (see the module docstring); perf_analyzer's where
+    `settings.generator` says so."""
+    if settings.generator == "perf_analyzer":
+        return _perf_analyzer_load(served, concurrency, batch, settings, seed)
     name, datatype, pool = _inputs(served, batch, seed)
     stop = threading.Event()
     clients = [_Client(served, name, datatype, pool, stop) for _ in range(concurrency)]
@@ -307,22 +204,55 @@ def measure_load(
     try:
         time.sleep(settings.warmup_seconds)
         statistics = served.connection()
-        windows = _windows(served, statistics.statistics, clients, batch, settings, progress)
+        windows, ended = _windows(served, statistics.statistics, clients, batch, settings, progress)
     finally:
         stop.set()
+        for client in clients:  # requests still in flight (a hung server) end now, uncounted
+            client.connection.close()
         for client in clients:
-            client.join(timeout=60)
-    return _measurement(served, concurrency, batch, windows)
+            client.join(timeout=2)
+    return _measurement(served, concurrency, batch, windows, ended)
 
 
-def _windows(served: ServedTarget, statistics, clients, batch: int, settings: LoadSettings, progress) -> list[dict]:
-    """Measurement windows until the last `settings.windows` are stable, or three times as many."""
+def _perf_analyzer_load(served: ServedTarget, concurrency: int, batch: int, settings: LoadSettings, seed: int):
+    """perf_analyzer at one concurrency (an images model gets PNGs through its input-data file)."""
+    import base64
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from . import perf_analyzer
+
+    analyzer = perf_analyzer.find()
+    if analyzer is None:
+        raise MissingDependencyError("perf_analyzer is not installed here: python -m benchmark.perf_analyzer install")
+    name, datatype, pool = _inputs(served, batch, seed)  # the model's own check: it is there, the batch fits
+    with tempfile.TemporaryDirectory(prefix="perf-analyzer-data-") as temporary:
+        data = None
+        if datatype == "BYTES":
+            data = Path(temporary) / "images.json"
+            # each item one image, as a serialized BYTES tensor (its length, then its bytes) in base64
+            items = [{name: {"b64": base64.b64encode(payload("BYTES", b[:1])).decode()}} for b in pool]
+            data.write_text(json.dumps({"data": items}))
+        result = perf_analyzer.run(analyzer, served, concurrency, batch, settings, input_data=data)
+    return perf_analyzer.to_measurement(result, served, concurrency, batch)
+
+
+def _windows(served: ServedTarget, statistics, clients, batch: int, settings: LoadSettings, progress):
+    """Measurement windows until the last `settings.windows` are stable, or three times as many;
+    and why the run ended early (None: it did not). It ends when the server stops answering its
+    statistics (gone, or hung past their timeout: the windows before count) or when every request
+    of a window failed (the model broke: that window counts, with its failures); all windows
+    measured are then kept."""
     windows: list[dict] = []
     since = time.perf_counter()  # a request sent during the warm-up is not measured, whenever it ends
     for index in range(settings.windows * 3):
-        before, start = statistics(), time.perf_counter()
-        time.sleep(settings.window_seconds)
-        end, after = time.perf_counter(), statistics()
+        try:
+            before, start = statistics(), time.perf_counter()
+            time.sleep(settings.window_seconds)
+            end, after = time.perf_counter(), statistics()
+        except Exception as error:  # noqa: BLE001 - tritonclient's and the socket's exception types
+            return windows, f"the server stopped answering ({_first(error)})"
         done = [r for c in clients for r in c.records if start <= r[1] < end and r[0] >= since]
         ok = [r for r in done if r[2] is None]
         windows.append(
@@ -336,10 +266,12 @@ def _windows(served: ServedTarget, statistics, clients, batch: int, settings: Lo
         )
         if progress is not None:
             progress(f"{served.label} concurrency {len(clients)}", min(1.0, (index + 1) / settings.windows))
+        if done and not ok:
+            return windows, f"every request of a window failed ({windows[-1]['failed'][0]})"
         if len(windows) >= settings.windows and _stable(windows[-settings.windows :], settings.tolerance):
             windows[-1]["stable"] = True
             break
-    return windows[-settings.windows :]
+    return windows[-settings.windows :], None
 
 
 def _stable(windows: Sequence[dict], tolerance: float) -> bool:
@@ -348,13 +280,16 @@ def _stable(windows: Sequence[dict], tolerance: float) -> bool:
     return mean > 0 and all(abs(rate - mean) <= tolerance * mean for rate in rates)
 
 
-def _measurement(served: ServedTarget, concurrency: int, batch: int, windows: list[dict]) -> Measurement:
+def _measurement(
+    served: ServedTarget, concurrency: int, batch: int, windows: list[dict], ended: str | None = None
+) -> Measurement:
     latencies = [ms for w in windows for ms in w["latencies_ms"]]
     failed = [reason for w in windows for reason in w["failed"]]
     if not latencies:
         raise ToolkitError(
             f"no request to {served.model} at {served.url} succeeded in {sum(w['seconds'] for w in windows):.1f} s"
             + (f" ({len(failed)} failed: {failed[0]})" if failed else "")
+            + (f"; {ended}" if ended and not failed else "")
         )
     seconds = sum(w["seconds"] for w in windows)
     split = {key: sum(w["server"][key] for w in windows) / len(windows) for key in windows[0]["server"]}
@@ -383,10 +318,27 @@ def _measurement(served: ServedTarget, concurrency: int, batch: int, windows: li
             "windows": [
                 {k: w[k] for k in ("seconds", "images_per_second")} | {"failed": len(w["failed"])} for w in windows
             ],
+            "generator": "builtin",
+            "ended": ended,
             "series": served.label,
             "point": f"c{concurrency}",
         },
     )
+
+
+def _check_same_model(served: ServedTarget, target, given) -> None:
+    """A `--vs` file must take the served model's input and give its classes (an images model,
+    which takes encoded images, is compared by its classes alone)."""
+    first, _ = served.connection().describe()
+    runtime = target.runtime
+    wanted, classes = list(runtime.input_shape[1:]), runtime.info.num_classes if runtime.info else None
+    problems = []
+    if first["datatype"] != "BYTES" and -1 not in first["dims"] and None not in wanted and first["dims"] != wanted:
+        problems.append(f"it takes {wanted}, the served model {first['dims']}")
+    if first.get("classes") and classes and first["classes"] != classes:
+        problems.append(f"it gives {classes} classes, the served model {first['classes']}")
+    if problems:
+        raise ToolkitError(f"--vs {given} is not the served model {served.model}: {'; '.join(problems)}")
 
 
 def against_in_process(served: list[Measurement], local: list[Measurement]) -> list[Comparison]:
@@ -420,21 +372,27 @@ def benchmark_served(
     from .report import BenchmarkRun
     from .run import open_target, run_benchmark
 
-    if vs is None:
-        measured = [measure_load(served, c, batch, settings, seed=seed, progress=progress) for c in concurrency]
-        loop = LoopSettings(warmup_seconds=settings.warmup_seconds, duration=settings.window_seconds * settings.windows)
-        return BenchmarkRun(describe_machine(None, "cpu"), loop, measured, [])
-    target = open_target(vs["target"], vs["options"])
+    target = None if vs is None else open_target(vs["target"], vs["options"])
     measured, local, run = [], [], None
     try:
-        for size in concurrency:
-            target.runtime.check_batch(size * batch)  # before the server is loaded at all
+        if target is not None:
+            _check_same_model(served, target, vs["target"])
+            for size in concurrency:
+                target.runtime.check_batch(size * batch)  # before the server is loaded at all
         for size in concurrency:
             measured.append(measure_load(served, size, batch, settings, seed=seed, progress=progress))
-            run = run_benchmark(
-                [target], [size * batch], vs["loop"], measure_peak=False, threads=vs["options"].threads, seed=seed
-            )
-            local += run.measurements
+            if measured[-1].extra.get("ended"):  # the server or the model went away: what was measured stands
+                break
+            if target is not None:
+                loop = vs["loop"]
+                run = run_benchmark(
+                    [target], [size * batch], loop, measure_peak=False, threads=vs["options"].threads, seed=seed
+                )
+                local += run.measurements
     finally:
-        target.runtime.close()
+        if target is not None:
+            target.runtime.close()
+    if run is None:
+        loop = LoopSettings(warmup_seconds=settings.warmup_seconds, duration=settings.window_seconds * settings.windows)
+        return BenchmarkRun(describe_machine(None, "cpu"), loop, measured, [])
     return BenchmarkRun(run.machine, run.settings, measured + local, against_in_process(measured, local))

@@ -55,4 +55,5 @@ class LatencyStats:
         )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON's form: a figure not measured (NaN: perf_analyzer reports no minimum or maximum) is null."""
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}

@@ -210,20 +210,25 @@ class TritonOptions:
 def read_sla_record(path: str | Path) -> tuple[int, int]:
     """(preferred batch, max queue delay in microseconds) from the "sla" record that
     `resnet-bench --sla-p99-ms X --json` writes: the chosen batch, and the budget left over at it."""
-    import json
+    from toolkit.files import read_json_file
 
     path = Path(path)
-    try:
-        sla = json.loads(path.read_text(encoding="utf-8")).get("sla")
-    except (OSError, ValueError, AttributeError) as error:
-        raise ToolkitError(f"cannot read {path} as resnet-bench JSON ({error})") from None
+    document = read_json_file(path, "--sla-from", "resnet-bench JSON")
+    sla = document.get("sla") if isinstance(document, dict) else None
     if not isinstance(sla, dict) or "batch" not in sla:
         raise ToolkitError(
             f'{path} has no "sla" record: write it with resnet-bench MODEL --sla-p99-ms X --json {path.name}'
         )
     if sla["batch"] is None:
         raise ToolkitError(f"{path} records that no batch size met {sla.get('p99_budget_ms')} ms: nothing to configure")
-    return int(sla["batch"]), max(0, int(sla["max_queue_delay_us"]))
+    batch, delay = sla["batch"], sla.get("max_queue_delay_us")
+    for key, value, low in (("batch", batch, 1), ("max_queue_delay_us", delay, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 10**9:
+            raise ToolkitError(
+                f'{path}: the "sla" record\'s {key} must be a whole number from {low} to 10^9, not {value!r}; '
+                "write it again with resnet-bench MODEL --sla-p99-ms X --json"
+            )
+    return batch, delay
 
 
 def triton_config(

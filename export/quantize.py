@@ -106,23 +106,23 @@ def kept_nodes(node_names, keep_float) -> list[str]:
 def read_keep_float(text: str) -> tuple[str, ...]:
     """Layer names from `--keep-float`: a comma-separated list, or a file holding one (commas or
     lines), or the JSON that `resnet-compare sensitivity --json` writes (its "keep_float")."""
-    path = Path(text)
-    if path.is_file():
-        content = path.read_text(encoding="utf-8", errors="replace")
-        if content.lstrip().startswith("{"):
-            import json
+    from toolkit.files import read_json_file, read_small_text
 
-            try:
-                names = json.loads(content).get("keep_float")
-            except (ValueError, AttributeError):
-                names = None
+    path = Path(text)
+    if path.exists():
+        kind = "a list of layer names or resnet-compare sensitivity's JSON"
+        content = read_small_text(path, "--keep-float", kind)
+        if content.lstrip().startswith(("{", "[")):
+            document = read_json_file(path, "--keep-float", kind)
+            names = document.get("keep_float") if isinstance(document, dict) else None
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise ToolkitError(f'{path} is JSON without a "keep_float" list of layer names')
             return tuple(names)
         text = content.replace("\n", ",")
     names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
-    if not names and not path.is_file():
-        raise ToolkitError("--keep-float needs layer names (layer1.0.conv1,fc) or a file of them")
+    if not names:
+        where = f"{path} names no layer" if path.exists() else "--keep-float needs layer names"
+        raise ToolkitError(f"{where}: give layer names (layer1.0.conv1,fc) or a file of them")
     return names
 
 

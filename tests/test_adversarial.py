@@ -229,6 +229,9 @@ def launch(command: str, *args, cwd: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a suite started in the background (`make test &`) ignores SIGINT, and
+        # a child would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -377,7 +380,7 @@ def test_a_malformed_bundle_manifest_is_one_sentence(change, message, place):
 def test_labels_that_are_not_utf8_are_one_sentence(command, place):
     (place / "latin1.txt").write_bytes("\n".join(f"caf\xe9 {i}" for i in range(10)).encode("latin-1"))
     before = snapshot(place)
-    one_sentence(run(deploy_main, *command), 2, "labels file latin1.txt is not UTF-8 text")
+    one_sentence(run(deploy_main, *command), 2, "latin1.txt is not UTF-8 text")
     assert snapshot(place) == before
 
 

@@ -90,6 +90,54 @@ def input_file(path: str | Path, name: str, kind: str, error: type[ToolkitError]
     return path
 
 
+SMALL_FILE_LIMIT = 16 * 2**20  # a JSON record, a labels file, a list of names: far below this
+
+
+def read_small_text(path: str | Path, name: str, kind: str, error: type[ToolkitError] = ToolkitError) -> str:
+    """The UTF-8 text of a small input file (`input_file`'s checks: a regular file, so never a FIFO
+    or /dev/zero), read up to `SMALL_FILE_LIMIT`: a larger one is refused, not read."""
+    path = input_file(path, name, kind, error)
+    with path.open("rb") as file:
+        data = file.read(SMALL_FILE_LIMIT + 1)
+    if len(data) > SMALL_FILE_LIMIT:
+        raise error(f"{path} is larger than {SMALL_FILE_LIMIT // 2**20} MiB: not {kind}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as failure:
+        raise error(f"{path} is not UTF-8 text (byte {failure.start} can't be decoded): not {kind}") from None
+
+
+def read_json_file(path: str | Path, name: str, kind: str, error: type[ToolkitError] = ToolkitError):
+    """A small JSON input file (`read_small_text`), parsed: not JSON, or nested too deep for
+    Python's parser, is one sentence."""
+    import json
+
+    text = read_small_text(path, name, kind, error)
+    try:
+        return json.loads(text, parse_constant=lambda constant: _not_json(path, constant, kind, error))
+    except RecursionError:
+        raise error(f"{path} is JSON nested too deep to be {kind}") from None
+    except ValueError as failure:
+        raise error(f"{path} is not JSON ({failure}): not {kind}") from None
+
+
+def _not_json(path, constant: str, kind: str, error):
+    raise error(f"{path} holds {constant}, which JSON does not allow: not {kind}")
+
+
+def check_figure_path(path: str, option: str, formats: tuple[str, ...] = ("png",)) -> None:
+    """A figure's file name: not standard output, and ending in a format it is drawn in (the
+    suffix decides; a PNG is never written into `x.txt`)."""
+    if path == "-":
+        raise ToolkitError(f"{option} writes a figure file; give it a file name, not '-'")
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in formats:
+        names = ", ".join(f".{f}" for f in formats)
+        raise ToolkitError(
+            f"{option} {path}: the figure is drawn as {names}; give a file name ending in {names.replace(', ', ' or ')}"
+        )
+
+
 def check_writable(path: str | Path) -> Path:
     """`path` as a Path, after checking that it can be written: its folder exists and is
     writable, it is not a folder, and an existing file there is writable (not read-only)."""

@@ -6,16 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from toolkit.errors import ArtifactError
-from toolkit.files import input_file
+from toolkit.files import read_small_text
 
 
 def read_labels(path: str | Path) -> list[str]:
     """One label per line (blank lines at the end ignored)."""
-    path = input_file(path, "labels file", "a labels file (one label per line)", ArtifactError)
-    try:
-        labels = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise ArtifactError(f"labels file {path} is not UTF-8 text (byte {error.start} can't be decoded)") from None
+    labels = read_small_text(path, "labels file", "a labels file (one label per line)", ArtifactError).splitlines()
     while labels and not labels[-1].strip():
         labels.pop()
     return labels

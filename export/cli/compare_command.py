@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from toolkit.cli import ProgressBar, ToolkitGroup, json_option, progress_printer, write_json
-from toolkit.files import check_outputs
+from toolkit.files import check_figure_path, check_outputs
 from toolkit.numbers import Number
 
 from ..compare import (
@@ -108,6 +108,8 @@ def layers(
     are matched by module name and judged as validation judges the pair (--atol for FP32,
     --min-cosine for FP16 and INT8). Exit status: 0 no layer diverges, 1 one does, 2 bad input.
     """
+    if plot is not None:
+        check_figure_path(plot, "--plot", ("png", "svg", "pdf"))
     check_outputs(json_path, plot, inputs=[reference, candidate, images])
     quiet = json_path == "-"
     inputs = LayerInputs(images=Path(images) if images else None, random=random_count, max_images=max_images, seed=seed)

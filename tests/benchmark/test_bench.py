@@ -222,11 +222,15 @@ def test_cli_json_to_stdout_and_pytorch_sources(cifar):
         # It measured FP32 under an FP32 label: ONNX Runtime has no --precision (OpenVINO has BF16).
         (["{folder}/r20.onnx", "--precision", "bf16"], "so --precision bf16 would not change what it computes"),
         (["{folder}/r20.onnx", "--channels-last"], "ONNX Runtime does not use --channels-last; it applies to PyTorch"),
+        (["{folder}/r20.onnx", "--plot", "-"], "--plot writes a figure file; give it a file name, not '-'"),
+        (["{folder}/r20.onnx", "--plot", "{folder}/x.txt"], "the figure is drawn as .png"),
+        (["{folder}/r20.onnx", "--profile", "--profile-json", "-", "--json", "-"], "only one of --json, --csv"),
     ],
 )
 def test_bad_input_is_one_sentence_and_exit_2(args, message, cifar):
     result = CliRunner().invoke(main, [a.format(folder=cifar) for a in args] + ["--iterations", "1", "--no-peak"])
     assert result.exit_code == 2, result.output
+    assert not (cifar / "x.txt").exists()
     (line,) = result.output.strip().splitlines()
     assert line.startswith("resnet-bench: ") and message in line
 
@@ -241,7 +245,10 @@ def test_bad_input_is_one_sentence_and_exit_2(args, message, cifar):
         (["--triton", "127.0.0.1:9", "--model", "m", "--iterations", "5"], "not iterations"),
         (["--triton", "127.0.0.1:9", "--model", "m", "--warmup", "5"], "not iterations"),
         (["--triton", "127.0.0.1:9", "--model", "m", "--concurrency", "0"], "positive integers"),
-        (["--triton", "127.0.0.1:9", "--model", "m", "--protocol", "http", "--duration", "0.3"], "has no ready model"),
+        (["--triton", "127.0.0.1:9", "--model", "m", "--protocol", "http", "--duration", "0.3"], "nothing listens at"),
+        (["--triton", "127.0.0.1:99999", "--model", "m"], "port 99999 is not a TCP port (1 to 65535)"),
+        (["--triton", "127.0.0.1", "--model", "m"], "--triton 127.0.0.1 needs a port"),
+        (["--ray", "http://127.0.0.1:0", "--model", "m"], "port 0 is not a TCP port"),
     ],
 )
 def test_bad_load_options_are_one_sentence_and_exit_2(args, message, cifar):

@@ -3,7 +3,9 @@ batch for a latency budget), and the Triton config made from it. Real models, re
 
 import importlib.util
 import json
+import os
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,6 +112,17 @@ def test_the_profile_is_in_the_json_and_drawn(model_file, tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_profile_json_on_standard_output_is_the_only_thing_there(model_file):
+    model, path = model_file
+    if model.architecture.stem == "imagenet":
+        pytest.skip("the ResNet-20 run shows it")
+    result = run(
+        path, "--profile", "--batch", "1", "--iterations", 2, "--warmup", 0, "--no-peak", "--profile-json", "-"
+    )
+    assert result.exit_code == 0, result.output
+    assert [p["label"] for p in json.loads(result.stdout)["profiles"]] == [f"{path.name} (onnxruntime cpu)"]
+
+
 def test_a_budget_below_batch_1_is_one_sentence_and_exit_1(model_file, tmp_path):
     _, path = model_file
     result = run(
@@ -194,3 +207,40 @@ def test_sla_from_without_an_sla_record_is_refused(model_file, tmp_path):
     )
     assert out.exit_code == 2 and 'has no "sla" record' in out.output
     assert not (tmp_path / "repo").exists()
+
+
+def _fifo(folder):
+    os.mkfifo(folder / "fifo.json")
+    return folder / "fifo.json"
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda folder: Path("/dev/zero"), "/dev/zero is a character device, not resnet-bench JSON"),
+        (_fifo, "is a FIFO, not resnet-bench JSON"),
+        (lambda folder: _write(folder, "[" * 100_000 + "]" * 100_000), "nested too deep"),
+        (lambda folder: _write(folder, "{" + " " * (17 * 2**20) + "}"), "larger than 16 MiB"),
+        (lambda folder: _write(folder, '{"sla": {"batch": NaN, "max_queue_delay_us": 5}}'), "holds NaN"),
+        (lambda folder: _write(folder, '{"sla": {"batch": "8", "max_queue_delay_us": 5}}'), "batch must be a whole"),
+        (lambda folder: _write(folder, '{"sla": {"batch": 8.9, "max_queue_delay_us": 5}}'), "not 8.9"),
+        (lambda folder: _write(folder, '{"sla": {"batch": true, "max_queue_delay_us": 5}}'), "not True"),
+        (lambda folder: _write(folder, '{"sla": {"batch": 8, "max_queue_delay_us": -1}}'), "max_queue_delay_us must"),
+        (lambda folder: _write(folder, '{"sla": {"batch": 8}}'), "not None"),
+        (lambda folder: _write(folder, "[8]"), 'has no "sla" record'),
+    ],
+)
+def test_a_bad_sla_from_file_is_one_sentence_and_writes_nothing(make, message, model_file, tmp_path):
+    """Hostile --sla-from inputs are refused before anything is read whole or written."""
+    _, path = model_file
+    given = make(tmp_path)
+    out = CliRunner().invoke(
+        deploy_main, ["triton", str(path), "--repository", str(tmp_path / "repo"), "--sla-from", str(given)]
+    )
+    assert out.exit_code == 2 and message in out.output and "Traceback" not in out.output, out.output
+    assert len(out.output.strip().splitlines()) == 1 and not (tmp_path / "repo").exists()
+
+
+def _write(folder, text):
+    (folder / "s.json").write_text(text)
+    return folder / "s.json"

@@ -309,6 +309,48 @@ def test_load_on_the_server_against_the_file_in_process(server, tmp_path):
     assert "- server: digits (triton grpc) c2: queue" in markdown and "at batch 2: median latency" in markdown
 
 
+def test_perf_analyzer_and_the_builtin_generator_agree(server):
+    """NVIDIA's perf_analyzer and the builtin generator load the same model at concurrency 2,
+    alternating, twice each: their throughputs agree within 10% (a wide bound for a shared
+    machine; the figures at 1, 4 and 8 are in docs/benchmark.md), and each says it measured."""
+    from benchmark import perf_analyzer
+    from benchmark.cli import main as bench_main
+
+    if perf_analyzer.find() is None:
+        pytest.skip("perf_analyzer is not installed here: python -m benchmark.perf_analyzer install (make runs it)")
+    rates = {"builtin": [], "perf_analyzer": []}
+    for _ in range(2):
+        for generator in rates:
+            args = ["--triton", f"grpc://{server['grpc']}", "--model", "digits", "--concurrency", "2"]
+            args += ["--duration", "1.5", "--warmup", "0.3s", "--load-generator", generator, "--json", "-"]
+            result = CliRunner().invoke(bench_main, args)
+            assert result.exit_code == 0, result.output
+            (measured,) = json.loads(result.output)["measurements"]
+            assert measured["extra"]["generator"].startswith(generator) and not measured["extra"]["failed"]
+            assert measured["extra"]["server"]["compute_infer_ms"] > 0 and measured["latency"]["p99"] > 0
+            assert (measured["latency"]["min"] is None) == (generator == "perf_analyzer")  # it reports none: null
+            rates[generator].append(measured["images_per_second"])
+    ratio = sum(rates["builtin"]) / sum(rates["perf_analyzer"])
+    assert 0.9 <= ratio <= 1.1, f"builtin / perf_analyzer = {ratio:.3f}: {rates}"
+
+
+@pytest.mark.parametrize(
+    "url, protocol, said",
+    [
+        ("{http}", "grpc", "answers http there, not grpc: give --triton http://{http}"),
+        ("http://{grpc}", None, "answers grpc there, not http: give --triton grpc://{grpc}"),
+        ("grpc://{grpc}", "http", "says grpc, --protocol says http: give one"),
+        ("ftp://{grpc}", None, "the URL's scheme is http:// or grpc://, not ftp://"),
+    ],
+)
+def test_a_url_in_the_wrong_protocol_is_one_sentence(url, protocol, said, server):
+    from benchmark.cli import main as bench_main
+
+    args = ["--triton", url.format(**server), "--model", "digits", "--duration", "0.3"]
+    result = CliRunner().invoke(bench_main, args + (["--protocol", protocol] if protocol else []))
+    assert result.exit_code == 2 and said.format(**server) in result.output, result.output
+
+
 def test_the_readme_serving_block_runs_as_shown(server, tour, readme):
     """The README's serving block, on the run's server (the `server` fixture ran its triton and serve
     commands and runs its `kill %1`), on free ports and shorter windows: while it serves, a second
@@ -328,6 +370,54 @@ def test_the_readme_serving_block_runs_as_shown(server, tour, readme):
     assert done.returncode == 0, done.stderr
     missing = _not_printed(readme, shown, done.stdout.splitlines())
     assert not missing, f"resnet-bench --triton no longer prints: {missing}"
+
+
+def test_a_vs_file_of_another_model_is_refused_before_any_load(server, models):
+    from benchmark.cli import main as bench_main
+
+    args = ["--triton", server["grpc"], "--model", "digits", "--vs", str(models["files"]["imagenet"])]
+    result = CliRunner().invoke(bench_main, args + ["--duration", "0.3"])
+    assert result.exit_code == 2 and "is not the served model digits: it takes [3, 224, 224]" in result.output
+
+
+def test_a_server_that_hangs_or_dies_mid_run_ends_the_run_with_what_was_measured(digits_files, tmp_path):
+    """The builtin generator against a server of its own: SIGSTOPped during the second window, the
+    run ends (its statistics time out) with the first window reported, written and said, exit 1;
+    continued, then SIGKILLed during an HTTP run, the same. No request waits for ever."""
+    from benchmark.cli import main as bench_main
+
+    repository = tmp_path / "repo"
+    args = ["triton", str(digits_files["fp32"]), "--repository", str(repository), "--triton-backend", "python"]
+    assert CliRunner().invoke(deploy_main, args + ["--name", "digits"]).exit_code == 0
+    ports = free_ports()
+    process, _ = start_serve(repository, ports)
+    (server_pid,) = [int(line.split()[0]) for line in served_processes(repository) if "tritonserver" in line]
+    try:
+        for url, sent in (
+            (f"grpc://127.0.0.1:{ports[1]}", signal.SIGSTOP),
+            (f"http://127.0.0.1:{ports[0]}", signal.SIGKILL),
+        ):
+            report = tmp_path / f"{sent.name}.json"
+            bench = ["--triton", url, "--model", "digits", "--concurrency", "2", "--duration", "3", "--warmup", "0.2s"]
+            bench += ["--load-generator", "builtin", "--json", str(report)]
+            results = []
+            running = threading.Thread(target=lambda: results.append(CliRunner().invoke(bench_main, bench)))  # noqa: B023
+            started = time.monotonic()
+            running.start()
+            time.sleep(1.8)  # the warm-up, the first 1-s window, into the second
+            os.kill(server_pid, sent)
+            running.join(timeout=60)
+            (result,) = results
+            assert result.exit_code == 1 and "the run ended at digits" in result.output, result.output
+            assert "stopped answering" in result.output and time.monotonic() - started < 20
+            (measured,) = json.loads(report.read_text())["measurements"]
+            assert measured["extra"]["ended"] and measured["latency"]["count"] > 0
+            if sent == signal.SIGSTOP:
+                os.kill(server_pid, signal.SIGCONT)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+        subprocess.run(["pkill", "-9", "-f", str(repository)], check=False)
 
 
 def test_serve_refuses_a_model_the_bundled_server_cannot_load(tmp_path):

@@ -228,6 +228,8 @@ def test_keep_float_leaves_those_layers_float_and_the_lint_knows(digits, tmp_pat
         (["layers", "{a}", "{a}", "--random", 2, "--images", "{cal}"], "give --images DIR or --random N, not both"),
         (["layers", "{a}", "{tmp}/none.onnx"], "does not exist"),
         (["layers", "{a}", "{other}"], "the two models are different networks"),
+        (["layers", "{a}", "{a}", "--plot", "-"], "--plot writes a figure file; give it a file name, not '-'"),
+        (["layers", "{a}", "{a}", "--plot", "{tmp}/out.txt"], "the figure is drawn as .png, .svg, .pdf"),
         (["sensitivity", "{a}", "--eval", "{cal}"], "Missing option '--calibration'"),
         (["layers", "{a}", "{a}", "--eval", "{cal}"], "No such option '--eval'"),
         (
