@@ -1,7 +1,7 @@
 """The commands' entry points (setup.cfg's console_scripts).
 
 Each imports its command only after the signal handling is in place: Ctrl-C while torch is
-still importing is one line and exit 130, not a traceback, and SIGTERM is handled like Ctrl-C,
+still importing is one line and exit 130, not a traceback, and SIGTERM (and SIGHUP) is handled like Ctrl-C,
 so that a terminated run removes its staging folder like an interrupted one does (exit 143).
 """
 
@@ -28,7 +28,7 @@ COMMANDS = {
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so that `finally` blocks clean up as for Ctrl-C."""
+    """SIGTERM (or SIGHUP), raised where the program is, so that `finally` blocks clean up as for Ctrl-C."""
 
 
 def _terminate(signum, frame):
@@ -37,6 +37,8 @@ def _terminate(signum, frame):
 
 def launch(name: str) -> None:
     signal.signal(signal.SIGTERM, _terminate)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup it stays ignored
+        signal.signal(signal.SIGHUP, _terminate)  # the terminal closed: clean up as for SIGTERM
     module, attribute = COMMANDS[name]
     global IMPORTED
     try:

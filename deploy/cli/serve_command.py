@@ -38,7 +38,15 @@ if TYPE_CHECKING:
     show_default=True,
     help="Seconds to wait for every model to load.",
 )
-def serve(repository, host, http_port, grpc_port, metrics_port, timeout) -> int:
+@click.option(
+    "--restarts",
+    type=Number(low=0, high=1000, integer=True),
+    default=3,
+    show_default=True,
+    help="How many times to start the server again when it dies or a model's process dies (each said, with "
+    "the reason); then exit 1.",
+)
+def serve(repository, host, http_port, grpc_port, metrics_port, timeout, restarts) -> int:
     """Serve REPOSITORY (written with resnet-deploy triton --triton-backend python) with a real Triton server.
 
     \b
@@ -48,8 +56,10 @@ def serve(repository, host, http_port, grpc_port, metrics_port, timeout) -> int:
     The server is the one nvidia-pytriton ships (tritonserver with its Python backend; pip install
     '.[serve]', Linux x86-64): it runs in this Python environment, which must hold this toolkit.
     It waits until every model is ready, prints the endpoints, and stops the server, its model
-    processes and all, on Ctrl-C or SIGTERM. Exit status: 0 stopped so, 1 the server stopped on
-    its own, 2 it could not start (a port in use, a model it can't load, ...).
+    processes and all, on Ctrl-C, SIGTERM or SIGHUP; if this process is killed, the server dies
+    with it. When the server dies on its own or a model's process dies, it is started again, up
+    to --restarts times, each time said with the reason. Exit status: 0 stopped so, 1 the
+    restarts are spent, 2 it could not start (a port in use, a model it can't load, ...).
     """
     from ..serving import Endpoints, TritonServer
 
@@ -58,12 +68,17 @@ def serve(repository, host, http_port, grpc_port, metrics_port, timeout) -> int:
         models = server.start()
         click.echo(format_serving(server, models))
         sys.stdout.flush()
-        status = server.wait()
-        click.echo(
-            f"resnet-deploy: the Triton server stopped on its own (exit status {status}): {server.errors()}", err=True
-        )
+        for restart in range(1, int(restarts) + 2):
+            reason = server.watch()
+            if restart > restarts:
+                click.echo(f"resnet-deploy: {reason}; no restart left (--restarts {restarts}): stopping", err=True)
+                return 1
+            click.echo(f"resnet-deploy: {reason}; starting it again ({restart} of {restarts})", err=True)
+            server.stop()
+            models = server.start()
+            click.echo(f"resnet-deploy: serving again: {', '.join(models)} (ready)", err=True)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (toolkit.launch raises it as Terminated)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP (toolkit.launch raises those as Terminated)
         click.echo("resnet-deploy: stopping the Triton server", err=True)
         return 0
     finally:
@@ -80,15 +95,27 @@ def format_serving(server: TritonServer, models: list[str]) -> str:
             f"  grpc        {endpoints.grpc}",
             f"  metrics     {endpoints.metrics}",
             f"  models      {', '.join(models)} (ready)",
+            *_open_to_the_network(endpoints.host),
             "  stop it with Ctrl-C",
         ]
     )
 
 
+def _open_to_the_network(host: str) -> list[str]:
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    where = "every interface" if host in ("0.0.0.0", "::", "") else host
+    return [] if loopback else [f"  open        listening on {where}: the models answer anyone who can reach it"]
+
+
 @contextlib.contextmanager
 def signals_ignored():
-    """SIGINT and SIGTERM ignored for the block (the main thread's handlers are put back after)."""
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    """SIGINT, SIGTERM and SIGHUP ignored for the block (the main thread's handlers are put back after)."""
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

@@ -7,12 +7,17 @@ for; the stub for the running interpreter is put in a backend folder of our own 
 package's files), and the server gets this environment's `bin/` first on `PATH` (the stub then
 imports this environment's packages, the toolkit among them) and the package's libraries on
 `LD_LIBRARY_PATH`. The server and its stubs run in a process group of their own, so stopping it
-leaves no process behind.
+leaves no process behind, and the server dies with the process that started it (`supervision`).
+It loads exactly the models `check_repository` finds (explicit model control), so another folder
+in the repository (notes, a half-written `.staging-*`) can't stop it from starting, and it reaches
+a repository whose path holds a space or a non-ASCII letter through a link.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib.util
+import itertools
 import json
 import os
 import platform
@@ -32,10 +37,22 @@ from pathlib import Path
 from toolkit.errors import MissingDependencyError, ToolkitError
 from toolkit.optional import INSTALL
 
+from .supervision import (
+    die_with_parent,
+    exit_reason,
+    folder_prefix,
+    remove_leftovers,
+    remove_own_regions,
+    shm_prefix,
+    stubs,
+)
+
 EXIT_TIMEOUT_S = 5
+_SERVERS = itertools.count(1)  # servers started by this process: each its own shared-memory prefix
 # Triton's line for a model that failed to load (its text is quoted, with \n escaped), and lines a
 # CPU-only machine always prints, harmless, that must not stand in for the real error.
 LOAD_FAILURE = re.compile(r"failed to load '(?P<name>[^']+)' version \d+: (?:Internal: )?(?P<reason>.*?)(?:\\n|\"?$)")
+STACK = re.compile(r"^\d+# ")  # a crashed server's stack frames: addresses, not reasons
 NOISE = ("NVML", "DCGM", "CudaDriverHelper", "pinned memory", "CUDA driver version")
 PLATFORM_BACKENDS = {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt", "pytorch_libtorch": "pytorch"}
 
@@ -143,14 +160,35 @@ def _backend_of(config: Path) -> str:
 
 
 def check_ports_free(endpoints: Endpoints) -> None:
-    """One sentence for a port that something else already listens on."""
+    """One sentence for a port given twice, a host that is no address of this machine, or a port
+    that something else already listens on."""
+    seen: dict[int, str] = {}
     for option, port in endpoints.ports().items():
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        if port in seen:
+            raise ToolkitError(f"{seen[port]} and {option} are both {port}: give each its own port")
+        seen[port] = option
+    try:
+        family = socket.getaddrinfo(endpoints.host, 0, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as error:
+        raise ToolkitError(
+            f"--host {endpoints.host} is not an address this machine can listen on ({error.strerror})"
+        ) from None
+    if family != socket.AF_INET:  # measured: given ::1, its HTTP and metrics listen on 255.255.255.255
+        raise ToolkitError(
+            f"--host {endpoints.host}: the bundled Triton server (2.51) listens on IPv4 addresses only; "
+            "use 127.0.0.1 (or 0.0.0.0 for every interface)"
+        )
+    for option, port in endpoints.ports().items():
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
             # As servers bind: a port whose last connections are still closing (TIME_WAIT) is free.
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((endpoints.host, port))
             except OSError as error:
+                if error.errno != errno.EADDRINUSE:
+                    raise ToolkitError(
+                        f"--host {endpoints.host} is not an address of this machine ({error.strerror})"
+                    ) from None
                 raise ToolkitError(
                     f"port {port} on {endpoints.host} is in use ({error.strerror}); choose another with {option}"
                 ) from None
@@ -165,13 +203,17 @@ class TritonServer:
         self.endpoints, self.timeout = endpoints, timeout
         self.process: subprocess.Popen | None = None
         self._folder: Path | None = None
+        self._stubs: dict[int, str] = {}
+        self.shm_prefix = f"{shm_prefix()}{next(_SERVERS)}_"  # its regions, removed when it stops
 
     def start(self) -> list[str]:
-        """Start the server; returns the models once all are ready."""
-        models = check_repository(self.repository)
+        """Start the server; returns the models once all are ready. What servers of `serve`
+        processes that are gone left behind (shared memory, folders) is removed first."""
+        models = self.models = check_repository(self.repository)
         files = server_files()
         check_ports_free(self.endpoints)
-        self._folder = Path(tempfile.mkdtemp(prefix="resnet-deploy-serve-"))
+        remove_leftovers()
+        self._folder = Path(tempfile.mkdtemp(prefix=folder_prefix()))
         backends = self._backends(files)
         self.log = self._folder / "tritonserver.log"
         with open(self.log, "wb") as log:
@@ -181,13 +223,29 @@ class TritonServer:
                 stderr=subprocess.STDOUT,
                 env=self._environment(files),
                 start_new_session=True,  # its own process group: stop() reaches the stubs too
+                preexec_fn=die_with_parent,  # SIGKILL of this process ends the server too
             )
         try:
             self._wait_ready(models)
         except BaseException:
             self.stop()
             raise
+        self._stubs = stubs(self.process.pid)
         return models
+
+    def watch(self, poll: float = 1.0) -> str:
+        """Until the server stops on its own or a model's stub process dies (the server then answers
+        its health checks but fails every request to that model): what happened, in words."""
+        while True:
+            status = self.process.poll()
+            if status is not None:
+                return f"the Triton server stopped on its own ({exit_reason(status)}): {self.errors()}"
+            alive = stubs(self.process.pid)
+            gone = [(pid, name) for pid, name in self._stubs.items() if pid not in alive]
+            if gone and self.process.poll() is None:
+                pid, name = gone[0]
+                return f"the Python process of model {name} (pid {pid}) died; the server would fail its every request"
+            time.sleep(poll)
 
     def _backends(self, files: ServerFiles) -> Path:
         python = self._folder / "backends" / "python"
@@ -199,16 +257,28 @@ class TritonServer:
 
     def _command(self, files: ServerFiles, backends: Path) -> list[str]:
         host = self.endpoints.host
+        repository = self.repository.resolve()
+        if " " in str(repository) or not str(repository).isascii():
+            # Triton hands model paths to its stubs on a command line, which a space or a
+            # non-ASCII letter breaks: a link in the server's own folder stands in for the path
+            (self._folder / "repository").symlink_to(repository, target_is_directory=True)
+            repository = self._folder / "repository"
         command = [
             str(files.binary),
             "--model-repository",
-            str(self.repository.resolve()),
+            str(repository),
             "--backend-directory",
             str(backends),
+            # only the models `check_repository` found: another folder (notes, a half-written
+            # `.staging-*`) is not a model, and Triton would refuse to start over it
+            "--model-control-mode",
+            "explicit",
+            *[f"--load-model={name}" for name in self.models],
         ]
         for option, port in self.endpoints.ports().items():
             command += [option, str(port)]
         return command + [
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--http-address",
             host,
             "--grpc-address",
@@ -237,7 +307,7 @@ class TritonServer:
                     name, reason = next(iter(failures.items()))
                     raise ToolkitError(f"model {name} did not load: {reason}")
                 raise ToolkitError(f"the Triton server stopped while starting: {self.errors()}")
-            states = self._states()
+            states = [s for s in self._states() if s.get("name") in models]  # the index lists every folder
             failed = [s for s in states if s.get("state") == "UNAVAILABLE"]
             if failed:
                 raise ToolkitError(
@@ -278,7 +348,9 @@ class TritonServer:
     def errors(self, last: int = 3) -> str:
         """The server's own error lines (Triton's `E` lines, without what a CPU-only machine always
         prints), the last few, or its last lines."""
-        lines = [line for line in self._log_lines() if not any(noise in line for noise in NOISE)]
+        lines = [
+            line for line in self._log_lines() if not any(noise in line for noise in NOISE) and not STACK.match(line)
+        ]
         errors = [line for line in lines if line.startswith("E") or "error" in line.lower()]
         return " | ".join((errors or lines)[-last:]) or "it said nothing"
 
@@ -298,6 +370,7 @@ class TritonServer:
                 self.process.wait()
         if self.process is not None:
             _signal_group(self.process.pid, signal.SIGKILL)  # stubs that outlived the server
+            remove_own_regions(self.shm_prefix)
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None

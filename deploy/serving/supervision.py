@@ -1,0 +1,122 @@
+"""What keeps a served repository up: the server dies with `serve` (Linux's parent-death signal),
+its shared-memory regions and folders carry the pid of the `serve` that made them (so a later
+`serve` removes those of one that is gone), and a watch that says when the server exits on its own
+(with its signal) or a model's Python process (its stub) dies while the server runs on.
+
+Why: Triton 2.51's own binary can be ended by one request (a KServe JSON shape of a billion
+rows: SIGABRT; JSON nested 50,000 deep: SIGSEGV), and a stub that dies leaves its model failing
+every request ("Stub process is not healthy") while the server's health endpoints answer 200.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+SHM = Path("/dev/shm")
+PREFIX = "resnet_deploy_"  # shared-memory regions: resnet_deploy_<serve pid>_<Triton's own suffix>
+FOLDER_PREFIX = "resnet-deploy-serve-"  # temporary folders: resnet-deploy-serve-<serve pid>-<random>
+STUB = "triton_python_backend_stub"
+PR_SET_PDEATHSIG = 1
+
+
+def shm_prefix(pid: int | None = None) -> str:
+    """The prefix of the shared-memory regions of the server this process starts."""
+    return f"{PREFIX}{pid or os.getpid()}_"
+
+
+def folder_prefix(pid: int | None = None) -> str:
+    return f"{FOLDER_PREFIX}{pid or os.getpid()}-"
+
+
+def die_with_parent() -> None:
+    """For `Popen(preexec_fn=...)`: the child gets SIGKILL when the process that started it ends,
+    however it ends (SIGKILL included). Linux only; elsewhere nothing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+def remove_own_regions(prefix: str) -> int:
+    """Remove the shared-memory regions whose names start with `prefix` (a server's, after it
+    stopped); how many."""
+    return _remove(SHM.glob(f"{prefix}*"))
+
+
+def remove_leftovers() -> int:
+    """Remove the shared-memory regions and temporary folders of `serve` processes that are gone
+    (killed, or their server crashed): how many. Those of a running `serve` stay."""
+    found = []
+    for pattern, folder in ((re.compile(rf"^{PREFIX}(\d+)_"), SHM), (re.compile(rf"^{FOLDER_PREFIX}(\d+)-"), None)):
+        place = folder or Path(tempfile.gettempdir())
+        found += [p for p in _entries(place) if (m := pattern.match(p.name)) and not _alive(int(m.group(1)))]
+    return _remove(found)
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: not ours to judge
+    return True
+
+
+def _remove(paths) -> int:
+    removed = 0
+    for path in paths:
+        try:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def stubs(server_pid: int) -> dict[int, str]:
+    """The model stubs of a server: {pid: the model's name}, from /proc (children of the server
+    whose command is the Python backend's stub; its first argument is the model's file)."""
+    found = {}
+    for entry in _entries(Path("/proc")):
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == server_pid and arguments and arguments[0].endswith(STUB.encode()):
+            found[int(entry.name)] = _model_of(arguments)
+    return found
+
+
+def _model_of(arguments: list[bytes]) -> str:
+    """The model's name from a stub's arguments (REPOSITORY/NAME/VERSION/model.py)."""
+    model = next((a.decode(errors="replace") for a in arguments[1:] if a.endswith(b"model.py")), "")
+    parts = Path(model).parts
+    return parts[-3] if len(parts) >= 3 else "a model"
+
+
+def exit_reason(status: int) -> str:
+    """A process's exit status in words: its signal's name, or the status."""
+    if status < 0:
+        try:
+            return f"killed by {signal.Signals(-status).name}"
+        except ValueError:
+            return f"killed by signal {-status}"
+    return f"exit status {status}"
