@@ -12,7 +12,8 @@ bytes (`EncodedImage`, what a serving client sends), a PIL image, or
 a NumPy array laid out H x W (grayscale) or H x W x C (C = 1, 3 or 4), uint8 (0-255), uint16
 (0-65535) or float in [0, 1]. Every problem with an image is an `ImageError` naming it: a
 missing file or a folder, an unreadable or empty one, a decompression bomb (more than
-`MAX_PIXELS`), NaN pixels, or one so elongated that the recipe's resize would blow up.
+`MAX_PIXELS`, or more than `MAX_DECODED_BYTES` once decoded, known from its header before it is),
+NaN pixels, or one so elongated that the recipe's resize would blow up.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def _pil():
 
 
 MAX_PIXELS = 100_000_000  # decoded image size read at most (100 megapixels, about 300 MB as RGB)
+MAX_DECODED_BYTES = 300_000_000  # what decoding may allocate (mode x pixels), checked before it
+# bytes per pixel of Pillow's modes, as decoded (an unknown mode counts as 4)
+MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "RGB": 3,
+              "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "RGBX": 4, "CMYK": 4, "I": 4, "F": 4}  # fmt: skip
 MAX_RESIZED_PIXELS = 16_777_216  # pixels after the resize of an ImageNet-style recipe (4096 x 4096)
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -57,13 +62,20 @@ def describe_image(image: Any) -> str:
     return type(image).__name__
 
 
-def _check_size(width: int, height: int, name: str) -> None:
+def _check_size(width: int, height: int, name: str, mode: str | None = None) -> None:
+    """Pixels, and with the mode the bytes decoding will take, within bounds (before decoding)."""
     if width < 1 or height < 1:
         raise ImageError(f"{name} is empty ({width}x{height} pixels)")
     if width * height > MAX_PIXELS:
         raise ImageError(
             f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels); images up to "
             f"{MAX_PIXELS / 1e6:.0f} megapixels are read: scale it down first"
+        )
+    decoded = width * height * MODE_BYTES.get(mode, 4) if mode is not None else 0
+    if decoded > MAX_DECODED_BYTES:
+        raise ImageError(
+            f"{name} is {width}x{height} in mode {mode}: {decoded / 1e6:.0f} MB decoded, above the "
+            f"{MAX_DECODED_BYTES / 1e6:.0f} MB read: scale it down first"
         )
 
 
@@ -98,12 +110,16 @@ def _decode(source, what: str, name: str):
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as opened:
-                _check_size(opened.width, opened.height, what)
+                _check_size(opened.width, opened.height, what, opened.mode)
                 opened.load()
-                return opened.copy()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"{what} is too large to decode safely ({str(error).split('.')[0]})") from None
-    except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+                return opened.copy()  # the copy doubles the bytes for a moment: bounded above
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(
+            f"{what} is too large to decode safely (more than {MAX_PIXELS / 1e6:.0f} megapixels)"
+        ) from None
+    except PIL.UnidentifiedImageError:
+        raise ImageError(f"{name} is not a readable image (not a format Pillow knows)") from None
+    except (OSError, ValueError, SyntaxError) as error:
         reason = str(error).splitlines()[0][:100] if str(error) else type(error).__name__
         raise ImageError(f"{name} is not a readable image ({reason})") from None
     finally:
@@ -135,8 +151,13 @@ def load_image(image: Any):
             f"cannot read an image from a {type(image).__name__}; give a path, a PIL image or a NumPy array"
         )
     if picture.mode in _SIXTEEN_BIT:  # 16-bit grayscale: scale 0-65535 to 0-255 (convert() would clip)
-        wide = np.clip(np.asarray(picture, dtype=np.int64), 0, 65535)
-        picture = Image.fromarray(np.round(wide / 257.0).astype(np.uint8))
+        wide = np.asarray(picture)  # uint16 (or int32 for mode I)
+        scaled = np.empty(wide.shape, dtype=np.uint8)
+        rows = max(1, 4_000_000 // max(1, wide.shape[1]))  # in blocks: no full-size wider copy
+        for top in range(0, wide.shape[0], rows):
+            block = np.clip(wide[top : top + rows], 0, 65535).astype(np.uint32)
+            scaled[top : top + rows] = (block * 2 + 257) // 514  # round(v / 257), in integers
+        picture = Image.fromarray(scaled)
     elif picture.mode == "F":  # floating point: [0, 1], as arrays are
         values = np.asarray(picture)
         _check_unit_range(values, describe_image(image))

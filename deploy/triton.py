@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from toolkit.errors import ArtifactError, ToolkitError
-from toolkit.files import check_replaceable_folder, input_file, publish_folder
+from toolkit.files import check_replaceable_folder, input_file, publish_folders, sha256_file
 from toolkit.numbers import check_number
 
 from .artifacts.labels import resolve_labels
@@ -185,7 +185,7 @@ class TritonOptions:
         check_number(self.instances, "--instances", integer=True, low=1, high=INT32_MAX)
         check_number(self.max_queue_delay_us, "--max-queue-delay-us", integer=True, limit="uint64")
         if self.max_batch is not None:
-            check_number(self.max_batch, "--max-batch", integer=True, limit="int32")
+            check_number(self.max_batch, "--max-batch", low=1, high=2**31 - 1, integer=True)
         for size in self.preferred_batch:
             check_number(size, "--preferred-batch", integer=True, limit="int32")
         if self.instance_kind is not None and self.instance_kind not in INSTANCE_KINDS:
@@ -289,10 +289,17 @@ def images_model_name(name: str) -> str:
     return f"{name}_images"
 
 
+MAX_NAME_BYTES = 200  # a folder name (255 bytes on Linux) with room for "_images"
+
+
 def check_model_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise ToolkitError(
             f"model name {name!r} must be letters, digits, '_', '.' or '-' (no slashes or spaces), starting with a letter or digit"
+        )
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise ToolkitError(
+            f"model name {name[:20]}... is {len(name)} characters; a model name is at most {MAX_NAME_BYTES}"
         )
     return name
 
@@ -425,9 +432,11 @@ def write_triton_model(
     created = _missing_folders(repository)
     try:
         repository.mkdir(parents=True, exist_ok=True)
-        for config in configs:
-            with publish_folder(repository / config.name, replace=replaceable[config.name]) as folder:
+        # NAME and NAME_images as one step: both there, or neither changed
+        with publish_folders([(repository / c.name, replaceable[c.name]) for c in configs]) as folders:
+            for folder, config in zip(folders, configs, strict=True):
                 _fill_model_folder(folder, served, config, label_list)
+                write_marker(folder, config.name)
     except BaseException:
         for folder in created:  # the repository folders this run created go with it
             if folder.is_dir() and not any(folder.iterdir()):
@@ -488,16 +497,36 @@ def _missing_folders(path: Path) -> list[Path]:
     return missing
 
 
+MARKER = ".resnet-deploy-toolkit.json"  # in each model folder this toolkit writes: what it wrote
+
+
+def write_marker(folder: Path, name: str) -> None:
+    """The record of what `resnet-deploy triton` wrote in a model folder: the model's name and
+    each file with its SHA-256, so that `--force` replaces only a folder that is exactly that."""
+    files = {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    record = {"written_by": "resnet-deploy triton", "name": name, "files": files}
+    (folder / MARKER).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
 def _triton_model_named(name: str):
     return lambda folder: _is_triton_model(folder, name)
 
 
 def _is_triton_model(folder: Path, name: str) -> bool:
-    """Whether `folder` is a Triton model folder of that name (its config.pbtxt says so)."""
-    config = folder / "config.pbtxt"
-    if config.is_symlink() or not config.is_file():
+    """Whether `folder` is a model folder this toolkit wrote under that name and nobody changed
+    since: its marker names it, and the folder's files are exactly the marker's, unchanged (a
+    hand-written folder, or one with a file added or edited, is not replaced)."""
+    marker = folder / MARKER
+    if marker.is_symlink() or not marker.is_file():
         return False
     try:
-        return f'name: "{name}"' in config.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+        present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink()} - {MARKER}
+        files = record["files"]
+        return (
+            record.get("name") == name
+            and present == set(files)
+            and all(not (folder / f).is_symlink() and sha256_file(folder / f) == digest for f, digest in files.items())
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False

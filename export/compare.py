@@ -307,9 +307,14 @@ def _common_input(reference: _Side, candidate: _Side):
     checking that they are the same architecture."""
     a, b = reference.info, candidate.info
     if a.architecture != b.architecture:
+        differ = [
+            f"{field} {getattr(a.architecture, field)} against {getattr(b.architecture, field)}"
+            for field in ("stem", "block", "layers", "widths", "shortcut", "num_classes")
+            if getattr(a.architecture, field) != getattr(b.architecture, field)
+        ]
         raise ToolkitError(
-            f"the two models are different networks ({a.name}, {a.architecture.block} blocks {list(a.architecture.layers)}, "
-            f"against {b.name}, {b.architecture.block} blocks {list(b.architecture.layers)}); compare two forms of one model"
+            f"the two models are different networks ({a.name} and {b.name}: {', '.join(differ)}); compare two forms of "
+            "one model"
         )
     files = [side.info.input_spec for side in (reference, candidate) if side.runtime.backend != "pytorch"]
     if len(files) == 2 and (files[0].height, files[0].width) != (files[1].height, files[1].width):

@@ -5,6 +5,7 @@ folder before and after). Small CIFAR models and crafted files keep it fast."""
 import hashlib
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -59,15 +60,16 @@ def one_sentence(result, status: int, *fragments: str) -> str:
     return lines[0]
 
 
-def png_header_only(path: Path, width: int, height: int) -> None:
-    """A PNG that declares width x height and holds no pixels (PIL reads the size lazily)."""
+def png_header_only(path: Path, width: int, height: int, color_type: int = 0) -> None:
+    """A PNG that declares width x height (grayscale; color type 6: RGBA) and holds no pixels
+    (PIL reads the size and mode lazily)."""
 
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     path.write_bytes(
         b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0))
         + chunk(b"IEND", b"")
     )
 
@@ -186,6 +188,38 @@ def test_force_refuses_a_folder_holding_the_model_and_replaces_a_real_bundle(pla
     assert json.loads((place / "b" / "manifest.json").read_text())["model"]["name"] == "resnet18"
 
 
+def test_triton_force_never_replaces_a_folder_it_did_not_write_as_it_is(place):
+    """A hand-written model folder whose config names the model, and a folder the toolkit wrote
+    that the user then added to or edited: --force refuses both and leaves them as they are; a
+    folder exactly as the toolkit wrote it is replaced."""
+    hand = place / "repo" / "r20"
+    (hand / "1").mkdir(parents=True)
+    (hand / "config.pbtxt").write_text('name: "r20"\nbackend: "python"\n')
+    (hand / "1" / "model.py").write_text("# the user's own model\n")
+    before = snapshot(place)
+    forced = ["triton", "r20.onnx", "--repository", "repo", "--name", "r20", "--force"]
+    one_sentence(run(deploy_main, *forced), 2, "is not a Triton model")
+    assert snapshot(place) == before
+    assert run(deploy_main, "triton", "r20.onnx", "--repository", "mine", "--name", "r20").exit_code == 0
+    for change in (lambda f: (f / "extra.txt").write_text("mine"), lambda f: (f / "config.pbtxt").write_text("x")):
+        shutil.rmtree(place / "mine")
+        assert run(deploy_main, "triton", "r20.onnx", "--repository", "mine", "--name", "r20").exit_code == 0
+        change(place / "mine" / "r20")
+        before = snapshot(place)
+        one_sentence(run(deploy_main, *forced[:3], "mine", *forced[4:]), 2, "is not a Triton model")
+        assert snapshot(place) == before
+    shutil.rmtree(place / "mine")
+    assert run(deploy_main, "triton", "r20.onnx", "--repository", "mine", "--name", "r20").exit_code == 0
+    assert run(deploy_main, *forced[:3], "mine", *forced[4:]).exit_code == 0
+
+
+def test_a_name_too_long_for_the_pair_writes_nothing(place):
+    before = snapshot(place)
+    args = ["triton", "r20.onnx", "--repository", "repo", "--triton-backend", "python", "--name", "m" * 250]
+    one_sentence(run(deploy_main, *args), 2, "is 250 characters; a model name is at most 200")
+    assert snapshot(place) == before
+
+
 def test_triton_force_replaces_only_a_triton_model_and_a_failed_run_leaves_no_repository(place):
     (place / "repo" / "r20").mkdir(parents=True)
     (place / "repo" / "r20" / "notes.txt").write_text("not a model")
@@ -283,15 +317,17 @@ def test_a_killed_runs_staging_folder_is_removed_by_the_next_run_and_others_are_
 
 def test_a_decompression_bomb_and_an_elongated_image_are_named_and_the_others_predicted(place):
     png_header_only(place / "bomb.png", 20000, 20000)
+    png_header_only(place / "row.png", 99_000_000, 1, color_type=6)  # 99 megapixels, but 396 MB as RGBA
     Image.new("L", (1, 3000), 128).save(place / "thin.png")
-    result = run(deploy_main, "predict", "r18.onnx", "good.png", "bomb.png", "thin.png", "good.png", "--json")
+    names = ["good.png", "bomb.png", "thin.png", "row.png", "good.png"]
+    result = run(deploy_main, "predict", "r18.onnx", *names, "--json")
     assert result.exit_code == 1 and "Traceback" not in result.output
     data = json.loads(result.output[: result.output.rindex("}") + 1])
-    sources = [p["source"] for p in data["predictions"]]
-    assert sources == ["good.png", "bomb.png", "thin.png", "good.png"]  # the repeated image gets its own line
-    assert "indices" in data["predictions"][0] and "indices" in data["predictions"][3]
-    assert "too large to decode safely" in data["predictions"][1]["error"]
+    assert [p["source"] for p in data["predictions"]] == names  # the repeated image gets its own line
+    assert "indices" in data["predictions"][0] and "indices" in data["predictions"][4]
+    assert "too large to decode safely (more than 100 megapixels)" in data["predictions"][1]["error"]
     assert "too elongated" in data["predictions"][2]["error"]
+    assert "in mode RGBA: 396 MB decoded, above the 300 MB read" in data["predictions"][3]["error"]
 
 
 @pytest.mark.parametrize(
@@ -334,7 +370,7 @@ def test_export_numbers_are_finite_and_bounded(args, message, place):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--max-batch", "99999999999999999999"], "--max-batch must be at least 0 and at most 2147483647"),
+        (["--max-batch", "99999999999999999999"], "--max-batch must be at least 1 and at most 2147483647"),
         (["--instances", "99999999999999999999"], "--instances must be at least 1 and at most 2147483647"),
         (["--max-queue-delay-us", "-5"], "--max-queue-delay-us must be at least 0"),
     ],

@@ -340,31 +340,57 @@ def publish_folder(target: str | Path, *, replace: Callable[[Path], bool] | None
     works on any POSIX one. With `replace` (the caller's `--force` check, for a `target` that
     existed when it checked), `target` is checked again with it just before it is moved aside.
     """
-    target = Path(target)
-    with staging_folder(_folder_of(target)) as stage:
-        folder = stage / "new"
-        folder.mkdir()
+    with publish_folders([(target, replace)]) as (folder,):
         yield folder
-        for path in folder.rglob("*"):
+
+
+@contextmanager
+def publish_folders(targets: list[tuple[str | Path, Callable[[Path], bool] | None]]) -> Iterator[list[Path]]:
+    """`publish_folder` for several folders of one parent, published as one step: each is
+    assembled in one staging folder, then moved into place in turn; if one can't be (a name too
+    long, something that appeared there, Ctrl-C or SIGTERM meanwhile), those already moved are
+    taken back and what they replaced is put back, so either all are there or none changed."""
+    targets = [(Path(target), replace) for target, replace in targets]
+    with staging_folder(_folder_of(targets[0][0])) as stage:
+        folders = [stage / f"new{index}" for index in range(len(targets))]
+        for folder in folders:
+            folder.mkdir()
+        yield folders
+        for path in stage.rglob("*"):
             if path.is_file():
                 with open(path, "rb") as written:
                     os.fsync(written.fileno())
-        if replace is not None and (target.exists() or target.is_symlink()):
-            if target.is_symlink() or not target.is_dir() or not replace(target):
-                raise ToolkitError(
-                    f"{target} is no longer one this command may replace (it changed while this command ran); "
-                    "nothing was replaced"
-                )
-            os.replace(target, stage / "previous")
-            os.replace(folder, target)
-            return
-        _claim(target)
+        done: list[tuple[Path, Path, Path | None]] = []  # (target, where the new one came from, the previous)
         try:
-            os.replace(folder, target)
-        except OSError:
+            for index, ((target, replace), folder) in enumerate(zip(targets, folders, strict=True)):
+                done.append((target, folder, _move_into_place(target, folder, replace, stage / f"previous{index}")))
+        except BaseException:
+            for target, folder, previous in reversed(done):
+                os.replace(target, folder)
+                if previous is not None:
+                    os.replace(previous, target)
+            raise
+
+
+def _move_into_place(target: Path, folder: Path, replace, previous: Path) -> Path | None:
+    """Move `folder` onto `target` (see `publish_folder`); where the folder it replaced went, or None."""
+    if replace is not None and (target.exists() or target.is_symlink()):
+        if target.is_symlink() or not target.is_dir() or not replace(target):
             raise ToolkitError(
-                f"{target} was written to while this command ran; it was kept and nothing of this run is in it"
-            ) from None
+                f"{target} is no longer one this command may replace (it changed while this command ran); "
+                "nothing was replaced"
+            )
+        os.replace(target, previous)
+        os.replace(folder, target)
+        return previous
+    _claim(target)
+    try:
+        os.replace(folder, target)
+    except OSError:
+        raise ToolkitError(
+            f"{target} was written to while this command ran; it was kept and nothing of this run is in it"
+        ) from None
+    return None
 
 
 def _claim(target: Path) -> None:

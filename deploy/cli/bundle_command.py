@@ -38,7 +38,10 @@ def bundle(model, output, engine, labels, force, backend, runtime, precision) ->
     )
     files = ", ".join(sorted(written.manifest["files"]))
     click.echo(f"{written.folder}: {written.info.name} ({written.info.precision}) bundle with {files}")
-    click.echo(
-        f"  on the board: resnet-build {written.folder}/model.onnx; resnet-deploy predict {written.folder} IMAGE"
-    )
+    build = (
+        f"resnet-build {written.folder}/model.onnx; "
+        if (written.manifest.get("runtime") or {}).get("backend") != "openvino" and not engine
+        else ""
+    )  # an OpenVINO bundle runs its ONNX file as it is; a bundle with an engine has it built
+    click.echo(f"  on the board: {build}resnet-deploy predict {written.folder} IMAGE")
     return 0

@@ -114,7 +114,7 @@ serving_options = option_group(
 def triton(model, repository, name, serving, labels, force) -> int:
     """Write REPOSITORY/NAME/config.pbtxt and REPOSITORY/NAME/1/model.onnx (or model.plan); with
     --triton-backend python also REPOSITORY/NAME_images/ (see resnet-deploy serve)."""
-    from ..triton import images_model_name, write_triton_model
+    from ..triton import MARKER, images_model_name, write_triton_model
 
     target = write_triton_model(model, repository, name, serving, labels=labels, force=force)
     folders = [target] + (
@@ -122,7 +122,10 @@ def triton(model, repository, name, serving, labels, force) -> int:
     )
     for folder in folders:
         click.echo(
-            f"{folder}: " + ", ".join(sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()))
+            f"{folder}: "
+            + ", ".join(
+                sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MARKER)
+            )
         )
     if serving.triton_backend == "python":
         click.echo(f"  serve it: resnet-deploy serve {target.parent}")

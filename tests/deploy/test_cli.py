@@ -154,6 +154,8 @@ def test_the_spellings_before_triton_backend_still_work_and_say_the_new_one(mode
         "resnet-deploy: --runtime is now --backend" in bundled.output or "--runtime is now --backend" in bundled.output
     )
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["runtime"]["backend"] == "openvino"
+    assert f"on the board: resnet-deploy predict {tmp_path / 'b'} IMAGE" in bundled.output  # no engine to build
+    assert "resnet-build" not in bundled.output
 
 
 def test_ray_stays_out_of_every_other_path():

@@ -106,7 +106,7 @@ class Load:
             thread.join(timeout=90)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stopped once its tests ran: idle, it still takes CPU from the rest
 def ray_app(tmp_path_factory, digits_files):
     """The cluster, the application deployed on it, and what the tests need to reach both."""
     from deploy.ray_serve import RayOptions, write_ray_app

@@ -99,7 +99,7 @@ def _not_printed(readme, shown: list[str], printed: list[str]) -> list[str]:
     return [line for line in shown if readme.shape(line) not in {readme.shape(p) for p in printed}]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # stopped once its tests ran: idle, it still takes CPU from the rest
 def server(tour, readme, digits_files):
     """The one server of the test run, started as the README's serving block starts it, in the tour's
     folder: its `resnet-deploy triton` (the tour's digits.onnx as resnet20_digits), then the digits
@@ -336,7 +336,7 @@ def test_perf_analyzer_and_the_builtin_generator_agree(server):
     for _ in range(2):
         for generator in rates:
             args = ["--triton", f"grpc://{server['grpc']}", "--model", "digits", "--concurrency", "1"]
-            args += ["--duration", "1.5", "--warmup", "0.3s", "--load-generator", generator, "--json", "-"]
+            args += ["--duration", "0.9", "--warmup", "0.2s", "--load-generator", generator, "--json", "-"]
             result = CliRunner().invoke(bench_main, args)
             assert result.exit_code == 0, result.output
             (measured,) = json.loads(result.output)["measurements"]

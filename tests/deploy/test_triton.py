@@ -119,6 +119,7 @@ def test_engine_limits(engine, tmp_path, engine_manifest):
         ("m", dict(preferred_batch=[128]), "between 1 and max batch 64"),
         ("m", dict(instances=0), "--instances must be at least 1"),
         ("m", dict(max_batch=0), "--max-batch must be at least 1"),
+        ("m", dict(max_batch=-3), "--max-batch must be at least 1"),
     ],
 )
 def test_bad_options(name, options, message, models, tmp_path):

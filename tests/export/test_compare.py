@@ -227,7 +227,11 @@ def test_keep_float_leaves_those_layers_float_and_the_lint_knows(digits, tmp_pat
         (["layers", "{a}"], "Missing argument 'MODEL_B'"),
         (["layers", "{a}", "{a}", "--random", 2, "--images", "{cal}"], "give --images DIR or --random N, not both"),
         (["layers", "{a}", "{tmp}/none.onnx"], "does not exist"),
-        (["layers", "{a}", "{other}"], "the two models are different networks"),
+        (
+            ["layers", "{a}", "{other}"],
+            "are different networks (resnet20_digits and resnet20_cifar10: shortcut A against B)",
+        ),
+        (["layers", "{a}", "{other100}"], "num_classes 10 against 100); compare two forms of one model"),
         (["layers", "{a}", "{a}", "--plot", "-"], "--plot writes a figure file; give it a file name, not '-'"),
         (["layers", "{a}", "{a}", "--plot", "{tmp}/out.txt"], "the figure is drawn as .png, .svg, .pdf"),
         (["sensitivity", "{a}", "--eval", "{cal}"], "Missing option '--calibration'"),
@@ -239,9 +243,17 @@ def test_keep_float_leaves_those_layers_float_and_the_lint_knows(digits, tmp_pat
     ],
 )
 def test_bad_input_is_one_sentence_and_exit_2(args, message, digits, digits_files, tmp_path):
-    r20 = tmp_path / "r20.pth"
+    r20, r20_100 = tmp_path / "r20.pth", tmp_path / "r20_100.pth"
     torch.save(resnet.create(20, dataset="cifar10", shortcut="B").state_dict(), r20)
-    fill = lambda a: str(a).format(a=digits_files["fp32"], cal=digits["calibration"], tmp=tmp_path, other=r20)  # noqa: E731
+    torch.save(resnet.create(20, dataset="cifar100").state_dict(), r20_100)
+    given = {
+        "a": digits_files["fp32"],
+        "cal": digits["calibration"],
+        "tmp": tmp_path,
+        "other": r20,
+        "other100": r20_100,
+    }
+    fill = lambda a: str(a).format(**given)  # noqa: E731
     result = run(*map(fill, args))
     assert result.exit_code == 2, result.output
     (line,) = [line for line in result.output.splitlines() if line.strip()]

@@ -71,3 +71,24 @@ def test_precision_table():
     assert numpy_dtype("fp16") == np.float16 and numpy_dtype("fp32") == np.float32
     with pytest.raises(ToolkitError, match="precision must be one of fp32, fp16, int8, got 'int4'"):
         check_precision("int4")
+
+
+def test_folders_published_as_one_step_are_all_there_or_none_changed(tmp_path):
+    """The second of two folders can't be moved into place (something appeared there): the first,
+    already moved, is taken back and the folder it replaced put back."""
+    from toolkit.files import publish_folders
+
+    first, second = tmp_path / "NAME", tmp_path / "NAME_images"
+    first.mkdir()
+    (first / "old.txt").write_text("the previous model")
+    with pytest.raises(ToolkitError, match="appeared while this command ran"):
+        with publish_folders([(first, lambda folder: True), (second, None)]) as (new_first, new_second):
+            (new_first / "new.txt").write_text("new")
+            (new_second / "new.txt").write_text("new")
+            second.mkdir()
+            (second / "theirs.txt").write_text("someone else's")
+    assert sorted(p.name for p in first.iterdir()) == ["old.txt"] and (second / "theirs.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["NAME", "NAME_images"]  # no staging left
+    with publish_folders([(first, lambda folder: True), (tmp_path / "OTHER", None)]) as (a, b):
+        (a / "new.txt").write_text("new")
+    assert sorted(p.name for p in first.iterdir()) == ["new.txt"] and (tmp_path / "OTHER").is_dir()
