@@ -183,4 +183,12 @@ def _class_indices(root: Path, class_folders: list[str], labels, num_classes, la
             f"{root} has {len(class_folders)} class folders and the model {num_classes} classes; "
             "name the folders after the model's labels (--labels) or remove the extra ones"
         )
-    return {name: index for index, name in enumerate(class_folders)}
+    indices = {name: index for index, name in enumerate(class_folders)}
+    if any(name != str(index) for name, index in indices.items()):  # folders 0, 1, 2, ... say their own number
+        shown = ", ".join(f"{name} = {index}" for name, index in list(indices.items())[:4])
+        more = ", ..." if len(indices) > 4 else ""
+        notice(
+            f"no labels name the class folders of {root}: they are read as the model's classes in sorted order "
+            f"({shown}{more}); top-1 means something only if that is the model's order (--labels says otherwise)"
+        )
+    return indices

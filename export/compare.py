@@ -42,8 +42,8 @@ from deploy.artifacts.metadata import ModelInfo
 from deploy.runtimes import Runtime, RuntimeOptions, backend_of, open_runtime
 from resnet.architecture import stage_of
 from toolkit.errors import ToolkitError
-from toolkit.files import input_file
-from toolkit.numbers import check_number
+from toolkit.files import input_file, notice
+from toolkit.numbers import check_memory, check_number
 from toolkit.optional import require
 from toolkit.precision import FP16_MAX
 
@@ -172,17 +172,20 @@ class LayerInputs:
         from deploy.preprocess import ImageError, preprocess
 
         files = read_image_folder(self.images).subset(self.max_images).files
-        arrays, unreadable = [], 0
+        arrays, unreadable = [], []
         for index, path in enumerate(files):
             try:
                 arrays.append(preprocess(path, spec))
-            except ImageError:
-                unreadable += 1
+            except ImageError as error:
+                unreadable.append(str(error))
             if arrays and (len(arrays) == batch or index == len(files) - 1):
                 yield np.stack(arrays)
                 arrays = []
-        if unreadable == len(files):
-            raise ToolkitError(f"none of the {len(files)} images in {self.images} could be read")
+        if len(unreadable) == len(files):
+            raise ToolkitError(f"none of the {len(files)} images in {self.images} could be read: {unreadable[0]}")
+        if unreadable:
+            more = f" and {len(unreadable) - 2} more" if len(unreadable) > 2 else ""
+            notice(f"skipped {len(unreadable)} of {len(files)} images: {'; '.join(unreadable[:2])}{more}")
 
 
 @dataclass
@@ -324,6 +327,27 @@ def _common_input(reference: _Side, candidate: _Side):
     return files[0] if files else a.input_spec
 
 
+def _run_both(ref: _Side, cand: _Side, array: np.ndarray, batch: int) -> tuple[dict, dict]:
+    """Every layer's output of both sides; running out of memory is a sentence (exit 2), never a
+    runtime's traceback (exit 1 means a layer diverges)."""
+    try:
+        return ref.runtime.run_outputs(array), cand.runtime.run_outputs(array)
+    except ToolkitError:
+        raise
+    except Exception as error:  # noqa: BLE001 - each runtime raises its own allocation failure
+        if isinstance(error, MemoryError) or "alloc" in str(error).lower():
+            raise ToolkitError(f"ran out of memory comparing every layer at --batch {batch}; lower --batch") from None
+        raise
+
+
+def compare_memory(architecture, spec, batch: int) -> float:
+    """A rough estimate of the bytes a comparison at `batch` holds: every layer's output of a
+    batch on both sides at once (float32), and a quarter more for the runtimes' own buffers
+    (measured: ResNet-50 at batch 32 peaked at 7.5 GB, estimated 8.1; ResNet-20 at 1024, 5.0 GB,
+    estimated 5.0)."""
+    return 1.25 * 2 * 4 * batch * architecture.tapped_elements(spec.height, spec.width)
+
+
 def compare_models(
     reference,
     candidate,
@@ -345,6 +369,11 @@ def compare_models(
             sides.append(open_side(model, provider=provider, threads=threads))
         ref, cand = sides
         spec = _common_input(ref, cand)
+        check_memory(
+            compare_memory(ref.info.architecture, spec, batch),
+            f"comparing every layer at --batch {batch}",
+            "lower --batch (the figures are the same at any batch)",
+        )
         order = ref.info.architecture.module_points()
         held_ref, held_cand = (set(side.runtime.outputs) for side in sides)
         common = [p for p in order if p in held_ref and p in held_cand]
@@ -356,7 +385,7 @@ def compare_models(
         tallies, samples = {p: _LayerErrors() for p in common}, 0
         expected = inputs.count if inputs.images is None else None
         for array in inputs.batches(spec, batch):
-            a, b = ref.runtime.run_outputs(array), cand.runtime.run_outputs(array)
+            a, b = _run_both(ref, cand, array, batch)
             for point in common:
                 tallies[point].add(point, a[point], b[point])
             samples += len(array)

@@ -133,6 +133,24 @@ class Architecture:
             largest = max(largest, channels * self.expansion * h * w)
         return largest
 
+    def tapped_elements(self, height: int, width: int) -> int:
+        """Elements one image leaves behind at every module point (`module_points`) at once, as a
+        layer-by-layer comparison holds them: an estimate from the architecture alone (a
+        Bottleneck's inner convolutions counted at their narrower width)."""
+        half = lambda n: (n + 1) // 2  # noqa: E731
+        h, w = (half(height), half(width)) if self.stem == "imagenet" else (height, width)
+        total = 2 * self.widths[0] * h * w  # conv1, relu
+        if self.stem == "imagenet":
+            h, w = half(h), half(w)
+            total += self.widths[0] * h * w  # maxpool
+        inner = 2 * (self.convs_per_block - 1)  # the convolutions and ReLUs before the last one
+        for stage, (channels, blocks) in enumerate(zip(self.widths, self.layers, strict=True)):
+            if stage:
+                h, w = half(h), half(w)
+            outer = channels * self.expansion * h * w
+            total += blocks * (inner * channels * h * w + 3 * outer) + outer  # + conv3/add/relu; a downsample
+        return total
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -80,6 +80,15 @@ def test_a_bad_image_is_counted_and_named_never_fatal(files, digits, tmp_path):
     assert "(1 unreadable, skipped)" in result.output and "broken.png is not a readable image" in result.output
 
 
+def test_class_folders_no_label_names_are_scored_in_sorted_order_and_said_so(files, digits, tmp_path):
+    data = tmp_path / "abc"
+    for name, digit in (("a", "0"), ("b", "1"), ("c", "2")):
+        shutil.copytree(digits["heldout"] / digit, data / name)
+    result = run(files / "fp32.onnx", data)
+    assert result.exit_code == 0, result.output
+    assert "no labels name the class folders" in result.output and "(a = 0, b = 1, c = 2)" in result.output
+
+
 def test_class_folders_named_after_the_labels_map_to_their_indices(files, digits, tmp_path):
     names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
     (tmp_path / "labels.txt").write_text("\n".join(names) + "\n")

@@ -260,6 +260,28 @@ def test_bad_input_is_one_sentence_and_exit_2(args, message, digits, digits_file
     assert fill(message) in line
 
 
+def test_a_batch_beyond_the_memory_is_refused_before_it_runs(digits_files):
+    from export.compare import compare_memory
+    from toolkit.numbers import available_memory
+
+    model = resnet.create(20, "cifar10")
+    if compare_memory(model.architecture, model.input_spec, 4096) <= (available_memory() or 0) / 2:
+        pytest.skip("this machine has the memory for ResNet-20 at batch 4096")
+    result = run("layers", digits_files["fp32"], digits_files["fp32"], "--random", 8, "--batch", 4096)
+    assert result.exit_code == 2 and "comparing every layer at --batch 4096 needs about" in result.output
+
+
+def test_unreadable_images_are_named_not_dropped_silently(digits_files, digits, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in sorted((digits["heldout"] / "4").iterdir())[:3]:
+        (images / path.name).write_bytes(path.read_bytes())
+    (images / "broken.png").write_bytes(b"not a png")
+    result = run("layers", digits_files["fp32"], digits_files["fp32"], "--images", images)
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 of 4 images" in result.output and "broken.png is not a readable image" in result.output
+
+
 def test_the_spellings_before_the_subcommands_still_work_and_say_the_new_one(digits, digits_files, tmp_path):
     """`resnet-compare A B` and `resnet-compare --sensitivity FP32` (one more release)."""
     layers = CliRunner().invoke(compare_main, [str(digits_files["fp32"]), str(digits_files["fp32"]), "--random", "2"])
