@@ -31,6 +31,7 @@ are no module's (ONNX Runtime's and OpenVINO's memory reorders) are timed as "ot
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def unit_of(name: str, convs: int) -> str | None:
     """The unit a backend's layer name belongs to (None: no module's, such as a reorder): the
     first module or tensor name in it, a ReLU's or an add's mapped to the convolution before it."""
     for token in name.replace("/", " ").replace("+", " ").replace(",", " ").split():
-        token = token.removesuffix("_nchwc").split(":")[0]
+        token = re.sub(r"_token_\d+$", "", token.removesuffix("_nchwc").split(":")[0])  # ORT's renamed QLinearConv
         parts = token.split(".")
         if token in ("conv1", "relu", "bn1"):
             return "conv1"
@@ -178,7 +179,7 @@ def summarize(
             stage=stage_of(unit),
             ms=mean[unit],
             share=mean[unit] / attributed if attributed else 0.0,
-            gflops=(flops[unit] * batch / (mean[unit] / 1e3) / 1e9) if unit in flops and mean[unit] > 0 else None,
+            gflops=(flops[unit] * batch / (mean[unit] / 1e3) / 1e9) if _computes(unit, flops, mean, ops) else None,
             ops=sorted((ops or {}).get(unit, ())),
         )
         for unit in order
@@ -192,6 +193,19 @@ def summarize(
     return Profile(
         backend, batch, runs, layers, stages, attributed, measured_ms, profiler, sorted(set(unattributed or []))
     )
+
+
+MATRIX_OPS = ("conv", "gemm", "matmul", "linear", "fullyconnected", "innerproduct")
+
+
+def _computes(unit: str, flops: dict, mean: dict, ops: dict | None) -> bool:
+    """Whether a unit's FLOP rate means something: its work is known, its time is not zero, and
+    what the backend ran for it includes the convolution or matrix product itself (a unit timed
+    only by its residual add must not be divided into its convolution's work)."""
+    ran = (ops or {}).get(unit)
+    if unit not in flops or mean[unit] <= 0:
+        return False
+    return not ran or any(kind in op.lower() for op in ran for kind in MATRIX_OPS)
 
 
 # ---- the backends' readings ------------------------------------------------------------------

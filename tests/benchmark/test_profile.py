@@ -59,6 +59,23 @@ def test_every_convolution_is_timed_and_the_stages_hold_the_time(model_file):
         assert Profile.from_dict(json.loads(json.dumps(profile.to_dict()))) == profile
 
 
+def test_an_int8_files_quantized_convolutions_are_its_units(digits_files, digits):
+    """The `cpu` INT8 form runs QLinearConv nodes ONNX Runtime renames (`layer1.0.conv1_token_4`):
+    each is its convolution's unit, the stem included, and a FLOP rate is given only to a unit that
+    ran its convolution or matrix product (never a convolution's work over an add's time)."""
+    model = resnet.load_model(digits["checkpoint"])
+    expected = [u for u in units(model.architecture) if "conv" in u]
+    with open_runtime(digits_files["cpu"], TIMED) as runtime:
+        profile = profile_runtime(runtime, 4, runs=2, warmup=1)
+    by_name = {layer.name: layer for layer in profile.layers}
+    assert set(expected) <= set(by_name), sorted(set(expected) - set(by_name))
+    assert "QLinearConv" in by_name["conv1"].ops and profile.stages[0]["name"] == "stem"
+    rated = [layer for layer in profile.layers if layer.gflops is not None]
+    assert rated and all(any("Conv" in op or "Gemm" in op for op in layer.ops) for layer in rated)
+    other = next((s["share"] for s in profile.stages if s["name"] == "other"), 0.0)
+    assert other < 0.5, profile.stages  # was 0.86-0.91: the convolutions themselves
+
+
 def test_a_profile_runs_with_the_options_its_runtime_was_opened_with(model_file):
     """The profiler is the runtime's own (`time_layers`), so it runs as the runtime runs: ONNX
     Runtime's on the same provider and threads (it used to read `runtime.threads`, which the CUDA
