@@ -11,6 +11,7 @@ from pathlib import Path
 from deploy.runtimes import RuntimeOptions, backend_of
 from resnet.registry import ModelOptions
 from toolkit.errors import ToolkitError
+from toolkit.files import sha256_file
 from toolkit.numbers import check_memory, check_number
 
 from .environment import describe_machine, measure_matmul_tflops
@@ -166,6 +167,8 @@ def benchmark_models(
                 measurement.profile = profile_runtime(runtime, measurement.batch, seed=seed)
         if sla_p99_ms is not None:
             run.sla = choose_batch(run.measurements, targets[0].label, sla_p99_ms)
+            if target is not None and Path(target).is_file():
+                run.sla.model_sha256 = sha256_file(target)
         return run
     finally:
         for opened in targets:

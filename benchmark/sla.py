@@ -38,6 +38,7 @@ class SlaChoice:
     batch: int | None
     max_queue_delay_us: int | None
     rows: list[SlaRow]
+    model_sha256: str | None = None  # the measured file's: `--sla-from` configures that file only
 
     def to_dict(self) -> dict:
         return asdict(self)

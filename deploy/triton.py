@@ -179,6 +179,7 @@ class TritonOptions:
         None  # inside the Python backend, what runs an ONNX file: "openvino" on CPUs; None: ONNX Runtime
     )
     precision: str = "fp32"  # with backend "openvino": fp32 or bf16
+    measured: dict | None = None  # --sla-from's measured file ({"sha256", "target", "record"}): the model must be it
 
     def __post_init__(self) -> None:
         # Within the ranges of Triton's ModelConfig fields (int32; uint64 for the queue delay).
@@ -207,9 +208,10 @@ class TritonOptions:
             raise ToolkitError("--precision names OpenVINO's arithmetic (fp32 or bf16): add --backend openvino")
 
 
-def read_sla_record(path: str | Path) -> tuple[int, int]:
-    """(preferred batch, max queue delay in microseconds) from the "sla" record that
-    `resnet-bench --sla-p99-ms X --json` writes: the chosen batch, and the budget left over at it."""
+def read_sla_record(path: str | Path) -> tuple[int, int, dict | None]:
+    """(preferred batch, max queue delay in microseconds, the measured file) from the "sla" record
+    that `resnet-bench --sla-p99-ms X --json` writes: the chosen batch, and the budget left over at
+    it; the measured file as {"sha256", "target", "record"} where the record names its checksum."""
     from toolkit.files import read_json_file
 
     path = Path(path)
@@ -221,6 +223,8 @@ def read_sla_record(path: str | Path) -> tuple[int, int]:
         )
     if sla["batch"] is None:
         raise ToolkitError(f"{path} records that no batch size met {sla.get('p99_budget_ms')} ms: nothing to configure")
+    measured = sla.get("model_sha256")
+    measured = {"sha256": measured, "target": str(sla.get("target")), "record": str(path)} if measured else None
     batch, delay = sla["batch"], sla.get("max_queue_delay_us")
     for key, value, low in (("batch", batch, 1), ("max_queue_delay_us", delay, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 10**9:
@@ -228,7 +232,16 @@ def read_sla_record(path: str | Path) -> tuple[int, int]:
                 f'{path}: the "sla" record\'s {key} must be a whole number from {low} to 10^9, not {value!r}; '
                 "write it again with resnet-bench MODEL --sla-p99-ms X --json"
             )
-    return batch, delay
+    return batch, delay, measured
+
+
+def _check_measured(path: Path, measured: dict | None) -> None:
+    """An --sla-from record configures the file it measured only."""
+    if measured is not None and sha256_file(path) != measured["sha256"]:
+        raise ToolkitError(
+            f"{measured['record']} measured {measured['target']}, not {path.name} (their checksums differ); "
+            f"measure this file: resnet-bench {path.name} --sla-p99-ms X --json FILE"
+        )
 
 
 def triton_config(
@@ -412,6 +425,7 @@ def write_triton_model(
     renamed into place; an existing model folder of that name is refused unless `force`.
     """
     served = read_repository_model(model)
+    _check_measured(served.path, options.measured)
     repository = Path(repository)
     if name is not None and not name:
         raise ToolkitError("the model name is empty; give --name a name, or leave it out for the model's own")

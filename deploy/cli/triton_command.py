@@ -38,12 +38,13 @@ def _serving(
     from ..triton import TritonOptions
 
     preferred = parse_ints(preferred_batch, "--preferred-batch") if preferred_batch else ()
+    measured = None
     if sla_from is not None:
         if preferred_batch or click.get_current_context().get_parameter_source("max_queue_delay_us").name != "DEFAULT":
             raise click.UsageError("--sla-from sets --preferred-batch and --max-queue-delay-us: give one or the other")
         from ..triton import read_sla_record
 
-        batch, max_queue_delay_us = read_sla_record(sla_from)
+        batch, max_queue_delay_us, measured = read_sla_record(sla_from)
         preferred = (batch,)
     return TritonOptions(
         max_batch=max_batch,
@@ -54,6 +55,7 @@ def _serving(
         triton_backend=triton_backend,
         backend=backend or runtime,
         precision=precision,
+        measured=measured,
     )
 
 

@@ -198,6 +198,14 @@ def test_a_generous_budget_chooses_the_fastest_batch_that_fits_and_configures_tr
     config = next((tmp_path / "repo").glob("*/config.pbtxt")).read_text()
     assert f"preferred_batch_size: [ {best['batch']} ]" in config
     assert f"max_queue_delay_microseconds: {sla['max_queue_delay_us']}" in config
+    other = tmp_path / "other.onnx"  # another model: the record is not its measurement
+    export_onnx(resnet.create(20, "cifar10", shortcut="B"), other, validate=False)
+    refused = CliRunner().invoke(
+        deploy_main,
+        ["triton", str(other), "--repository", str(tmp_path / "r2"), "--sla-from", str(tmp_path / "s.json")],
+    )
+    assert refused.exit_code == 2 and "not other.onnx (their checksums differ)" in refused.output, refused.output
+    assert not (tmp_path / "r2").exists()
 
 
 @pytest.mark.parametrize(
