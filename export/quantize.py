@@ -103,9 +103,10 @@ def kept_nodes(node_names, keep_float) -> list[str]:
     return kept
 
 
-def read_keep_float(text: str) -> tuple[str, ...]:
+def read_keep_float(text: str, target: str | None = None) -> tuple[str, ...]:
     """Layer names from `--keep-float`: a comma-separated list, or a file holding one (commas or
-    lines), or the JSON that `resnet-compare sensitivity --json` writes (its "keep_float")."""
+    lines), or the JSON that `resnet-compare sensitivity --json` writes (its "keep_float"; the
+    INT8 target it measured must be `target`)."""
     from toolkit.files import read_json_file, read_small_text
 
     path = Path(text)
@@ -117,6 +118,12 @@ def read_keep_float(text: str) -> tuple[str, ...]:
             names = document.get("keep_float") if isinstance(document, dict) else None
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise ToolkitError(f'{path} is JSON without a "keep_float" list of layer names')
+            measured = document.get("target")
+            if target is not None and isinstance(measured, str) and measured != target:
+                raise ToolkitError(
+                    f"{path} chose its layers for --int8-target {measured}, not {target}: export with --int8-target "
+                    f"{measured}, or run resnet-compare sensitivity --int8-target {target} again"
+                )
             return tuple(names)
         text = content.replace("\n", ",")
     names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
@@ -267,9 +274,14 @@ def quantize_onnx(
     from onnxruntime.quantization import quantize_static
 
     images = calibration_images(options)
-    kept = kept_nodes(
-        (n.name for n in onnx.load(str(fp32_path), load_external_data=False).graph.node), options.keep_float
-    )
+    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    kept = kept_nodes((n.name for n in graph.node), options.keep_float)
+    computing = {n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")}
+    if computing and computing <= set(kept):
+        raise ToolkitError(
+            "--keep-float keeps every convolution and the fc layer in float: nothing INT8 would be left to label "
+            "the file int8; export it with --precision fp32 (or keep fewer layers)"
+        )
     settings = _settings(options, kept)
     cache = cache if cache is not None and _takes_cache(quantize_static) else None
     reader = None if cache is not None and cache.ready else _reader(images, spec, input_name, fixed_batch)

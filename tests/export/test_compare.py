@@ -16,6 +16,7 @@ from export.cli import compare_main
 from export.compare import LayerInputs, compare_models, plot_layers
 from export.quantize import Int8Options
 from export.sensitivity import int8_sensitivity
+from toolkit.errors import ToolkitError
 
 pytest.importorskip("onnxruntime", reason="the comparison runs ONNX files in ONNX Runtime: pip install '.[cpu]'")
 
@@ -193,6 +194,8 @@ def test_sensitivity_proposes_a_keep_float_set_that_meets_the_target(digits, dig
     )
     assert exported.model.quantization.get("keep_float", []) == report.keep_float
     assert lint_onnx(onnx.load(str(out))).passed
+    with pytest.raises(ToolkitError, match="chose its layers for --int8-target cpu, not tensorrt"):
+        read_keep_float(str(tmp_path / "keep.json"), "tensorrt")  # measured for another target
     from deploy import Predictor
     from deploy.datasets import read_image_folder
     from deploy.evaluate import evaluate
@@ -291,6 +294,16 @@ def test_the_spellings_before_the_subcommands_still_work_and_say_the_new_one(dig
     sensitivity = CliRunner().invoke(compare_main, [str(a) for a in old])
     assert sensitivity.exit_code == 2 and "image folder" in sensitivity.output  # parsed as the new command
     assert "resnet-compare --sensitivity FP32 is now resnet-compare sensitivity FP32" in sensitivity.output
+
+
+@pytest.mark.parametrize("target", ["cpu", "tensorrt"])
+def test_keeping_every_layer_float_is_refused_not_labelled_int8(target, digits, tmp_path):
+    int8 = Int8Options(
+        digits["calibration"], target=target, size=8, keep_float=("conv1", "layer1", "layer2", "layer3", "fc")
+    )
+    with pytest.raises(ToolkitError, match="keeps every convolution and the fc layer in float"):
+        export_onnx(resnet.load_model(digits["checkpoint"]), tmp_path / "all.onnx", precision="int8", int8=int8)
+    assert not (tmp_path / "all.onnx").exists()
 
 
 def test_keep_float_names_that_match_nothing_are_refused(digits, tmp_path):
