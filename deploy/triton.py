@@ -180,6 +180,7 @@ class TritonOptions:
     )
     precision: str = "fp32"  # with backend "openvino": fp32 or bf16
     measured: dict | None = None  # --sla-from's measured file ({"sha256", "target", "record"}): the model must be it
+    sla_record: str | None = None  # the --sla-from file the preferred batch and delay came from (for messages)
 
     def __post_init__(self) -> None:
         # Within the ranges of Triton's ModelConfig fields (int32; uint64 for the queue delay).
@@ -390,9 +391,12 @@ def _batching(model: RepositoryModel, options: TritonOptions, limit: int | None)
                 "or export with --dynamic-batch"
             )
         if preferred:
-            raise ToolkitError(
-                f"{file_name} has a fixed batch of {in_shape[0]}; --preferred-batch needs a dynamic batch axis"
+            given = (
+                f"{options.sla_record} (--sla-from) sets a preferred batch, which"
+                if options.sla_record
+                else ("--preferred-batch")
             )
+            raise ToolkitError(f"{file_name} has a fixed batch of {in_shape[0]}; {given} needs a dynamic batch axis")
         return 0, in_shape, out_shape
     max_batch_size = options.max_batch if options.max_batch is not None else (limit or DEFAULT_MAX_BATCH)
     if max_batch_size < 1:
@@ -403,6 +407,11 @@ def _batching(model: RepositoryModel, options: TritonOptions, limit: int | None)
             f"rebuild with resnet-build --max-batch {max_batch_size}, or lower --max-batch"
         )
     too_big = [b for b in preferred if b < 1 or b > max_batch_size]
+    if too_big and options.sla_record:
+        raise ToolkitError(
+            f"{options.sla_record} chose batch {too_big[0]}, above max batch {max_batch_size}: give --max-batch "
+            f"{too_big[0]}, or measure batches up to {max_batch_size}"
+        )
     if too_big:
         raise ToolkitError(f"preferred batch sizes must be between 1 and max batch {max_batch_size}, got {too_big}")
     return max_batch_size, in_shape[1:], out_shape[1:]

@@ -56,6 +56,7 @@ def _serving(
         backend=backend or runtime,
         precision=precision,
         measured=measured,
+        sla_record=sla_from,
     )
 
 

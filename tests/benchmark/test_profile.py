@@ -253,6 +253,10 @@ def _fifo(folder):
         (lambda folder: _write(folder, '{"sla": {"batch": 8, "max_queue_delay_us": -1}}'), "max_queue_delay_us must"),
         (lambda folder: _write(folder, '{"sla": {"batch": 8}}'), "not None"),
         (lambda folder: _write(folder, "[8]"), 'has no "sla" record'),
+        (
+            lambda folder: _write(folder, '{"sla": {"batch": 128, "max_queue_delay_us": 5}}'),
+            "s.json chose batch 128, above max batch 64",
+        ),
     ],
 )
 def test_a_bad_sla_from_file_is_one_sentence_and_writes_nothing(make, message, model_file, tmp_path):
