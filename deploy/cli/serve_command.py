@@ -29,6 +29,12 @@ if TYPE_CHECKING:
     help="Address to listen on; any other than loopback (0.0.0.0: every interface) opens the models to the network.",
 )
 @click.option("--http-port", type=port, default=8000, show_default=True)
+@click.option(
+    "--no-http",
+    is_flag=True,
+    help="Serve over gRPC only: Triton's HTTP/JSON endpoint, where the requests found to crash Triton 2.51 come "
+    "in, stays closed.",
+)
 @click.option("--grpc-port", type=port, default=8001, show_default=True)
 @click.option("--metrics-port", type=port, default=8002, show_default=True)
 @click.option(
@@ -46,7 +52,7 @@ if TYPE_CHECKING:
     help="How many times to start the server again when it dies or a model's process dies (each said, with "
     "the reason); then exit 1.",
 )
-def serve(repository, host, http_port, grpc_port, metrics_port, timeout, restarts) -> int:
+def serve(repository, host, http_port, no_http, grpc_port, metrics_port, timeout, restarts) -> int:
     """Serve REPOSITORY (written with resnet-deploy triton --triton-backend python) with a real Triton server.
 
     \b
@@ -63,7 +69,10 @@ def serve(repository, host, http_port, grpc_port, metrics_port, timeout, restart
     """
     from ..serving import Endpoints, TritonServer
 
-    server = TritonServer(repository, Endpoints(host, http_port, grpc_port, metrics_port), timeout=timeout)
+    if no_http and click.get_current_context().get_parameter_source("http_port").name != "DEFAULT":
+        raise click.UsageError("--no-http closes the HTTP endpoint: give no --http-port")
+    endpoints = Endpoints(host, None if no_http else http_port, grpc_port, metrics_port)
+    server = TritonServer(repository, endpoints, timeout=timeout)
     try:
         models = server.start()
         click.echo(format_serving(server, models))
@@ -91,7 +100,7 @@ def format_serving(server: TritonServer, models: list[str]) -> str:
     return "\n".join(
         [
             f"serving {server.repository} with Triton (nvidia-pytriton's tritonserver, Python backend)",
-            f"  http        {endpoints.http}",
+            f"  http        {endpoints.http if endpoints.http_port is not None else 'closed (--no-http)'}",
             f"  grpc        {endpoints.grpc}",
             f"  metrics     {endpoints.metrics}",
             f"  models      {', '.join(models)} (ready)",

@@ -62,7 +62,7 @@ class Endpoints:
     """Where the server listens. Loopback unless another host is asked for."""
 
     host: str = "127.0.0.1"
-    http_port: int = 8000
+    http_port: int | None = 8000  # None: no HTTP endpoint (gRPC only)
     grpc_port: int = 8001
     metrics_port: int = 8002
 
@@ -82,7 +82,8 @@ class Endpoints:
         return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
 
     def ports(self) -> dict[str, int]:
-        return {"--http-port": self.http_port, "--grpc-port": self.grpc_port, "--metrics-port": self.metrics_port}
+        ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port, "--metrics-port": self.metrics_port}
+        return {option: port for option, port in ports.items() if port is not None}
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,8 @@ class TritonServer:
         ]
         for option, port in self.endpoints.ports().items():
             command += [option, str(port)]
+        if self.endpoints.http_port is None:
+            command += ["--allow-http", "false"]
         return command + [
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--http-address",
@@ -314,14 +317,33 @@ class TritonServer:
                     f"model {failed[0]['name']} did not load: {failed[0].get('reason') or self.errors()}"
                 )
             if states and all(s.get("state") == "READY" for s in states) and {s["name"] for s in states} >= set(models):
-                if self._get("/v2/health/ready") is not None:
+                if self._ready():
                     return
             time.sleep(0.2)
         raise ToolkitError(f"the Triton server was not ready within {self.timeout:g} s: {self.errors()}")
 
     def _states(self) -> list[dict]:
+        """The repository index: each model's name and state (over gRPC when HTTP is closed)."""
+        if self.endpoints.http_port is None:
+            answer = self._grpc("get_model_repository_index", as_json=True)
+            return [{**m, "state": m.get("state", "")} for m in (answer or {}).get("models", [])]
         answer = self._get("/v2/repository/index", method="POST")
         return json.loads(answer) if answer else []
+
+    def _ready(self) -> bool:
+        if self.endpoints.http_port is None:
+            return bool(self._grpc("is_server_ready"))
+        return self._get("/v2/health/ready") is not None
+
+    def _grpc(self, call: str, **arguments):
+        """One call of tritonclient's gRPC client (None when the server doesn't answer yet)."""
+        import tritonclient.grpc as grpcclient
+
+        try:
+            client = grpcclient.InferenceServerClient(self.endpoints.grpc)
+            return getattr(client, call)(client_timeout=2, **arguments)
+        except Exception:  # noqa: BLE001 - not listening yet, or starting: asked again
+            return None
 
     def _get(self, path: str, method: str = "GET") -> bytes | None:
         request = urllib.request.Request(f"http://{self.endpoints.http}{path}", data=b"" if method == "POST" else None)

@@ -65,8 +65,8 @@ def start_serve(
     lines it printed."""
     code = "from toolkit.launch import launch; launch('resnet-deploy')"
     process = subprocess.Popen(
-        [sys.executable, "-c", code, "serve", str(repository), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
-         "--metrics-port", str(ports[2]), *extra],
+        [sys.executable, "-c", code, "serve", str(repository), *([] if "--no-http" in extra else ["--http-port", str(ports[0])]),
+         "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=cwd,
         preexec_fn=_as_from_a_terminal,
     )  # fmt: skip
@@ -460,7 +460,9 @@ def test_serve_outlives_a_dead_stub_and_a_crashed_server_and_dies_with_its_paren
     """A stub killed: the server is started again, said with the model's name; the server killed by
     SIGSEGV (as Triton 2.51 is by one hostile JSON request): started again, said with the signal;
     the model answers after each. `serve` SIGKILLed: the server and its stubs die with it; the next
-    `serve` on the same ports removes its leftover folder, and SIGHUP stops it like SIGTERM."""
+    `serve` on the same ports (of a repository whose path has a space and a non-ASCII letter, and
+    folders that are no model; gRPC only) removes its leftover folder, and SIGHUP stops it like
+    SIGTERM."""
     import tempfile
 
     repository = tmp_path / "repo"
@@ -491,9 +493,12 @@ def test_serve_outlives_a_dead_stub_and_a_crashed_server_and_dies_with_its_paren
         shutil.copytree(repository, awkward)
         (awkward / ".staging-x1").mkdir()
         (awkward / "notes").mkdir()
-        process, _ = start_serve(awkward, ports)
+        process, printed = start_serve(awkward, ports, extra=["--no-http"])  # gRPC only, too
         assert not any(path.exists() for path in left)  # ...the next serve removes
-        assert infer("http", f"127.0.0.1:{ports[0]}", "digits", "input", batch, "logits").shape == (1, 10)
+        assert infer("grpc", f"127.0.0.1:{ports[1]}", "digits", "input", batch, "logits").shape == (1, 10)
+        assert any("closed (--no-http)" in line for line in printed)
+        with socket.socket() as probe:  # nothing listens on the HTTP port
+            assert probe.connect_ex(("127.0.0.1", ports[0])) != 0
         process.send_signal(signal.SIGHUP)
         assert process.wait(timeout=60) == 0 and served_processes(f"resnet-deploy-serve-{process.pid}-") == []
     finally:
