@@ -111,6 +111,14 @@ def run_benchmark(
     return BenchmarkRun(machine, settings, measurements, compare(measurements))
 
 
+def _sla_choice(run, label: str, target: str | None, budget_ms: float):
+    """The best batch for the budget, with the measured file's checksum (what `--sla-from` checks)."""
+    choice = choose_batch(run.measurements, label, budget_ms)
+    if target is not None and Path(target).is_file():
+        choice.model_sha256 = sha256_file(target)
+    return choice
+
+
 def benchmark_models(
     target: str | None,
     other: str | None,
@@ -166,9 +174,7 @@ def benchmark_models(
                 runtime = by_label[measurement.label].runtime
                 measurement.profile = profile_runtime(runtime, measurement.batch, seed=seed)
         if sla_p99_ms is not None:
-            run.sla = choose_batch(run.measurements, targets[0].label, sla_p99_ms)
-            if target is not None and Path(target).is_file():
-                run.sla.model_sha256 = sha256_file(target)
+            run.sla = _sla_choice(run, targets[0].label, target, sla_p99_ms)
         return run
     finally:
         for opened in targets:

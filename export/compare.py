@@ -85,7 +85,7 @@ class _Side:
 def open_side(model, *, provider: str | None = None, threads: int | None = None) -> _Side:
     """The side for `model`: a `ResNet`, or a file by its suffix: a checkpoint (.pt, .pth: PyTorch,
     FP32, eval, CPU), an ONNX file (ONNX Runtime), an engine (.plan, .engine: rebuilt from the
-    ONNX file its manifest names with every point marked as an output, `export.engine.build_tapped`;
+    ONNX file its manifest names with every point marked as an output, `export.engine_taps.build_tapped`;
     needs TensorRT and the GPU the engine is for). Every side is opened with the model's module
     points (`Architecture.module_points`) as named outputs."""
     name = "pytorch fp32 (eval)"
@@ -113,7 +113,7 @@ def open_side(model, *, provider: str | None = None, threads: int | None = None)
 def _engine_side(path: Path) -> _Side:
     from deploy.artifacts.manifest import read_manifest
 
-    from .engine import build_tapped
+    from .engine_taps import build_tapped
 
     manifest = read_manifest(path)
     if manifest is None or manifest.model is None:
@@ -340,6 +340,14 @@ def _run_both(ref: _Side, cand: _Side, array: np.ndarray, batch: int) -> tuple[d
         raise
 
 
+def _check_compare_memory(architecture, spec, batch: int) -> None:
+    check_memory(
+        compare_memory(architecture, spec, batch),
+        f"comparing every layer at --batch {batch}",
+        "lower --batch (the figures are the same at any batch)",
+    )
+
+
 def compare_memory(architecture, spec, batch: int) -> float:
     """A rough estimate of the bytes a comparison at `batch` holds: every layer's output of a
     batch on both sides at once (float32), and a quarter more for the runtimes' own buffers
@@ -365,15 +373,11 @@ def compare_models(
     started = time.perf_counter()
     sides = []
     try:
-        for model in (reference, candidate):
+        for model in (reference, candidate):  # one by one: a side that opened is closed if the next fails
             sides.append(open_side(model, provider=provider, threads=threads))
         ref, cand = sides
         spec = _common_input(ref, cand)
-        check_memory(
-            compare_memory(ref.info.architecture, spec, batch),
-            f"comparing every layer at --batch {batch}",
-            "lower --batch (the figures are the same at any batch)",
-        )
+        _check_compare_memory(ref.info.architecture, spec, batch)
         order = ref.info.architecture.module_points()
         held_ref, held_cand = (set(side.runtime.outputs) for side in sides)
         common = [p for p in order if p in held_ref and p in held_cand]
@@ -400,9 +404,7 @@ def compare_models(
         reference=ref.name,
         candidate=cand.name,
         criterion=criterion.name,
-        inputs=f"{samples} images of {inputs.images}"
-        if inputs.images is not None
-        else f"{samples} random inputs (seed {inputs.seed})",
+        inputs=f"{samples} {f'images of {inputs.images}' if inputs.images else f'random inputs (seed {inputs.seed})'}",
         samples=samples,
         batch=batch,
         layers=[tallies[p].figures(p, criterion, thresholds) for p in common],

@@ -42,7 +42,7 @@ def _serving(
     if sla_from is not None:
         if preferred_batch or click.get_current_context().get_parameter_source("max_queue_delay_us").name != "DEFAULT":
             raise click.UsageError("--sla-from sets --preferred-batch and --max-queue-delay-us: give one or the other")
-        from ..triton import read_sla_record
+        from ..triton_records import read_sla_record
 
         batch, max_queue_delay_us, measured = read_sla_record(sla_from)
         preferred = (batch,)
@@ -117,7 +117,8 @@ serving_options = option_group(
 def triton(model, repository, name, serving, labels, force) -> int:
     """Write REPOSITORY/NAME/config.pbtxt and REPOSITORY/NAME/1/model.onnx (or model.plan); with
     --triton-backend python also REPOSITORY/NAME_images/ (see resnet-deploy serve)."""
-    from ..triton import MARKER, images_model_name, write_triton_model
+    from ..triton import images_model_name, write_triton_model
+    from ..triton_records import MARKER
 
     target = write_triton_model(model, repository, name, serving, labels=labels, force=force)
     folders = [target] + (

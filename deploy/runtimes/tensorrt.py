@@ -373,7 +373,7 @@ class TensorRTRuntime(_EngineRuntime, DeviceRuntime):
         return self._graphs[n]
 
     def _tapped(self, engine_outputs: list[str], points: list[str]) -> dict[str, str]:
-        """point -> engine output, for an engine built from a tapped ONNX file (`export.engine.build_tapped`,
+        """point -> engine output, for an engine built from a tapped ONNX file (`export.engine_taps.build_tapped`,
         which its manifest names): the tensors of `points` in that file (`module_tensors`) that are outputs."""
         import onnx
 
@@ -383,7 +383,7 @@ class TensorRTRuntime(_EngineRuntime, DeviceRuntime):
         if not source.is_file():
             raise ArtifactError(
                 f"{self.path.name}'s manifest names no ONNX file here ({source}); named outputs need the engine "
-                "export.engine.build_tapped made, beside the file it was built from"
+                "export.engine_taps.build_tapped made, beside the file it was built from"
             )
         taps = module_tensors(onnx.load(str(source), load_external_data=False), points)
         return {point: tensor for point, tensor in taps.items() if tensor in engine_outputs}
