@@ -8,7 +8,7 @@ a board installed without the `export` extra builds its engine here.
 
 from __future__ import annotations
 
-import importlib
+from toolkit.lazy import lazy_names
 
 # name -> the module of this package that defines it
 _NAMES = {
@@ -38,16 +38,6 @@ _NAMES = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _NAMES:
-        raise AttributeError(f"module 'export' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
-
 __all__ = sorted(_NAMES)
+
+__getattr__, __dir__ = lazy_names(__name__, _NAMES, __all__)

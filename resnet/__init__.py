@@ -11,9 +11,8 @@ imports no torch: `import resnet` is cheap, and the modules that need torch (blo
 `ResNet`, checkpoints, summaries) are imported on first use of one of their names.
 """
 
-import importlib
-
 from toolkit import __version__
+from toolkit.lazy import lazy_names
 
 from .architecture import BLOCK_EXPANSION, SHORTCUT_KINDS, Architecture, model_name
 from .errors import CheckpointError, ToolkitError
@@ -50,19 +49,6 @@ _WITH_TORCH = {
     "count_parameters": "summary",
     "summarize": "summary",
 }
-
-
-def __getattr__(name: str):
-    """The names of `_WITH_TORCH`, imported (with torch) when first asked for."""
-    if name not in _WITH_TORCH:
-        raise AttributeError(f"module 'resnet' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_WITH_TORCH[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
 
 
 __all__ = [
@@ -106,3 +92,5 @@ __all__ = [
     "registered_models",
     "summarize",
 ]
+
+__getattr__, __dir__ = lazy_names(__name__, _WITH_TORCH, __all__)

@@ -8,7 +8,7 @@ nothing else in the package prints or exits."""
 
 from __future__ import annotations
 
-import importlib
+from toolkit.lazy import lazy_names
 
 # name -> the module of this package that defines it (loaded on first use: resnet-build and
 # resnet-compare of ONNX files run without PyTorch, resnet-export does not)
@@ -26,14 +26,6 @@ _NAMES = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _NAMES:
-        raise AttributeError(f"module 'export.cli' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
-    globals()[name] = value
-    return value
-
-
 __all__ = [
     "build_main",
     "compare_main",
@@ -46,3 +38,5 @@ __all__ = [
     "threshold_options",
     "validation_lines",
 ]
+
+__getattr__, __dir__ = lazy_names(__name__, _NAMES, __all__)

@@ -394,46 +394,6 @@ def test_a_vs_file_of_another_model_is_refused_before_any_load(server, models):
     assert result.exit_code == 2 and "is not the served model digits: it takes [3, 224, 224]" in result.output
 
 
-def test_a_server_that_hangs_or_dies_mid_run_ends_the_run_with_what_was_measured(digits_files, tmp_path):
-    """The builtin generator against a server of its own: SIGSTOPped during the second window, the
-    run ends (its statistics time out) with the first window reported, written and said, exit 1;
-    continued, then SIGKILLed during an HTTP run, the same. No request waits for ever."""
-    from benchmark.cli import main as bench_main
-
-    repository = tmp_path / "repo"
-    args = ["triton", str(digits_files["fp32"]), "--repository", str(repository), "--triton-backend", "python"]
-    assert CliRunner().invoke(deploy_main, args + ["--name", "digits"]).exit_code == 0
-    ports = free_ports()
-    process, _ = start_serve(repository, ports)
-    (server_pid,) = [int(line.split()[0]) for line in served_processes(repository) if "tritonserver" in line]
-    try:
-        for url, sent in (
-            (f"grpc://127.0.0.1:{ports[1]}", signal.SIGSTOP),
-            (f"http://127.0.0.1:{ports[0]}", signal.SIGKILL),
-        ):
-            report = tmp_path / f"{sent.name}.json"
-            bench = ["--triton", url, "--model", "digits", "--concurrency", "2", "--duration", "3", "--warmup", "0.2s"]
-            bench += ["--load-generator", "builtin", "--json", str(report)]
-            results = []
-            running = threading.Thread(target=lambda: results.append(CliRunner().invoke(bench_main, bench)))  # noqa: B023
-            started = time.monotonic()
-            running.start()
-            time.sleep(1.8)  # the warm-up, the first 1-s window, into the second
-            os.kill(server_pid, sent)
-            running.join(timeout=60)
-            (result,) = results
-            assert result.exit_code == 1 and "the run ended at digits" in result.output, result.output
-            assert "stopped answering" in result.output and time.monotonic() - started < 20
-            (measured,) = json.loads(report.read_text())["measurements"]
-            assert measured["extra"]["ended"] and measured["latency"]["count"] > 0
-            if sent == signal.SIGSTOP:
-                os.kill(server_pid, signal.SIGCONT)
-    finally:
-        process.kill()
-        process.wait(timeout=30)
-        subprocess.run(["pkill", "-9", "-f", str(repository)], check=False)
-
-
 def _said(lines, words: str, timeout: float = 90) -> str:
     """The first of `lines` (a queue a reader thread fills) holding `words`, within `timeout` s."""
     import queue
@@ -456,13 +416,38 @@ def _reader(stream):
     return lines
 
 
-def test_serve_outlives_a_dead_stub_and_a_crashed_server_and_dies_with_its_parent(digits_files, tmp_path):
-    """A stub killed: the server is started again, said with the model's name; the server killed by
-    SIGSEGV (as Triton 2.51 is by one hostile JSON request): started again, said with the signal;
-    the model answers after each. `serve` SIGKILLed: the server and its stubs die with it; the next
-    `serve` on the same ports (of a repository whose path has a space and a non-ASCII letter, and
-    folders that are no model; gRPC only) removes its leftover folder, and SIGHUP stops it like
-    SIGTERM."""
+def _bench_while(url: str, signals, report: Path):
+    """`resnet-bench --triton URL` (the builtin generator, 1-s windows) in a thread; `signals()` is
+    called 1.8 s in (the warm-up and the first window done); the run's result once it ended."""
+    from benchmark.cli import main as bench_main
+
+    bench = ["--triton", url, "--model", "digits", "--concurrency", "2", "--duration", "3", "--warmup", "0.2s"]
+    bench += ["--load-generator", "builtin", "--json", str(report)]
+    results = []
+    running = threading.Thread(target=lambda: results.append(CliRunner().invoke(bench_main, bench)))
+    started = time.monotonic()
+    running.start()
+    time.sleep(1.8)
+    signals()
+    running.join(timeout=60)
+    (result,) = results
+    assert result.exit_code == 1 and "the run ended at digits" in result.output, result.output
+    assert "stopped answering" in result.output and time.monotonic() - started < 20
+    (measured,) = json.loads(report.read_text())["measurements"]  # written: what was measured stands
+    assert measured["extra"]["ended"] and measured["latency"]["count"] > 0
+
+
+def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
+    """One `serve` of its own, with what the service must outlive:
+    - the server SIGSTOPped during a load run over gRPC: the run ends (its statistics time out)
+      with the windows before, written and said, exit 1; no request waits for ever;
+    - a stub killed: `serve` starts the server again, said with the model's name;
+    - the server killed by SIGSEGV (as Triton 2.51 is by one hostile JSON request) during a load
+      run over HTTP: the run ends the same way; `serve` starts it again, said with the signal;
+      the model answers after each restart;
+    - `serve` SIGKILLed: the server and its stubs die with it; the next `serve` on the same ports
+      (of a repository whose path has a space and a non-ASCII letter, and folders that are no
+      model; gRPC only) removes its leftover folder, and SIGHUP stops it like SIGTERM."""
     import tempfile
 
     repository = tmp_path / "repo"
@@ -471,12 +456,19 @@ def test_serve_outlives_a_dead_stub_and_a_crashed_server_and_dies_with_its_paren
     ports = free_ports()
     process, _ = start_serve(repository, ports, extra=["--restarts", "2"])
     batch, said = np.zeros((1, 3, 32, 32), dtype=np.float32), _reader(process.stderr)
+    pid = lambda what: next(int(line.split()[0]) for line in served_processes(repository) if what in line)  # noqa: E731
     try:
-        for restart, (what, sent, words) in enumerate(
-            [("digits/1/model.py", signal.SIGKILL, "model digits"), ("tritonserver", signal.SIGSEGV, "SIGSEGV")], 1
+        server = pid("tritonserver")
+        _bench_while(f"grpc://127.0.0.1:{ports[1]}", lambda: os.kill(server, signal.SIGSTOP), tmp_path / "stop.json")
+        os.kill(server, signal.SIGCONT)
+        for restart, (what, words) in enumerate(
+            [("digits/1/model.py", "model digits"), ("tritonserver", "SIGSEGV")], 1
         ):
-            (pid,) = [int(line.split()[0]) for line in served_processes(repository) if what in line]
-            os.kill(pid, sent)
+            if what == "tritonserver":
+                kill = lambda: os.kill(pid("tritonserver"), signal.SIGSEGV)  # noqa: E731
+                _bench_while(f"http://127.0.0.1:{ports[0]}", kill, tmp_path / "segv.json")
+            else:
+                os.kill(pid(what), signal.SIGKILL)
             line = _said(said, "starting it again")
             assert words in line and f"({restart} of 2)" in line and "0x" not in line, line
             _said(said, "serving again")
