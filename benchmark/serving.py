@@ -137,6 +137,17 @@ def _first(error: Exception) -> str:
     return text[0][:200] if text else type(error).__name__
 
 
+def _refused(error: Exception) -> bool:
+    """Whether `error` is the server's own answer (an HTTP status, a gRPC status of its choosing),
+    not the lack of one (refused connection, timeout, a channel that is gone)."""
+    status = getattr(error, "status", None)
+    status = str(status() if callable(status) else "") or ""
+    if status.isdigit():
+        return True
+    no_answer = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN")
+    return status.startswith("StatusCode.") and not any(word in status for word in no_answer)
+
+
 class _Client(threading.Thread):
     """One closed-loop client: a request, its answer, the next request, until told to stop. Its
     requests are prepared before it starts (the pool, serialized once)."""
@@ -252,6 +263,8 @@ def _windows(served: ServedTarget, statistics, clients, batch: int, settings: Lo
             time.sleep(settings.window_seconds)
             end, after = time.perf_counter(), statistics()
         except Exception as error:  # noqa: BLE001 - tritonclient's and the socket's exception types
+            if _refused(error):  # the server answered: the model is gone (unloaded) or broken
+                return windows, f"the server refused model {served.model}'s statistics ({_first(error)})"
             return windows, f"the server stopped answering ({_first(error)})"
         done = [r for c in clients for r in c.records if start <= r[1] < end and r[0] >= since]
         ok = [r for r in done if r[2] is None]

@@ -49,10 +49,18 @@ if TYPE_CHECKING:
     type=Number(low=0, high=1000, integer=True),
     default=3,
     show_default=True,
-    help="How many times to start the server again when it dies or a model's process dies (each said, with "
-    "the reason); then exit 1.",
+    help="How many times to start the server again when it dies, hangs or a model's process dies (each said, "
+    "with the reason); then exit 1.",
 )
-def serve(repository, host, http_port, no_http, grpc_port, metrics_port, timeout, restarts) -> int:
+@click.option(
+    "--hang-timeout",
+    type=Number(low=0, high=3600),
+    default=30,
+    show_default=True,
+    help="Seconds the server may answer no health check (every second, over HTTP or gRPC) before it is taken "
+    "for hung, killed and started again; 0: never asked.",
+)
+def serve(repository, host, http_port, no_http, grpc_port, metrics_port, timeout, restarts, hang_timeout) -> int:
     """Serve REPOSITORY (written with resnet-deploy triton --triton-backend python) with a real Triton server.
 
     \b
@@ -63,8 +71,9 @@ def serve(repository, host, http_port, no_http, grpc_port, metrics_port, timeout
     '.[serve]', Linux x86-64): it runs in this Python environment, which must hold this toolkit.
     It waits until every model is ready, prints the endpoints, and stops the server, its model
     processes and all, on Ctrl-C, SIGTERM or SIGHUP; if this process is killed, the server dies
-    with it. When the server dies on its own or a model's process dies, it is started again, up
-    to --restarts times, each time said with the reason. Exit status: 0 stopped so, 1 the
+    with it. When the server dies on its own, a model's process dies, or the server answers no
+    health check for --hang-timeout seconds (it is then killed), it is started again, up to
+    --restarts times, each time said with the reason. Exit status: 0 stopped so, 1 the
     restarts are spent, 2 it could not start (a port in use, a model it can't load, ...).
     """
     from ..serving import Endpoints, TritonServer
@@ -78,7 +87,7 @@ def serve(repository, host, http_port, no_http, grpc_port, metrics_port, timeout
         click.echo(format_serving(server, models))
         sys.stdout.flush()
         for restart in range(1, int(restarts) + 2):
-            reason = server.watch()
+            reason = server.watch(hang_timeout=float(hang_timeout))
             if restart > restarts:
                 click.echo(f"resnet-deploy: {reason}; no restart left (--restarts {restarts}): stopping", err=True)
                 return 1

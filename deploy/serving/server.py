@@ -41,6 +41,7 @@ from .supervision import (
     die_with_parent,
     exit_reason,
     folder_prefix,
+    process_state,
     remove_leftovers,
     remove_own_regions,
     shm_prefix,
@@ -205,6 +206,7 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
         self._folder: Path | None = None
         self._stubs: dict[int, str] = {}
+        self.hung = False  # found hung by watch(): stop() kills it at once
         self.shm_prefix = f"{shm_prefix()}{next(_SERVERS)}_"  # its regions, removed when it stops
 
     def start(self) -> list[str]:
@@ -214,7 +216,7 @@ class TritonServer:
         files = server_files()
         check_ports_free(self.endpoints)
         remove_leftovers()
-        self._folder = Path(tempfile.mkdtemp(prefix=folder_prefix()))
+        self._folder, self.hung = Path(tempfile.mkdtemp(prefix=folder_prefix())), False
         backends = self._backends(files)
         self.log = self._folder / "tritonserver.log"
         with open(self.log, "wb") as log:
@@ -234,19 +236,44 @@ class TritonServer:
         self._stubs = stubs(self.process.pid)
         return models
 
-    def watch(self, poll: float = 1.0) -> str:
-        """Until the server stops on its own or a model's stub process dies (the server then answers
-        its health checks but fails every request to that model): what happened, in words."""
+    def watch(self, poll: float = 1.0, hang_timeout: float = 30.0) -> str:
+        """Until the server stops on its own, a model's stub process dies (the server then answers
+        its health checks but fails every request to that model), or the server answers no health
+        check (live) for `hang_timeout` s (0: never asked): what happened, in words. A server found
+        hung is marked so (`hung`): `stop()` then kills it at once."""
+        answered = time.monotonic()
         while True:
             status = self.process.poll()
             if status is not None:
                 return f"the Triton server stopped on its own ({exit_reason(status)}): {self.errors()}"
-            alive = stubs(self.process.pid)
-            gone = [(pid, name) for pid, name in self._stubs.items() if pid not in alive]
-            if gone and self.process.poll() is None:
-                pid, name = gone[0]
-                return f"the Python process of model {name} (pid {pid}) died; the server would fail its every request"
+            died = self._stubs_died()
+            if died:
+                return died
+            if hang_timeout and self._live(timeout=min(5.0, hang_timeout / 2)):
+                answered = time.monotonic()
+            elif hang_timeout and time.monotonic() - answered >= hang_timeout:
+                self.hung = True
+                return f"the Triton server answered no health check for {hang_timeout:g} s{process_state(self.process.pid)}"
             time.sleep(poll)
+
+    def _stubs_died(self) -> str | None:
+        """A stub gone while its model is still ready (it died: the server would fail its every
+        request), in words. A stub gone because its model was unloaded (the repository API) is
+        forgotten, and the stubs of models loaded since are watched too."""
+        alive = stubs(self.process.pid)
+        gone = {pid: name for pid, name in self._stubs.items() if pid not in alive}
+        if gone and self.process.poll() is None:
+            states = self._states()
+            if states is None:
+                return None  # no answer now: asked again at the next look (a hung server is caught so)
+            ready = {s.get("name") for s in states if s.get("state") == "READY"}
+            for pid, name in gone.items():
+                if name in ready:
+                    return (
+                        f"the Python process of model {name} (pid {pid}) died; the server would fail its every request"
+                    )
+        self._stubs = {**{pid: name for pid, name in self._stubs.items() if pid not in gone}, **alive}
+        return None
 
     def _backends(self, files: ServerFiles) -> Path:
         python = self._folder / "backends" / "python"
@@ -310,7 +337,7 @@ class TritonServer:
                     name, reason = next(iter(failures.items()))
                     raise ToolkitError(f"model {name} did not load: {reason}")
                 raise ToolkitError(f"the Triton server stopped while starting: {self.errors()}")
-            states = [s for s in self._states() if s.get("name") in models]  # the index lists every folder
+            states = [s for s in self._states() or [] if s.get("name") in models]  # the index lists every folder
             failed = [s for s in states if s.get("state") == "UNAVAILABLE"]
             if failed:
                 raise ToolkitError(
@@ -322,33 +349,39 @@ class TritonServer:
             time.sleep(0.2)
         raise ToolkitError(f"the Triton server was not ready within {self.timeout:g} s: {self.errors()}")
 
-    def _states(self) -> list[dict]:
-        """The repository index: each model's name and state (over gRPC when HTTP is closed)."""
+    def _states(self) -> list[dict] | None:
+        """The repository index: each model's name and state (over gRPC when HTTP is closed); None
+        when the server doesn't answer."""
         if self.endpoints.http_port is None:
             answer = self._grpc("get_model_repository_index", as_json=True)
-            return [{**m, "state": m.get("state", "")} for m in (answer or {}).get("models", [])]
+            return None if answer is None else [{**m, "state": m.get("state", "")} for m in answer.get("models", [])]
         answer = self._get("/v2/repository/index", method="POST")
-        return json.loads(answer) if answer else []
+        return None if answer is None else json.loads(answer)
 
     def _ready(self) -> bool:
         if self.endpoints.http_port is None:
             return bool(self._grpc("is_server_ready"))
         return self._get("/v2/health/ready") is not None
 
-    def _grpc(self, call: str, **arguments):
+    def _live(self, timeout: float) -> bool:
+        if self.endpoints.http_port is None:
+            return bool(self._grpc("is_server_live", timeout=timeout))
+        return self._get("/v2/health/live", timeout=timeout) is not None
+
+    def _grpc(self, call: str, timeout: float = 2.0, **arguments):
         """One call of tritonclient's gRPC client (None when the server doesn't answer yet)."""
         import tritonclient.grpc as grpcclient
 
         try:
             client = grpcclient.InferenceServerClient(self.endpoints.grpc)
-            return getattr(client, call)(client_timeout=2, **arguments)
+            return getattr(client, call)(client_timeout=timeout, **arguments)
         except Exception:  # noqa: BLE001 - not listening yet, or starting: asked again
             return None
 
-    def _get(self, path: str, method: str = "GET") -> bytes | None:
+    def _get(self, path: str, method: str = "GET", timeout: float = 2.0) -> bytes | None:
         request = urllib.request.Request(f"http://{self.endpoints.http}{path}", data=b"" if method == "POST" else None)
         try:
-            with urllib.request.urlopen(request, timeout=2) as answer:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
                 return answer.read()
         except (urllib.error.URLError, OSError):
             return None
@@ -383,6 +416,9 @@ class TritonServer:
     def stop(self, grace: float = 30.0) -> None:
         """End the server (SIGTERM: it unloads its models and their stubs end), then anything left
         of its process group; remove the backend folder."""
+        if self.process is not None and self.process.poll() is None and self.hung:
+            _signal_group(self.process.pid, signal.SIGKILL)  # hung: SIGTERM would wait (a stopped one never sees it)
+            self.process.wait()
         if self.process is not None and self.process.poll() is None:
             _signal_group(self.process.pid, signal.SIGTERM)
             try:

@@ -120,3 +120,16 @@ def exit_reason(status: int) -> str:
         except ValueError:
             return f"killed by signal {-status}"
     return f"exit status {status}"
+
+
+def process_state(pid: int) -> str:
+    """A hung process's state where /proc tells one worth saying (stopped, or waiting on a device),
+    as a clause to end a sentence with; else ""."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+    return {
+        "T": " (it is stopped: SIGSTOP, or Ctrl-Z in a terminal)",
+        "D": " (it waits on a disk or a device)",
+    }.get(state, "")

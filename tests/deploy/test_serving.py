@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -416,9 +417,10 @@ def _reader(stream):
     return lines
 
 
-def _bench_while(url: str, signals, report: Path):
+def _bench_while(url: str, signals, report: Path, ended: str = "the server stopped answering"):
     """`resnet-bench --triton URL` (the builtin generator, 1-s windows) in a thread; `signals()` is
-    called 1.8 s in (the warm-up and the first window done); the run's result once it ended."""
+    called 1.8 s in (the warm-up and the first window done); the run must end saying `ended`, with
+    what it measured before, written."""
     from benchmark.cli import main as bench_main
 
     bench = ["--triton", url, "--model", "digits", "--concurrency", "2", "--duration", "3", "--warmup", "0.2s"]
@@ -432,19 +434,23 @@ def _bench_while(url: str, signals, report: Path):
     running.join(timeout=60)
     (result,) = results
     assert result.exit_code == 1 and "the run ended at digits" in result.output, result.output
-    assert "stopped answering" in result.output and time.monotonic() - started < 20
+    assert ended in result.output and time.monotonic() - started < 20
     (measured,) = json.loads(report.read_text())["measurements"]  # written: what was measured stands
     assert measured["extra"]["ended"] and measured["latency"]["count"] > 0
 
 
 def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
-    """One `serve` of its own, with what the service must outlive:
+    """One `serve` of its own (--hang-timeout 4), with what the service must outlive:
     - the server SIGSTOPped during a load run over gRPC: the run ends (its statistics time out)
-      with the windows before, written and said, exit 1; no request waits for ever;
+      with the windows before, written and said, exit 1; no request waits for ever; `serve` finds
+      it hung (no health check answered), kills it and starts it again, said;
     - a stub killed: `serve` starts the server again, said with the model's name;
     - the server killed by SIGSEGV (as Triton 2.51 is by one hostile JSON request) during a load
       run over HTTP: the run ends the same way; `serve` starts it again, said with the signal;
       the model answers after each restart;
+    - the model unloaded during a load run (the repository API): the run ends with what it
+      measured, saying the server refused the model; `serve` takes the stub's end for no death
+      (its restarts are spent: one more would end it);
     - `serve` SIGKILLed: the server and its stubs die with it; the next `serve` on the same ports
       (of a repository whose path has a space and a non-ASCII letter, and folders that are no
       model; gRPC only) removes its leftover folder, and SIGHUP stops it like SIGTERM."""
@@ -454,25 +460,31 @@ def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
     args = ["triton", str(digits_files["fp32"]), "--repository", str(repository), "--triton-backend", "python"]
     assert CliRunner().invoke(deploy_main, args + ["--name", "digits"]).exit_code == 0
     ports = free_ports()
-    process, _ = start_serve(repository, ports, extra=["--restarts", "2"])
+    process, _ = start_serve(repository, ports, extra=["--restarts", "3", "--hang-timeout", "4"])
     batch, said = np.zeros((1, 3, 32, 32), dtype=np.float32), _reader(process.stderr)
     pid = lambda what: next(int(line.split()[0]) for line in served_processes(repository) if what in line)  # noqa: E731
     try:
-        server = pid("tritonserver")
-        _bench_while(f"grpc://127.0.0.1:{ports[1]}", lambda: os.kill(server, signal.SIGSTOP), tmp_path / "stop.json")
-        os.kill(server, signal.SIGCONT)
         for restart, (what, words) in enumerate(
-            [("digits/1/model.py", "model digits"), ("tritonserver", "SIGSEGV")], 1
-        ):
-            if what == "tritonserver":
+            [("SIGSTOP", "answered no health check for 4 s (it is stopped"), ("digits/1/model.py", "model digits"),
+             ("tritonserver", "SIGSEGV")], 1
+        ):  # fmt: skip
+            if what == "SIGSTOP":
+                stop = lambda: os.kill(pid("tritonserver"), signal.SIGSTOP)  # noqa: E731
+                _bench_while(f"grpc://127.0.0.1:{ports[1]}", stop, tmp_path / "stop.json")
+            elif what == "tritonserver":
                 kill = lambda: os.kill(pid("tritonserver"), signal.SIGSEGV)  # noqa: E731
                 _bench_while(f"http://127.0.0.1:{ports[0]}", kill, tmp_path / "segv.json")
             else:
                 os.kill(pid(what), signal.SIGKILL)
             line = _said(said, "starting it again")
-            assert words in line and f"({restart} of 2)" in line and "0x" not in line, line
+            assert words in line and f"({restart} of 3)" in line and "0x" not in line, line
             _said(said, "serving again")
             assert infer("grpc", f"127.0.0.1:{ports[1]}", "digits", "input", batch, "logits").shape == (1, 10)
+        unload = f"http://127.0.0.1:{ports[0]}/v2/repository/models/digits/unload"
+        unloaded = lambda: urllib.request.urlopen(urllib.request.Request(unload, data=b""), timeout=30)  # noqa: E731
+        _bench_while(f"http://127.0.0.1:{ports[0]}", unloaded, tmp_path / "unload.json", "refused model digits")
+        time.sleep(2)  # serve looks every second
+        assert process.poll() is None and said.empty(), list(said.queue)
         process.kill()
         process.wait(timeout=30)
         deadline = time.monotonic() + 20
