@@ -69,6 +69,9 @@ class Int8Options:
     method: str = "minmax"
     size: int = DEFAULT_CALIBRATION_SIZE
     keep_float: tuple[str, ...] = ()  # module names (or prefixes: a block, a stage) left in float
+    # the sensitivity JSON the names came from, and the weights it measured (`weights_fingerprint`)
+    keep_float_file: str | None = None
+    keep_float_weights: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
@@ -103,10 +106,35 @@ def kept_nodes(node_names, keep_float) -> list[str]:
     return kept
 
 
-def read_keep_float(text: str, target: str | None = None) -> tuple[str, ...]:
-    """Layer names from `--keep-float`: a comma-separated list, or a file holding one (commas or
-    lines), or the JSON that `resnet-compare sensitivity --json` writes (its "keep_float"; the
-    INT8 target it measured must be `target`)."""
+def weights_fingerprint(graph) -> str:
+    """A SHA-256 of an ONNX graph's float weights, whatever their names and order: the same for two
+    exports of one checkpoint (any opset), different for any other weights."""
+    import hashlib
+
+    from onnx import TensorProto, numpy_helper
+
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
+    digests = sorted(
+        hashlib.sha256(repr(array.shape).encode() + array.astype("<f4").tobytes()).hexdigest()
+        for array in (numpy_helper.to_array(t) for t in graph.initializer if t.data_type in floats)
+    )
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+def check_keep_float_weights(graph, options: Int8Options) -> None:
+    """A keep-float set read from a sensitivity JSON must have been chosen on these weights."""
+    if options.keep_float_weights and options.keep_float_weights != weights_fingerprint(graph):
+        raise ToolkitError(
+            f"{options.keep_float_file} chose its layers on other weights than this model's (it measured another "
+            "checkpoint or model): run resnet-compare sensitivity on this model's FP32 file, or give the layers by name"
+        )
+
+
+def read_keep_float(text: str, target: str | None = None) -> dict:
+    """`Int8Options`' keep-float fields from `--keep-float`: layer names, as a comma-separated list,
+    or a file holding one (commas or lines), or the JSON that `resnet-compare sensitivity --json`
+    writes (its "keep_float"; the INT8 target it measured must be `target`; the weights it measured
+    are kept, for `quantize_onnx` to check against the model's)."""
     from toolkit.files import read_json_file, read_small_text
 
     path = Path(text)
@@ -124,13 +152,15 @@ def read_keep_float(text: str, target: str | None = None) -> tuple[str, ...]:
                     f"{path} chose its layers for --int8-target {measured}, not {target}: export with --int8-target "
                     f"{measured}, or run resnet-compare sensitivity --int8-target {target} again"
                 )
-            return tuple(names)
+            weights = document.get("weights_sha256")
+            weights = weights if isinstance(weights, str) and weights else None  # older files: none
+            return {"keep_float": tuple(names), "keep_float_file": str(path), "keep_float_weights": weights}
         text = content.replace("\n", ",")
     names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     if not names:
         where = f"{path} names no layer" if path.exists() else "--keep-float needs layer names"
         raise ToolkitError(f"{where}: give layer names (layer1.0.conv1,fc) or a file of them")
-    return names
+    return {"keep_float": names}
 
 
 def default_int8_target() -> str:
@@ -274,7 +304,8 @@ def quantize_onnx(
     from onnxruntime.quantization import quantize_static
 
     images = calibration_images(options)
-    graph = onnx.load(str(fp32_path), load_external_data=False).graph
+    graph = onnx.load(str(fp32_path), load_external_data=options.keep_float_weights is not None).graph
+    check_keep_float_weights(graph, options)
     kept = kept_nodes((n.name for n in graph.node), options.keep_float)
     computing = {n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")}
     if computing and computing <= set(kept):

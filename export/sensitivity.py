@@ -27,7 +27,7 @@ import numpy as np
 
 from toolkit.errors import ToolkitError
 
-from .quantize import CalibrationCache, Int8Options, quantize_onnx
+from .quantize import CalibrationCache, Int8Options, quantize_onnx, weights_fingerprint
 
 MAX_EVAL_IMAGES = 2000  # the preprocessed images are held in memory
 DEFAULT_EVAL_IMAGES = 500
@@ -73,6 +73,7 @@ class BlockCost:
 @dataclass
 class SensitivityReport:
     model: str
+    weights_sha256: str  # the FP32 file's weights (`weights_fingerprint`): --keep-float checks them
     target: str
     eval_data: str
     images: int
@@ -230,8 +231,8 @@ def int8_sensitivity(
         )
     import onnx
 
-    imports = onnx.load(str(fp32_path), load_external_data=False).opset_import
-    int8.check(next((o.version for o in imports if o.domain in ("", "ai.onnx")), 0))
+    fp32 = onnx.load(str(fp32_path))
+    int8.check(next((o.version for o in fp32.opset_import if o.domain in ("", "ai.onnx")), 0))
     evaluator = _Evaluator(fp32_path, Path(eval_data), max_images)
     units = sensitivity_units(signature.info.architecture)
     with tempfile.TemporaryDirectory(prefix="resnet-sensitivity-") as folder:
@@ -241,6 +242,7 @@ def int8_sensitivity(
         proposal = _propose(ranked, quantizer, full, max_top1_drop)
     report = SensitivityReport(
         model=str(fp32_path),
+        weights_sha256=weights_fingerprint(fp32.graph),
         target=int8.target,
         eval_data=str(eval_data),
         images=len(evaluator.targets),

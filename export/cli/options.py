@@ -79,10 +79,8 @@ def _int8(calibration, calibration_size, calibration_method, int8_target, keep_f
     if calibration is None:
         raise click.UsageError("--precision int8 needs --calibration DIR, a folder of images to calibrate on")
     target = int8_target or default_int8_target()
-    kept = read_keep_float(keep_float, target) if keep_float is not None else ()
-    return Int8Options(
-        Path(calibration), target=target, method=calibration_method, size=calibration_size, keep_float=kept
-    )
+    kept = read_keep_float(keep_float, target) if keep_float is not None else {}
+    return Int8Options(Path(calibration), target=target, method=calibration_method, size=calibration_size, **kept)
 
 
 def int8_options(purpose: str, *, keep_float: bool = True, required: bool = False):

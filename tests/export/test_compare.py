@@ -186,9 +186,7 @@ def test_sensitivity_proposes_a_keep_float_set_that_meets_the_target(digits, dig
     out = tmp_path / "kept.onnx"
     from export.quantize import read_keep_float
 
-    int8 = Int8Options(
-        digits["calibration"], target="cpu", size=64, keep_float=read_keep_float(str(tmp_path / "keep.json"))
-    )
+    int8 = Int8Options(digits["calibration"], target="cpu", size=64, **read_keep_float(str(tmp_path / "keep.json")))
     exported = export_onnx(
         resnet.load_model(digits["checkpoint"]), out, precision="int8", int8=int8, eval_data=digits["heldout"]
     )
@@ -196,6 +194,12 @@ def test_sensitivity_proposes_a_keep_float_set_that_meets_the_target(digits, dig
     assert lint_onnx(onnx.load(str(out))).passed
     with pytest.raises(ToolkitError, match="chose its layers for --int8-target cpu, not tensorrt"):
         read_keep_float(str(tmp_path / "keep.json"), "tensorrt")  # measured for another target
+    other = resnet.load_model(digits["checkpoint"])  # the same network, one weight changed
+    with torch.no_grad():
+        other.fc.bias[0] += 1e-3
+    with pytest.raises(ToolkitError, match="keep.json chose its layers on other weights than this model's"):
+        export_onnx(other, tmp_path / "other.onnx", precision="int8", int8=int8, validate=False)
+    assert not (tmp_path / "other.onnx").exists()
     from deploy import Predictor
     from deploy.datasets import read_image_folder
     from deploy.evaluate import evaluate
