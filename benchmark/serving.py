@@ -176,14 +176,17 @@ class _Client(threading.Thread):
 
 
 def _server_split(before: dict, after: dict, done: list, batch: int) -> dict:
-    """Per request, in ms: the server's queue and compute parts between two statistics (Triton's);
-    without statistics (Ray), inferences and executions from the batch each answer ran in."""
+    """Per request, in ms: the server's queue and compute parts between two statistics (Triton's;
+    counts that went down mean the model was loaded again in between: those since then); without
+    statistics (Ray), inferences and executions from the batch each answer ran in."""
     if not before:
         answered = [r for r in done if r[2] is None and r[3]]
         return {
             "inferences": len(answered) * batch,
             "executions": round(sum(batch / r[3] for r in answered)),
         }
+    if any(after[key] < before[key] for key in before):  # the model was loaded again: its counts restarted
+        before = dict.fromkeys(before, 0)
     requests = max(after["success"] - before["success"], 1)
     split = {f"{part}_ms": (after[part] - before[part]) / requests / 1e6 for part in STAT_PARTS}
     return {

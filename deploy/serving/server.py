@@ -205,7 +205,7 @@ class TritonServer:
         self.endpoints, self.timeout = endpoints, timeout
         self.process: subprocess.Popen | None = None
         self._folder: Path | None = None
-        self._stubs: dict[int, str] = {}
+        self._stubs: dict[int, tuple[str, int]] = {}
         self.hung = False  # found hung by watch(): stop() kills it at once
         self.shm_prefix = f"{shm_prefix()}{next(_SERVERS)}_"  # its regions, removed when it stops
 
@@ -257,22 +257,24 @@ class TritonServer:
             time.sleep(poll)
 
     def _stubs_died(self) -> str | None:
-        """A stub gone while its model is still ready (it died: the server would fail its every
-        request), in words. A stub gone because its model was unloaded (the repository API) is
-        forgotten, and the stubs of models loaded since are watched too."""
+        """A stub gone while its model is still ready and no stub of that model started after it
+        (it died: the server would fail its every request to it), in words. A stub gone because its
+        model was unloaded, or loaded again (the repository API: new stubs start, then the old
+        end), is no death; the stubs started since are watched too."""
         alive = stubs(self.process.pid)
-        gone = {pid: name for pid, name in self._stubs.items() if pid not in alive}
+        gone = {pid: stub for pid, stub in self._stubs.items() if pid not in alive}
         if gone and self.process.poll() is None:
             states = self._states()
             if states is None:
                 return None  # no answer now: asked again at the next look (a hung server is caught so)
             ready = {s.get("name") for s in states if s.get("state") == "READY"}
-            for pid, name in gone.items():
-                if name in ready:
+            for pid, (name, started) in gone.items():
+                replaced = any(other == name and later > started for other, later in alive.values())
+                if name in ready and not replaced:
                     return (
                         f"the Python process of model {name} (pid {pid}) died; the server would fail its every request"
                     )
-        self._stubs = {**{pid: name for pid, name in self._stubs.items() if pid not in gone}, **alive}
+        self._stubs = alive
         return None
 
     def _backends(self, files: ServerFiles) -> Path:

@@ -417,13 +417,24 @@ def _reader(stream):
     return lines
 
 
-def _bench_while(url: str, signals, report: Path, ended: str = "the server stopped answering"):
-    """`resnet-bench --triton URL` (the builtin generator, 1-s windows) in a thread; `signals()` is
-    called 1.8 s in (the warm-up and the first window done); the run must end saying `ended`, with
-    what it measured before, written."""
+def _bench_while(url: str, signals, report: Path, ended: str = "the server stopped answering", duration: int = 3):
+    """`resnet-bench --triton URL` (the builtin generator, windows of a third of `duration`) in a
+    thread; `signals()` is called 1.8 s in; the run must end saying `ended`, with what it measured
+    before, written (the server's split of each window never negative)."""
     from benchmark.cli import main as bench_main
 
-    bench = ["--triton", url, "--model", "digits", "--concurrency", "2", "--duration", "3", "--warmup", "0.2s"]
+    bench = [
+        "--triton",
+        url,
+        "--model",
+        "digits",
+        "--concurrency",
+        "2",
+        "--duration",
+        str(duration),
+        "--warmup",
+        "0.2s",
+    ]
     bench += ["--load-generator", "builtin", "--json", str(report)]
     results = []
     running = threading.Thread(target=lambda: results.append(CliRunner().invoke(bench_main, bench)))
@@ -437,6 +448,7 @@ def _bench_while(url: str, signals, report: Path, ended: str = "the server stopp
     assert ended in result.output and time.monotonic() - started < 20
     (measured,) = json.loads(report.read_text())["measurements"]  # written: what was measured stands
     assert measured["extra"]["ended"] and measured["latency"]["count"] > 0
+    assert min(measured["extra"]["server"].values()) >= 0, measured["extra"]["server"]
 
 
 def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
@@ -448,9 +460,11 @@ def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
     - the server killed by SIGSEGV (as Triton 2.51 is by one hostile JSON request) during a load
       run over HTTP: the run ends the same way; `serve` starts it again, said with the signal;
       the model answers after each restart;
-    - the model unloaded during a load run (the repository API): the run ends with what it
-      measured, saying the server refused the model; `serve` takes the stub's end for no death
-      (its restarts are spent: one more would end it);
+    - the model loaded again with another input type during a load run (the repository API): the
+      run ends when a whole window failed, with what it measured (the server's split not negative
+      though the model's counts restarted); then unloaded during a run: the run ends saying the
+      server refused the model's statistics; `serve` takes neither stub's end for a death (its
+      restarts are spent: one more would end it);
     - `serve` SIGKILLed: the server and its stubs die with it; the next `serve` on the same ports
       (of a repository whose path has a space and a non-ASCII letter, and folders that are no
       model; gRPC only) removes its leftover folder, and SIGHUP stops it like SIGTERM."""
@@ -480,11 +494,21 @@ def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
             assert words in line and f"({restart} of 3)" in line and "0x" not in line, line
             _said(said, "serving again")
             assert infer("grpc", f"127.0.0.1:{ports[1]}", "digits", "input", batch, "logits").shape == (1, 10)
-        unload = f"http://127.0.0.1:{ports[0]}/v2/repository/models/digits/unload"
-        unloaded = lambda: urllib.request.urlopen(urllib.request.Request(unload, data=b""), timeout=30)  # noqa: E731
-        _bench_while(f"http://127.0.0.1:{ports[0]}", unloaded, tmp_path / "unload.json", "refused model digits")
+        # the model loaded again, taking FP16 now (its stubs replaced: no death), then unloaded
+        http = f"http://127.0.0.1:{ports[0]}"
+        config = json.loads(urllib.request.urlopen(f"{http}/v2/models/digits/config", timeout=10).read())
+        with_config = lambda c: json.dumps({"parameters": {"config": json.dumps(c)}}).encode()  # noqa: E731
+        fp32 = with_config(config)
+        config["input"][0]["data_type"] = "TYPE_FP16"
+        fp16 = with_config(config)
+        post = lambda path, data=b"": urllib.request.urlopen(urllib.request.Request(http + path, data), timeout=60)  # noqa: E731
+        broken = lambda: post("/v2/repository/models/digits/load", fp16)  # noqa: E731
+        _bench_while(http, broken, tmp_path / "fp16.json", "every request of a window failed", duration=6)
+        post("/v2/repository/models/digits/load", fp32)  # as it was
+        unloaded = lambda: post("/v2/repository/models/digits/unload")  # noqa: E731
+        _bench_while(http, unloaded, tmp_path / "unload.json", "the server refused model digits's statistics")
         time.sleep(2)  # serve looks every second
-        assert process.poll() is None and said.empty(), list(said.queue)
+        assert process.poll() is None and said.empty(), list(said.queue)  # its restarts were spent
         process.kill()
         process.wait(timeout=30)
         deadline = time.monotonic() + 20
