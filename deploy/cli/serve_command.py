@@ -60,7 +60,15 @@ if TYPE_CHECKING:
     help="Seconds the server may answer no health check (every second, over HTTP or gRPC) before it is taken "
     "for hung, killed and started again; 0: never asked.",
 )
-def serve(repository, host, http_port, no_http, grpc_port, metrics_port, timeout, restarts, hang_timeout) -> int:
+@click.option(
+    "--open-admin-apis",
+    is_flag=True,
+    help="Let clients use Triton's model repository API (load and unload models, with any config) and "
+    "shared-memory API (the server reads and writes /dev/shm regions by name); without it only serve uses them.",
+)
+def serve(
+    repository, host, http_port, no_http, grpc_port, metrics_port, timeout, restarts, hang_timeout, open_admin_apis
+) -> int:
     """Serve REPOSITORY (written with resnet-deploy triton --triton-backend python) with a real Triton server.
 
     \b
@@ -73,7 +81,8 @@ def serve(repository, host, http_port, no_http, grpc_port, metrics_port, timeout
     processes and all, on Ctrl-C, SIGTERM or SIGHUP; if this process is killed, the server dies
     with it. When the server dies on its own, a model's process dies, or the server answers no
     health check for --hang-timeout seconds (it is then killed), it is started again, up to
-    --restarts times, each time said with the reason. Exit status: 0 stopped so, 1 the
+    --restarts times, each time said with the reason. Triton's model repository and
+    shared-memory APIs answer only serve's own requests unless --open-admin-apis. Exit status: 0 stopped so, 1 the
     restarts are spent, 2 it could not start (a port in use, a model it can't load, ...).
     """
     from ..serving import Endpoints, TritonServer
@@ -81,7 +90,7 @@ def serve(repository, host, http_port, no_http, grpc_port, metrics_port, timeout
     if no_http and click.get_current_context().get_parameter_source("http_port").name != "DEFAULT":
         raise click.UsageError("--no-http closes the HTTP endpoint: give no --http-port")
     endpoints = Endpoints(host, None if no_http else http_port, grpc_port, metrics_port)
-    server = TritonServer(repository, endpoints, timeout=timeout)
+    server = TritonServer(repository, endpoints, timeout=timeout, open_admin=open_admin_apis)
     try:
         models = server.start()
         click.echo(format_serving(server, models))
@@ -114,6 +123,11 @@ def format_serving(server: TritonServer, models: list[str]) -> str:
             f"  metrics     {endpoints.metrics}",
             f"  models      {', '.join(models)} (ready)",
             *_open_to_the_network(endpoints.host),
+            *(
+                ["  admin       open: clients may load and unload models and register shared memory"]
+                if server.admin_key is None
+                else []
+            ),
             "  stop it with Ctrl-C",
         ]
     )

@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -49,6 +50,11 @@ from .supervision import (
 )
 
 EXIT_TIMEOUT_S = 5
+# The APIs a client could change the server with: load and unload models (with any config, since
+# the server runs with explicit model control), or register shared-memory regions (the server
+# then reads and writes /dev/shm regions by name): kept for the toolkit's own requests.
+ADMIN_APIS = ("model-repository", "shared-memory")
+ADMIN_HEADER = "resnet-deploy-admin-key"
 _SERVERS = itertools.count(1)  # servers started by this process: each its own shared-memory prefix
 # Triton's line for a model that failed to load (its text is quoted, with \n escaped), and lines a
 # CPU-only machine always prints, harmless, that must not stand in for the real error.
@@ -200,9 +206,19 @@ class TritonServer:
     """The bundled `tritonserver` on a repository: `start()` waits until every model is ready (or
     says why one is not), `stop()` ends it and its stubs. A context manager."""
 
-    def __init__(self, repository: str | Path, endpoints: Endpoints = Endpoints(), *, timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        repository: str | Path,
+        endpoints: Endpoints = Endpoints(),
+        *,
+        timeout: float = 120.0,
+        open_admin: bool = False,
+    ) -> None:
         self.repository = Path(repository)
         self.endpoints, self.timeout = endpoints, timeout
+        # Triton's model repository (load, unload, config overrides) and shared-memory APIs answer
+        # only this object's own requests (a header with a random key), unless `open_admin`
+        self.admin_key = None if open_admin else secrets.token_hex(16)
         self.process: subprocess.Popen | None = None
         self._folder: Path | None = None
         self._stubs: dict[int, tuple[str, int]] = {}
@@ -309,6 +325,9 @@ class TritonServer:
             command += [option, str(port)]
         if self.endpoints.http_port is None:
             command += ["--allow-http", "false"]
+        if self.admin_key is not None:
+            for option in ("--http-restricted-api", "--grpc-restricted-protocol"):
+                command.append(f"{option}={','.join(ADMIN_APIS)}:{ADMIN_HEADER}={self.admin_key}")
         return command + [
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--http-address",
@@ -376,17 +395,24 @@ class TritonServer:
 
         try:
             client = grpcclient.InferenceServerClient(self.endpoints.grpc)
-            return getattr(client, call)(client_timeout=timeout, **arguments)
+            return getattr(client, call)(client_timeout=timeout, headers=self._admin_header(grpc=True), **arguments)
         except Exception:  # noqa: BLE001 - not listening yet, or starting: asked again
             return None
 
     def _get(self, path: str, method: str = "GET", timeout: float = 2.0) -> bytes | None:
-        request = urllib.request.Request(f"http://{self.endpoints.http}{path}", data=b"" if method == "POST" else None)
+        request = urllib.request.Request(
+            f"http://{self.endpoints.http}{path}", data=b"" if method == "POST" else None, headers=self._admin_header()
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as answer:
                 return answer.read()
         except (urllib.error.URLError, OSError):
             return None
+
+    def _admin_header(self, grpc: bool = False) -> dict[str, str]:
+        """The header that opens the restricted APIs (over gRPC, Triton wants it with a prefix)."""
+        prefix = "triton-grpc-protocol-" if grpc else ""
+        return {prefix + ADMIN_HEADER: self.admin_key} if self.admin_key is not None else {}
 
     def _log_lines(self) -> list[str]:
         text = self.log.read_text(errors="replace") if getattr(self, "log", None) and self.log.exists() else ""

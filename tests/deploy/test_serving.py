@@ -186,6 +186,22 @@ def test_served_logits_equal_the_file_in_process(name, protocol, server):
     assert np.abs(logits.astype(np.float64) - expected.astype(np.float64)).max() <= 1e-5
 
 
+def test_clients_can_not_unload_models_or_map_shared_memory_of_a_served_repository(server):
+    """Explicit model control (serve loads only the folders that are models) opens Triton's
+    load/unload API: it and the shared-memory API answer serve's own requests only."""
+    import urllib.error
+
+    for path, body in (
+        ("/v2/repository/models/digits/unload", b""),
+        ("/v2/systemsharedmemory/region/x/register", b'{"key": "/x", "offset": 0, "byte_size": 8}'),
+    ):
+        with pytest.raises(urllib.error.HTTPError, match="403"):
+            urllib.request.urlopen(urllib.request.Request(f"http://{server['http']}{path}", body), timeout=10)
+    with pytest.raises(InferenceServerException, match="restricted"):
+        grpcclient.InferenceServerClient(server["grpc"]).unload_model("digits")
+    assert grpcclient.InferenceServerClient(server["grpc"]).is_model_ready("digits")
+
+
 def test_openvino_inside_triton_serves_the_file_as_openvino_does_in_process(server):
     pytest.importorskip("openvino", reason="OpenVINO is an optional runtime: pip install '.[openvino]'")
     from deploy.runtimes import RuntimeOptions, open_runtime
@@ -452,7 +468,7 @@ def _bench_while(url: str, signals, report: Path, ended: str = "the server stopp
 
 
 def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
-    """One `serve` of its own (--hang-timeout 4), with what the service must outlive:
+    """One `serve` of its own (--hang-timeout 4, --open-admin-apis), with what the service must outlive:
     - the server SIGSTOPped during a load run over gRPC: the run ends (its statistics time out)
       with the windows before, written and said, exit 1; no request waits for ever; `serve` finds
       it hung (no health check answered), kills it and starts it again, said;
@@ -474,7 +490,10 @@ def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
     args = ["triton", str(digits_files["fp32"]), "--repository", str(repository), "--triton-backend", "python"]
     assert CliRunner().invoke(deploy_main, args + ["--name", "digits"]).exit_code == 0
     ports = free_ports()
-    process, _ = start_serve(repository, ports, extra=["--restarts", "3", "--hang-timeout", "4"])
+    process, printed = start_serve(
+        repository, ports, extra=["--restarts", "3", "--hang-timeout", "4", "--open-admin-apis"]
+    )
+    assert any(line.split()[:2] == ["admin", "open:"] for line in printed), printed  # the test loads and unloads
     batch, said = np.zeros((1, 3, 32, 32), dtype=np.float32), _reader(process.stderr)
     pid = lambda what: next(int(line.split()[0]) for line in served_processes(repository) if what in line)  # noqa: E731
     try:
