@@ -468,7 +468,7 @@ def _bench_while(url: str, signals, report: Path, ended: str = "the server stopp
 
 
 def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
-    """One `serve` of its own (--hang-timeout 4, --open-admin-apis), with what the service must outlive:
+    """One `serve` of its own (--hang-timeout 3, --open-admin-apis), with what the service must outlive:
     - the server SIGSTOPped during a load run over gRPC: the run ends (its statistics time out)
       with the windows before, written and said, exit 1; no request waits for ever; `serve` finds
       it hung (no health check answered), kills it and starts it again, said;
@@ -489,16 +489,16 @@ def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
     repository = tmp_path / "repo"
     args = ["triton", str(digits_files["fp32"]), "--repository", str(repository), "--triton-backend", "python"]
     assert CliRunner().invoke(deploy_main, args + ["--name", "digits"]).exit_code == 0
+    shutil.rmtree(repository / "digits_images")  # one model: each of the five starts loads one stub
     ports = free_ports()
-    process, printed = start_serve(
-        repository, ports, extra=["--restarts", "3", "--hang-timeout", "4", "--open-admin-apis"]
-    )
+    extra = ["--restarts", "3", "--hang-timeout", "3", "--open-admin-apis"]
+    process, printed = start_serve(repository, ports, extra=extra)
     assert any(line.split()[:2] == ["admin", "open:"] for line in printed), printed  # the test loads and unloads
     batch, said = np.zeros((1, 3, 32, 32), dtype=np.float32), _reader(process.stderr)
     pid = lambda what: next(int(line.split()[0]) for line in served_processes(repository) if what in line)  # noqa: E731
     try:
         for restart, (what, words) in enumerate(
-            [("SIGSTOP", "answered no health check for 4 s (it is stopped"), ("digits/1/model.py", "model digits"),
+            [("SIGSTOP", "answered no health check for 3 s (it is stopped"), ("digits/1/model.py", "model digits"),
              ("tritonserver", "SIGSEGV")], 1
         ):  # fmt: skip
             if what == "SIGSTOP":
