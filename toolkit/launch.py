@@ -1,13 +1,15 @@
 """The commands' entry points (setup.cfg's console_scripts).
 
 Each imports its command only after the signal handling is in place: Ctrl-C while torch is
-still importing is one line and exit 130, not a traceback, and SIGTERM (and SIGHUP) is handled like Ctrl-C,
-so that a terminated run removes its staging folder like an interrupted one does (exit 143).
+still importing is one line and exit 130 (SIGTERM or SIGHUP: 143), not a traceback nor a C++
+abort; once the command runs, SIGTERM (and SIGHUP) is handled like Ctrl-C, so that a terminated
+run removes its staging folder like an interrupted one does (exit 143).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 import time
@@ -35,15 +37,38 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
+def _while_starting(name: str):
+    """The handler of SIGINT, SIGTERM and SIGHUP while the command imports: one line and out at once.
+    An exception can't be raised there: torch runs Python code from C++ while it imports (pybind11),
+    and an exception through those frames aborts the process with a C++ message. Nothing is
+    written yet, so there is nothing to clean up."""
+
+    def stop(signum, frame):
+        interrupted = signum == signal.SIGINT
+        word = "interrupted" if interrupted else "terminated"
+        print(f"{name}: {word} while starting; nothing was written", file=sys.stderr, flush=True)
+        os._exit(130 if interrupted else 143)
+
+    return stop
+
+
+def _handle(handlers: dict) -> None:
+    """Each signal to its handler, except one already ignored (under nohup, or in the background)."""
+    for signum, handler in handlers.items():
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, handler)
+
+
 def launch(name: str) -> None:
-    signal.signal(signal.SIGTERM, _terminate)
-    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # under nohup it stays ignored
-        signal.signal(signal.SIGHUP, _terminate)  # the terminal closed: clean up as for SIGTERM
+    starting = _while_starting(name)
+    _handle({signal.SIGINT: starting, signal.SIGTERM: starting, signal.SIGHUP: starting})
     module, attribute = COMMANDS[name]
     global IMPORTED
     try:
         command = getattr(importlib.import_module(module), attribute)
         IMPORTED = time.perf_counter() - STARTED
+        # the terminal closed (SIGHUP): clean up as for SIGTERM
+        _handle({signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _terminate, signal.SIGHUP: _terminate})
     except ModuleNotFoundError as missing:  # resnet-export, resnet-build, resnet-compare on a board
         from .optional import INSTALL, WORKSHOP_MODULES
 
