@@ -294,6 +294,27 @@ def test_a_signal_while_torch_is_importing_is_one_line(stop, status, word, place
     assert not list(place.glob("*.onnx*")) or {p.name for p in place.glob("*.onnx*")} == {"r20.onnx", "r18.onnx"}
 
 
+@pytest.mark.parametrize("stop,caught", [(signal.SIGTERM, "Terminated"), (signal.SIGINT, "KeyboardInterrupt")])
+def test_a_signal_during_an_import_acts_once_the_import_ended(stop, caught, tmp_path):
+    """torch runs Python code from C++ while it imports, where an exception raised by a signal
+    handler aborts the process (a C++ message, no clean-up): a signal that comes while a module
+    imports acts once the import ended, and then raises as always."""
+    (tmp_path / "slow_module.py").write_text(
+        f"import os, time\nos.kill(os.getpid(), {int(stop)})\ntime.sleep(0.3)\nprint('imported', flush=True)\n"
+    )
+    code = (
+        "import time\nfrom toolkit.launch import handle_running\nhandle_running()\n"
+        "try:\n    import slow_module\n    time.sleep(10)\n"
+        "except KeyboardInterrupt as stop:\n    print(type(stop).__name__, flush=True)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    assert done.stdout.split() == ["imported", caught], done.stdout + done.stderr
+
+
 def test_a_killed_runs_staging_folder_is_removed_by_the_next_run_and_others_are_kept(place):
     dead = subprocess.Popen(["true"])
     dead.wait()

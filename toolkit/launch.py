@@ -3,7 +3,8 @@
 Each imports its command only after the signal handling is in place: Ctrl-C while torch is
 still importing is one line and exit 130 (SIGTERM or SIGHUP: 143), not a traceback nor a C++
 abort; once the command runs, SIGTERM (and SIGHUP) is handled like Ctrl-C, so that a terminated
-run removes its staging folder like an interrupted one does (exit 143).
+run removes its staging folder like an interrupted one does (exit 143), and a signal that comes
+while a module imports (torch, imported late by most commands) acts once that import ended.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import importlib
 import os
 import signal
 import sys
+import threading
 import time
 
 # When the launcher started (just after Python itself): what a command imported after it is its
@@ -33,8 +35,51 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (or SIGHUP), raised where the program is, so that `finally` blocks clean up as for Ctrl-C."""
 
 
-def _terminate(signum, frame):
+DEFER_LIMIT_S = 5.0  # how long a signal waits for an import to end before it acts anyway
+_deferred: dict[int, float] = {}  # signal -> when it first arrived during an import
+
+
+def _importing() -> bool:
+    """Whether a module's code is running its import now (importlib marks its spec so)."""
+    return any(getattr(getattr(m, "__spec__", None), "_initializing", False) for m in list(sys.modules.values()))
+
+
+def _when_no_import(act):
+    """A handler that does `act` (raise), but not while a module is importing: torch runs Python
+    code from C++ while it imports (pybind11), and an exception through those frames aborts the
+    process with a C++ message instead of cleaning up. Then the signal is sent again 50 ms later,
+    until the import ends (at most DEFER_LIMIT_S)."""
+
+    def handler(signum, frame):
+        now = time.monotonic()
+        if _importing() and now - _deferred.setdefault(signum, now) < DEFER_LIMIT_S:
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            return
+        _deferred.pop(signum, None)
+        act()
+
+    return handler
+
+
+def _terminate() -> None:
     raise Terminated()
+
+
+def _interrupt() -> None:
+    raise KeyboardInterrupt()
+
+
+def handle_running() -> None:
+    """The signals while a command runs: Ctrl-C raises KeyboardInterrupt, SIGTERM and SIGHUP (the
+    terminal closed) raise Terminated, so that `finally` blocks clean up; each waits for an import
+    in progress to end."""
+    _handle(
+        {
+            signal.SIGINT: _when_no_import(_interrupt),
+            signal.SIGTERM: _when_no_import(_terminate),
+            signal.SIGHUP: _when_no_import(_terminate),
+        }
+    )
 
 
 def _while_starting(name: str):
@@ -67,8 +112,7 @@ def launch(name: str) -> None:
     try:
         command = getattr(importlib.import_module(module), attribute)
         IMPORTED = time.perf_counter() - STARTED
-        # the terminal closed (SIGHUP): clean up as for SIGTERM
-        _handle({signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _terminate, signal.SIGHUP: _terminate})
+        handle_running()
     except ModuleNotFoundError as missing:  # resnet-export, resnet-build, resnet-compare on a board
         from .optional import INSTALL, WORKSHOP_MODULES
 
