@@ -221,7 +221,8 @@ class TritonServer:
         self.admin_key = None if open_admin else secrets.token_hex(16)
         self.process: subprocess.Popen | None = None
         self._folder: Path | None = None
-        self._stubs: dict[int, tuple[str, int]] = {}
+        self._stubs: dict[int, str] = {}
+        self._replaced: set[int] = set()  # stubs of a model loaded again: they end, no death
         self.hung = False  # found hung by watch(): stop() kills it at once
         self.shm_prefix = f"{shm_prefix()}{next(_SERVERS)}_"  # its regions, removed when it stops
 
@@ -249,7 +250,7 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
-        self._stubs = stubs(self.process.pid)
+        self._stubs, self._replaced = stubs(self.process.pid), set()
         return models
 
     def watch(self, poll: float = 1.0, hang_timeout: float = 30.0) -> str:
@@ -273,24 +274,25 @@ class TritonServer:
             time.sleep(poll)
 
     def _stubs_died(self) -> str | None:
-        """A stub gone while its model is still ready and no stub of that model started after it
-        (it died: the server would fail its every request to it), in words. A stub gone because its
-        model was unloaded, or loaded again (the repository API: new stubs start, then the old
-        end), is no death; the stubs started since are watched too."""
+        """A stub gone while its model is still ready, and not replaced (it died: the server would
+        fail its every request to it), in words. A model unloaded (the repository API) ends its
+        stubs, no death; one loaded again starts new stubs, then ends the old: the stubs a model had
+        when new ones of it appear are taken as replaced. The stubs started since are watched too."""
         alive = stubs(self.process.pid)
-        gone = {pid: stub for pid, stub in self._stubs.items() if pid not in alive}
+        reloaded = {name for pid, name in alive.items() if pid not in self._stubs}
+        self._replaced |= {pid for pid, name in self._stubs.items() if name in reloaded}
+        gone = {pid: name for pid, name in self._stubs.items() if pid not in alive and pid not in self._replaced}
         if gone and self.process.poll() is None:
             states = self._states()
             if states is None:
                 return None  # no answer now: asked again at the next look (a hung server is caught so)
             ready = {s.get("name") for s in states if s.get("state") == "READY"}
-            for pid, (name, started) in gone.items():
-                replaced = any(other == name and later > started for other, later in alive.values())
-                if name in ready and not replaced:
+            for pid, name in gone.items():
+                if name in ready:
                     return (
                         f"the Python process of model {name} (pid {pid}) died; the server would fail its every request"
                     )
-        self._stubs = alive
+        self._stubs, self._replaced = alive, self._replaced & set(alive)
         return None
 
     def _backends(self, files: ServerFiles) -> Path:

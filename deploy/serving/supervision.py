@@ -88,22 +88,20 @@ def _remove(paths) -> int:
     return removed
 
 
-def stubs(server_pid: int) -> dict[int, tuple[str, int]]:
-    """The model stubs of a server: {pid: (the model's name, when it started in clock ticks)}, from
-    /proc (children of the server whose command is the Python backend's stub; its first argument
-    is the model's file)."""
+def stubs(server_pid: int) -> dict[int, str]:
+    """The model stubs of a server: {pid: the model's name}, from /proc (children of the server
+    whose command is the Python backend's stub; its first argument is the model's file)."""
     found = {}
     for entry in _entries(Path("/proc")):
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            parent, started = int(fields[1]), int(fields[19])
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             arguments = (entry / "cmdline").read_bytes().split(b"\0")
         except (OSError, IndexError, ValueError):
             continue
         if parent == server_pid and arguments and arguments[0].endswith(STUB.encode()):
-            found[int(entry.name)] = (_model_of(arguments), started)
+            found[int(entry.name)] = _model_of(arguments)
     return found
 
 

@@ -476,7 +476,8 @@ def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
     - the server SIGSTOPped during a load run over gRPC: the run ends (its statistics time out)
       with the windows before, written and said, exit 1; no request waits for ever; `serve` finds
       it hung (no health check answered), kills it and starts it again, said;
-    - a stub killed: `serve` starts the server again, said with the model's name;
+    - one of the model's two stubs killed (the one started first): `serve` starts the server
+      again, said with the model's name;
     - the server killed by SIGSEGV (as Triton 2.51 is by one hostile JSON request) during a load
       run over HTTP: the run ends the same way; `serve` starts it again, said with the signal;
       the model answers after each restart;
@@ -492,8 +493,8 @@ def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
 
     repository = tmp_path / "repo"
     args = ["triton", str(digits_files["fp32"]), "--repository", str(repository), "--triton-backend", "python"]
-    assert CliRunner().invoke(deploy_main, args + ["--name", "digits"]).exit_code == 0
-    shutil.rmtree(repository / "digits_images")  # one model: each of the five starts loads one stub
+    assert CliRunner().invoke(deploy_main, args + ["--name", "digits", "--instances", "2"]).exit_code == 0
+    shutil.rmtree(repository / "digits_images")  # one model (two instances: two stubs) in each of five starts
     ports = free_ports()
     extra = ["--restarts", "3", "--hang-timeout", "3", "--open-admin-apis"]
     process, printed = start_serve(repository, ports, extra=extra)
