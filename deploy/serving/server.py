@@ -39,6 +39,7 @@ from toolkit.errors import MissingDependencyError, ToolkitError
 from toolkit.optional import INSTALL
 
 from .supervision import (
+    StubWatch,
     die_with_parent,
     exit_reason,
     folder_prefix,
@@ -46,7 +47,6 @@ from .supervision import (
     remove_leftovers,
     remove_own_regions,
     shm_prefix,
-    stubs,
 )
 
 EXIT_TIMEOUT_S = 5
@@ -221,8 +221,7 @@ class TritonServer:
         self.admin_key = None if open_admin else secrets.token_hex(16)
         self.process: subprocess.Popen | None = None
         self._folder: Path | None = None
-        self._stubs: dict[int, str] = {}
-        self._replaced: set[int] = set()  # stubs of a model loaded again: they end, no death
+        self._stubs: StubWatch | None = None
         self.hung = False  # found hung by watch(): stop() kills it at once
         self.shm_prefix = f"{shm_prefix()}{next(_SERVERS)}_"  # its regions, removed when it stops
 
@@ -250,7 +249,7 @@ class TritonServer:
         except BaseException:
             self.stop()
             raise
-        self._stubs, self._replaced = stubs(self.process.pid), set()
+        self._stubs = StubWatch(self.process.pid)
         return models
 
     def watch(self, poll: float = 1.0, hang_timeout: float = 30.0) -> str:
@@ -263,7 +262,7 @@ class TritonServer:
             status = self.process.poll()
             if status is not None:
                 return f"the Triton server stopped on its own ({exit_reason(status)}): {self.errors()}"
-            died = self._stubs_died()
+            died = self._stubs.died(self._ready_models)
             if died:
                 return died
             if hang_timeout and self._live(timeout=min(5.0, hang_timeout / 2)):
@@ -273,27 +272,10 @@ class TritonServer:
                 return f"the Triton server answered no health check for {hang_timeout:g} s{process_state(self.process.pid)}"
             time.sleep(poll)
 
-    def _stubs_died(self) -> str | None:
-        """A stub gone while its model is still ready, and not replaced (it died: the server would
-        fail its every request to it), in words. A model unloaded (the repository API) ends its
-        stubs, no death; one loaded again starts new stubs, then ends the old: the stubs a model had
-        when new ones of it appear are taken as replaced. The stubs started since are watched too."""
-        alive = stubs(self.process.pid)
-        reloaded = {name for pid, name in alive.items() if pid not in self._stubs}
-        self._replaced |= {pid for pid, name in self._stubs.items() if name in reloaded}
-        gone = {pid: name for pid, name in self._stubs.items() if pid not in alive and pid not in self._replaced}
-        if gone and self.process.poll() is None:
-            states = self._states()
-            if states is None:
-                return None  # no answer now: asked again at the next look (a hung server is caught so)
-            ready = {s.get("name") for s in states if s.get("state") == "READY"}
-            for pid, name in gone.items():
-                if name in ready:
-                    return (
-                        f"the Python process of model {name} (pid {pid}) died; the server would fail its every request"
-                    )
-        self._stubs, self._replaced = alive, self._replaced & set(alive)
-        return None
+    def _ready_models(self) -> set[str] | None:
+        """The models the repository index says are READY (None: the server doesn't answer)."""
+        states = self._states()
+        return None if states is None else {s.get("name") for s in states if s.get("state") == "READY"}
 
     def _backends(self, files: ServerFiles) -> Path:
         python = self._folder / "backends" / "python"

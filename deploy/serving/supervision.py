@@ -1,7 +1,8 @@
 """What keeps a served repository up: the server dies with `serve` (Linux's parent-death signal),
 its shared-memory regions and folders carry the pid of the `serve` that made them (so a later
-`serve` removes those of one that is gone), and a watch that says when the server exits on its own
-(with its signal) or a model's Python process (its stub) dies while the server runs on.
+`serve` removes those of one that is gone), and what `TritonServer.watch` needs to say when the
+server exits on its own (with its signal), hangs (its state), or a model's Python process (its
+stub) dies while the server runs on (`StubWatch`).
 
 Why: Triton 2.51's own binary can be ended by one request (a KServe JSON shape of a billion
 rows: SIGABRT; JSON nested 50,000 deep: SIGSEGV), and a stub that dies leaves its model failing
@@ -16,6 +17,7 @@ import re
 import shutil
 import signal
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 SHM = Path("/dev/shm")
@@ -103,6 +105,38 @@ def stubs(server_pid: int) -> dict[int, str]:
         if parent == server_pid and arguments and arguments[0].endswith(STUB.encode()):
             found[int(entry.name)] = _model_of(arguments)
     return found
+
+
+class StubWatch:
+    """The model stubs of one server, looked at again and again (`died`): a stub gone while its
+    model is still READY, and not replaced, died (the server would fail its every request to it).
+    A model unloaded (the repository API) ends its stubs: no death. One loaded again starts new
+    stubs, then ends the old: the stubs a model had when new ones of it appear are replaced. (Not
+    by start times: a killed instance would look replaced by a sibling started a tick later.)"""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.known = stubs(server_pid)
+        self.replaced: set[int] = set()
+
+    def died(self, ready_models: Callable[[], set[str] | None]) -> str | None:
+        """What died, in words, or None; `ready_models()` asks the server which models are READY
+        (None when it doesn't answer: asked again at the next look; a hung server is caught so)."""
+        alive = stubs(self.server_pid)
+        reloaded = {name for pid, name in alive.items() if pid not in self.known}
+        self.replaced |= {pid for pid, name in self.known.items() if name in reloaded}
+        gone = {pid: name for pid, name in self.known.items() if pid not in alive and pid not in self.replaced}
+        if gone:
+            ready = ready_models()
+            if ready is None:
+                return None
+            for pid, name in gone.items():
+                if name in ready:
+                    return (
+                        f"the Python process of model {name} (pid {pid}) died; the server would fail its every request"
+                    )
+        self.known, self.replaced = alive, self.replaced & set(alive)
+        return None
 
 
 def _model_of(arguments: list[bytes]) -> str:
