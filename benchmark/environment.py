@@ -94,9 +94,17 @@ def measure_matmul_tflops(
 def _numpy_matmul(size: int, repeats: int) -> tuple[float, str]:
     import numpy as np
 
+    return _cpu_rate(size, repeats, np.matmul), f"matmul fp32 {size}x{size} on cpu, NumPy"
+
+
+def _cpu_rate(size: int, repeats: int, product) -> float:
+    """TFLOP/s of the best of `repeats` + 1 runs of `product(a, b)` on two FP32 squares (the first
+    run warms up)."""
+    import numpy as np
+
     a, b = (np.random.default_rng(seed).standard_normal((size, size), dtype=np.float32) for seed in (0, 1))
-    best = min(_timed(lambda: a @ b) for _ in range(repeats + 1))
-    return 2 * size**3 / best / 1e12, f"matmul fp32 {size}x{size} on cpu, NumPy"
+    best = min(_timed(lambda: product(a, b)) for _ in range(repeats + 1))
+    return 2 * size**3 / best / 1e12
 
 
 def _ort_matmul(size: int, repeats: int, threads: int | None) -> list[tuple[float, str]]:
@@ -105,7 +113,6 @@ def _ort_matmul(size: int, repeats: int, threads: int | None) -> list[tuple[floa
         import onnxruntime as ort
     except ImportError:
         return []
-    import numpy as np
     from onnx import TensorProto, helper
 
     square = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [size, size]) for name in "abc"]
@@ -114,10 +121,9 @@ def _ort_matmul(size: int, repeats: int, threads: int | None) -> list[tuple[floa
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or 0
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    a, b = (np.random.default_rng(seed).standard_normal((size, size), dtype=np.float32) for seed in (0, 1))
-    best = min(_timed(lambda: session.run(None, {"a": a, "b": b})) for _ in range(repeats + 1))
+    rate = _cpu_rate(size, repeats, lambda a, b: session.run(None, {"a": a, "b": b}))
     where = f"{threads} threads" if threads else "default threads"
-    return [(2 * size**3 / best / 1e12, f"matmul fp32 {size}x{size} on cpu, {where}, ONNX Runtime")]
+    return [(rate, f"matmul fp32 {size}x{size} on cpu, {where}, ONNX Runtime")]
 
 
 def _timed(product) -> float:
