@@ -7,8 +7,9 @@ wrote: `resnet-deploy kubernetes REPOSITORY -o DIR`.
     DIR/README.md                       the commands
 
 The Deployment runs `tritonserver` from NVIDIA's image on the repository (a PersistentVolumeClaim
-mounted read-only, or an object-store URI Triton reads itself), with `nvidia.com/gpu` limits and
-readiness/liveness on Triton's `/v2/health/ready` and `/v2/health/live`. The autoscaler scales
+mounted read-only, or an object-store URI Triton reads itself), with `nvidia.com/gpu` limits,
+readiness/liveness on Triton's `/v2/health/ready` and `/v2/health/live`, and Triton's model
+repository, shared-memory, logging and trace APIs closed to every client (`deploy.triton_api`). The autoscaler scales
 on the time a request waits in Triton's queue: the rate of `nv_inference_queue_duration_us` over
 the rate of `nv_inference_request_success`, summed per pod, i.e. the queue time per request
 weighted by each model's traffic (NVIDIA's chart divides per-model deltas and averages those, on
@@ -26,6 +27,8 @@ from toolkit.errors import ToolkitError
 from toolkit.files import check_replaceable_folder, publish_folder
 from toolkit.numbers import check_number
 from toolkit.yaml_text import dump, dump_all
+
+from .triton_api import closed_api_arguments
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:26.06-py3"
 QUEUE_METRIC = "nv_inference_queue_duration_us"
@@ -142,7 +145,14 @@ def _deployment(metadata: dict, labels: dict, options: KubernetesOptions, image:
         "name": "tritonserver",
         "image": image,
         "command": ["tritonserver"],
-        "args": [f"--model-repository={repository}", "--strict-readiness=true", "--allow-metrics=true"],
+        # the models load at start; the APIs that would load others (any code), map shared memory or
+        # change logging and tracing are closed to every client of the Service (deploy.triton_api)
+        "args": [
+            f"--model-repository={repository}",
+            "--strict-readiness=true",
+            "--allow-metrics=true",
+            *closed_api_arguments("closed"),
+        ],
         "ports": [
             {"name": "http", "containerPort": 8000},
             {"name": "grpc", "containerPort": 8001},

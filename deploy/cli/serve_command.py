@@ -63,8 +63,9 @@ if TYPE_CHECKING:
 @click.option(
     "--open-admin-apis",
     is_flag=True,
-    help="Let clients use Triton's model repository API (load and unload models, with any config) and "
-    "shared-memory API (the server reads and writes /dev/shm regions by name); without it only serve uses them.",
+    help="Open Triton's model repository API (load and unload models, with any config and code, run as this "
+    "user), shared-memory API (the server reads and writes /dev/shm regions by name), logging and trace APIs to "
+    "every client; without it they are closed to all (serve loads the models at start).",
 )
 def serve(
     repository, host, http_port, no_http, grpc_port, metrics_port, timeout, restarts, hang_timeout, open_admin_apis
@@ -81,9 +82,10 @@ def serve(
     processes and all, on Ctrl-C, SIGTERM or SIGHUP; if this process is killed, the server dies
     with it. When the server dies on its own, a model's process dies, or the server answers no
     health check for --hang-timeout seconds (it is then killed), it is started again, up to
-    --restarts times, each time said with the reason. Triton's model repository and
-    shared-memory APIs answer only serve's own requests unless --open-admin-apis. Exit status: 0 stopped so, 1 the
-    restarts are spent, 2 it could not start (a port in use, a model it can't load, ...).
+    --restarts times, each time said with the reason. Triton's model repository, shared-memory,
+    logging and trace APIs are closed to every request unless --open-admin-apis. Exit status: 0
+    stopped so, 1 the restarts are spent, 2 it could not start (a port in use, a model it can't
+    load, ...).
     """
     from ..serving import Endpoints, TritonServer
 
@@ -124,8 +126,10 @@ def format_serving(server: TritonServer, models: list[str]) -> str:
             f"  models      {', '.join(models)} (ready)",
             *_open_to_the_network(endpoints.host),
             *(
-                ["  admin       open: clients may load and unload models and register shared memory"]
-                if server.admin_key is None
+                [
+                    "  admin       open: clients may load and unload models (any code, run as this user) and register shared memory"
+                ]
+                if server.open_admin
                 else []
             ),
             "  stop it with Ctrl-C",

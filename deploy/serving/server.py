@@ -18,11 +18,9 @@ from __future__ import annotations
 import errno
 import importlib.util
 import itertools
-import json
 import os
 import platform
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -31,6 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from pathlib import Path
 from toolkit.errors import MissingDependencyError, ToolkitError
 from toolkit.optional import INSTALL
 
+from ..triton_api import closed_api_arguments
 from .supervision import (
     StubWatch,
     die_with_parent,
@@ -50,11 +50,6 @@ from .supervision import (
 )
 
 EXIT_TIMEOUT_S = 5
-# The APIs a client could change the server with: load and unload models (with any config, since
-# the server runs with explicit model control), or register shared-memory regions (the server
-# then reads and writes /dev/shm regions by name): kept for the toolkit's own requests.
-ADMIN_APIS = ("model-repository", "shared-memory")
-ADMIN_HEADER = "resnet-deploy-admin-key"
 _SERVERS = itertools.count(1)  # servers started by this process: each its own shared-memory prefix
 # Triton's line for a model that failed to load (its text is quoted, with \n escaped), and lines a
 # CPU-only machine always prints, harmless, that must not stand in for the real error.
@@ -216,9 +211,7 @@ class TritonServer:
     ) -> None:
         self.repository = Path(repository)
         self.endpoints, self.timeout = endpoints, timeout
-        # Triton's model repository (load, unload, config overrides) and shared-memory APIs answer
-        # only this object's own requests (a header with a random key), unless `open_admin`
-        self.admin_key = None if open_admin else secrets.token_hex(16)
+        self.open_admin = open_admin  # else Triton's admin APIs are closed to every request (deploy.triton_api)
         self.process: subprocess.Popen | None = None
         self._folder: Path | None = None
         self._stubs: StubWatch | None = None
@@ -272,10 +265,17 @@ class TritonServer:
                 return f"the Triton server answered no health check for {hang_timeout:g} s{process_state(self.process.pid)}"
             time.sleep(poll)
 
-    def _ready_models(self) -> set[str] | None:
-        """The models the repository index says are READY (None: the server doesn't answer)."""
-        states = self._states()
-        return None if states is None else {s.get("name") for s in states if s.get("state") == "READY"}
+    def _ready_models(self, names: set[str]) -> set[str] | None:
+        """Those of `names` the server says are ready (None: it doesn't answer). Each model is asked
+        through the health API: the repository index is closed (deploy.triton_api)."""
+        ready = set()
+        for name in sorted(names):
+            answer = self._model_ready(name)
+            if answer is None:
+                return None
+            if answer:
+                ready.add(name)
+        return ready
 
     def _backends(self, files: ServerFiles) -> Path:
         python = self._folder / "backends" / "python"
@@ -309,9 +309,8 @@ class TritonServer:
             command += [option, str(port)]
         if self.endpoints.http_port is None:
             command += ["--allow-http", "false"]
-        if self.admin_key is not None:
-            for option in ("--http-restricted-api", "--grpc-restricted-protocol"):
-                command.append(f"{option}={','.join(ADMIN_APIS)}:{ADMIN_HEADER}={self.admin_key}")
+        if not self.open_admin:
+            command += closed_api_arguments()
         return command + [
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             "--http-address",
@@ -334,6 +333,8 @@ class TritonServer:
         return environment
 
     def _wait_ready(self, models: list[str]) -> None:
+        """Until the server and every model are ready. A model that fails to load ends the server
+        (--exit-on-error), and its log then says why."""
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -342,26 +343,23 @@ class TritonServer:
                     name, reason = next(iter(failures.items()))
                     raise ToolkitError(f"model {name} did not load: {reason}")
                 raise ToolkitError(f"the Triton server stopped while starting: {self.errors()}")
-            states = [s for s in self._states() or [] if s.get("name") in models]  # the index lists every folder
-            failed = [s for s in states if s.get("state") == "UNAVAILABLE"]
-            if failed:
-                raise ToolkitError(
-                    f"model {failed[0]['name']} did not load: {failed[0].get('reason') or self.errors()}"
-                )
-            if states and all(s.get("state") == "READY" for s in states) and {s["name"] for s in states} >= set(models):
-                if self._ready():
-                    return
+            if self._ready() and self._ready_models(set(models)) == set(models):
+                return
             time.sleep(0.2)
         raise ToolkitError(f"the Triton server was not ready within {self.timeout:g} s: {self.errors()}")
 
-    def _states(self) -> list[dict] | None:
-        """The repository index: each model's name and state (over gRPC when HTTP is closed); None
-        when the server doesn't answer."""
+    def _model_ready(self, name: str) -> bool | None:
+        """Whether the server says model `name` is ready; None when it doesn't answer."""
         if self.endpoints.http_port is None:
-            answer = self._grpc("get_model_repository_index", as_json=True)
-            return None if answer is None else [{**m, "state": m.get("state", "")} for m in answer.get("models", [])]
-        answer = self._get("/v2/repository/index", method="POST")
-        return None if answer is None else json.loads(answer)
+            return self._grpc("is_model_ready", model_name=name)
+        url = f"http://{self.endpoints.http}/v2/models/{urllib.parse.quote(name, safe='')}/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=2.0) as answer:
+                return answer.status == 200
+        except urllib.error.HTTPError:
+            return False  # the server answered: not ready (or unknown)
+        except (urllib.error.URLError, OSError):
+            return None
 
     def _ready(self) -> bool:
         if self.endpoints.http_port is None:
@@ -379,24 +377,16 @@ class TritonServer:
 
         try:
             client = grpcclient.InferenceServerClient(self.endpoints.grpc)
-            return getattr(client, call)(client_timeout=timeout, headers=self._admin_header(grpc=True), **arguments)
+            return getattr(client, call)(client_timeout=timeout, **arguments)
         except Exception:  # noqa: BLE001 - not listening yet, or starting: asked again
             return None
 
-    def _get(self, path: str, method: str = "GET", timeout: float = 2.0) -> bytes | None:
-        request = urllib.request.Request(
-            f"http://{self.endpoints.http}{path}", data=b"" if method == "POST" else None, headers=self._admin_header()
-        )
+    def _get(self, path: str, timeout: float = 2.0) -> bytes | None:
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as answer:
+            with urllib.request.urlopen(f"http://{self.endpoints.http}{path}", timeout=timeout) as answer:
                 return answer.read()
         except (urllib.error.URLError, OSError):
             return None
-
-    def _admin_header(self, grpc: bool = False) -> dict[str, str]:
-        """The header that opens the restricted APIs (over gRPC, Triton wants it with a prefix)."""
-        prefix = "triton-grpc-protocol-" if grpc else ""
-        return {prefix + ADMIN_HEADER: self.admin_key} if self.admin_key is not None else {}
 
     def _log_lines(self) -> list[str]:
         text = self.log.read_text(errors="replace") if getattr(self, "log", None) and self.log.exists() else ""

@@ -119,15 +119,16 @@ class StubWatch:
         self.known = stubs(server_pid)
         self.replaced: set[int] = set()
 
-    def died(self, ready_models: Callable[[], set[str] | None]) -> str | None:
-        """What died, in words, or None; `ready_models()` asks the server which models are READY
-        (None when it doesn't answer: asked again at the next look; a hung server is caught so)."""
+    def died(self, ready_models: Callable[[set[str]], set[str] | None]) -> str | None:
+        """What died, in words, or None; `ready_models(names)` asks the server which of those models
+        are ready (None when it doesn't answer: asked again at the next look; a hung server is
+        caught so)."""
         alive = stubs(self.server_pid)
         reloaded = {name for pid, name in alive.items() if pid not in self.known}
         self.replaced |= {pid for pid, name in self.known.items() if name in reloaded}
         gone = {pid: name for pid, name in self.known.items() if pid not in alive and pid not in self.replaced}
         if gone:
-            ready = ready_models()
+            ready = ready_models(set(gone.values()))
             if ready is None:
                 return None
             for pid, name in gone.items():

