@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import errno
 import importlib.util
-import itertools
 import os
 import platform
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -38,19 +35,9 @@ from toolkit.errors import MissingDependencyError, ToolkitError
 from toolkit.optional import INSTALL
 
 from ..triton_api import closed_api_arguments
-from .supervision import (
-    StubWatch,
-    die_with_parent,
-    exit_reason,
-    folder_prefix,
-    process_state,
-    remove_leftovers,
-    remove_own_regions,
-    shm_prefix,
-)
+from .supervision import ServerFolder, StubWatch, die_with_parent, exit_reason, process_state, remove_leftovers
 
 EXIT_TIMEOUT_S = 5
-_SERVERS = itertools.count(1)  # servers started by this process: each its own shared-memory prefix
 # Triton's line for a model that failed to load (its text is quoted, with \n escaped), and lines a
 # CPU-only machine always prints, harmless, that must not stand in for the real error.
 LOAD_FAILURE = re.compile(r"failed to load '(?P<name>[^']+)' version \d+: (?:Internal: )?(?P<reason>.*?)(?:\\n|\"?$)")
@@ -213,10 +200,9 @@ class TritonServer:
         self.endpoints, self.timeout = endpoints, timeout
         self.open_admin = open_admin  # else Triton's admin APIs are closed to every request (deploy.triton_api)
         self.process: subprocess.Popen | None = None
-        self._folder: Path | None = None
+        self._folder: ServerFolder | None = None
         self._stubs: StubWatch | None = None
         self.hung = False  # found hung by watch(): stop() kills it at once
-        self.shm_prefix = f"{shm_prefix()}{next(_SERVERS)}_"  # its regions, removed when it stops
 
     def start(self) -> list[str]:
         """Start the server; returns the models once all are ready. What servers of `serve`
@@ -225,9 +211,9 @@ class TritonServer:
         files = server_files()
         check_ports_free(self.endpoints)
         remove_leftovers()
-        self._folder, self.hung = Path(tempfile.mkdtemp(prefix=folder_prefix())), False
+        self._folder, self.hung = ServerFolder(), False
         backends = self._backends(files)
-        self.log = self._folder / "tritonserver.log"
+        self.log = self._folder.path / "tritonserver.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 self._command(files, backends),
@@ -236,6 +222,7 @@ class TritonServer:
                 env=self._environment(files),
                 start_new_session=True,  # its own process group: stop() reaches the stubs too
                 preexec_fn=die_with_parent,  # SIGKILL of this process ends the server too
+                pass_fds=(self._folder.lock_fd,),  # its files stay locked while it (or a stub) lives
             )
         try:
             self._wait_ready(models)
@@ -278,7 +265,7 @@ class TritonServer:
         return ready
 
     def _backends(self, files: ServerFiles) -> Path:
-        python = self._folder / "backends" / "python"
+        python = self._folder.path / "backends" / "python"
         python.mkdir(parents=True)
         for item in files.python_backend.iterdir():
             (python / item.name).symlink_to(item)
@@ -291,8 +278,8 @@ class TritonServer:
         if " " in str(repository) or not str(repository).isascii():
             # Triton hands model paths to its stubs on a command line, which a space or a
             # non-ASCII letter breaks: a link in the server's own folder stands in for the path
-            (self._folder / "repository").symlink_to(repository, target_is_directory=True)
-            repository = self._folder / "repository"
+            (self._folder.path / "repository").symlink_to(repository, target_is_directory=True)
+            repository = self._folder.path / "repository"
         command = [
             str(files.binary),
             "--model-repository",
@@ -312,7 +299,7 @@ class TritonServer:
         if not self.open_admin:
             command += closed_api_arguments()
         return command + [
-            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            f"--backend-config=python,shm-region-prefix-name={self._folder.shm_prefix}",
             "--http-address",
             host,
             "--grpc-address",
@@ -430,9 +417,8 @@ class TritonServer:
                 self.process.wait()
         if self.process is not None:
             _signal_group(self.process.pid, signal.SIGKILL)  # stubs that outlived the server
-            remove_own_regions(self.shm_prefix)
         if self._folder is not None:
-            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder.remove()
             self._folder = None
 
     def __enter__(self) -> TritonServer:

@@ -1,8 +1,9 @@
 """What keeps a served repository up: the server dies with `serve` (Linux's parent-death signal),
-its shared-memory regions and folders carry the pid of the `serve` that made them (so a later
-`serve` removes those of one that is gone), and what `TritonServer.watch` needs to say when the
-server exits on its own (with its signal), hangs (its state), or a model's Python process (its
-stub) dies while the server runs on (`StubWatch`).
+each server's files (its folder, its shared-memory regions) are held locked for its life, so that
+a later `serve` removes exactly those of servers that are gone (`ServerFolder`), and what
+`TritonServer.watch` needs to say when the server exits on its own (with its signal), hangs (its
+state), or a model's Python process (its stub) dies or stops while the server runs on
+(`StubWatch`).
 
 Why: Triton 2.51's own binary can be ended by one request (a KServe JSON shape of a billion
 rows: SIGABRT; JSON nested 50,000 deep: SIGSEGV), and a stub that dies leaves its model failing
@@ -11,29 +12,24 @@ every request ("Stub process is not healthy") while the server's health endpoint
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
+import json
 import os
-import re
 import shutil
 import signal
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 SHM = Path("/dev/shm")
-PREFIX = "resnet_deploy_"  # shared-memory regions: resnet_deploy_<serve pid>_<Triton's own suffix>
+PREFIX = "resnet_deploy_"  # shared-memory regions: resnet_deploy_<serve pid>_<folder's random part>_<Triton's>
 FOLDER_PREFIX = "resnet-deploy-serve-"  # temporary folders: resnet-deploy-serve-<serve pid>-<random>
+LOCK = "server.lock"  # in each folder: held (flock) by serve and the server for the server's life
 STUB = "triton_python_backend_stub"
 PR_SET_PDEATHSIG = 1
-
-
-def shm_prefix(pid: int | None = None) -> str:
-    """The prefix of the shared-memory regions of the server this process starts."""
-    return f"{PREFIX}{pid or os.getpid()}_"
-
-
-def folder_prefix(pid: int | None = None) -> str:
-    return f"{FOLDER_PREFIX}{pid or os.getpid()}-"
 
 
 def die_with_parent() -> None:
@@ -46,20 +42,90 @@ def die_with_parent() -> None:
         pass
 
 
+class ServerFolder:
+    """A server's temporary folder (its backends, its log) and the prefix of its shared-memory
+    regions, proved to be this toolkit's and alive by a lock: `LOCK` in the folder, held (flock)
+    from creation on by this process and by the server, which inherits it (`lock_fd`, for
+    `Popen(pass_fds=...)`). A lock, unlike a pid, says whether its holder is alive across PID
+    namespaces (a container with a shared /tmp or /dev/shm) and the reuse of pids."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-"))  # 0700: this user's alone
+        self.shm_prefix = f"{PREFIX}{os.getpid()}_{self.path.name.rsplit('-', 1)[1]}_"
+        self.lock_fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(
+            self.lock_fd, json.dumps({"written_by": "resnet-deploy serve", "shm_prefix": self.shm_prefix}).encode()
+        )
+
+    def remove(self) -> None:
+        """Remove its regions and the folder (the server has stopped), then let go of the lock."""
+        remove_own_regions(self.shm_prefix)
+        shutil.rmtree(self.path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.close(self.lock_fd)
+
+
 def remove_own_regions(prefix: str) -> int:
-    """Remove the shared-memory regions whose names start with `prefix` (a server's, after it
-    stopped); how many."""
-    return _remove(SHM.glob(f"{prefix}*"))
+    """Remove the shared-memory regions of this user whose names start with `prefix` (a server's,
+    after it stopped); how many."""
+    return _remove(path for path in SHM.glob(f"{prefix}*") if _owned(path, directory=False))
 
 
 def remove_leftovers() -> int:
-    """Remove the shared-memory regions and temporary folders of `serve` processes that are gone
-    (killed, or their server crashed): how many. Those of a running `serve` stay."""
-    found = []
-    for pattern, folder in ((re.compile(rf"^{PREFIX}(\d+)_"), SHM), (re.compile(rf"^{FOLDER_PREFIX}(\d+)-"), None)):
-        place = folder or Path(tempfile.gettempdir())
-        found += [p for p in _entries(place) if (m := pattern.match(p.name)) and not _alive(int(m.group(1)))]
-    return _remove(found)
+    """Remove what servers that are gone (their `serve` killed) left: each folder of this user
+    whose lock nobody holds any longer, with its shared-memory regions; how many folders. Another
+    user's entries, entries that carry no lock of this toolkit's, and those of a live server (in
+    any PID namespace) stay."""
+    removed = 0
+    for folder in _entries(Path(tempfile.gettempdir())):
+        if not folder.name.startswith(FOLDER_PREFIX) or not _owned(folder, directory=True):
+            continue
+        try:
+            fd = os.open(folder / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue  # no lock: not provably ours
+        try:
+            if not _owned_fd(fd):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # held: its server (or its serve) is alive
+            prefix = _recorded_prefix(fd)
+            if prefix is not None:
+                remove_own_regions(prefix)
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+        finally:
+            os.close(fd)
+    return removed
+
+
+def _owned(path: Path, directory: bool) -> bool:
+    """A real folder (or a plain file) of this user, not a link."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return False
+    kind = stat.S_ISDIR(info.st_mode) if directory else stat.S_ISREG(info.st_mode)
+    return kind and info.st_uid == os.geteuid()
+
+
+def _owned_fd(fd: int) -> bool:
+    info = os.fstat(fd)
+    return stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
+
+
+def _recorded_prefix(fd: int) -> str | None:
+    """The shared-memory prefix a lock file records (None for anything else than what
+    `ServerFolder` writes)."""
+    try:
+        record = json.loads(os.read(fd, 4096))
+        prefix = record["shm_prefix"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return prefix if isinstance(prefix, str) and prefix.startswith(PREFIX) and "/" not in prefix else None
 
 
 def _entries(folder: Path) -> list[Path]:
@@ -69,21 +135,11 @@ def _entries(folder: Path) -> list[Path]:
         return []
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process: not ours to judge
-    return True
-
-
 def _remove(paths) -> int:
     removed = 0
     for path in paths:
         try:
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+            path.unlink()
             removed += 1
         except OSError:
             pass

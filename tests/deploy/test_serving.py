@@ -555,6 +555,56 @@ def _bench_while(url: str, signals, report: Path, ended: str = "the server stopp
     assert min(measured["extra"]["server"].values()) >= 0, measured["extra"]["server"]
 
 
+HOLDER = r"""
+import os, sys, time
+from pathlib import Path
+from deploy.serving.supervision import ServerFolder
+folder = ServerFolder()  # as a live serve in another PID namespace holds its files
+dead = sys.argv[1]
+moved = folder.path.with_name(f"resnet-deploy-serve-{dead}-{folder.path.name.rsplit('-', 1)[1]}")
+folder.path.rename(moved)  # its pid, as seen from here: a process that is gone
+(moved / "tritonserver.log").write_text("a live server's log")
+region = Path("/dev/shm") / (folder.shm_prefix + "0")
+region.write_bytes(b"a live server's region")
+print(moved, region, flush=True)
+time.sleep(600)
+"""
+
+
+def _others_leftovers() -> tuple[list[Path], subprocess.Popen]:
+    """What a starting `serve` must leave alone (issue 35, item 2), made as the cases were found:
+    another user's (nobody's) folder, with a file and a lock that no one holds, and region; a
+    folder of this user without a lock (not provably the toolkit's); a live server's folder,
+    region and log whose pid, seen from here, is of a process that is gone, held by a process in
+    another PID namespace where `unshare` can make one. Their paths, and that holder."""
+    import tempfile
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    temporary, shm = Path(tempfile.gettempdir()), Path("/dev/shm")
+    nobody = temporary / f"resnet-deploy-serve-{dead.pid}-ofnobody"
+    nobody.mkdir()
+    (nobody / "server.lock").write_text(json.dumps({"shm_prefix": f"resnet_deploy_{dead.pid}_ofnobody_"}))
+    (nobody / "work.txt").write_text("nobody's")
+    region = shm / f"resnet_deploy_{dead.pid}_ofnobody_0"
+    region.write_bytes(b"nobody's")
+    for path in (nobody, nobody / "server.lock", nobody / "work.txt", region):
+        shutil.chown(path, "nobody")
+    handmade = temporary / f"resnet-deploy-serve-{dead.pid}-handmade"
+    handmade.mkdir()
+    (handmade / "notes.txt").write_text("not the toolkit's")
+    unshare = ["unshare", "--pid", "--fork", "--kill-child"]
+    if shutil.which("unshare") is None or subprocess.run([*unshare, "true"], capture_output=True).returncode != 0:
+        unshare = []
+    holder = subprocess.Popen(
+        [*unshare, sys.executable, "-c", HOLDER, str(dead.pid)], stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )  # fmt: skip
+    live_folder, live_region = map(Path, holder.stdout.readline().split())
+    kept = [nobody / "work.txt", nobody, region, handmade / "notes.txt", live_folder / "tritonserver.log"]
+    return kept + [live_folder, live_region], holder
+
+
 def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
     """One `serve` of its own (--hang-timeout 3, --open-admin-apis), with what the service must outlive:
     - the server SIGSTOPped during a load run over gRPC: the run ends (its statistics time out)
@@ -572,7 +622,9 @@ def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
       restarts are spent: one more would end it);
     - `serve` SIGKILLed: the server and its stubs die with it; the next `serve` on the same ports
       (of a repository whose path has a space and a non-ASCII letter, and folders that are no
-      model; gRPC only) removes its leftover folder, and SIGHUP stops it like SIGTERM."""
+      model; gRPC only) removes its leftover folder and regions, and nothing else (another user's,
+      a live server's in another PID namespace: `_others_leftovers`), and SIGHUP stops it like
+      SIGTERM."""
     import tempfile
 
     repository = tmp_path / "repo"
@@ -624,13 +676,21 @@ def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
             time.sleep(0.2)
         assert served_processes(repository) == []  # no orphan holds the ports
         left = list(Path(tempfile.gettempdir()).glob(f"resnet-deploy-serve-{process.pid}-*"))
+        left += list(Path("/dev/shm").glob(f"resnet_deploy_{process.pid}_*"))  # (its stubs unlink them, as they end)
         assert left  # what a killed serve can't clean up...
         awkward = tmp_path / "my models ü"  # a space and a non-ASCII letter; folders that are no model
         shutil.copytree(repository, awkward)
         (awkward / ".staging-x1").mkdir()
         (awkward / "notes").mkdir()
-        process, printed = start_serve(awkward, ports, extra=["--no-http"])  # gRPC only, too
-        assert not any(path.exists() for path in left)  # ...the next serve removes
+        kept, holder = _others_leftovers()
+        try:
+            process, printed = start_serve(awkward, ports, extra=["--no-http"])  # gRPC only, too
+            assert not any(path.exists() for path in left)  # ...the next serve removes
+            assert all(path.exists() for path in kept), [path for path in kept if not path.exists()]
+        finally:
+            holder.kill()
+            for path in kept:
+                shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
         assert infer("grpc", f"127.0.0.1:{ports[1]}", "digits", "input", batch, "logits").shape == (1, 10)
         assert any("closed (--no-http)" in line for line in printed)
         with socket.socket() as probe:  # nothing listens on the HTTP port
