@@ -7,8 +7,9 @@ shorter side is `resize` (256 for a 224 crop), bilinear with antialiasing; centr
 normalise. Grayscale, RGBA (alpha dropped, as torchvision's loaders do) and palette images are
 converted to RGB. Pillow is the only image dependency (`pip install '.[images]'`).
 
-Accepted images: a file path (str, Path, or bytes as `os` functions take them), an image file's
-bytes (`EncodedImage`, what a serving client sends), a PIL image, or
+Accepted images: a file path (str, Path, or bytes as `os` functions take them) of a JPEG, PNG,
+BMP, PPM/PGM, TIFF or WebP image, an image file's bytes (`EncodedImage`, what a serving client
+sends: JPEG or PNG only), a PIL image, or
 a NumPy array laid out H x W (grayscale) or H x W x C (C = 1, 3 or 4), uint8 (0-255), uint16
 (0-65535) or float in [0, 1]. Every problem with an image is an `ImageError` naming it: a
 missing file or a folder, an unreadable or empty one, a decompression bomb (more than
@@ -46,6 +47,11 @@ MAX_DECODED_BYTES = 300_000_000  # what decoding may allocate (mode x pixels), c
 MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "La": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2, "RGB": 3,
               "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "RGBX": 4, "CMYK": 4, "I": 4, "F": 4}  # fmt: skip
 MAX_RESIZED_PIXELS = 16_777_216  # pixels after the resize of an ImageNet-style recipe (4096 x 4096)
+# The decoders that may run: on bytes a client sent (a server's images route), JPEG and PNG only;
+# on files, the raster formats whose suffixes image folders are read by (deploy.datasets). Never
+# a format whose decoder runs a program (Pillow reads EPS through Ghostscript, where installed).
+ENCODED_FORMATS = ("JPEG", "PNG")
+FILE_FORMATS = ("JPEG", "PNG", "BMP", "PPM", "TIFF", "WEBP")
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
@@ -91,12 +97,13 @@ class EncodedImage:
 def _open_file(path: Path):
     """A decoded PIL image from a file, refusing decompression bombs before decoding."""
     input_file(path, "image", "an image file", ImageError)
-    return _decode(path, f"image {path}", str(path))
+    return _decode(path, f"image {path}", str(path), FILE_FORMATS)
 
 
-def _decode(source, what: str, name: str):
-    """A decoded PIL image from a path or a binary stream; the size is checked from the header
-    first, and Pillow's own bomb check is set to our bound while it decodes."""
+def _decode(source, what: str, name: str, formats: tuple[str, ...]):
+    """A decoded PIL image from a path or a binary stream, in one of `formats`; the size is
+    checked from the header first, and Pillow's own bomb check is set to our bound while it
+    decodes."""
     import warnings
 
     import PIL
@@ -109,7 +116,7 @@ def _decode(source, what: str, name: str):
         Image.MAX_IMAGE_PIXELS = MAX_PIXELS
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as opened:
+            with Image.open(source, formats=formats) as opened:
                 _check_size(opened.width, opened.height, what, opened.mode)
                 opened.load()
                 return opened.copy()  # the copy doubles the bytes for a moment: bounded above
@@ -118,7 +125,8 @@ def _decode(source, what: str, name: str):
             f"{what} is too large to decode safely (more than {MAX_PIXELS / 1e6:.0f} megapixels)"
         ) from None
     except PIL.UnidentifiedImageError:
-        raise ImageError(f"{name} is not a readable image (not a format Pillow knows)") from None
+        kinds = " or ".join((", ".join(formats[:-1]), formats[-1])) if len(formats) > 1 else formats[0]
+        raise ImageError(f"{name} is not a readable image (not {kinds})") from None
     except (OSError, ValueError, SyntaxError) as error:
         reason = str(error).splitlines()[0][:100] if str(error) else type(error).__name__
         raise ImageError(f"{name} is not a readable image ({reason})") from None
@@ -140,7 +148,7 @@ def load_image(image: Any):
     elif isinstance(image, EncodedImage):
         if not image.data:
             raise ImageError(f"{image.name} is empty (no bytes)")
-        picture = _decode(io.BytesIO(image.data), image.name, image.name)
+        picture = _decode(io.BytesIO(image.data), image.name, image.name, ENCODED_FORMATS)
     elif isinstance(image, Image.Image):
         _check_size(image.width, image.height, "the image")
         picture = image

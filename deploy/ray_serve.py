@@ -53,6 +53,8 @@ class RayOptions:
     look_back_s: float = 30.0  # Ray's default: the window the ongoing requests are averaged over
     max_batch: int = 32
     batch_wait_ms: float = 5.0
+    body_timeout_s: float = 30.0  # a request's whole body arrives within this (408 after)
+    stalled_bodies: int = 4  # bodies arriving slowly that may keep a replica's slot (ray_app's docstring)
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
     backend: str | None = None  # "openvino" runs an ONNX file in OpenVINO; None: the file's own
@@ -73,6 +75,8 @@ class RayOptions:
         check_number(self.look_back_s, "--look-back-s", low=1, high=LIMITS["seconds"][1])
         check_number(self.max_batch, "--max-batch", integer=True, low=1, high=4096)
         check_number(self.batch_wait_ms, "--batch-wait-ms", low=0, high=60_000)
+        check_number(self.body_timeout_s, "--body-timeout-s", low=0.1, high=3600)
+        check_number(self.stalled_bodies, "--stalled-bodies", integer=True, low=0, high=10_000)
         check_number(self.cpus_per_replica, "--cpus-per-replica", low=0, high=1024)
         check_number(self.gpus_per_replica, "--gpus-per-replica", low=0, high=64)
         check_number(self.http_port, "--http-port", integer=True, low=1, high=65535)
@@ -104,6 +108,8 @@ def serve_config(name: str, artifact: str, options: RayOptions, labels: str | No
         "device": options.device,
         "max_batch": options.max_batch,
         "batch_wait_ms": options.batch_wait_ms,
+        "body_timeout_s": options.body_timeout_s,
+        "stalled_bodies": options.stalled_bodies,
     }
     autoscaling = {
         "min_replicas": options.min_replicas,
@@ -116,8 +122,10 @@ def serve_config(name: str, artifact: str, options: RayOptions, labels: str | No
     }
     deployment = {
         "name": DEPLOYMENT,
-        # A replica takes more requests than its batch at once, or `serve.batch` never fills a batch.
-        "max_ongoing_requests": max(options.max_batch, 2 * int(options.target_ongoing_requests) + 1),
+        # A replica takes more requests than its batch at once, or `serve.batch` never fills a batch;
+        # and room for the slow bodies that keep their slots beside them (ray_app's docstring).
+        "max_ongoing_requests": max(options.max_batch, 2 * int(options.target_ongoing_requests) + 1)
+        + options.stalled_bodies,
         "autoscaling_config": autoscaling,
         "ray_actor_options": {"num_cpus": options.cpus_per_replica, "num_gpus": options.gpus_per_replica},
     }

@@ -21,13 +21,28 @@ Requests of both routes are gathered into one batch by `serve.batch` (at most `m
 inputs' requests, waiting `batch_wait_ms` for more). A bad request (not JSON, another tensor,
 shape or type, an unreadable or oversized image, a body over the bound) gets a 4xx with one
 sentence; the replica keeps serving.
+
+What slow clients can't take from the others: Serve gives a request one of a replica's slots
+(`max_ongoing_requests`) as soon as its headers arrive and streams the body after, so clients that
+send headers and then their bodies slowly, or never, would hold the slots (Serve's own
+`request_timeout_s` is no bound: a client turns it off with a header). Here a body must arrive
+whole within `body_timeout_s` (408 after); and a body still arriving after `STALLED_S` is stalled:
+at most `stalled_bodies` stalled bodies keep their slots (the oldest), any other is refused at
+once (408), so what slow clients hold of a replica is those few slots, for a second each, and the
+room the writer adds for them (`deploy.ray_serve`). Images are decoded in threads of their own
+(`DECODERS` at once, 503 past `DECODE_TIMEOUT_S`), and the model runs in a worker thread: the
+event loop stays free to read requests and answer health while a batch runs.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import math
 import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +58,11 @@ DATATYPES = {"FP32": np.float32, "FP16": np.float16}  # the protocol's names of 
 HEADER_LENGTH = "Inference-Header-Content-Length"  # the binary extension: the JSON's length, the bytes after it
 IMAGE_BYTES = 32 << 20  # an encoded image larger than this is refused before it is read
 JSON_OVERHEAD = 24  # characters of JSON per element a tensor's text may take ("-1.2345678e-05, ")
+BODY_TIMEOUT_S = 30.0  # default: a request's whole body arrives within this
+STALLED_S = 1.0  # a body still arriving after this long is stalled
+STALLED_BODIES = 4  # default: stalled bodies that keep their slots (the oldest)
+DECODERS = 2  # images decoded at once per replica (each up to preprocess.MAX_DECODED_BYTES)
+DECODE_TIMEOUT_S = 30.0  # an image waits this long for its decoding, queue included
 
 
 class RequestError(ToolkitError):
@@ -74,6 +94,11 @@ class ResNetDeployment:
         self._batched.set_batch_wait_timeout_s(float(settings.get("batch_wait_ms", 5)) / 1000)
         runtime = self.served.runtime
         self.tensor_bytes = options.max_batch * math.prod(runtime.input_shape[1:]) * JSON_OVERHEAD + 4096
+        self.body_timeout_s = float(settings.get("body_timeout_s", BODY_TIMEOUT_S))
+        self.stalled_bodies = int(settings.get("stalled_bodies", STALLED_BODIES))
+        self.arriving: dict[int, float] = {}  # bodies arriving now: number -> when their request came
+        self.numbers = itertools.count()
+        self.decoders = ThreadPoolExecutor(DECODERS, thread_name_prefix="decode")
         context = serve.get_replica_context()
         self.replica = f"{context.replica_id.unique_id} on {os.environ.get('RAY_NODE_IP_ADDRESS') or _node_ip()}"
 
@@ -120,8 +145,38 @@ class ResNetDeployment:
         info = self.served.runtime.info
         return info.num_classes if info is not None else -1
 
+    async def _body(self, request: Request, limit: int) -> bytes:
+        """The request's whole body: at most `limit` bytes (413), within `body_timeout_s`, and
+        refused while stalled beyond the oldest `stalled_bodies` (408; the module docstring)."""
+        number, started = next(self.numbers), time.monotonic()
+        self.arriving[number] = started
+        reading = asyncio.ensure_future(_body(request, limit))
+        try:
+            while True:
+                done, _ = await asyncio.wait({reading}, timeout=STALLED_S / 4)
+                if done:
+                    return reading.result()
+                waited = time.monotonic() - started
+                if waited >= self.body_timeout_s:
+                    raise RequestError(408, f"the request's body did not arrive within {self.body_timeout_s:g} s")
+                if waited >= STALLED_S and self._stalled_beyond_the_oldest(number):
+                    raise RequestError(
+                        408,
+                        f"the request's body was still arriving after {waited:.1f} s while the replica's room for "
+                        f"slow bodies ({self.stalled_bodies}) was taken; send it whole",
+                    )
+        finally:
+            reading.cancel()
+            del self.arriving[number]
+
+    def _stalled_beyond_the_oldest(self, number: int) -> bool:
+        """Whether body `number` is stalled and not among the oldest `stalled_bodies` stalled ones."""
+        cutoff = time.monotonic() - STALLED_S
+        stalled = sorted((started, n) for n, started in self.arriving.items() if started <= cutoff)
+        return number not in {n for _, n in stalled[: self.stalled_bodies]}
+
     async def _infer(self, request: Request) -> Response:
-        body = await _body(request, self.tensor_bytes)
+        body = await self._body(request, self.tensor_bytes)
         header = request.headers.get(HEADER_LENGTH)
         if header is not None and (not header.isdigit() or int(header) > len(body)):
             raise RequestError(400, f"{HEADER_LENGTH} {header!r} does not fit a body of {len(body)} bytes")
@@ -180,8 +235,12 @@ class ResNetDeployment:
         top_k = request.query_params.get("top_k", str(self.top_k))
         if not top_k.isdigit() or int(top_k) < 1:
             raise RequestError(400, f"top_k must be a whole number of at least 1, got {top_k!r}")
-        body = await _body(request, IMAGE_BYTES)
-        batch = self.served.images([body])
+        body = await self._body(request, IMAGE_BYTES)
+        decoding = asyncio.get_running_loop().run_in_executor(self.decoders, self.served.images, [body])
+        try:
+            batch = await asyncio.wait_for(decoding, DECODE_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            raise RequestError(503, f"the image was not decoded within {DECODE_TIMEOUT_S:g} s; try again") from None
         logits, batch_size = await self._batched(batch)
         (prediction,) = self.served.predictor.from_logits(logits, int(top_k))
         answer = prediction.to_dict() | {"model_name": self.name}
@@ -190,8 +249,9 @@ class ResNetDeployment:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _batched(self, arrays: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
-        """The requests gathered by Ray: one run of all their inputs, each its own part back."""
-        logits = self.served.logits(np.concatenate(arrays))
+        """The requests gathered by Ray: one run of all their inputs (in a worker thread: the event
+        loop reads requests meanwhile), each its own part back."""
+        logits = await asyncio.to_thread(self.served.logits, np.concatenate(arrays))
         size, start, parts = len(logits), 0, []
         for array in arrays:
             parts.append((logits[start : start + len(array)], size))

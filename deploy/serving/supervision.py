@@ -165,15 +165,19 @@ def stubs(server_pid: int) -> dict[int, str]:
 
 class StubWatch:
     """The model stubs of one server, looked at again and again (`died`): a stub gone while its
-    model is still READY, and not replaced, died (the server would fail its every request to it).
-    A model unloaded (the repository API) ends its stubs: no death. One loaded again starts new
-    stubs, then ends the old: the stubs a model had when new ones of it appear are replaced. (Not
-    by start times: a killed instance would look replaced by a sibling started a tick later.)"""
+    model is still READY, and not replaced, died (the server would fail its every request to it);
+    so is one stopped (SIGSTOP) at two looks in a row: the server fails every request to its model
+    with "Stub process ... is not healthy" while the model still reports ready. (A stub stopped by
+    a debugger, state `t`, is left alone.) A model unloaded (the repository API) ends its stubs:
+    no death. One loaded again starts new stubs, then ends the old: the stubs a model had when new
+    ones of it appear are replaced. (Not by start times: a killed instance would look replaced by a
+    sibling started a tick later.)"""
 
     def __init__(self, server_pid: int) -> None:
         self.server_pid = server_pid
         self.known = stubs(server_pid)
         self.replaced: set[int] = set()
+        self.stopped: set[int] = set()  # stubs found stopped at the last look
 
     def died(self, ready_models: Callable[[set[str]], set[str] | None]) -> str | None:
         """What died, in words, or None; `ready_models(names)` asks the server which of those models
@@ -192,8 +196,24 @@ class StubWatch:
                     return (
                         f"the Python process of model {name} (pid {pid}) died; the server would fail its every request"
                     )
-        self.known, self.replaced = alive, self.replaced & set(alive)
+        stopped = {pid for pid in alive if _state(pid) == "T"}
+        for pid in sorted(stopped & self.stopped):
+            with contextlib.suppress(OSError):  # a stopped process never acts on the server's SIGTERM
+                os.kill(pid, signal.SIGKILL)
+            return (
+                f"the Python process of model {alive[pid]} (pid {pid}) is stopped (SIGSTOP); the server fails its "
+                "every request"
+            )
+        self.known, self.replaced, self.stopped = alive, self.replaced & set(alive), stopped
         return None
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from /proc (R, S, D, T, t, Z, ...); "" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def _model_of(arguments: list[bytes]) -> str:
@@ -216,11 +236,7 @@ def exit_reason(status: int) -> str:
 def process_state(pid: int) -> str:
     """A hung process's state where /proc tells one worth saying (stopped, or waiting on a device),
     as a clause to end a sentence with; else ""."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
     return {
         "T": " (it is stopped: SIGSTOP, or Ctrl-Z in a terminal)",
         "D": " (it waits on a disk or a device)",
-    }.get(state, "")
+    }.get(_state(pid), "")

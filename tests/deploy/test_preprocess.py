@@ -113,3 +113,41 @@ def test_bad_images(image, message):
 def test_text_file_is_not_an_image(images):
     with pytest.raises(ImageError, match="not_an_image.jpg is not a readable image"):
         preprocess(images["not_an_image_jpg"], resnet.CIFAR10)
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n{ } loop\n%%EOF\n"  # PostScript that never ends
+
+
+def _encoded(kind: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    if kind == "EPS":
+        return EPS
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 40)).save(buffer, format=kind)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "EPS"])
+def test_a_clients_bytes_are_decoded_as_jpeg_or_png_only_and_files_as_raster_formats(kind, tmp_path):
+    """Issue 35, item 3: bytes a client sends are JPEG or PNG, no other decoder runs on them;
+    files are the raster formats image folders are read by. Never EPS, which Pillow reads through
+    Ghostscript where installed (a PostScript loop then spins for ever): refused whatever the file's
+    suffix, before any program could run."""
+    from deploy.preprocess import EncodedImage
+
+    data = _encoded(kind)
+    if kind in ("JPEG", "PNG"):
+        assert preprocess(EncodedImage(data), resnet.CIFAR10).shape == (3, 32, 32)
+    else:
+        with pytest.raises(ImageError, match=r"the image is not a readable image \(not JPEG or PNG\)"):
+            preprocess(EncodedImage(data), resnet.CIFAR10)
+    path = tmp_path / "picture.jpg"  # a suffix says nothing of the content
+    path.write_bytes(data)
+    if kind in ("GIF", "EPS"):
+        with pytest.raises(ImageError, match=r"picture.jpg is not a readable image \(not JPEG, PNG, BMP"):
+            preprocess(path, resnet.CIFAR10)
+    else:
+        assert preprocess(path, resnet.CIFAR10).shape == (3, 32, 32)

@@ -124,6 +124,7 @@ def ray_app(tmp_path_factory, digits_files):
             look_back_s=3,
             max_batch=16,
             batch_wait_ms=5,
+            body_timeout_s=3,
             http_host="127.0.0.2",
             http_port=port,
             proxy_location="HeadOnly",  # two nodes on one host: one proxy
@@ -219,6 +220,7 @@ def test_the_image_route_agrees_with_resnet_eval_on_the_held_out_scans(ray_app, 
         ("infer", b"{not json", 400, "not JSON"),
         ("infer", b'{"inputs": [{"name": "input", "shape": [1], "datatype": "FP32", "data": [NaN]}]}', 400, "NaN"),
         ("classify", b"\x89PNG garbage", 400, "not a readable image"),
+        ("classify", "bmp", 400, "not a readable image (not JPEG or PNG)"),
         ("classify", "bomb", 400, "too large to decode safely"),
         ("classify?top_k=zero", b"", 400, "top_k must be a whole number"),
         (
@@ -232,6 +234,14 @@ def test_the_image_route_agrees_with_resnet_eval_on_the_held_out_scans(ray_app, 
     ],
 )
 def test_a_bad_request_is_refused_in_one_sentence_and_the_next_answered(ray_app, route, body, status, message):
+    if body == "bmp":  # a readable image, but no format a client may send
+        import io
+
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buffer, format="BMP")
+        body = buffer.getvalue()
     if body == "bomb":  # a PNG that declares 20000 x 20000 pixels: refused before any is decoded
         import struct
         import zlib
@@ -248,6 +258,39 @@ def test_a_bad_request_is_refused_in_one_sentence_and_the_next_answered(ray_app,
     assert got == status and message in answer["error"] and "\n" not in answer["error"], answer
     good, _ = http(f"{ray_app['url']}/v2/models/{MODEL}/infer", infer_body(np.zeros((1, 3, 32, 32), np.float32)))
     assert good == 200
+
+
+def test_slow_clients_take_no_replica_from_the_others(ray_app):
+    """Issue 35, item 3: 40 connections from one address send their headers and part of a body,
+    then wait (Serve gives each a replica's slot as its headers arrive; before, 33 stopped the
+    application, health included, for as long as they waited). Now a normal request and the
+    health check answer within seconds; each held connection gets 408: at once when its body is
+    stalled (over a second) beyond the few that keep their slots, else past --body-timeout-s
+    (3 s here)."""
+    import socket
+
+    host, port = ray_app["url"].removeprefix("http://").split(":")
+    held = []
+    for _ in range(40):
+        connection = socket.create_connection((host, int(port)), timeout=30)
+        connection.sendall(
+            f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            'Content-Length: 100000\r\n\r\n{"inputs": ['.encode()
+        )
+        held.append(connection)
+    try:
+        time.sleep(1.0)
+        started = time.monotonic()
+        assert http(f"{ray_app['url']}/v2/health/live", timeout=10)[0] == 200
+        good, _ = http(
+            f"{ray_app['url']}/v2/models/{MODEL}/infer", infer_body(np.zeros((1, 3, 32, 32), np.float32)), 10
+        )
+        assert good == 200 and time.monotonic() - started < 10
+        answers = [connection.recv(200).split(b"\r\n", 1)[0] for connection in held]
+    finally:
+        for connection in held:
+            connection.close()
+    assert len([a for a in answers if a]) == 40 and {answer.split()[1] for answer in answers} == {b"408"}, answers
 
 
 def test_load_brings_a_second_replica_on_the_worker_node(ray_app):

@@ -611,7 +611,7 @@ def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
       with the windows before, written and said, exit 1; no request waits for ever; `serve` finds
       it hung (no health check answered), kills it and starts it again, said;
     - one of the model's two stubs killed (the one started first): `serve` starts the server
-      again, said with the model's name;
+      again, said with the model's name; the same for a stub stopped (SIGSTOP), with its pid;
     - the server killed by SIGSEGV (as Triton 2.51 is by one hostile JSON request) during a load
       run over HTTP: the run ends the same way; `serve` starts it again, said with the signal;
       the model answers after each restart;
@@ -630,9 +630,9 @@ def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
     repository = tmp_path / "repo"
     args = ["triton", str(digits_files["fp32"]), "--repository", str(repository), "--triton-backend", "python"]
     assert CliRunner().invoke(deploy_main, args + ["--name", "digits", "--instances", "2"]).exit_code == 0
-    shutil.rmtree(repository / "digits_images")  # one model (two instances: two stubs) in each of five starts
+    shutil.rmtree(repository / "digits_images")  # one model (two instances: two stubs) in each of six starts
     ports = free_ports()
-    extra = ["--restarts", "3", "--hang-timeout", "3", "--open-admin-apis"]
+    extra = ["--restarts", "4", "--hang-timeout", "3", "--open-admin-apis"]
     process, printed = start_serve(repository, ports, extra=extra)
     assert any(line.split()[:2] == ["admin", "open:"] for line in printed), printed  # the test loads and unloads
     batch, said = np.zeros((1, 3, 32, 32), dtype=np.float32), _reader(process.stderr)
@@ -640,7 +640,7 @@ def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
     try:
         for restart, (what, words) in enumerate(
             [("SIGSTOP", "answered no health check for 3 s (it is stopped"), ("digits/1/model.py", "model digits"),
-             ("tritonserver", "SIGSEGV")], 1
+             ("stub SIGSTOP", "model digits (pid {}) is stopped (SIGSTOP)"), ("tritonserver", "SIGSEGV")], 1
         ):  # fmt: skip
             if what == "SIGSTOP":
                 stop = lambda: os.kill(pid("tritonserver"), signal.SIGSTOP)  # noqa: E731
@@ -648,10 +648,14 @@ def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
             elif what == "tritonserver":
                 kill = lambda: os.kill(pid("tritonserver"), signal.SIGSEGV)  # noqa: E731
                 _bench_while(f"http://127.0.0.1:{ports[0]}", kill, tmp_path / "segv.json")
+            elif what == "stub SIGSTOP":  # its model fails every request, still "ready": issue 35, item 3
+                stub = pid("digits/1/model.py")
+                os.kill(stub, signal.SIGSTOP)
+                words = words.format(stub)
             else:
                 os.kill(pid(what), signal.SIGKILL)
             line = _said(said, "starting it again")
-            assert words in line and f"({restart} of 3)" in line and "0x" not in line, line
+            assert words in line and f"({restart} of 4)" in line and "0x" not in line, line
             _said(said, "serving again")
             assert infer("grpc", f"127.0.0.1:{ports[1]}", "digits", "input", batch, "logits").shape == (1, 10)
         # the model loaded again, taking FP16 now (its stubs replaced: no death), then unloaded
