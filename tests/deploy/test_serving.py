@@ -364,6 +364,17 @@ def test_concurrent_requests_are_batched_by_the_server(server):
     assert not errors and inferences == 32 and executions < 32
 
 
+def bmp(width: int, height: int) -> bytes:
+    """A readable BMP image: no format a client may send (issue 35, item 3)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height)).save(buffer, format="BMP")
+    return buffer.getvalue()
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares width x height and holds no pixels."""
     import struct
@@ -384,6 +395,7 @@ def png_header_only(width: int, height: int) -> bytes:
         ("digits", "input", np.zeros((65, 3, 32, 32), np.float32), "batch"),
         ("digits_images", "image", np.array([[b""]], dtype=object), "empty"),
         ("digits_images", "image", np.array([[b"not an image at all"]], dtype=object), "not a readable image"),
+        ("digits_images", "image", np.array([[bmp(8, 8)]], dtype=object), "not JPEG or PNG"),
         (
             "digits_images",
             "image",
