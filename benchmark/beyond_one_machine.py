@@ -130,4 +130,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from toolkit.cli import run_script
+
+    sys.exit(run_script("python -m benchmark.beyond_one_machine", main))

@@ -38,6 +38,7 @@ from .stats import LatencyStats
 
 VERSION = "2.51.0"
 LIBRARIES = {"libb64.so.0d": "libb64-*.so.0d", "libcudart.so.12": "libcudart-*.so.12*"}
+HELP_TIMEOUT_S = 10.0
 
 
 def home() -> Path:
@@ -60,28 +61,48 @@ class PerfAnalyzer:
 
     def runs(self) -> bool:
         """Whether the binary loads here (its libraries found, its glibc new enough)."""
+        return self.problem() is None
+
+    def problem(self) -> str | None:
+        """Why the binary does not run here (missing, not executable, its libraries, a `--help`
+        that does not end within 10 s), or None."""
+        if not self.binary.is_file():
+            return f"{self.binary} is not a file"
+        if not os.access(self.binary, os.X_OK):
+            return f"{self.binary} is not executable"
         try:
             done = subprocess.run(
-                [str(self.binary), "--help"], capture_output=True, text=True, env=self.environment(), timeout=30
+                [str(self.binary), "--help"], capture_output=True, env=self.environment(), timeout=HELP_TIMEOUT_S
             )
-        except OSError:
-            return False
-        return "error while loading shared libraries" not in done.stderr and "GLIBC" not in done.stderr
+        except subprocess.TimeoutExpired:
+            return f"{self.binary} --help did not end within {HELP_TIMEOUT_S:g} s"
+        except OSError as error:
+            return f"{self.binary} does not start ({error.strerror})"
+        said = done.stderr.decode(errors="replace")
+        if "error while loading shared libraries" in said or "GLIBC" in said:
+            return f"{self.binary} does not load here: {_reason(said)}"
+        return None
 
 
-def find() -> PerfAnalyzer | None:
-    """A perf_analyzer that runs here, or None (see the module docstring for where it looks)."""
+def find(notes: list[str] | None = None) -> PerfAnalyzer | None:
+    """A perf_analyzer that runs here, or None (see the module docstring for where it looks). A
+    `$PERF_ANALYZER` that does not run is passed over with a line in `notes` saying why."""
     candidates = []
+    libraries = home() / "lib" if (home() / "lib").is_dir() else None
     if os.environ.get("PERF_ANALYZER"):
-        candidates.append(
-            PerfAnalyzer(Path(os.environ["PERF_ANALYZER"]), home() / "lib" if (home() / "lib").is_dir() else None)
-        )
+        candidates.append(PerfAnalyzer(Path(os.environ["PERF_ANALYZER"]), libraries))
     if (home() / "perf_analyzer").is_file():
         candidates.append(PerfAnalyzer(home() / "perf_analyzer", home() / "lib"))
     on_path = shutil.which("perf_analyzer")
     if on_path:
-        candidates.append(PerfAnalyzer(Path(on_path), home() / "lib" if (home() / "lib").is_dir() else None))
-    return next((c for c in candidates if c.binary.is_file() and c.runs()), None)
+        candidates.append(PerfAnalyzer(Path(on_path), libraries))
+    for index, candidate in enumerate(candidates):
+        problem = candidate.problem()
+        if problem is None:
+            return candidate
+        if index == 0 and os.environ.get("PERF_ANALYZER") and notes is not None:
+            notes.append(f"$PERF_ANALYZER is not used: {problem}")
+    return None
 
 
 def install(progress=print) -> PerfAnalyzer:
@@ -95,21 +116,18 @@ def install(progress=print) -> PerfAnalyzer:
         done = subprocess.run(command, capture_output=True, text=True)
         wheels = list(Path(temporary).glob("tritonclient-*.whl"))
         if done.returncode != 0 or not wheels:
-            raise ToolkitError(
-                f"pip could not download tritonclient {VERSION}: {done.stderr.strip().splitlines()[-1:]}"
-            )
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            member = f"tritonclient-{VERSION}.data/data/bin/perf_analyzer"
-            staged = Path(temporary) / "perf_analyzer"
-            staged.write_bytes(wheel.read(member))
+            raise ToolkitError(f"pip could not download tritonclient {VERSION}: {_reason(done.stderr)}")
+        staged = Path(temporary) / "perf_analyzer"
+        extract_binary(wheels[0], staged)
         staged.chmod(0o755)
         (Path(temporary) / "lib").mkdir()
         for plain, found in libraries.items():
             (Path(temporary) / "lib" / plain).symlink_to(found)
         installed = PerfAnalyzer(staged, Path(temporary) / "lib")
-        if not installed.runs():
+        problem = installed.problem()
+        if problem is not None:
             raise ToolkitError(
-                f"perf_analyzer {VERSION} does not run here (it needs glibc 2.34 or later on Linux x86-64)"
+                f"perf_analyzer {VERSION} does not run here (it needs glibc 2.34 or later on Linux x86-64): {problem}"
             )
         if target.exists():
             shutil.rmtree(target)
@@ -117,6 +135,16 @@ def install(progress=print) -> PerfAnalyzer:
         shutil.copytree(temporary, target, symlinks=True, ignore=shutil.ignore_patterns("*.whl"))
     progress(f"perf_analyzer {VERSION}: {target / 'perf_analyzer'}")
     return PerfAnalyzer(target / "perf_analyzer", target / "lib")
+
+
+def extract_binary(wheel: Path, target: Path) -> None:
+    """perf_analyzer's binary from tritonclient's wheel into `target`, or one sentence."""
+    member = f"tritonclient-{VERSION}.data/data/bin/perf_analyzer"
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            target.write_bytes(archive.read(member))
+    except (KeyError, zipfile.BadZipFile, OSError):
+        raise ToolkitError(f"{wheel.name} holds no {member}: not NVIDIA's wheel of tritonclient {VERSION}") from None
 
 
 def _pytriton_libraries() -> dict[str, Path]:
@@ -189,17 +217,20 @@ def _run_once(analyzer, served, concurrency, batch, settings, input_data, *, any
             args += ["--input-data", str(input_data)]
         timeout = 120 + settings.window_seconds * settings.windows * 3 * 4
         try:
-            done = subprocess.run(args, capture_output=True, text=True, env=analyzer.environment(), timeout=timeout)
+            done = subprocess.run(args, capture_output=True, env=analyzer.environment(), timeout=timeout)
         except subprocess.TimeoutExpired:
             raise ToolkitError(
                 f"perf_analyzer did not finish within {timeout:g} s at concurrency {concurrency}"
             ) from None
+        except OSError as error:
+            raise ToolkitError(f"perf_analyzer does not start ({error.strerror})") from None
         report = folder / "report.csv"
-        rows = list(csv.DictReader(io.StringIO(report.read_text()))) if report.is_file() else []
-    said = done.stdout + done.stderr
+        rows = list(csv.DictReader(io.StringIO(report.read_text(errors="replace")))) if report.is_file() else []
+    stdout = done.stdout.decode(errors="replace")
+    said = stdout + done.stderr.decode(errors="replace")
     if not rows and (any_windows or "Failed to obtain stable measurement" not in said):
         raise ToolkitError(f"perf_analyzer failed at concurrency {concurrency}: {_reason(said)}")
-    summary = {key: float(m.group(1)) for key, pattern in SUMMARY.items() if (m := re.search(pattern, done.stdout))}
+    summary = {key: float(m.group(1)) for key, pattern in SUMMARY.items() if (m := re.search(pattern, stdout))}
     return {"row": rows[0] if rows else None, "summary": summary, "stable": bool(rows)}
 
 
@@ -210,16 +241,25 @@ def _reason(text: str) -> str:
 
 
 def to_measurement(result: dict, served, concurrency: int, batch: int):
-    """The builtin generator's `Measurement`, from perf_analyzer's report (microseconds to ms)."""
+    """The builtin generator's `Measurement`, from perf_analyzer's report (microseconds to ms).
+    A report that is no measurement (a column missing or not a number; a throughput or latency
+    that is NaN, infinite, negative, or all zero) is one sentence, never a row of figures."""
     from .harness import Measurement
 
     row, summary = result["row"], result["summary"]
-    rate, count = float(row["Inferences/Second"]), int(summary.get("count", 0))
-    server = {f"{part}_ms": float(row[column]) / 1000 for part, column in SERVER_COLUMNS.items()} | {
+    rate, count = _column(row, "Inferences/Second"), int(summary.get("count", 0))
+    server = {f"{part}_ms": _column(row, column) / 1000 for part, column in SERVER_COLUMNS.items()} | {
         "inferences": int(summary.get("inferences", 0)),
         "executions": int(summary.get("executions", 0)),
     }
-    seconds = count * batch / rate if rate else 0.0
+    latency = _latency(row, summary)
+    percentiles = [latency.median, latency.p90, latency.p95, latency.p99]
+    if rate <= 0 or not any(percentiles) or min(percentiles) < 0 or min(server.values()) < 0:
+        raise ToolkitError(
+            f"perf_analyzer reported {rate:g} infer/s, p50 {latency.median:g} ms and p99 {latency.p99:g} ms at "
+            f"concurrency {concurrency}: no measurement (its report is broken); nothing was recorded"
+        )
+    seconds = count * batch / rate
     return Measurement(
         label=f"{served.label} c{concurrency}",
         backend="triton",
@@ -230,7 +270,7 @@ def to_measurement(result: dict, served, concurrency: int, batch: int):
         iterations=count,
         warmup_iterations=0,
         seconds=seconds,
-        latency=_latency(row, summary),
+        latency=latency,
         images_per_second=rate,
         batches_per_second=rate / batch,
         extra={
@@ -246,6 +286,21 @@ def to_measurement(result: dict, served, concurrency: int, batch: int):
     )
 
 
+def _column(row: dict, column: str) -> float:
+    """A finite number of perf_analyzer's CSV row, or one sentence."""
+    if column not in row:
+        raise ToolkitError(f"perf_analyzer's report has no column {column!r}; was it another release than {VERSION}?")
+    try:
+        value = float(row[column])
+    except (TypeError, ValueError):
+        raise ToolkitError(
+            f"perf_analyzer's report gives {str(row[column])[:30]!r} for {column!r}, not a number"
+        ) from None
+    if not math.isfinite(value):
+        raise ToolkitError(f"perf_analyzer's report gives {value} for {column!r}: no measurement")
+    return value
+
+
 SERVER_COLUMNS = {
     "queue": "Server Queue",
     "compute_input": "Server Compute Input",
@@ -256,7 +311,7 @@ SERVER_COLUMNS = {
 
 def _latency(row: dict, summary: dict) -> LatencyStats:
     """Its client latencies (no minimum or maximum: NaN); the mean is in the CSV only with --verbose-csv."""
-    ms = {name: float(row[f"{name} latency"]) / 1000 for name in ("p50", "p90", "p95", "p99")}
+    ms = {name: _column(row, f"{name} latency") / 1000 for name in ("p50", "p90", "p95", "p99")}
     return LatencyStats(
         count=int(summary.get("count", 0)),
         min=math.nan,

@@ -143,10 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         "--slow", type=int, default=0, help="Slow connections held beside a health check and a request."
     )
     arguments = parser.parse_args(argv)
-    for row in measure(arguments.model, parse_ints(arguments.concurrency, "--concurrency"), arguments.duration, arguments.slow):
+    for row in measure(
+        arguments.model, parse_ints(arguments.concurrency, "--concurrency"), arguments.duration, arguments.slow
+    ):
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from toolkit.cli import run_script
+
+    sys.exit(run_script("python -m benchmark.ray_responsiveness", main))

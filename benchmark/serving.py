@@ -22,6 +22,7 @@ takes encoded images (a `_images` model) gets PNGs.
 from __future__ import annotations
 
 import io
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from toolkit.errors import MissingDependencyError, ToolkitError
-from toolkit.numbers import LIMITS, check_number
+from toolkit.numbers import LIMITS, check_memory, check_number
 
-from .connections import STAT_PARTS, ServedTarget, other_protocol, payload
+from .connections import STAT_PARTS, AnswerError, ServedTarget, other_protocol, payload
 from .harness import Measurement
 from .report import Comparison
 from .stats import LatencyStats
@@ -72,32 +73,73 @@ def resolve_generator(choice: str, served: ServedTarget) -> tuple[str, str | Non
                 "perf_analyzer speaks Triton's protocols only; a Ray application takes the builtin generator"
             )
         return "builtin", None
-    if perf_analyzer.find() is not None:
-        return "perf_analyzer", None
+    notes: list[str] = []
+    if perf_analyzer.find(notes) is not None:
+        return "perf_analyzer", "; ".join(notes) or None
     if choice == "perf_analyzer":
         raise MissingDependencyError(
             f"perf_analyzer {perf_analyzer.VERSION} is not installed here: python -m benchmark.perf_analyzer install"
+            + "".join(f" ({note})" for note in notes)
         )
-    return "builtin", (
-        "perf_analyzer is not installed here (python -m benchmark.perf_analyzer install): measured with the builtin "
-        "generator, whose clients share this machine's cores with the server"
+    return "builtin", "; ".join(
+        notes
+        + [
+            "perf_analyzer is not installed here (python -m benchmark.perf_analyzer install): measured with the builtin "
+            "generator, whose clients share this machine's cores with the server"
+        ]
     )
 
 
-def _inputs(served: ServedTarget, batch: int, seed: int):
-    """(the model's input name, its protocol type, a pool of request batches) from its metadata."""
+def _inputs(served: ServedTarget, batch: int, seed: int, concurrency: int = 1):
+    """(the model's signature (`connections.signature`), its protocol type, a pool of request
+    batches) from its metadata; the pool's memory, with each client's serialized copy of it, is
+    estimated first and refused past half of what this machine has available."""
+    first, max_batch = _describe(served)
+    if max_batch > 0 and batch > max_batch:
+        raise ToolkitError(f"--batch {batch} is above model {served.model}'s max_batch_size {max_batch}")
+    if any(d < 0 for d in first["dims"]):
+        raise ToolkitError(
+            f"model {served.model}'s input {first['name']} has a dimension of any size (-1) besides the batch axis, "
+            f"{first['dims']}: the load generator can't choose its size"
+        )
+    shape = [batch, *first["dims"]] if first["batching"] else first["dims"]
+    itemsize = {"FP32": 4, "FP16": 2, "BYTES": 64 * 64 * 3}.get(first["datatype"])
+    if itemsize is None:
+        raise ToolkitError(
+            f"model {served.model} takes {first['datatype']}; the load generator sends FP32, FP16 or images"
+        )
+    if first["datatype"] == "BYTES" and served.server == "ray":
+        raise ToolkitError(f"model {served.model} takes BYTES; the Ray application's tensors are FP32 or FP16")
+    pool_bytes = 4 * math.prod(shape) * max(itemsize, 4)  # drawn in FP32, then each client's serialized copy
+    check_memory(pool_bytes * (1 + concurrency), f"the requests for model {served.model} (shape {shape})",
+                 "lower --batch or --concurrency")  # fmt: skip
+    rng = np.random.default_rng(seed)
+    if first["datatype"] == "BYTES":
+        pool = [np.array([[_png(rng)] for _ in range(batch)], dtype=object) for _ in range(4)]
+    else:
+        dtype = {"FP32": np.float32, "FP16": np.float16}[first["datatype"]]
+        pool = [rng.standard_normal(shape, dtype=np.float32).astype(dtype) for _ in range(4)]
+    return first, first["datatype"], pool
+
+
+def _describe(served: ServedTarget) -> tuple[dict, int]:
+    """The served model's signature and max batch, or one sentence saying why there is none."""
+    where = "Triton server" if served.server == "triton" else "Ray Serve application"
     try:
-        first, max_batch = served.connection().describe()
-    except ToolkitError:
-        raise
+        return served.connection().describe()
     except Exception as error:  # noqa: BLE001 - the clients raise their own exception types
-        where = "Triton server" if served.server == "triton" else "Ray Serve application"
         other = other_protocol(served)
         if other is not None:
             raise ToolkitError(
                 f"the Triton server at {served.url} answers {other} there, not {served.protocol}: give --triton "
                 f"{other}://{served.url} (or --protocol {other}), or the port of its {served.protocol} endpoint"
             ) from None
+        if isinstance(error, AnswerError):
+            raise ToolkitError(
+                f"the {where} at {served.url} gave no readable metadata of model {served.model!r}: {error}"
+            ) from None
+        if isinstance(error, ToolkitError):
+            raise
         if "connection refused" in str(error).lower() or isinstance(error, ConnectionRefusedError):
             raise ToolkitError(
                 f"nothing listens at {served.url} (connection refused): is the {where} running?"
@@ -105,22 +147,6 @@ def _inputs(served: ServedTarget, batch: int, seed: int):
         raise ToolkitError(
             f"the {where} at {served.url} has no ready model {served.model!r} ({_first(error)})"
         ) from None
-    if max_batch > 0 and batch > max_batch:
-        raise ToolkitError(f"--batch {batch} is above model {served.model}'s max_batch_size {max_batch}")
-    shape = [batch, *first["dims"]] if max_batch else first["dims"]
-    rng = np.random.default_rng(seed)
-    if first["datatype"] == "BYTES":
-        if served.server == "ray":
-            raise ToolkitError(f"model {served.model} takes BYTES; the Ray application's tensors are FP32 or FP16")
-        pool = [np.array([[_png(rng)] for _ in range(batch)], dtype=object) for _ in range(4)]
-    else:
-        dtype = {"FP32": np.float32, "FP16": np.float16}.get(first["datatype"])
-        if dtype is None:
-            raise ToolkitError(
-                f"model {served.model} takes {first['datatype']}; the load generator sends FP32, FP16 or images"
-            )
-        pool = [rng.standard_normal(shape, dtype=np.float32).astype(dtype) for _ in range(4)]
-    return first["name"], first["datatype"], pool
 
 
 def _png(rng) -> bytes:
@@ -141,7 +167,7 @@ def _refused(error: Exception) -> bool:
     """Whether `error` is the server's own answer (an HTTP status, a gRPC status of its choosing),
     not the lack of one (refused connection, timeout, a channel that is gone)."""
     status = getattr(error, "status", None)
-    status = str(status() if callable(status) else "") or ""
+    status = str((status() if callable(status) else status) or "")
     if status.isdigit():
         return True
     no_answer = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "UNKNOWN")
@@ -152,10 +178,11 @@ class _Client(threading.Thread):
     """One closed-loop client: a request, its answer, the next request, until told to stop. Its
     requests are prepared before it starts (the pool, serialized once)."""
 
-    def __init__(self, served: ServedTarget, name: str, datatype: str, pool: list, stop: threading.Event) -> None:
+    def __init__(self, served: ServedTarget, first: dict, pool: list, stop: threading.Event) -> None:
         super().__init__(daemon=True)
         self.connection = served.connection()
-        self.pool = [self.connection.prepare(name, datatype, batch) for batch in pool]
+        self.connection.expect(first["output"], len(pool[0]) if first["batching"] else None)
+        self.pool = [self.connection.prepare(first["name"], first["datatype"], batch) for batch in pool]
         self.stop = stop
         # (start, end, error or None, the batch the server ran it in where it says)
         self.records: list[tuple[float, float, str | None, int | None]] = []
@@ -210,9 +237,9 @@ def measure_load(
     `settings.generator` says so."""
     if settings.generator == "perf_analyzer":
         return _perf_analyzer_load(served, concurrency, batch, settings, seed)
-    name, datatype, pool = _inputs(served, batch, seed)
+    first, _, pool = _inputs(served, batch, seed, concurrency)
     stop = threading.Event()
-    clients = [_Client(served, name, datatype, pool, stop) for _ in range(concurrency)]
+    clients = [_Client(served, first, pool, stop) for _ in range(concurrency)]
     for client in clients:
         client.start()
     try:
@@ -240,7 +267,8 @@ def _perf_analyzer_load(served: ServedTarget, concurrency: int, batch: int, sett
     analyzer = perf_analyzer.find()
     if analyzer is None:
         raise MissingDependencyError("perf_analyzer is not installed here: python -m benchmark.perf_analyzer install")
-    name, datatype, pool = _inputs(served, batch, seed)  # the model's own check: it is there, the batch fits
+    first, datatype, pool = _inputs(served, batch, seed)  # the model's own check: it is there, the batch fits
+    name = first["name"]
     with tempfile.TemporaryDirectory(prefix="perf-analyzer-data-") as temporary:
         data = None
         if datatype == "BYTES":
@@ -345,7 +373,7 @@ def _measurement(
 def _check_same_model(served: ServedTarget, target, given) -> None:
     """A `--vs` file must take the served model's input and give its classes (an images model,
     which takes encoded images, is compared by its classes alone)."""
-    first, _ = served.connection().describe()
+    first, _ = _describe(served)
     runtime = target.runtime
     wanted, classes = list(runtime.input_shape[1:]), runtime.info.num_classes if runtime.info else None
     problems = []

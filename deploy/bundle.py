@@ -27,7 +27,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from toolkit.errors import ArtifactError, MissingDependencyError, ToolkitError
-from toolkit.files import check_replaceable_folder, input_file, notice, publish_folder, sha256_file
+from toolkit.files import (
+    SMALL_FILE_LIMIT,
+    check_replaceable_folder,
+    input_file,
+    notice,
+    parse_json,
+    publish_folder,
+    sha256_file,
+)
 from toolkit.provenance import versions
 
 from .artifacts.labels import resolve_labels
@@ -67,7 +75,7 @@ class Bundle:
         if not folder.is_dir() or not (manifest_file.exists() or manifest_file.is_symlink()):
             raise ArtifactError(f"{folder} is not a bundle (no {MANIFEST_NAME}); make one with resnet-deploy bundle")
         try:
-            manifest = json.loads(_read_member(manifest_file))
+            manifest = parse_json(_read_member(manifest_file), str(manifest_file), "a bundle manifest", ArtifactError)
             files = manifest["files"]
             info = ModelInfo.from_dict(manifest["model"])
             if not isinstance(files, dict):
@@ -156,7 +164,10 @@ class Bundle:
 def is_bundle(folder: Path) -> bool:
     """Whether `folder` is a bundle this toolkit wrote (its manifest names our format)."""
     try:
-        return json.loads(_read_member(folder / MANIFEST_NAME)).get("format") == BUNDLE_FORMAT
+        manifest = folder / MANIFEST_NAME
+        return parse_json(_read_member(manifest), str(manifest), "a bundle manifest", ArtifactError).get("format") == (
+            BUNDLE_FORMAT
+        )
     except (ArtifactError, ValueError, AttributeError):
         return False
 
@@ -180,8 +191,12 @@ def _open_member(path: Path) -> int:
 
 
 def _read_member(path: Path) -> bytes:
+    """A bundle's manifest (a member, opened without following a link), at most `SMALL_FILE_LIMIT`."""
     with os.fdopen(_open_member(path), "rb") as stream:
-        return stream.read()
+        data = stream.read(SMALL_FILE_LIMIT + 1)
+    if len(data) > SMALL_FILE_LIMIT:
+        raise ArtifactError(f"{path} is larger than {SMALL_FILE_LIMIT >> 20} MiB: not a bundle manifest")
+    return data
 
 
 def _verify_member(folder: Path, name, entry) -> None:
@@ -373,6 +388,6 @@ def _manifest(folder: Path, signature, environment: dict | None) -> dict:
 
 def _retarget_engine_manifest(path: Path) -> None:
     """The copied engine manifest names the engine by its bundle file name."""
-    data = json.loads(path.read_text())
+    data = parse_json(path.read_text(), str(path), "an engine manifest", ArtifactError)
     data["engine_file"] = ENGINE_NAME
     path.write_text(json.dumps(data, indent=2) + "\n")

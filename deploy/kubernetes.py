@@ -18,7 +18,6 @@ the removed `autoscaling/v2beta2`; Triton issue 8979 reports that it under-repor
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,9 @@ from toolkit.files import check_replaceable_folder, publish_folder
 from toolkit.numbers import check_number
 from toolkit.yaml_text import dump, dump_all
 
+from .artifacts.manifest import read_manifest
 from .triton_api import closed_api_arguments
+from .triton_text import instance_kinds, repository_configs, triton_backend
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:26.06-py3"
 QUEUE_METRIC = "nv_inference_queue_duration_us"
@@ -75,12 +76,12 @@ class RepositoryFacts:
 
     models: dict[str, str]
     tensorrt: str | None
+    on_gpus: tuple[str, ...] = ()  # the models whose instance groups are KIND_GPU
 
 
 def read_repository(repository: Path) -> RepositoryFacts:
-    from .serving.server import model_backends
-
-    models = model_backends(repository)
+    configs = repository_configs(repository)
+    models = {name: triton_backend(config) for name, config in configs.items()}
     python = [name for name, backend in models.items() if backend == "python"]
     if python:
         raise ToolkitError(
@@ -90,14 +91,21 @@ def read_repository(repository: Path) -> RepositoryFacts:
     releases = set()
     for name, backend in models.items():
         if backend == "tensorrt":
-            for manifest in (repository / name).glob("*/model.plan.json"):
-                releases.add(json.loads(manifest.read_text())["environment"]["tensorrt_version"])
+            for engine in (repository / name).glob("*/model.plan"):
+                manifest = read_manifest(engine)
+                if manifest is None:
+                    raise ToolkitError(
+                        f"{engine} has no manifest (model.plan.json): the TensorRT release it needs is unknown; "
+                        "write the repository with resnet-deploy triton from an engine resnet-build made"
+                    )
+                releases.add(manifest.environment.tensorrt_version)
     if len(releases) > 1:
         raise ToolkitError(
             f"the repository's engines were built with TensorRT {', '.join(sorted(releases))}; one Triton "
             "release runs one TensorRT: rebuild them with one"
         )
-    return RepositoryFacts(models, next(iter(releases), None))
+    on_gpus = tuple(name for name, config in configs.items() if "KIND_GPU" in instance_kinds(config))
+    return RepositoryFacts(models, next(iter(releases), None), on_gpus)
 
 
 def _image(facts: RepositoryFacts, options: KubernetesOptions) -> str:
@@ -232,10 +240,20 @@ def adapter_rule() -> dict:
     }
 
 
+def image_tag(image: str) -> str | None:
+    """The tag of an image reference (`REPO[:TAG][@sha256:DIGEST]`): "latest" for a bare repository,
+    None for one pinned by digest alone (a digest is no tag, and KServe's runtimeVersion takes a tag)."""
+    reference, _, digest = image.partition("@")
+    last = reference.rsplit("/", 1)[-1]
+    if ":" in last:
+        return last.rsplit(":", 1)[1]
+    return None if digest else "latest"
+
+
 def inference_service(name: str, options: KubernetesOptions, image: str) -> dict:
     """KServe's InferenceService (serving.kserve.io/v1beta1) of the same repository: the `triton`
     model format, the repository's URI, the runtime version of the image's tag."""
-    tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
+    tag = image_tag(image)
     limits = {"cpu": "4", "memory": "8Gi"} | ({"nvidia.com/gpu": str(options.gpus)} if options.gpus else {})
     metadata = {"name": name} | ({"namespace": options.namespace} if options.namespace else {})
     return {
@@ -248,7 +266,7 @@ def inference_service(name: str, options: KubernetesOptions, image: str) -> dict
                 "maxReplicas": options.max_replicas,
                 "model": {
                     "modelFormat": {"name": "triton"},
-                    "runtimeVersion": tag,
+                    **({"runtimeVersion": tag} if tag else {}),
                     "storageUri": options.storage_uri or f"pvc://{name}-models",
                     "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": limits},
                 },
@@ -266,6 +284,12 @@ def write_kubernetes(
     facts = read_repository(repository)
     if options.gpus == 0 and "tensorrt" in facts.models.values():
         raise ToolkitError("the repository holds TensorRT engines, which run on GPUs: give --gpus 1 or more")
+    if options.gpus == 0 and facts.on_gpus:
+        raise ToolkitError(
+            f"model {facts.on_gpus[0]} puts its instances on GPUs (KIND_GPU in its config.pbtxt), which a pod without "
+            "GPUs can't load: give --gpus 1 or more, or write it for CPU pods (resnet-deploy triton MODEL --repository "
+            "DIR --cpu --force)"
+        )
     own = next(iter(facts.models)) if len(facts.models) == 1 else repository.resolve().name  # one model: its name
     name = options.name or re.sub(r"[^a-z0-9-]+", "-", own.lower()).strip("-") or "triton"
     if not DNS_LABEL.match(name) or len(name) > 50:
@@ -282,7 +306,7 @@ def write_kubernetes(
         )
         (folder / "prometheus-adapter-values.yaml").write_text(dump(adapter_rule()), encoding="utf-8")
         (folder / "inferenceservice.yaml").write_text(dump(inference_service(name, options, image)), encoding="utf-8")
-        (folder / "README.md").write_text(_readme(name, facts, options), encoding="utf-8")
+        (folder / "README.md").write_text(_readme(name, facts, options, image), encoding="utf-8")
     return output
 
 
@@ -298,8 +322,18 @@ def _header(facts: RepositoryFacts) -> str:
     return f"# Written by resnet-deploy kubernetes: models {', '.join(sorted(facts.models))}{engines}\n"
 
 
-def _readme(name: str, facts: RepositoryFacts, options: KubernetesOptions) -> str:
+def _readme(name: str, facts: RepositoryFacts, options: KubernetesOptions, image: str) -> str:
     storage = options.storage_uri or f"pvc://{name}-models"
+    tag = image_tag(image)
+    pinned = ""
+    if "@" in image:
+        pinned = (
+            f" KServe names the runtime by its tag ({tag}), not by the digest `{image}` pins: pin the digest in "
+            "KServe's ServingRuntime for Triton."
+            if tag
+            else f" KServe names the runtime by a tag, and `{image}` has none: the InferenceService runs the "
+            "ServingRuntime's own Triton image; pin the digest there."
+        )
     return f"""# {name}: Triton on Kubernetes
 
 Written by `resnet-deploy kubernetes` for the models {", ".join(sorted(facts.models))}. Not run here:
@@ -314,5 +348,5 @@ the manifests are checked against Kubernetes' schemas (and KServe's CRD) by the 
 3. The autoscaler's metric comes from prometheus-adapter:
    `helm upgrade --install prometheus-adapter prometheus-community/prometheus-adapter -f prometheus-adapter-values.yaml`.
 
-Or, with KServe instead of steps 2 and 3: `kubectl apply -f inferenceservice.yaml`.
+Or, with KServe instead of steps 2 and 3: `kubectl apply -f inferenceservice.yaml`.{pinned}
 """

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from toolkit.errors import ArtifactError, ToolkitError
-from toolkit.files import check_replaceable_folder, input_file, publish_folders
+from toolkit.files import check_replaceable_folder, input_file, publish_folders, read_json_file
 from toolkit.numbers import check_number
 
 from .artifacts.labels import resolve_labels
@@ -456,7 +456,7 @@ def copy_artifact(served: RepositoryModel, folder: Path, *, with_manifest: bool 
     for data in served.data_files:  # the model names its external data by file name
         shutil.copyfile(data, folder / data.name)
     if served.platform == "tensorrt_plan" and with_manifest:
-        manifest = json.loads(Path(f"{served.path}.json").read_text())
+        manifest = read_json_file(f"{served.path}.json", "engine manifest", "an engine manifest", ArtifactError)
         (folder / f"{artifact.name}.json").write_text(json.dumps({**manifest, "engine_file": artifact.name}, indent=2))
     return artifact
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from toolkit.errors import ToolkitError
-from toolkit.files import sha256_file
+from toolkit.files import parse_json, read_small_text, sha256_file
 
 MARKER = ".resnet-deploy-toolkit.json"  # in each model folder this toolkit writes: what it wrote
 
@@ -29,7 +29,7 @@ def is_written_model(folder: Path, name: str) -> bool:
     if marker.is_symlink() or not marker.is_file():
         return False
     try:
-        record = json.loads(marker.read_text(encoding="utf-8"))
+        record = parse_json(read_small_text(marker, "marker", "a marker"), str(marker), "a marker")
         present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink()} - {MARKER}
         files = record["files"]
         return (
@@ -37,7 +37,7 @@ def is_written_model(folder: Path, name: str) -> bool:
             and present == set(files)
             and all(not (folder / f).is_symlink() and sha256_file(folder / f) == digest for f, digest in files.items())
         )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ToolkitError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
 

@@ -44,6 +44,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from deploy.artifacts.metadata import ModelInfo
+from deploy.artifacts.onnx_file import SCALE_RANGE
 from toolkit.errors import ToolkitError
 from toolkit.files import input_file
 
@@ -289,8 +290,15 @@ def _int8_params(g: Graph) -> Found:
         scale = g.initializers.get(node.input[1]) if len(node.input) > 1 else None
         if scale is None:
             yield label, f"{node.op_type} scale is not an initializer"
-        elif not np.isfinite(values := numpy_helper.to_array(scale)).all() or (values <= 0).any():
-            yield label, f"{node.op_type} scale {scale.name} has values that are not positive and finite"
+        elif (
+            not np.isfinite(values := numpy_helper.to_array(scale)).all()
+            or not ((values >= SCALE_RANGE[0]) & (values <= SCALE_RANGE[1])).all()
+        ):
+            yield (
+                label,
+                f"{node.op_type} scale {scale.name} has values that are not finite or not from {SCALE_RANGE[0]:g} to "
+                f"{SCALE_RANGE[1]:g}",
+            )
         if len(node.input) > 2 and node.input[2]:
             zero = g.initializers.get(node.input[2])
             if zero is None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import click
 
 from .errors import ToolkitError
-from .optional import INSTALL, WORKSHOP_MODULES
+from .optional import install_hint
 
 USAGE_ERROR = 2
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
@@ -86,10 +86,11 @@ class _OneLineErrors:
         except ToolkitError as error:
             _one_line(prog, str(error))
             sys.exit(USAGE_ERROR)
-        except ModuleNotFoundError as error:  # the workshop's packages, on a board installed without them
-            if error.name not in WORKSHOP_MODULES:
+        except ModuleNotFoundError as error:  # an extra's package, on an install without that extra
+            hint = install_hint(error.name)
+            if hint is None:
                 raise
-            _one_line(prog, f"this needs {error.name}, which is not installed here: {INSTALL[error.name]}")
+            _one_line(prog, f"this needs {error.name}, which is not installed here: {hint}")
             sys.exit(USAGE_ERROR)
         except BrokenPipeError:  # the reader stopped reading (`| head`): stop quietly, as click does
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
@@ -219,3 +220,18 @@ class ProgressBar:
         if fraction >= 1.0:
             sys.stderr.write("\r" + " " * 100 + "\r")
         sys.stderr.flush()
+
+
+def run_script(prog: str, main: Callable[[], int]) -> int:
+    """A `python -m` script's `main`, with the commands' rule: a `ToolkitError`, or a missing
+    package of an extra, is one line on stderr and exit status 2."""
+    try:
+        return main()
+    except ToolkitError as error:
+        _one_line(prog, str(error))
+    except ModuleNotFoundError as error:
+        hint = install_hint(error.name)
+        if hint is None:
+            raise
+        _one_line(prog, f"this needs {error.name}, which is not installed here: {hint}")
+    return USAGE_ERROR

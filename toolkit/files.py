@@ -108,21 +108,28 @@ def read_small_text(path: str | Path, name: str, kind: str, error: type[ToolkitE
 
 
 def read_json_file(path: str | Path, name: str, kind: str, error: type[ToolkitError] = ToolkitError):
-    """A small JSON input file (`read_small_text`), parsed: not JSON, or nested too deep for
-    Python's parser, is one sentence."""
+    """A small JSON input file (`read_small_text`), parsed (`parse_json`)."""
+    return parse_json(read_small_text(path, name, kind, error), str(path), kind, error)
+
+
+def parse_json(text: str | bytes, where: str, kind: str, error: type[ToolkitError] = ToolkitError):
+    """JSON the toolkit reads (a file's, a manifest's, an answer's, a request's), parsed: not JSON,
+    NaN or Infinity (which JSON does not allow), or nested too deep for Python's parser, is one
+    sentence: "`where` is not JSON ...: not `kind`". Every JSON read goes through here."""
     import json
 
-    text = read_small_text(path, name, kind, error)
     try:
-        return json.loads(text, parse_constant=lambda constant: _not_json(path, constant, kind, error))
+        return json.loads(text, parse_constant=lambda constant: _not_json(where, constant, kind, error))
     except RecursionError:
-        raise error(f"{path} is JSON nested too deep to be {kind}") from None
-    except ValueError as failure:
-        raise error(f"{path} is not JSON ({failure}): not {kind}") from None
+        raise error(f"{where} is JSON nested too deep to be {kind}") from None
+    except json.JSONDecodeError as failure:
+        raise error(f"{where} is not JSON ({str(failure)[:120]}): not {kind}") from None
+    except UnicodeDecodeError:
+        raise error(f"{where} is not JSON (not UTF-8): not {kind}") from None
 
 
-def _not_json(path, constant: str, kind: str, error):
-    raise error(f"{path} holds {constant}, which JSON does not allow: not {kind}")
+def _not_json(where: str, constant: str, kind: str, error):
+    raise error(f"{where} holds {constant}, which JSON does not allow: not {kind}")
 
 
 def check_figure_path(path: str, option: str, formats: tuple[str, ...] = ("png",)) -> None:

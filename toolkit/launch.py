@@ -114,13 +114,12 @@ def launch(name: str) -> None:
         IMPORTED = time.perf_counter() - STARTED
         handle_running()
     except ModuleNotFoundError as missing:  # resnet-export, resnet-build, resnet-compare on a board
-        from .optional import INSTALL, WORKSHOP_MODULES
+        from .optional import install_hint
 
-        if missing.name not in WORKSHOP_MODULES:
+        hint = install_hint(missing.name)
+        if hint is None:
             raise
-        print(
-            f"{name}: this needs {missing.name}, which is not installed here: {INSTALL[missing.name]}", file=sys.stderr
-        )
+        print(f"{name}: this needs {missing.name}, which is not installed here: {hint}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as stop:
         terminated = isinstance(stop, Terminated)

@@ -32,8 +32,15 @@ INSTALL = {
 }
 
 
-# What a board installed without the `export` extra lacks (the commands say how to add it in one line).
-WORKSHOP_MODULES = ("torch",)
+# Modules an extra brings along with one of the table's: a missing one means that extra is missing.
+BROUGHT_BY = {"grpc": "tritonclient", "geventhttpclient": "tritonclient", "starlette": "ray", "fastapi": "ray"}
+
+
+def install_hint(module: str | None) -> str | None:
+    """How to install the extra a missing module (a `ModuleNotFoundError`'s name) belongs to, or
+    None for a module of no extra (a broken install, or a bug: its traceback stands)."""
+    top = (module or "").split(".")[0]
+    return INSTALL.get(BROUGHT_BY.get(top, top))
 
 
 def require(module: str, purpose: str) -> ModuleType:

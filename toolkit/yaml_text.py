@@ -1,12 +1,14 @@
 """YAML for the manifests the toolkit writes (Ray Serve configs, Kubernetes objects), without a
 YAML library: block style for mappings and lists, every string double-quoted as JSON quotes it
 (a JSON string is a YAML double-quoted scalar, so "on", "1.0" or a name with a colon stay
-strings), numbers, booleans and null as JSON writes them. A multi-line string (a config carried
+strings), integers, booleans and null as JSON writes them, floats in the form YAML 1.1 and 1.2
+both read as numbers (`_float`). A multi-line string (a config carried
 inside a manifest) is a literal block (`|`) so that it stays readable."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 
 INDENT = "  "
@@ -23,9 +25,28 @@ def dump_all(documents: Iterable) -> str:
 
 
 def _scalar(value) -> str:
-    if isinstance(value, bool) or value is None or isinstance(value, (int, float, str)):
+    if isinstance(value, float) and not isinstance(value, bool):
+        return _float(value)
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
         return json.dumps(value, ensure_ascii=False)
     raise TypeError(f"YAML of {type(value).__name__} is not written here")
+
+
+def _float(value: float) -> str:
+    """A float every YAML reader reads as a number: YAML 1.1 (PyYAML, Ray's loader) wants a dot in
+    the mantissa and a sign in the exponent (`1e-05` is a string there; `1.0e-05` a number), and
+    spells the non-finite `.inf`, `-.inf`, `.nan` (as 1.2 does)."""
+    if math.isnan(value):
+        return ".nan"
+    if math.isinf(value):
+        return ".inf" if value > 0 else "-.inf"
+    text = repr(value)
+    mantissa, _, exponent = text.partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    if exponent and exponent[0] not in "+-":
+        exponent = "+" + exponent
+    return mantissa + (f"e{exponent}" if exponent else "")
 
 
 def _lines(value, depth: int) -> list[str]:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from toolkit.errors import ArtifactError
-from toolkit.files import write_text_atomic
+from toolkit.files import parse_json, read_small_text, write_text_atomic
 
 from .metadata import ModelInfo
 from .tensors import TensorInfo
@@ -122,8 +122,9 @@ def read_manifest(engine_path: str | Path) -> EngineManifest | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
-        if data.get("format") != MANIFEST_FORMAT:
+        data = parse_json(read_small_text(path, "engine manifest", "an engine manifest", ArtifactError), str(path),
+                          "an engine manifest", ArtifactError)  # fmt: skip
+        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"format {data.get('format')!r}, expected {MANIFEST_FORMAT!r}")
         return EngineManifest.from_dict(data)
     except (ValueError, KeyError, TypeError) as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -43,7 +44,61 @@ def inspect_onnx(path: str | Path) -> OnnxSignature:
         raise ArtifactError(f"{path} is not a readable ONNX file (it has no graph)")
     guess = "fp16" if facts.has_fp16_weights else "fp32"
     signature = classifier_signature(path, facts.inputs, facts.outputs, facts.metadata, guess)
+    check_quantization(path, facts)
     return replace(signature, external_data=tuple(sorted(facts.external_data)))
+
+
+# What a quantization scale may be: finite, positive, and within what any calibration gives (a
+# scale is the step of one integer: 1e-12 makes every value saturate, 1e6 rounds all to zero)
+SCALE_RANGE = (1e-12, 1e6)
+ZERO_POINT_TYPES = {2: "uint8", 3: "int8"}  # and int32 on a bias's DequantizeLinear (the value 0)
+
+
+def quantization_problems(nodes, tensors) -> list[str]:
+    """What is wrong with the scales and zero points of Q/DQ nodes (`onnx_wire.read_qdq`'s), each a
+    phrase naming the node: a scale that is not a finite, positive number in `SCALE_RANGE`, a
+    zero point of another type than int8 or uint8 (int32 0 on a bias), or one not an initializer."""
+    low, high = SCALE_RANGE
+    problems = []
+    for node in nodes:
+        scale = tensors.get(node.inputs[1]) if len(node.inputs) > 1 else None
+        if scale is None:
+            problems.append(f"{node.op_type} {node.name}'s scale is not a constant of the file")
+        elif scale.values is not None:
+            bad = [v for v in scale.values if not (math.isfinite(v) and low <= v <= high)]
+            if bad or not scale.values:
+                what = f"{bad[0]:g}" if bad else "nothing"
+                problems.append(
+                    f"{node.op_type} {node.name}'s scale {node.inputs[1]} holds {what} "
+                    f"(a scale is finite, from {low:g} to {high:g})"
+                )
+        zero = tensors.get(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] else None
+        if len(node.inputs) > 2 and node.inputs[2] and zero is None:
+            problems.append(f"{node.op_type} {node.name}'s zero point is not a constant of the file")
+        elif zero is not None and zero.data_type not in ZERO_POINT_TYPES:
+            bias = zero.data_type == 6 and node.op_type == "DequantizeLinear" and not any(zero.values or ())
+            if not bias:
+                problems.append(
+                    f"{node.op_type} {node.name}'s zero point {node.inputs[2]} is not int8 or uint8 "
+                    "(int32 0 only on a bias)"
+                )
+    return problems
+
+
+def check_quantization(path: Path, facts=None) -> None:
+    """Refuse an INT8 file whose Q/DQ scales or zero points could not come from a calibration
+    (`quantization_problems`): a NaN, zero or 1e38 scale makes every image's logits the same,
+    finite and confident, and nothing downstream would notice. Reads the Q/DQ nodes only of a
+    file with 8-bit initializers (cheap otherwise)."""
+    from .onnx_wire import read_qdq
+
+    facts = facts if facts is not None else read_onnx_facts(path)
+    if not facts.initializer_types & set(ZERO_POINT_TYPES):
+        return
+    problems = quantization_problems(*read_qdq(path))
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ArtifactError(f"{path} is a damaged INT8 file: {problems[0]}{more}; quantize the model again")
 
 
 def external_data_files(signature: OnnxSignature) -> list[Path]:

@@ -75,8 +75,10 @@ class RuntimeOptions:
         if self.threads is not None:
             check_number(self.threads, "threads", integer=True, limit="threads")
         check_number(self.max_batch, "max batch", integer=True, limit="batch")
-        if self.device is not None and not (isinstance(self.device, str) and self.device.split(":")[0] in DEVICES):
-            raise ToolkitError(f"device must be cpu, cuda or cuda:N, got {self.device!r}")
+        kind, colon, index = self.device.partition(":") if isinstance(self.device, str) else ("", "", "")
+        numbered = index.isascii() and index.isdigit()
+        if self.device is not None and (kind not in DEVICES or (colon and (kind != "cuda" or not numbered))):
+            raise ToolkitError(f"device must be cpu, cuda or cuda:N (N the GPU's index), got {self.device!r}")
         for name in ("cuda_graphs", "compile", "channels_last", "prefer_nhwc", "layer_times"):
             if not isinstance(getattr(self, name), bool):
                 raise ToolkitError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -95,6 +97,12 @@ class RuntimeOptions:
         if self.precision not in PRECISIONS.get(backend, ("fp32",)):
             kept.pop("precision", None)
         return RuntimeOptions(**kept)
+
+    @property
+    def device_index(self) -> int:
+        """The GPU's index `device` names ("cuda:1" -> 1; else 0)."""
+        index = (self.device or "").partition(":")[2]
+        return int(index) if index else 0
 
     def unhonoured(self, backend: str) -> str | None:
         """One sentence for the first option that `backend` would ignore (None: it honours all

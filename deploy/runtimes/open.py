@@ -82,6 +82,8 @@ def open_runtime(path, options: RuntimeOptions = RuntimeOptions(), *, backend: s
     refusal = options.unhonoured(chosen)
     if refusal is not None:
         raise ToolkitError(f"{path.name}: {refusal}")
+    if kind == "onnxruntime":  # an ONNX file, in whichever backend: its INT8 parameters are sane
+        _check_quantization(path)
     if chosen == "openvino":
         from .openvino import OpenVinoRuntime
 
@@ -102,6 +104,19 @@ def open_runtime(path, options: RuntimeOptions = RuntimeOptions(), *, backend: s
     return _open_module(load_model(path), options)
 
 
+def _check_quantization(path: Path) -> None:
+    """`check_quantization` of an ONNX file the wire reader can read (of one it can't, the backend
+    says why, in its own words)."""
+    from ..artifacts.onnx_file import check_quantization
+    from ..artifacts.onnx_wire import read_onnx_facts
+
+    try:
+        facts = read_onnx_facts(path)
+    except ArtifactError:
+        return
+    check_quantization(path, facts)
+
+
 def _open_engine(path: Path, options: RuntimeOptions) -> Runtime:
     """TensorRT: on PyTorch's device tensors where PyTorch is installed (`TensorRTRuntime`: the
     copies timed apart, CUDA graphs, named outputs), else on the CUDA runtime library's own memory
@@ -111,12 +126,16 @@ def _open_engine(path: Path, options: RuntimeOptions) -> Runtime:
 
     if torch_installed():
         return TensorRTRuntime(
-            path, cuda_graphs=options.cuda_graphs, outputs=options.outputs, layer_times=options.layer_times
+            path,
+            cuda_graphs=options.cuda_graphs,
+            device=options.device_index,
+            outputs=options.outputs,
+            layer_times=options.layer_times,
         )
     if options.cuda_graphs or options.outputs:
         what = "--cuda-graph" if options.cuda_graphs else "named outputs"
         raise ToolkitError(f"{what} with TensorRT need PyTorch's device tensors, and PyTorch is not installed here")
-    return TensorRTHostRuntime(path, layer_times=options.layer_times)
+    return TensorRTHostRuntime(path, device=options.device_index, layer_times=options.layer_times)
 
 
 def _is_torch_module(value) -> bool:
@@ -147,6 +166,7 @@ def _open_onnx(path: Path, options: RuntimeOptions) -> Runtime:
     if provider == "cuda" and cuda_available() and not options.outputs:
         return OrtCudaRuntime(
             path,
+            device=options.device_index,
             cuda_graphs=options.cuda_graphs,
             conv_search=options.conv_search,
             prefer_nhwc=options.prefer_nhwc,
@@ -155,6 +175,11 @@ def _open_onnx(path: Path, options: RuntimeOptions) -> Runtime:
         )
     if options.cuda_graphs:
         raise ToolkitError("--cuda-graph with ONNX Runtime needs its CUDA provider and a GPU that PyTorch sees")
+    if options.device_index:
+        raise ToolkitError(
+            f"device {options.device}: ONNX Runtime with host arrays (named outputs, or no GPU that PyTorch sees) runs "
+            "on the first GPU only; choose the GPU with CUDA_VISIBLE_DEVICES and give --device cuda"
+        )
     return OrtRuntime(
         path,
         provider=options.provider or device,

@@ -52,10 +52,18 @@ from starlette.responses import JSONResponse, Response
 
 from toolkit.errors import ToolkitError
 
+from .rest import (
+    DATATYPES,
+    HEADER_LENGTH,
+    RequestError,
+    infer_answer,
+    read_infer_request,
+    shown,
+    split_body,
+    whole_number,
+)
 from .served import ServedArtifact, ServingOptions
 
-DATATYPES = {"FP32": np.float32, "FP16": np.float16}  # the protocol's names of the types a model takes
-HEADER_LENGTH = "Inference-Header-Content-Length"  # the binary extension: the JSON's length, the bytes after it
 IMAGE_BYTES = 32 << 20  # an encoded image larger than this is refused before it is read
 JSON_OVERHEAD = 24  # characters of JSON per element a tensor's text may take ("-1.2345678e-05, ")
 BODY_TIMEOUT_S = 30.0  # default: a request's whole body arrives within this
@@ -63,14 +71,6 @@ STALLED_S = 1.0  # a body still arriving after this long is stalled
 STALLED_BODIES = 4  # default: stalled bodies that keep their slots (the oldest)
 DECODERS = 2  # images decoded at once per replica (each up to preprocess.MAX_DECODED_BYTES)
 DECODE_TIMEOUT_S = 30.0  # an image waits this long for its decoding, queue included
-
-
-class RequestError(ToolkitError):
-    """A request this replica refuses: (status, one sentence)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class ResNetDeployment:
@@ -118,10 +118,10 @@ class ResNetDeployment:
             return JSONResponse({})
         if parts[:2] != ["v2", "models"] or len(parts) < 3:
             raise RequestError(
-                404, f"no route {path}: this application answers /v2/models/{self.name}/infer and /classify"
+                404, f"no route {shown(path)}: this application answers /v2/models/{self.name}/infer and /classify"
             )
         if parts[2] != self.name:
-            raise RequestError(404, f"no model {parts[2]!r} here; this application serves {self.name!r}")
+            raise RequestError(404, f"no model {shown(parts[2])} here; this application serves {self.name!r}")
         action = parts[3] if len(parts) > 3 else ""
         if request.method == "GET" and action in ("", "ready"):
             return JSONResponse(self.metadata() if action == "" else {})
@@ -129,7 +129,9 @@ class ResNetDeployment:
             return await self._infer(request)
         if request.method == "POST" and action == "classify":
             return await self._classify(request)
-        raise RequestError(405 if action in ("", "ready", "infer", "classify") else 404, f"no {request.method} {path}")
+        raise RequestError(
+            405 if action in ("", "ready", "infer", "classify") else 404, f"no {request.method} {shown(path)}"
+        )
 
     def metadata(self) -> dict:
         runtime = self.served.runtime
@@ -177,64 +179,21 @@ class ResNetDeployment:
 
     async def _infer(self, request: Request) -> Response:
         body = await self._body(request, self.tensor_bytes)
-        header = request.headers.get(HEADER_LENGTH)
-        if header is not None and (not header.isdigit() or int(header) > len(body)):
-            raise RequestError(400, f"{HEADER_LENGTH} {header!r} does not fit a body of {len(body)} bytes")
-        split = int(header) if header is not None else len(body)
-        document, array = self._tensor(body[:split], body[split:])
-        logits, batch_size = await self._batched(array)
+        text, binary = split_body(body, request.headers.get(HEADER_LENGTH))
         runtime = self.served.runtime
-        output = {"name": runtime.output_name, "datatype": "FP32", "shape": list(logits.shape)}
-        wanted = document.get("outputs") or [{}]
-        binary = isinstance(wanted[0], dict) and (wanted[0].get("parameters") or {}).get("binary_data") is True
-        data = np.ascontiguousarray(logits, dtype="<f4").tobytes() if binary else b""
-        output |= {"parameters": {"binary_data_size": len(data)}} if binary else {"data": logits.ravel().tolist()}
-        answer = {
-            "model_name": self.name,
-            "outputs": [output],
-            "parameters": {"batch_size": batch_size, "replica": self.replica},
-        } | ({"id": document["id"]} if "id" in document else {})
-        if not binary:
+        asked = read_infer_request(text, binary, runtime.input_name, runtime.input_dtype, runtime.output_name)
+        logits, batch_size = await self._batched(self.served.tensor(asked.array))
+        parameters = {"batch_size": batch_size, "replica": self.replica}
+        answer, data = infer_answer(self.name, runtime.output_name, logits, asked, parameters)
+        if not asked.binary_output:
             return JSONResponse(answer)
         text = json.dumps(answer).encode()
         return Response(text + data, media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(text))})
 
-    def _tensor(self, text: bytes, binary: bytes) -> tuple[dict, np.ndarray]:
-        """The request's one input tensor, checked against the model (see the module docstring):
-        its values in `data`, or (the binary extension) the `binary_data_size` bytes after the JSON."""
-        try:
-            document = json.loads(text, parse_constant=_not_finite)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise RequestError(400, f"the request is not JSON ({error})") from None
-        runtime = self.served.runtime
-        inputs = document.get("inputs") if isinstance(document, dict) else None
-        if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-            raise RequestError(400, f'the request must hold "inputs": one tensor, {runtime.input_name!r}')
-        tensor = inputs[0]
-        if tensor.get("name") != runtime.input_name:
-            raise RequestError(
-                400, f"the request's tensor is {tensor.get('name')!r}; this model takes {runtime.input_name!r}"
-            )
-        dtype = DATATYPES.get(tensor.get("datatype"))
-        if dtype is None or np.dtype(dtype) != runtime.input_dtype:
-            wanted = next(k for k, v in DATATYPES.items() if np.dtype(v) == runtime.input_dtype)
-            raise RequestError(400, f"{runtime.input_name} is {tensor.get('datatype')!r}; this model takes {wanted}")
-        shape = tensor.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise RequestError(400, f"the shape of {runtime.input_name} must be a list of sizes, got {shape!r}")
-        array = _values(tensor, dtype, binary, runtime.input_name)
-        if array.size != math.prod(shape):
-            raise RequestError(
-                400, f"{runtime.input_name} holds {array.size} values; its shape {shape} needs {math.prod(shape)}"
-            )
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise RequestError(400, f"{runtime.input_name} holds NaN or infinite values")
-        return document, self.served.tensor(array.reshape(shape))
-
     async def _classify(self, request: Request) -> JSONResponse:
-        top_k = request.query_params.get("top_k", str(self.top_k))
-        if not top_k.isdigit() or int(top_k) < 1:
-            raise RequestError(400, f"top_k must be a whole number of at least 1, got {top_k!r}")
+        top_k = whole_number(request.query_params.get("top_k", str(self.top_k)), "top_k")
+        if top_k < 1:
+            raise RequestError(400, f"top_k must be a whole number of at least 1, got {top_k}")
         body = await self._body(request, IMAGE_BYTES)
         decoding = asyncio.get_running_loop().run_in_executor(self.decoders, self.served.images, [body])
         try:
@@ -242,7 +201,7 @@ class ResNetDeployment:
         except asyncio.TimeoutError:
             raise RequestError(503, f"the image was not decoded within {DECODE_TIMEOUT_S:g} s; try again") from None
         logits, batch_size = await self._batched(batch)
-        (prediction,) = self.served.predictor.from_logits(logits, int(top_k))
+        (prediction,) = self.served.predictor.from_logits(logits, top_k)
         answer = prediction.to_dict() | {"model_name": self.name}
         answer.pop("source", None)
         return JSONResponse(answer | {"parameters": {"batch_size": batch_size, "replica": self.replica}})
@@ -250,11 +209,12 @@ class ResNetDeployment:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _batched(self, arrays: list[np.ndarray]) -> list[tuple[np.ndarray, int]]:
         """The requests gathered by Ray: one run of all their inputs (in a worker thread: the event
-        loop reads requests meanwhile), each its own part back."""
-        logits = await asyncio.to_thread(self.served.logits, np.concatenate(arrays))
-        size, start, parts = len(logits), 0, []
+        loop reads requests meanwhile; in pieces where the runtime takes fewer), each its own part
+        back with the batch size of the run its first row was in."""
+        logits, sizes = await asyncio.to_thread(self.served.runs, np.concatenate(arrays))
+        start, parts = 0, []
         for array in arrays:
-            parts.append((logits[start : start + len(array)], size))
+            parts.append((logits[start : start + len(array)], int(sizes[start])))
             start += len(array)
         return parts
 
@@ -282,24 +242,6 @@ async def _body(request: Request, limit: int) -> bytes:
             raise RequestError(413, f"the request's body is over {limit:,} bytes, the most this route takes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _values(tensor: dict, dtype, binary: bytes, name: str) -> np.ndarray:
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
-    if size is None:
-        try:
-            return np.asarray(tensor.get("data"), dtype=dtype)
-        except (TypeError, ValueError):
-            raise RequestError(400, f"the data of {name} must be numbers") from None
-    if not isinstance(size, int) or size != len(binary) or size % np.dtype(dtype).itemsize:
-        raise RequestError(
-            400, f"{name}'s binary_data_size {size!r} does not match the {len(binary)} bytes after the JSON"
-        )
-    return np.frombuffer(binary, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
-
-
-def _not_finite(constant: str):
-    raise ValueError(f"{constant} is not a number a model takes")
 
 
 def _dims(shape) -> list[int]:

@@ -129,8 +129,8 @@ class LocalRayCluster:
         node = self._node(index)
         self.nodes.append(node)
         self._launch(node)
-        if wait:
-            self.wait_alive(sum(not n.stopped for n in self.nodes))
+        if wait:  # the nodes whose `ray start` still runs (one that died on its own counts no more)
+            self.wait_alive(sum(n.running for n in self.nodes), starting=[node])
         return node
 
     def _node(self, index: int) -> RayNode:
@@ -177,10 +177,12 @@ class LocalRayCluster:
             if n.get("raylet", {}).get("state") == "ALIVE"
         ]
 
-    def wait_alive(self, count: int) -> None:
+    def wait_alive(self, count: int, starting: list[RayNode] | None = None) -> None:
+        """Until the head reports `count` nodes alive; one of `starting` (default: every node) that
+        ends meanwhile is an error."""
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            for node in self.nodes:
+            for node in self.nodes if starting is None else starting:
                 if not node.stopped and node.process is not None and node.process.poll() is not None:
                     raise ToolkitError(f"the Ray node on {node.address} stopped while starting: {_last_line(node.log)}")
             if len(self.alive_nodes()) >= count:

@@ -68,14 +68,20 @@ class ServedArtifact:
         """The runtime on `batch`, in pieces no larger than it takes (a server may gather more
         requests than an engine's batch range holds); a last piece below the smallest batch it
         takes is padded, and the padding's logits dropped."""
+        return self.runs(batch)[0]
+
+    def runs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`logits(batch)`, and for each row the batch size of the run it was in (padding
+        included): what a server reports as the batch a request ran in."""
         step, smallest = self.limit or len(batch), self.runtime.batch_range[0]
-        pieces = []
+        pieces, sizes = [], []
         for start in range(0, len(batch), step):
             piece = given = batch[start : start + step]
             if len(piece) < smallest:
                 piece = np.concatenate([piece, np.zeros((smallest - len(piece), *piece.shape[1:]), piece.dtype)])
             pieces.append(self.runtime.run(piece)[: len(given)])
-        return np.concatenate(pieces)
+            sizes += [len(piece)] * len(given)
+        return np.concatenate(pieces), np.array(sizes)
 
     def images(self, encoded: Sequence[bytes]) -> np.ndarray:
         """Encoded JPEG or PNG images as the model's input batch (the artifact's recipe; an empty,

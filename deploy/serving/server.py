@@ -35,6 +35,7 @@ from toolkit.errors import MissingDependencyError, ToolkitError
 from toolkit.optional import INSTALL
 
 from ..triton_api import closed_api_arguments
+from ..triton_text import model_backends
 from .supervision import ServerFolder, StubWatch, die_with_parent, exit_reason, process_state, remove_leftovers
 
 EXIT_TIMEOUT_S = 5
@@ -43,7 +44,6 @@ EXIT_TIMEOUT_S = 5
 LOAD_FAILURE = re.compile(r"failed to load '(?P<name>[^']+)' version \d+: (?:Internal: )?(?P<reason>.*?)(?:\\n|\"?$)")
 STACK = re.compile(r"^\d+# ")  # a crashed server's stack frames: addresses, not reasons
 NOISE = ("NVML", "DCGM", "CudaDriverHelper", "pinned memory", "CUDA driver version")
-PLATFORM_BACKENDS = {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt", "pytorch_libtorch": "pytorch"}
 
 
 @dataclass(frozen=True)
@@ -114,17 +114,6 @@ def server_files() -> ServerFiles:
     return files
 
 
-def model_backends(repository: Path) -> dict[str, str]:
-    """The models of a repository (their folder names) with the Triton backend each needs."""
-    repository = Path(repository)
-    if not repository.is_dir():
-        raise ToolkitError(f"model repository {repository} {'is a file' if repository.exists() else 'does not exist'}")
-    models = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file())
-    if not models:
-        raise ToolkitError(f"{repository} holds no model (no NAME/config.pbtxt); write one with resnet-deploy triton")
-    return {name: _backend_of(repository / name / "config.pbtxt") for name in models}
-
-
 def check_repository(repository: Path) -> list[str]:
     """The models of a repository (their folder names), after checking that the bundled server can
     load each: it has only the Python backend."""
@@ -136,17 +125,6 @@ def check_repository(repository: Path) -> list[str]:
                 f"(this server has the Python backend); resnet-deploy triton --triton-backend python serves it here"
             )
     return list(models)
-
-
-def _backend_of(config: Path) -> str:
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2
-
-    try:
-        parsed = text_format.Parse(config.read_text(encoding="utf-8"), model_config_pb2.ModelConfig())
-    except text_format.ParseError as error:
-        raise ToolkitError(f"{config} is not a readable Triton config ({error})") from None
-    return parsed.backend or PLATFORM_BACKENDS.get(parsed.platform, parsed.platform or "unnamed")
 
 
 def check_ports_free(endpoints: Endpoints) -> None:

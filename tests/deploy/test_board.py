@@ -107,3 +107,25 @@ def test_what_needs_pytorch_says_so_in_one_sentence(board, command, args):
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.strip().splitlines()
     assert "torch" in line and "pip install '.[export]'" in line and "Traceback" not in done.stderr
+
+
+def test_serving_commands_on_the_board_write_or_refuse_in_one_sentence(board, digits_files):
+    """Issue 35, item 6: on the board install (no tritonclient, no Triton server, no Ray),
+    `resnet-deploy kubernetes` reads the repository's config.pbtxt itself and writes its manifests;
+    `resnet-deploy serve` and `python -m benchmark.beyond_one_machine` (which ended in
+    `ModuleNotFoundError: tritonclient`) refuse in one line naming the extra to install."""
+    repository, manifests = board["folder"] / "platform", board["folder"] / "k8s"
+    board_run(board, "resnet-deploy", "triton", digits_files["fp32"], "--repository", repository, "--name", "digits")
+    board_run(board, "resnet-deploy", "kubernetes", repository, "-o", manifests)
+    assert (manifests / "triton.yaml").is_file()
+    python = board_run(board, "resnet-deploy", "triton", digits_files["fp32"], "--repository", board["folder"] / "py",
+                       "--triton-backend", "python")  # fmt: skip
+    assert python.returncode == 0
+    for command, args in (
+        ("resnet-deploy", ["serve", board["folder"] / "py"]),
+        ("python", ["-m", "benchmark.beyond_one_machine", digits_files["fp32"], "--duration", "0.3"]),
+    ):
+        done = board_run(board, command, *args, check=False)
+        assert done.returncode == 2, (args, done.stderr)
+        (line,) = done.stderr.strip().splitlines()
+        assert "pip install '.[serve]'" in line and "Traceback" not in done.stderr, line

@@ -158,3 +158,50 @@ def test_bad_ray_options_are_one_sentence(digits_files, tmp_path, args, message)
     result = run("ray", digits_files["fp32"], "--app-dir", tmp_path / "app", *args)
     assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "app").exists()
+
+
+def test_a_digest_pinned_image_gives_kserve_its_tag_not_the_digest(repository, tmp_path):
+    """Issue 35, item 4: `--image repo:tag@sha256:...` gave KServe the digest as runtimeVersion.
+    It gets the tag (the README says the digest pins triton.yaml only); a digest without a tag
+    gives no runtimeVersion, and the README says so."""
+    digest = "sha256:" + "ab" * 32
+    for image, version in ((f"nvcr.io/nvidia/tritonserver:26.06-py3@{digest}", "26.06-py3"),
+                           (f"nvcr.io/nvidia/tritonserver@{digest}", None)):  # fmt: skip
+        result = run("kubernetes", repository, "-o", tmp_path / "k8s", "--image", image, "--force")
+        assert result.exit_code == 0, result.output
+        service = yaml.safe_load((tmp_path / "k8s" / "inferenceservice.yaml").read_text())
+        jsonschema.validate(service, custom_schema("inferenceservice"))
+        assert service["spec"]["predictor"]["model"].get("runtimeVersion") == version
+        deployment = next(yaml.safe_load_all((tmp_path / "k8s" / "triton.yaml").read_text()))
+        assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == image  # pinned there
+        assert digest in (tmp_path / "k8s" / "README.md").read_text()
+
+
+def test_a_gpu_repository_is_refused_for_pods_without_gpus(repository, digits_files, tmp_path):
+    """Issue 35, item 4: `--gpus 0` on a repository whose instance groups are KIND_GPU wrote pods
+    that can't load their model. Refused, saying what to do; a repository written with --cpu goes."""
+    config = (repository / "digits" / "config.pbtxt").read_text()
+    assert "KIND_GPU" in config
+    result = run("kubernetes", repository, "-o", tmp_path / "k8s", "--gpus", 0)
+    assert result.exit_code == 2 and "puts its instances on GPUs (KIND_GPU" in result.output, result.output
+    cpu = tmp_path / "cpu"
+    assert run("triton", digits_files["fp32"], "--repository", cpu, "--name", "digits", "--cpu").exit_code == 0
+    assert run("kubernetes", cpu, "-o", tmp_path / "k8s", "--gpus", 0).exit_code == 0
+
+
+@pytest.mark.parametrize("manifest", ['{"environment": {}}', "[", '{"format": 1, ' * 2000, None])
+def test_a_broken_engine_manifest_in_a_repository_is_one_sentence(manifest, tmp_path):
+    """Issue 35, item 6: a TensorRT repository whose model.plan.json is `{"environment": {}}` or `[`
+    was a KeyError or JSONDecodeError; deep JSON and a missing manifest too are one sentence."""
+    model = tmp_path / "repo" / "m"
+    (model / "1").mkdir(parents=True)
+    (model / "config.pbtxt").write_text('name: "m"\nplatform: "tensorrt_plan"\nmax_batch_size: 8\n')
+    (model / "1" / "model.plan").write_bytes(b"an engine")
+    if manifest is not None:
+        (model / "1" / "model.plan.json").write_text(manifest)
+    result = run(
+        "kubernetes", tmp_path / "repo", "-o", tmp_path / "k8s", "--image", "nvcr.io/nvidia/tritonserver:26.06-py3"
+    )
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "model.plan" in lines[0], result.output
+    assert not (tmp_path / "k8s").exists()

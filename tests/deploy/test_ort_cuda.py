@@ -99,3 +99,19 @@ def test_the_predictor_and_the_benchmark_use_device_buffers(files, tmp_path):
     assert m.h2d.median > 0 and m.compute.median > 0 and m.d2h.median > 0
     assert m.extra["settings"]["cuda_graphs"] and m.extra["settings"]["cudnn_conv_algo_search"] == "exhaustive"
     assert target.label == "r20_fp16.onnx (onnxruntime cuda cuda-graphs)"
+
+
+@needs_ort_cuda
+def test_the_gpu_index_of_the_device_is_honoured_not_dropped(files):
+    """Issue 35, item 4: `RuntimeOptions(device="cuda:1")` ran on GPU 0 (the index was dropped). The
+    index now reaches the runtime: one past the last GPU is refused, the last one runs. Named outputs
+    (host arrays) run on the first GPU only, and another index is refused in one sentence."""
+    from toolkit.errors import ToolkitError
+
+    count = torch.cuda.device_count()
+    with open_runtime(files["fp32"], RuntimeOptions(device=f"cuda:{count - 1}")) as runtime:
+        assert runtime.device == f"cuda:{count - 1}" and runtime.run(runtime.random_input(2)).shape == (2, 10)
+    with pytest.raises(Exception):  # noqa: B017 - CUDA's own words for an ordinal past the last GPU
+        open_runtime(files["fp32"], RuntimeOptions(device=f"cuda:{count}")).run(np.zeros((1, 3, 32, 32), np.float32))
+    with pytest.raises(ToolkitError, match="runs on the first GPU only"):
+        open_runtime(files["fp32"], RuntimeOptions(device="cuda:1", outputs=("layer1",)))

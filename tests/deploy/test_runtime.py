@@ -6,8 +6,9 @@ import pytest
 
 import resnet
 from deploy import ArtifactError, MissingDependencyError, ModelInfo, OrtRuntime, available_ort_providers, read_onnx_info
-from deploy.runtimes import default_provider, provider_problem, usable_ort_providers
+from deploy.runtimes import RuntimeOptions, default_provider, provider_problem, usable_ort_providers
 from export import export_onnx, resnet_to_onnx
+from toolkit.errors import ToolkitError
 
 
 @pytest.fixture(scope="module")
@@ -233,9 +234,38 @@ def test_the_wire_reader_reads_what_onnx_reads(digits_files, models, tmp_path):
     assert read_onnx_facts(external).external_data == {"w.data"}
 
 
+def test_the_wire_reader_reads_the_qdq_parameters_onnx_reads(digits_files):
+    """`read_qdq` (what `check_quantization` judges an INT8 file by) finds the Q/DQ nodes and the
+    values of their scales and zero points that onnx's parser finds, in both INT8 forms; a file
+    without Q/DQ has none."""
+    from onnx import numpy_helper
+
+    from deploy.artifacts.onnx_wire import read_qdq
+
+    for form in ("cpu", "tensorrt"):
+        model = onnx.load(str(digits_files[form]))
+        initializers = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        expected = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+        nodes, tensors = read_qdq(digits_files[form])
+        assert [(n.name, n.op_type, n.inputs) for n in nodes] == [(n.name, n.op_type, tuple(n.input)) for n in expected]
+        assert len(nodes) > 20 and tensors.keys() == {name for n in expected for name in n.input[1:3] if name}
+        for name, tensor in tensors.items():
+            assert np.array_equal(np.asarray(tensor.values).ravel(), initializers[name].ravel()), name
+    assert read_qdq(digits_files["fp32"]) == ([], {})
+
+
 @pytest.mark.parametrize("content", [b"", b"plain text, not a model", b"\x0a\xff\xff\xff\x0f", bytes(range(256))])
 def test_what_is_not_onnx_is_one_sentence(content, tmp_path):
     path = tmp_path / "bad.onnx"
     path.write_bytes(content)
     with pytest.raises(ArtifactError, match="is not a readable ONNX file"):
         read_onnx_info(path)
+
+
+def test_a_device_names_a_gpu_by_its_index_or_is_refused():
+    """`cuda:N` carries N to the runtimes (`device_index`; tests/deploy/test_ort_cuda.py runs it on
+    a GPU); anything else in the index's place is refused in one sentence."""
+    assert RuntimeOptions(device="cuda:3").device_index == 3 and RuntimeOptions(device="cuda").device_index == 0
+    for bad in ("cuda:x", "cpu:1", "cuda:-1", "gpu", "cuda:"):
+        with pytest.raises(ToolkitError, match="device must be cpu, cuda or cuda:N"):
+            RuntimeOptions(device=bad)

@@ -278,7 +278,7 @@ def test_the_int8_rules_catch_planted_defects(int8_files, tmp_path):
         _set(p, "input_scale", np.array(-0.1, np.float32))
 
     assert any(
-        "int8-params: QuantizeLinear scale input_scale has values that are not positive" in v
+        "int8-params: QuantizeLinear scale input_scale has values that are not finite or not from 1e-12" in v
         for v in _planted(trt, scale_negative)
     )
 
@@ -325,3 +325,34 @@ def test_q_dq_in_a_graph_that_is_not_int8_is_refused(int8_files):
     assert any(
         v.rule == "allowed-ops" and "in a graph that is not INT8" in v.message for v in lint_onnx(proto).violations
     )
+
+
+@pytest.mark.parametrize("value", [float("nan"), 0.0, 1e38])
+def test_a_damaged_int8_scale_is_refused_by_every_command_that_reads_the_file(value, digits_files, digits, tmp_path):
+    """Issue 35, item 4: an INT8 file whose Q/DQ scale is NaN, zero or 1e38 gives every image the
+    same finite, confident logits; it was evaluated (top-1 8.8%), predicted ("[8] 0.999"), bundled
+    and put in a Triton repository without a word. Every command that reads it now refuses it in
+    one sentence naming the node, and the lint refuses the value too."""
+    from deploy.cli import eval_main
+    from deploy.cli import main as deploy_main
+
+    model = onnx.load(str(digits_files["cpu"]))
+    scale = next(t for t in model.graph.initializer if t.name.endswith("_scale") and not t.dims)
+    scale.CopyFrom(numpy_helper.from_array(np.array(value, dtype=np.float32), scale.name))
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(model, str(damaged))
+    image = next((digits["heldout"] / "3").iterdir())
+    for command, args in (
+        (eval_main, [damaged, digits["heldout"]]),
+        (deploy_main, ["predict", damaged, image]),
+        (deploy_main, ["bundle", damaged, "-o", tmp_path / "bundle"]),
+        (deploy_main, ["triton", damaged, "--repository", tmp_path / "repository"]),
+        (deploy_main, ["ray", damaged, "--app-dir", tmp_path / "app"]),
+    ):
+        result = CliRunner().invoke(command, [str(a) for a in args])
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert result.exit_code == 2 and len(lines) == 1, (args, result.output)
+        assert "is a damaged INT8 file" in lines[0] and scale.name in lines[0], lines[0]
+    assert not any((tmp_path / name).exists() for name in ("bundle", "repository", "app"))
+    report = lint_onnx(damaged)
+    assert any(scale.name in v.message for v in report.violations if v.rule == "int8-params"), report.violations

@@ -92,3 +92,35 @@ def test_folders_published_as_one_step_are_all_there_or_none_changed(tmp_path):
     with publish_folders([(first, lambda folder: True), (tmp_path / "OTHER", None)]) as (a, b):
         (a / "new.txt").write_text("new")
     assert sorted(p.name for p in first.iterdir()) == ["new.txt"] and (tmp_path / "OTHER").is_dir()
+
+
+def test_yaml_floats_read_back_as_numbers_in_yaml_1_1_and_1_2():
+    """Issue 35, item 4: `1e-05` (JSON's form) is a string to PyYAML (YAML 1.1, Ray's loader).
+    Every float the writer gives reads back as the same number through PyYAML, and through the
+    YAML 1.2 core schema's float pattern; the non-finite ones as .inf/.nan."""
+    import math
+    import re
+
+    yaml = pytest.importorskip("yaml", reason="PyYAML reads the manifests back: pip install '.[dev]'")
+    from toolkit.yaml_text import dump
+
+    values = [
+        1e-05,
+        1e20,
+        -2.5e-300,
+        0.1,
+        5.0,
+        100.0,
+        1.7976931348623157e308,
+        5e-324,
+        -0.0,
+        float("inf"),
+        float("-inf"),
+    ]
+    document = {f"v{i}": v for i, v in enumerate(values)} | {"nan": float("nan"), "text": "1e-05", "whole": 3}
+    read = yaml.safe_load(dump(document))
+    assert all(isinstance(read[f"v{i}"], float) and read[f"v{i}"] == v for i, v in enumerate(values)), read
+    assert math.isnan(read["nan"]) and read["text"] == "1e-05" and read["whole"] == 3
+    core = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$|^[-+]?\.inf$|^\.nan$")
+    for line in dump({f"v{i}": v for i, v in enumerate(values)}).splitlines():
+        assert core.match(line.split(": ", 1)[1]), line
