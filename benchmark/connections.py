@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, clip
 from toolkit.optional import require
 
 PROTOCOLS = ("grpc", "http")
@@ -490,7 +490,7 @@ class RestConnection:
                 reason = str(document.get("error", reason)) if isinstance(document, dict) else reason
             except (ValueError, RecursionError):
                 pass
-            raise RefusedError(status, f"HTTP {status}: {' '.join(reason.split())[:200]}")
+            raise RefusedError(status, f"HTTP {status}: {clip(reason) if reason.strip() else 'no reason given'}")
         split = headers.get("inference-header-content-length")
         if split is not None and (not split.isascii() or not split.isdigit() or int(split) > len(data)):
             raise AnswerError(

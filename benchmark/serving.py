@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolkit.errors import MissingDependencyError, ToolkitError
+from toolkit.errors import MissingDependencyError, ToolkitError, clip
 from toolkit.numbers import LIMITS, check_memory, check_number
 
 from .connections import STAT_PARTS, AnswerError, ServedTarget, other_protocol, payload
@@ -160,7 +160,7 @@ def _png(rng) -> bytes:
 def _first(error: Exception) -> str:
     details = getattr(error, "details", None)  # a gRPC error's own words (its str() is a dump)
     text = (details() if callable(details) and details() else str(error)).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
+    return clip(text[0]) if text else type(error).__name__
 
 
 def _refused(error: Exception) -> bool:

@@ -27,6 +27,7 @@ from toolkit.files import check_replaceable_folder, publish_folder
 from toolkit.numbers import check_number
 from toolkit.yaml_text import dump, dump_all
 
+from . import kubernetes_names as names
 from .artifacts.manifest import read_manifest
 from .triton_api import closed_api_arguments
 from .triton_text import instance_kinds, repository_configs, triton_backend
@@ -37,7 +38,7 @@ SUCCESS_METRIC = "nv_inference_request_success"
 HPA_METRIC = "triton_queue_time_per_request_us"
 METRICS = (QUEUE_METRIC, SUCCESS_METRIC)  # what the rule reads from Triton's /metrics
 MANIFEST = "triton.yaml"
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+TRITON_USER = 1000  # NVIDIA's Triton images: the user triton-server, uid and gid 1000 (their build checks it)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class KubernetesOptions:
     max_replicas: int = 4
     queue_time_us: int = 50_000
     namespace: str | None = None
+    cpu_request: str = "2"
+    memory_request: str = "4Gi"
+    cpu_limit: str = "4"
+    memory_limit: str = "8Gi"
 
     def __post_init__(self) -> None:
         check_number(self.gpus, "--gpus", integer=True, low=0, high=64)
@@ -60,13 +65,31 @@ class KubernetesOptions:
         if self.max_replicas < self.min_replicas:
             raise ToolkitError(f"--max-replicas {self.max_replicas} is below --min-replicas {self.min_replicas}")
         check_number(self.queue_time_us, "--queue-time-us", integer=True, low=1, high=3_600_000_000)
-        if self.storage_uri is not None and not re.match(r"^(pvc|s3|gs|as)://[^\s]+$", self.storage_uri):
-            raise ToolkitError(
-                f"--storage-uri must be pvc://CLAIM[/PATH], s3://, gs:// or as:// (where Triton or KServe read "
-                f"the repository), got {self.storage_uri!r}"
-            )
-        if self.image is not None and (not self.image or any(c.isspace() for c in self.image)):
+        if self.storage_uri is not None:
+            _check_storage(self.storage_uri)
+        if self.image is not None and (not self.image or not self.image.isprintable() or " " in self.image):
             raise ToolkitError(f"--image must name an image, got {self.image!r}")
+        if self.name is not None:
+            names.object_name(self.name, "--name", longest=50)
+        if self.namespace is not None:
+            names.namespace(self.namespace)
+        for option, value in (("--cpu-request", self.cpu_request), ("--memory-request", self.memory_request),
+                              ("--cpu-limit", self.cpu_limit), ("--memory-limit", self.memory_limit)):  # fmt: skip
+            names.quantity(value, option)
+
+
+def _check_storage(uri: str) -> None:
+    """pvc://CLAIM[/PATH] (a claim's name, a path inside it), or an object store's URI Triton reads."""
+    scheme, found, rest = uri.partition("://")
+    if not found or scheme not in ("pvc", "s3", "gs", "as") or not rest or not uri.isprintable() or " " in uri:
+        raise ToolkitError(
+            f"--storage-uri must be pvc://CLAIM[/PATH], s3://, gs:// or as:// (where Triton or KServe read "
+            f"the repository), got {uri!r}"
+        )
+    if scheme == "pvc":
+        claim, _, path = rest.partition("/")
+        names.claim_name(claim)
+        names.claim_path(path)
 
 
 @dataclass(frozen=True)
@@ -140,14 +163,16 @@ def _repository_volume(options: KubernetesOptions, name: str) -> tuple[list[dict
         claim, _, sub = storage.removeprefix("pvc://").partition("/")
         volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
         mounts.append({"name": "models", "mountPath": "/models", "readOnly": True})
-        repository = "/models" + (f"/{sub.strip('/')}" if sub.strip("/") else "")
-    mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+        sub = names.claim_path(sub)
+        repository = "/models" + (f"/{sub}" if sub else "")
+    # the root filesystem is read-only: what Triton and its backends write goes to /tmp
+    volumes.append({"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}})
+    mounts += [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}]
     return volumes, mounts, repository
 
 
 def _deployment(metadata: dict, labels: dict, options: KubernetesOptions, image: str) -> dict:
     volumes, mounts, repository = _repository_volume(options, metadata["name"])
-    limits = {"cpu": "4", "memory": "8Gi"} | ({"nvidia.com/gpu": str(options.gpus)} if options.gpus else {})
     probe = {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5, "failureThreshold": 3}
     container = {
         "name": "tritonserver",
@@ -173,8 +198,26 @@ def _deployment(metadata: dict, labels: dict, options: KubernetesOptions, image:
             "periodSeconds": 10,
             "failureThreshold": 3,
         },
-        "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": limits},
+        "resources": _resources(options),
         "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+        },
+    }
+    pod = {
+        "automountServiceAccountToken": False,  # Triton calls no Kubernetes API
+        "securityContext": {  # the restricted Pod Security Standard
+            "runAsNonRoot": True,
+            "runAsUser": TRITON_USER,
+            "runAsGroup": TRITON_USER,
+            "fsGroup": TRITON_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
     }
     return {
         "apiVersion": "apps/v1",
@@ -183,8 +226,16 @@ def _deployment(metadata: dict, labels: dict, options: KubernetesOptions, image:
         "spec": {
             "replicas": options.min_replicas,
             "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container], "volumes": volumes}},
+            "template": {"metadata": {"labels": labels}, "spec": pod},
         },
+    }
+
+
+def _resources(options: KubernetesOptions) -> dict:
+    limits = {"cpu": options.cpu_limit, "memory": options.memory_limit}
+    return {
+        "requests": {"cpu": options.cpu_request, "memory": options.memory_request},
+        "limits": limits | ({"nvidia.com/gpu": str(options.gpus)} if options.gpus else {}),
     }
 
 
@@ -254,7 +305,6 @@ def inference_service(name: str, options: KubernetesOptions, image: str) -> dict
     """KServe's InferenceService (serving.kserve.io/v1beta1) of the same repository: the `triton`
     model format, the repository's URI, the runtime version of the image's tag."""
     tag = image_tag(image)
-    limits = {"cpu": "4", "memory": "8Gi"} | ({"nvidia.com/gpu": str(options.gpus)} if options.gpus else {})
     metadata = {"name": name} | ({"namespace": options.namespace} if options.namespace else {})
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
@@ -268,7 +318,7 @@ def inference_service(name: str, options: KubernetesOptions, image: str) -> dict
                     "modelFormat": {"name": "triton"},
                     **({"runtimeVersion": tag} if tag else {}),
                     "storageUri": options.storage_uri or f"pvc://{name}-models",
-                    "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": limits},
+                    "resources": _resources(options),
                 },
             }
         },
@@ -291,11 +341,10 @@ def write_kubernetes(
             "DIR --cpu --force)"
         )
     own = next(iter(facts.models)) if len(facts.models) == 1 else repository.resolve().name  # one model: its name
-    name = options.name or re.sub(r"[^a-z0-9-]+", "-", own.lower()).strip("-") or "triton"
-    if not DNS_LABEL.match(name) or len(name) > 50:
-        raise ToolkitError(
-            f"--name must be lower-case letters, digits and '-' (a DNS label of at most 50), got {name!r}"
-        )
+    name = options.name or re.sub(r"[^a-z0-9-]+", "-", own.lower()).strip("-")
+    if options.name is None and not names.DNS_1035_LABEL.match(name or "-"):
+        raise ToolkitError(f"{own!r} gives no Kubernetes name (a letter first): give --name")
+    names.object_name(name, "--name", longest=50)
     image = _image(facts, options)
     check_replaceable_folder(
         output, force=force, is_ours=_is_ours, what="set of Kubernetes manifests", inputs=[repository]

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from resnet.spec import InputSpec
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, clip
 from toolkit.files import input_file
 from toolkit.optional import require
 
@@ -120,6 +120,8 @@ def _decode(source, what: str, name: str, formats: tuple[str, ...]):
                 _check_size(opened.width, opened.height, what, opened.mode)
                 opened.load()
                 return opened.copy()  # the copy doubles the bytes for a moment: bounded above
+    except ImageError:  # our own bound, said whole (it is a ValueError too)
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(
             f"{what} is too large to decode safely (more than {MAX_PIXELS / 1e6:.0f} megapixels)"
@@ -128,7 +130,7 @@ def _decode(source, what: str, name: str, formats: tuple[str, ...]):
         kinds = " or ".join((", ".join(formats[:-1]), formats[-1])) if len(formats) > 1 else formats[0]
         raise ImageError(f"{name} is not a readable image (not {kinds})") from None
     except (OSError, ValueError, SyntaxError) as error:
-        reason = str(error).splitlines()[0][:100] if str(error) else type(error).__name__
+        reason = clip(error, 100) if str(error) else type(error).__name__
         raise ImageError(f"{name} is not a readable image ({reason})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = pillows

@@ -18,7 +18,9 @@ the same path); the RayService names it where the Dockerfile puts it in the imag
 from __future__ import annotations
 
 import json
+import math
 import pprint
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from toolkit.files import check_replaceable_folder, publish_folder
 from toolkit.numbers import LIMITS, check_number
 from toolkit.yaml_text import dump
 
+from . import kubernetes_names as names
 from .artifacts.labels import resolve_labels
 from .triton import check_model_name, copy_artifact, read_repository_model
 
@@ -62,7 +65,7 @@ class RayOptions:
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     proxy_location: str = "EveryNode"  # "HeadOnly" where several nodes share one host
-    ray_image: str = f"rayproject/ray:{RAY_VERSION}-py311"
+    ray_image: str | None = None  # None: Ray's image of RAY_VERSION for Python 3.11, its GPU build with GPUs
 
     def __post_init__(self) -> None:
         check_number(self.min_replicas, "--min-replicas", integer=True, low=0, high=10_000)
@@ -80,6 +83,7 @@ class RayOptions:
         check_number(self.cpus_per_replica, "--cpus-per-replica", low=0, high=1024)
         check_number(self.gpus_per_replica, "--gpus-per-replica", low=0, high=64)
         check_number(self.http_port, "--http-port", integer=True, low=1, high=65535)
+        names.host(self.http_host, "--http-host")
         if self.proxy_location not in PROXY_LOCATIONS:
             raise ToolkitError(
                 f"--proxy-location must be one of {', '.join(PROXY_LOCATIONS)}, got {self.proxy_location!r}"
@@ -94,6 +98,11 @@ class RayOptions:
     @property
     def device(self) -> str:
         return "cuda" if self.gpus_per_replica > 0 else "cpu"
+
+    @property
+    def image(self) -> str:
+        """The Ray image the Dockerfile builds on: CUDA's build where replicas take GPUs."""
+        return self.ray_image or f"rayproject/ray:{RAY_VERSION}-py311{'-gpu' if self.gpus_per_replica else ''}"
 
 
 def serve_config(name: str, artifact: str, options: RayOptions, labels: str | None) -> dict:
@@ -156,7 +165,7 @@ def ray_service(name: str, config: dict, options: RayOptions) -> dict:
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
-        "metadata": {"name": name.lower().replace("_", "-").replace(".", "-")},
+        "metadata": {"name": ray_service_name(name)},
         "spec": {
             "serveConfigV2": dump({"applications": in_image["applications"]}),
             "rayClusterConfig": {
@@ -167,6 +176,19 @@ def ray_service(name: str, config: dict, options: RayOptions) -> dict:
             },
         },
     }
+
+
+def ray_service_name(name: str) -> str:
+    """The RayService's name for an application `name` (letters, digits, '_', '.', '-'): lower case,
+    '_' and '.' as '-', which KubeRay's Services must take (DNS-1035: a letter first, at most 50
+    here, for the suffixes KubeRay adds); else one sentence asking for another --name."""
+    derived = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-")
+    if not names.DNS_1035_LABEL.match(derived or "-") or len(derived) > 50:
+        raise ToolkitError(
+            f"the RayService's name, {derived[:60]!r} from --name (of {len(derived)} characters), must start with a letter "
+            "and be at most 50 characters (KubeRay names Services after it): give another --name"
+        )
+    return derived
 
 
 def _head_group(image: str) -> dict:
@@ -186,7 +208,8 @@ def _head_group(image: str) -> dict:
 
 def _worker_group(image: str, options: RayOptions) -> dict:
     resources = {"cpu": _quantity(max(options.cpus_per_replica, 1)), "memory": "2Gi"}
-    gpus = {"nvidia.com/gpu": _quantity(options.gpus_per_replica)} if options.gpus_per_replica else {}
+    # a pod takes whole GPUs (an extended resource); Ray shares one among replicas of a fraction each
+    gpus = {"nvidia.com/gpu": str(math.ceil(options.gpus_per_replica))} if options.gpus_per_replica else {}
     container = {"name": "ray-worker", "image": image, "resources": {"requests": resources, "limits": resources | gpus}}
     return {
         "groupName": "replicas",
@@ -224,6 +247,7 @@ def write_ray_app(
     if name is not None and not name:
         raise ToolkitError("the application name is empty; give --name a name, or leave it out for the model's own")
     name = check_model_name(name or served.default_name)
+    ray_service_name(name)  # before anything is written
     if served.platform == "tensorrt_plan" and options.gpus_per_replica <= 0:
         raise ToolkitError(f"{served.path.name} is a TensorRT engine, which runs on a GPU: give --gpus-per-replica 1")
     if served.platform == "tensorrt_plan" and options.backend == "openvino":
@@ -288,7 +312,7 @@ def _dockerfile(name: str, options: RayOptions) -> str:
     return f"""# The image rayservice.yaml runs ({image_name(name)}): Ray {RAY_VERSION}, the toolkit, this folder.
 # Build it from a folder that holds this application as app/ and the toolkit as resnet-deploy-toolkit/:
 #   docker build -t {image_name(name)} -f app/Dockerfile .
-FROM {options.ray_image}
+FROM {options.image}
 COPY --chown=ray resnet-deploy-toolkit /home/ray/resnet-deploy-toolkit
 RUN pip install --no-cache-dir '/home/ray/resnet-deploy-toolkit[{extras}]'
 COPY --chown=ray app {IMAGE_HOME}
@@ -314,5 +338,15 @@ tensors) or `POST http://HOST:{options.http_port}/v2/models/{name}/classify` (on
 body). Replicas: {options.min_replicas} to {options.max_replicas}, scaled on {options.target_ongoing_requests:g}
 ongoing requests each.
 
-On Kubernetes with KubeRay: build the image (Dockerfile), then `kubectl apply -f rayservice.yaml`.
+On Kubernetes with KubeRay: build the image (Dockerfile), then `kubectl apply -f rayservice.yaml`.{_gpu_note(options)}
 """
+
+
+def _gpu_note(options: RayOptions) -> str:
+    fraction = options.gpus_per_replica
+    if not fraction or float(fraction).is_integer():
+        return ""
+    return (
+        f" A replica takes {fraction:g} GPU; a worker pod takes whole GPUs ({math.ceil(fraction)}), and Ray places "
+        f"replicas on them by their fractions."
+    )

@@ -45,7 +45,7 @@ from onnx import TensorProto, numpy_helper
 
 from deploy.artifacts.metadata import ModelInfo
 from deploy.artifacts.onnx_file import SCALE_RANGE
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, clip
 from toolkit.files import input_file
 
 ALLOWED_OPS = frozenset(
@@ -370,7 +370,7 @@ def _load(path) -> onnx.ModelProto:
     try:
         return onnx.load(str(path))
     except Exception as error:  # noqa: BLE001 - protobuf raises several types on a foreign file
-        first = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        first = clip(error, 120) if str(error) else type(error).__name__
         raise ToolkitError(f"{path} is not a readable ONNX file ({first})") from None
 
 

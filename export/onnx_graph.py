@@ -40,11 +40,8 @@ from toolkit.errors import ToolkitError
 from toolkit.numbers import check_number
 from toolkit.precision import FP16_MAX, GRAPH_PRECISIONS, IO_DTYPES, check_precision, numpy_dtype
 
-# Opset 11 is the first with Pad's pads as an input (constant initializers, as TensorRT wants);
-# 25 is the newest that ONNX Runtime 1.32 loads. Every value in between is exported and run in
-# ONNX Runtime by the tests.
-SUPPORTED_OPSETS = range(11, 26)
-DEFAULT_OPSET = 17
+from .opsets import DEFAULT_OPSET, SUPPORTED_OPSETS
+
 INPUT_NAME, OUTPUT_NAME, BATCH_DIM = "input", "logits", "batch"
 _INT64_MAX = np.iinfo(np.int64).max
 

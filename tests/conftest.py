@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from resnet.spec import IMAGENET, InputSpec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ci_extras import pytest_make_collect_report, pytest_runtest_makereport  # noqa: E402,F401 - the CI rule's hooks
 
 DATA = Path(__file__).resolve().parent / "data"
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -285,13 +285,27 @@ def test_sigterm_during_an_export_leaves_no_staging_folder(place):
 
 @pytest.mark.parametrize("stop,status,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_a_signal_while_torch_is_importing_is_one_line(stop, status, word, place):
+    """The signal is sent once torch's library is mapped into the process (read from /proc: its
+    import has begun, and goes on for a second or more): one line, the signal's status, and no
+    file written."""
+    before = {p.name for p in place.glob("*.onnx*")}
     process = launch("resnet-export", "--depth", 20, "--dataset", "cifar10", cwd=place)
-    time.sleep(0.4)  # the launcher is up; torch takes longer than this to import
+    deadline = time.monotonic() + 60
+    while "libtorch" not in _maps(process.pid) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert process.poll() is None, "resnet-export ended before torch was imported"
     process.send_signal(stop)
     out, err = process.communicate(timeout=60)
     assert process.returncode == status, err
     assert "Traceback" not in err and word in err and len(err.strip().splitlines()) == 1
-    assert not list(place.glob("*.onnx*")) or {p.name for p in place.glob("*.onnx*")} == {"r20.onnx", "r18.onnx"}
+    assert {p.name for p in place.glob("*.onnx*")} == before  # nothing written
+
+
+def _maps(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return ""
 
 
 @pytest.mark.parametrize("stop,caught", [(signal.SIGTERM, "Terminated"), (signal.SIGINT, "KeyboardInterrupt")])
@@ -1064,3 +1078,20 @@ def test_images_up_to_our_limit_are_read_whatever_pillows_default(place):
 
     Image.new("L", (10_000, 9_500), 7).save(place / "big.png")  # 95 MP: above Pillow's own 89.5 MP warning
     assert 95_000_000 < MAX_PIXELS and load_image(place / "big.png").size == (10_000, 9_500)
+
+
+def test_deep_json_in_a_bundle_manifest_or_a_model_folders_marker_is_one_sentence(place):
+    """Issue 35, item 6: JSON nested past Python's parser limit in a bundle's manifest.json or in a
+    Triton model folder's marker was a RecursionError (only ValueError was caught)."""
+    bundle = make_bundle(place)
+    deep = '{"format": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    (bundle / "manifest.json").write_text(deep)
+    before = snapshot(place)
+    one_sentence(run(deploy_main, "predict", bundle, "good.png"), 2, "is JSON nested too deep to be a bundle manifest")
+    assert snapshot(place) == before
+    assert run(deploy_main, "triton", "r20.onnx", "--repository", "repo", "--name", "r20").exit_code == 0
+    (place / "repo" / "r20" / ".resnet-deploy-toolkit.json").write_text(deep)
+    before = snapshot(place)
+    forced = ["triton", "r20.onnx", "--repository", "repo", "--name", "r20", "--force"]
+    one_sentence(run(deploy_main, *forced), 2, "is not a Triton model")  # not provably ours: kept
+    assert snapshot(place) == before

@@ -17,3 +17,13 @@ class MissingDependencyError(ToolkitError):
 
 class ArtifactError(ToolkitError):
     """A model file, engine, manifest or bundle that is missing, corrupt or foreign."""
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """Someone else's words (a library's error, a server's answer) for one of our sentences: the
+    first line, its spacing folded, cut at a word's end past `limit` characters with "..."."""
+    line = " ".join(str(text).strip().splitlines()[0].split()) if str(text).strip() else ""
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0] if " " in line[:limit] else line[:limit]
+    return cut.rstrip(",;:") + "..."

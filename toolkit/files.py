@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ToolkitError
+from .errors import ToolkitError, clip
 
 STAGING_PREFIX = ".staging-"
 STAGING_MARKER = ".resnet-deploy-toolkit-staging"
@@ -123,7 +123,7 @@ def parse_json(text: str | bytes, where: str, kind: str, error: type[ToolkitErro
     except RecursionError:
         raise error(f"{where} is JSON nested too deep to be {kind}") from None
     except json.JSONDecodeError as failure:
-        raise error(f"{where} is not JSON ({str(failure)[:120]}): not {kind}") from None
+        raise error(f"{where} is not JSON ({clip(failure, 120)}): not {kind}") from None
     except UnicodeDecodeError:
         raise error(f"{where} is not JSON (not UTF-8): not {kind}") from None
 
@@ -223,11 +223,20 @@ def check_replaceable_folder(
     if target.exists():
         if not force:
             raise ToolkitError(f"{target} already exists; choose another folder or pass --force to replace it")
-        if not is_ours(target):
+        if not (is_empty_folder(target) or is_ours(target)):
             raise ToolkitError(
                 f"{target} exists and is not a {what} (--force replaces only a {what} this toolkit wrote); choose another folder"
             )
     return target
+
+
+def is_empty_folder(path: Path) -> bool:
+    """A real folder (not a link) with nothing in it: replacing it loses nothing (a mount point
+    given as the output, say)."""
+    try:
+        return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+    except OSError:
+        return False
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -367,26 +376,37 @@ def publish_folders(targets: list[tuple[str | Path, Callable[[Path], bool] | Non
             if path.is_file():
                 with open(path, "rb") as written:
                     os.fsync(written.fileno())
-        done: list[tuple[Path, Path, Path | None]] = []  # (target, where the new one came from, the previous)
+        done: list[tuple[Path, Path, Path | str | None]] = []  # (target, the new one's source, the previous)
         try:
             for index, ((target, replace), folder) in enumerate(zip(targets, folders, strict=True)):
                 done.append((target, folder, _move_into_place(target, folder, replace, stage / f"previous{index}")))
         except BaseException:
             for target, folder, previous in reversed(done):
-                os.replace(target, folder)
-                if previous is not None:
-                    os.replace(previous, target)
+                _take_back(target, folder, previous)
             raise
 
 
-def _move_into_place(target: Path, folder: Path, replace, previous: Path) -> Path | None:
-    """Move `folder` onto `target` (see `publish_folder`); where the folder it replaced went, or None."""
+EMPTY, FILLED = "an empty folder", "filled in place"  # what `_move_into_place` replaced, besides a folder
+
+
+def _move_into_place(target: Path, folder: Path, replace, previous: Path) -> Path | str | None:
+    """Move `folder` onto `target` (see `publish_folder`); where the folder it replaced went, or
+    None (nothing was there), EMPTY (an empty folder, renamed over), FILLED (an empty folder that a
+    rename can't replace, a mount point: the new files were copied into it)."""
     if replace is not None and (target.exists() or target.is_symlink()):
-        if target.is_symlink() or not target.is_dir() or not replace(target):
+        empty = is_empty_folder(target)
+        if target.is_symlink() or not target.is_dir() or not (empty or replace(target)):
             raise ToolkitError(
                 f"{target} is no longer one this command may replace (it changed while this command ran); "
                 "nothing was replaced"
             )
+        if empty:
+            try:
+                os.replace(folder, target)  # a rename replaces an empty folder
+                return EMPTY
+            except OSError:  # a mount point, or another file system: the files go into it
+                shutil.copytree(folder, target, dirs_exist_ok=True, symlinks=True)
+                return FILLED
         os.replace(target, previous)
         os.replace(folder, target)
         return previous
@@ -398,6 +418,19 @@ def _move_into_place(target: Path, folder: Path, replace, previous: Path) -> Pat
             f"{target} was written to while this command ran; it was kept and nothing of this run is in it"
         ) from None
     return None
+
+
+def _take_back(target: Path, folder: Path, previous: Path | str | None) -> None:
+    """Undo one `_move_into_place` (a later folder of the same publication could not be moved)."""
+    if previous == FILLED:
+        for entry in list(target.iterdir()):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        return
+    os.replace(target, folder)
+    if previous == EMPTY:
+        os.mkdir(target)
+    elif previous is not None:
+        os.replace(previous, target)
 
 
 def _claim(target: Path) -> None:

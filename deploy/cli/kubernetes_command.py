@@ -40,9 +40,27 @@ from toolkit.numbers import Number
     help="The autoscaler's target: microseconds a request waits in Triton's queue, per pod.",
 )
 @click.option("--namespace", default=None, help="The objects' namespace. [default: kubectl's]")
+@click.option("--cpu-request", default="2", show_default=True, help="CPUs a pod asks for (a Kubernetes quantity).")
+@click.option("--memory-request", default="4Gi", show_default=True, help="Memory a pod asks for.")
+@click.option("--cpu-limit", default="4", show_default=True, help="CPUs a pod may use.")
+@click.option("--memory-limit", default="8Gi", show_default=True, help="Memory a pod may use.")
 @click.option("--force", is_flag=True, help="Replace a folder of manifests this command wrote.")
 def kubernetes(
-    repository, output, name, storage_uri, image, gpus, min_replicas, max_replicas, queue_time_us, namespace, force
+    repository,
+    output,
+    name,
+    storage_uri,
+    image,
+    gpus,
+    min_replicas,
+    max_replicas,
+    queue_time_us,
+    namespace,
+    cpu_request,
+    memory_request,
+    cpu_limit,
+    memory_limit,
+    force,
 ) -> int:
     """Write Kubernetes manifests that serve REPOSITORY (resnet-deploy triton's) with NVIDIA's Triton container.
 
@@ -50,8 +68,9 @@ def kubernetes(
     resnet-deploy triton resnet50_fp16.plan --repository models
     resnet-deploy kubernetes models -o k8s --image nvcr.io/nvidia/tritonserver:26.06-py3 --max-replicas 8
 
-    OUTPUT gets triton.yaml (Deployment, Services, HorizontalPodAutoscaler on Triton's queue time per
-    request), prometheus-adapter-values.yaml (the rule that defines that metric), inferenceservice.yaml
+    OUTPUT gets triton.yaml (Deployment under the restricted Pod Security Standard, with Triton's
+    model-repository, shared-memory, logging and trace APIs closed; Services; HorizontalPodAutoscaler
+    on Triton's queue time per request), prometheus-adapter-values.yaml (the rule that defines that metric), inferenceservice.yaml
     (KServe's alternative) and a README. Nothing here runs them: they are written and checked.
     """
     from ..kubernetes import KubernetesOptions, write_kubernetes
@@ -65,6 +84,10 @@ def kubernetes(
         max_replicas=max_replicas,
         queue_time_us=queue_time_us,
         namespace=namespace,
+        cpu_request=cpu_request,
+        memory_request=memory_request,
+        cpu_limit=cpu_limit,
+        memory_limit=memory_limit,
     )
     folder = write_kubernetes(repository, output, options, force=force)
     click.echo(f"{folder}: " + ", ".join(sorted(p.name for p in folder.iterdir() if p.is_file())))

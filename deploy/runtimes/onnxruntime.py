@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import ArtifactError, MissingDependencyError, ToolkitError
+from toolkit.errors import ArtifactError, MissingDependencyError, ToolkitError, clip
 from toolkit.files import input_file
 from toolkit.optional import INSTALL, require
 
@@ -123,13 +123,13 @@ def _create_session(path: Path, options, providers: list, requested: str | None)
             session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as error:  # noqa: BLE001 - ORT raises its own exception types for bad files
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ArtifactError(f"ONNX Runtime cannot load {path}: {first[:200]}") from None
+        raise ArtifactError(f"ONNX Runtime cannot load {path}: {clip(first)}") from None
     finally:
         ort.set_default_logger_severity(_DEFAULT_LOG_SEVERITY)
     running = PROVIDER_NAMES.get(session.get_providers()[0], session.get_providers()[0])
     if requested is not None and running != requested:
         reason = re.search(r"EP Error (.+?) when using", said.getvalue(), re.S)
-        why = f" ({' '.join(reason.group(1).split())[:200]})" if reason else ""
+        why = f" ({clip(reason.group(1))})" if reason else ""
         raise MissingDependencyError(
             f"ONNX Runtime could not start its {requested} provider for {path.name} and would run on {running}{why}"
         )

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import ArtifactError, ToolkitError
+from toolkit.errors import ArtifactError, ToolkitError, clip
 from toolkit.files import input_file
 from toolkit.optional import require
 
@@ -99,7 +99,7 @@ class OpenVinoRuntime(Runtime):
         try:
             self.model = self.core.read_model(str(path))
         except RuntimeError as error:
-            raise ArtifactError(f"OpenVINO cannot read {path}: {str(error).strip().splitlines()[0][:200]}") from None
+            raise ArtifactError(f"OpenVINO cannot read {path}: {clip(error)}") from None
         signature = _signature(self.model, path)
         self.path, self.threads, self.hint, self.graph_precision = path, threads, hint, signature.precision
         self.input_name, self.output_name = signature.input.name, signature.output.name

@@ -43,6 +43,7 @@ EXIT_TIMEOUT_S = 5
 # CPU-only machine always prints, harmless, that must not stand in for the real error.
 LOAD_FAILURE = re.compile(r"failed to load '(?P<name>[^']+)' version \d+: (?:Internal: )?(?P<reason>.*?)(?:\\n|\"?$)")
 STACK = re.compile(r"^\d+# ")  # a crashed server's stack frames: addresses, not reasons
+SEVERITY = re.compile(r"^[IWEF]\d{4} ")  # Triton's log lines: I(nfo), W(arning), E(rror), F(atal) and the date
 NOISE = ("NVML", "DCGM", "CudaDriverHelper", "pinned memory", "CUDA driver version")
 
 
@@ -368,13 +369,18 @@ class TritonServer:
         return found
 
     def errors(self, last: int = 3) -> str:
-        """The server's own error lines (Triton's `E` lines, without what a CPU-only machine always
-        prints), the last few, or its last lines."""
+        """The server's own error lines (Triton's `E` lines, or lines that name an error or a
+        signal, without what a CPU-only machine always prints), the last few; else its warnings
+        (`W`); never its informational lines, which say what went well."""
         lines = [
             line for line in self._log_lines() if not any(noise in line for noise in NOISE) and not STACK.match(line)
         ]
-        errors = [line for line in lines if line.startswith("E") or "error" in line.lower()]
-        return " | ".join((errors or lines)[-last:]) or "it said nothing"
+        errors = [line for line in lines if SEVERITY.match(line) is None and _names_a_failure(line)]
+        errors += [line for line in lines if line[0] in "EF" and SEVERITY.match(line)]
+        warnings = [line for line in lines if line.startswith("W") and SEVERITY.match(line)]
+        if not lines:
+            return "it said nothing"
+        return " | ".join(sorted(errors, key=lines.index)[-last:] or warnings[-last:]) or "it logged no error"
 
     def wait(self) -> int:
         """Until the server exits (it does only on an error, or when stopped); its exit status."""
@@ -404,6 +410,12 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _names_a_failure(line: str) -> bool:
+    """A line outside Triton's own format (a stub's, a library's) that reports a failure."""
+    lowered = line.lower()
+    return any(word in lowered for word in ("error", "signal", "abort", "terminate", "fault", "exception"))
 
 
 def _without_toolkit_class(reason: str) -> str:

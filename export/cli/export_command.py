@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from deploy.artifacts.manifest import manifest_path
@@ -11,11 +13,13 @@ from toolkit.files import check_outputs
 from toolkit.numbers import Number
 from toolkit.precision import GRAPH_PRECISIONS, IO_DTYPES
 
-from ..onnx_export import ExportReport, default_output_name, export_onnx
-from ..onnx_graph import DEFAULT_OPSET, SUPPORTED_OPSETS
+from ..opsets import DEFAULT_OPSET, SUPPORTED_OPSETS
 from ..validate import VALIDATION_DEVICES, ValidationFailed
 from .build_command import format_build_report
 from .options import int8_options, report_failure, threshold_options, validation_lines
+
+if TYPE_CHECKING:
+    from ..onnx_export import ExportReport
 
 _RANGE = f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1}"
 
@@ -122,6 +126,8 @@ def main(
 
     Exit status: 0 exported, 1 validation failed (nothing written), 2 bad input.
     """
+    from ..onnx_export import default_output_name, export_onnx  # PyTorch: imported here, so --help runs without it
+
     # Every output is checked before any work: nothing is written unless all of them can be.
     output = output or default_output_name(model.name, precision)
     engine_files = [engine, manifest_path(engine)] if engine else []

@@ -308,7 +308,7 @@ def test_the_gpu_check_script_runs_its_steps(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert done.returncode in (0, 1), done.stderr  # 1: a fidelity figure missed (noise)
+    assert done.returncode == 0, done.stderr  # a smoke run's targets are written, not judged (CPU figures)
     card = "cpu" if not torch.cuda.is_available() else None
     (written,) = tmp_path.glob("gpu-*.json")
     data = json.loads(written.read_text())

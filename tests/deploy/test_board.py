@@ -129,3 +129,10 @@ def test_serving_commands_on_the_board_write_or_refuse_in_one_sentence(board, di
         assert done.returncode == 2, (args, done.stderr)
         (line,) = done.stderr.strip().splitlines()
         assert "pip install '.[serve]'" in line and "Traceback" not in done.stderr, line
+
+
+def test_every_command_has_its_help_on_the_board(board):
+    """Issue 35, item 7: `resnet-export --help` needed PyTorch; a command's help never does."""
+    for command in ("resnet-export", "resnet-build", "resnet-compare", "resnet-bench", "resnet-deploy", "resnet-eval"):
+        done = board_run(board, command, "--help")
+        assert done.stdout.startswith("Usage:") and "Traceback" not in done.stderr, (command, done.stderr)

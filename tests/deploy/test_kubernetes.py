@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from deploy.cli import main as deploy_main
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="pip install '.[dev]'")
-jsonschema = pytest.importorskip("jsonschema")
+jsonschema = pytest.importorskip("jsonschema", reason="jsonschema comes with kubernetes-validate: pip install '.[dev]'")
 
 KUBERNETES = "1.37"  # the newest release kubernetes-validate 1.37 knows
 SCHEMAS = __import__("pathlib").Path(__file__).parents[1] / "data" / "schemas"
@@ -205,3 +205,140 @@ def test_a_broken_engine_manifest_in_a_repository_is_one_sentence(manifest, tmp_
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1 and "model.plan" in lines[0], result.output
     assert not (tmp_path / "k8s").exists()
+
+
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected",
+                      "secret"}  # fmt: skip
+
+
+def restricted_violations(pod: dict) -> list[str]:
+    """The controls of Kubernetes' restricted Pod Security Standard (kubernetes.io/docs/concepts/
+    security/pod-security-standards, "Restricted", with "Baseline" under it) that a pod spec breaks;
+    the same checks the API server's PodSecurity admission makes at `enforce: restricted`."""
+    problems = []
+    pod_context = pod.get("securityContext", {})
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            problems.append(key)
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            problems.append(f"volume {volume['name']} is {kinds}")
+    for container in pod["containers"] + pod.get("initContainers", []):
+        context = container.get("securityContext", {})
+        if context.get("privileged"):
+            problems.append("privileged")
+        if context.get("allowPrivilegeEscalation") is not False:
+            problems.append("allowPrivilegeEscalation is not false")
+        if not (context.get("runAsNonRoot") or pod_context.get("runAsNonRoot")):
+            problems.append("runAsNonRoot is not true")
+        if 0 in (context.get("runAsUser"), pod_context.get("runAsUser")):
+            problems.append("runs as root (uid 0)")
+        seccomp = (context.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"seccomp profile {seccomp}")
+        capabilities = context.get("capabilities", {})
+        if "ALL" not in capabilities.get("drop", []) or set(capabilities.get("add", [])) - {"NET_BIND_SERVICE"}:
+            problems.append("capabilities are not drop ALL")
+        if any(port.get("hostPort") for port in container.get("ports", [])):
+            problems.append("host port")
+    return problems
+
+
+def test_the_deployment_meets_the_restricted_pod_security_standard(repository, tmp_path):
+    """Issue 35, item 7: the Deployment had no security context. It meets the restricted standard
+    (non-root as the image's triton-server user, no privilege escalation, no capabilities, the
+    runtime's seccomp profile), mounts its root filesystem read-only with /tmp in an emptyDir,
+    mounts no service-account token, and takes its requests and limits from options."""
+    result = run("kubernetes", repository, "-o", tmp_path / "k8s", "--cpu-request", "500m", "--memory-limit", "3Gi")
+    assert result.exit_code == 0, result.output
+    deployment = next(yaml.safe_load_all((tmp_path / "k8s" / "triton.yaml").read_text()))
+    kubernetes_validate.validate(deployment, KUBERNETES, strict=True)
+    pod = deployment["spec"]["template"]["spec"]
+    assert restricted_violations(pod) == []
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] and pod["automountServiceAccountToken"] is False
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp", "/dev/shm"}
+    assert container["resources"]["requests"]["cpu"] == "500m" and container["resources"]["limits"]["memory"] == "3Gi"
+    service = yaml.safe_load((tmp_path / "k8s" / "inferenceservice.yaml").read_text())
+    assert service["spec"]["predictor"]["model"]["resources"] == container["resources"]
+    del pod["securityContext"]  # the check could fail: without it, the pod is not restricted
+    assert restricted_violations(pod) == ["seccomp profile None"]
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--name", "0digits"], "--name must be lower-case letters, digits and '-', starting with a letter"),
+        (["--name", ""], "--name must be lower-case letters"),
+        (["--name", "a" * 51], "at most 50 characters"),
+        (["--namespace", "Bad_NS"], "--namespace must be lower-case letters, digits and '-'"),
+        (["--namespace", "ns\r"], "--namespace must be"),
+        (["--storage-uri", "pvc:///sub"], "the claim of --storage-uri pvc://CLAIM[/PATH] must be"),
+        (["--storage-uri", "pvc://Bad_Claim/../../etc"], "the claim of --storage-uri"),
+        (["--storage-uri", "pvc://claim/../../etc"], "must stay inside the claim"),
+        (["--storage-uri", "s3://bucket/a\rb"], "--storage-uri must be pvc://CLAIM"),
+        (["--cpu-request", "two"], "--cpu-request must be a Kubernetes quantity"),
+        (["--memory-limit", "8 GB"], "--memory-limit must be a Kubernetes quantity"),
+    ],
+)
+def test_names_the_api_server_would_reject_are_refused_with_the_rule(args, said, repository, tmp_path):
+    """Issue 35, item 7: each of these was written, for the API server to reject (or, with a
+    carriage return, made the YAML unparsable; `..` reached outside the claim)."""
+    result = run("kubernetes", repository, "-o", tmp_path / "k8s", *args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and said in lines[0], result.output
+    assert not (tmp_path / "k8s").exists()
+
+
+def test_a_model_name_that_is_no_kubernetes_name_asks_for_one(digits_files, tmp_path):
+    assert run("triton", digits_files["fp32"], "--repository", tmp_path / "r", "--name", "0digits").exit_code == 0
+    result = run("kubernetes", tmp_path / "r", "-o", tmp_path / "k8s")
+    assert result.exit_code == 2 and "'0digits' gives no Kubernetes name" in result.output and "--name" in result.output
+    assert run("kubernetes", tmp_path / "r", "-o", tmp_path / "k8s", "--name", "digits").exit_code == 0
+
+
+def test_the_ray_service_takes_a_kubernetes_name_whole_gpus_and_a_gpu_image(digits_files, tmp_path):
+    """Issue 35, item 7: `--name a_` gave the RayService `a-` (invalid), `--gpus-per-replica 0.5`
+    wrote `nvidia.com/gpu: "0.5"` (the API server rejects a fractional extended resource), and the
+    Dockerfile built on Ray's CPU image whatever the GPUs."""
+    result = run("ray", digits_files["fp32"], "--app-dir", tmp_path / "app", "--name", "a_",
+                 "--gpus-per-replica", 0.5)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    service = yaml.safe_load((tmp_path / "app" / "rayservice.yaml").read_text())
+    jsonschema.validate(service, custom_schema("rayservice"))
+    assert service["metadata"]["name"] == "a"
+    (worker,) = service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+    assert worker["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "FROM rayproject/ray:2.60.0-py311-gpu" in (tmp_path / "app" / "Dockerfile").read_text()
+    serve_config = yaml.safe_load((tmp_path / "app" / "serve_config.yaml").read_text())
+    assert serve_config["applications"][0]["deployments"][0]["ray_actor_options"]["num_gpus"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--name", "a" * 200], "(of 200 characters), must start with a letter and be at most 50"),
+        (["--name", "9lives"], "must start with a letter"),
+        (["--http-host", "not a host!"], "--http-host must be an IP address or a host name"),
+        (["--http-host", "0.0.0.0\r"], "--http-host must be an IP address or a host name"),
+    ],
+)
+def test_ray_names_and_hosts_that_would_be_rejected_are_refused(args, said, digits_files, tmp_path):
+    result = run("ray", digits_files["fp32"], "--app-dir", tmp_path / "app", *args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and said in lines[0], result.output
+    assert not (tmp_path / "app").exists()
+
+
+def test_an_existing_empty_folder_takes_the_app_with_force(digits_files, tmp_path):
+    """Issue 35, item 7: an empty --app-dir (a mount point, say) was refused even with --force;
+    without --force it still is, and a folder holding anything else is never replaced."""
+    (tmp_path / "app").mkdir()
+    assert run("ray", digits_files["fp32"], "--app-dir", tmp_path / "app").exit_code == 2
+    result = run("ray", digits_files["fp32"], "--app-dir", tmp_path / "app", "--force")
+    assert result.exit_code == 0 and (tmp_path / "app" / "serve_config.yaml").is_file(), result.output
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert run("ray", digits_files["fp32"], "--app-dir", tmp_path / "other", "--force").exit_code == 2
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"

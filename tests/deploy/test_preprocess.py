@@ -151,3 +151,27 @@ def test_a_clients_bytes_are_decoded_as_jpeg_or_png_only_and_files_as_raster_for
             preprocess(path, resnet.CIFAR10)
     else:
         assert preprocess(path, resnet.CIFAR10).shape == (3, 32, 32)
+
+
+def test_a_bound_on_decoding_is_said_whole_not_cut_mid_word():
+    """Issue 35, item 7: the bound's own sentence was wrapped as a decoding error and cut at 100
+    characters ("... above the 300 MB read: scale it do)")."""
+    import struct
+    import zlib
+
+    from deploy.preprocess import EncodedImage
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 99_000_000, 1, 8, 6, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
+    with pytest.raises(ImageError) as refused:
+        preprocess(EncodedImage(png), resnet.CIFAR10)
+    assert (
+        str(refused.value)
+        == "the image is 99000000x1 in mode RGBA: 396 MB decoded, above the 300 MB read: scale it down first"
+    )

@@ -8,6 +8,7 @@ ones of their own. Nothing is mocked: the answers are compared with the same fil
 import importlib.util
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -535,9 +536,11 @@ def _reader(stream):
 
 def _bench_while(url: str, signals, report: Path, ended: str = "the server stopped answering", duration: int = 3):
     """`resnet-bench --triton URL` (the builtin generator, windows of a third of `duration`) in a
-    thread; `signals()` is called 1.8 s in; the run must end saying `ended`, with what it measured
-    before, written (the server's split of each window never negative)."""
-    from benchmark.cli import main as bench_main
+    process of its own whose stderr is a terminal, so that it draws its progress; `signals()` is
+    called once the bar shows a measured window; the run must end saying `ended`, with what it
+    measured before, written (the server's split of each window never negative)."""
+    import pty
+    import select
 
     bench = [
         "--triton",
@@ -552,16 +555,27 @@ def _bench_while(url: str, signals, report: Path, ended: str = "the server stopp
         "0.2s",
     ]
     bench += ["--load-generator", "builtin", "--json", str(report)]
-    results = []
-    running = threading.Thread(target=lambda: results.append(CliRunner().invoke(bench_main, bench)))
+    code = "from toolkit.launch import launch; launch('resnet-bench')"
+    terminal, stderr = pty.openpty()
     started = time.monotonic()
-    running.start()
-    time.sleep(1.8)
+    process = subprocess.Popen([sys.executable, "-c", code, *bench], stdout=subprocess.PIPE, stderr=stderr,
+                               env=dict(os.environ, PYTHONPATH=str(ROOT)))  # fmt: skip
+    os.close(stderr)
+    drawn = b""
+    while not re.search(rb"\[#+\.*\] +\d+%", drawn) and time.monotonic() - started < 60:  # a window measured
+        if select.select([terminal], [], [], 1.0)[0]:
+            drawn += os.read(terminal, 4096)
     signals()
-    running.join(timeout=60)
-    (result,) = results
-    assert result.exit_code == 1 and "the run ended at digits" in result.output, result.output
-    assert ended in result.output and time.monotonic() - started < 20
+    out = process.communicate(timeout=60)[0].decode()
+    while select.select([terminal], [], [], 0)[0]:
+        try:
+            drawn += os.read(terminal, 4096)
+        except OSError:  # the other end is closed
+            break
+    os.close(terminal)
+    said = out + drawn.decode(errors="replace")
+    assert process.returncode == 1 and "the run ended at digits" in said, said
+    assert ended in said and time.monotonic() - started < 30
     (measured,) = json.loads(report.read_text())["measurements"]  # written: what was measured stands
     assert measured["extra"]["ended"] and measured["latency"]["count"] > 0
     assert min(measured["extra"]["server"].values()) >= 0, measured["extra"]["server"]
@@ -668,6 +682,7 @@ def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
                 os.kill(pid(what), signal.SIGKILL)
             line = _said(said, "starting it again")
             assert words in line and f"({restart} of 4)" in line and "0x" not in line, line
+            assert not re.search(r"[:|] I\d{4} ", line), line  # never Triton's INFO lines as the reason
             _said(said, "serving again")
             assert infer("grpc", f"127.0.0.1:{ports[1]}", "digits", "input", batch, "logits").shape == (1, 10)
         # the model loaded again, taking FP16 now (its stubs replaced: no death), then unloaded
@@ -683,8 +698,13 @@ def test_serve_and_load_outlive_what_ends_the_service(digits_files, tmp_path):
         post("/v2/repository/models/digits/load", fp32)  # as it was
         unloaded = lambda: post("/v2/repository/models/digits/unload")  # noqa: E731
         _bench_while(http, unloaded, tmp_path / "unload.json", "the server refused model digits's statistics")
-        time.sleep(2)  # serve looks every second
-        assert process.poll() is None and said.empty(), list(said.queue)  # its restarts were spent
+        deadline = time.monotonic() + 30
+        while any("digits/1/model.py" in line for line in served_processes(repository)):  # the stubs end
+            assert time.monotonic() < deadline, "the unloaded model's stubs did not end"
+            time.sleep(0.1)
+        with pytest.raises(AssertionError, match="serve never said"):  # two of its looks (one a second): silence
+            _said(said, "", timeout=2.5)
+        assert process.poll() is None, list(said.queue)  # its restarts were spent: a restart would have ended it
         process.kill()
         process.wait(timeout=30)
         deadline = time.monotonic() + 20
@@ -881,3 +901,29 @@ def test_the_autoscaling_rule_reads_metrics_this_tritonserver_exports(server):
     named = set(re.findall(r"\bnv_[a-z_]+", rule["seriesQuery"] + rule["metricsQuery"]))
     assert named == set(METRICS)
     assert named <= exported, sorted(exported)[:20]
+
+
+def test_the_servers_reason_is_its_errors_never_its_informational_lines(tmp_path):
+    """Issue 35, item 7: a restart's reason quoted Triton's INFO lines ("killed by SIGKILL: I1207
+    ... Started GRPCInferenceService"). The reason is its error lines, else its warnings, else
+    that it logged no error."""
+    from deploy.serving import TritonServer
+
+    server = TritonServer(tmp_path)
+    server.log = tmp_path / "tritonserver.log"
+    info = "I1207 10:00:00.000000 1 grpc_server.cc:2519] Started GRPCInferenceService at 127.0.0.1:8001"
+    for lines, reason in (
+        ([info], "it logged no error"),
+        ([info, "W1207 10:00:01.000000 1 pinned_memory_manager.cc:273] Unable to allocate pinned memory"], None),
+        (
+            [info, "W1207 10:00:01.000000 1 server.cc:1] slow start", info],
+            "W1207 10:00:01.000000 1 server.cc:1] slow start",
+        ),
+        (
+            [info, "E1207 10:00:02.000000 1 model.cc:1] failed to load", info],
+            "E1207 10:00:02.000000 1 model.cc:1] failed to load",
+        ),
+        (["Signal (11) received.", info], "Signal (11) received."),
+    ):
+        server.log.write_text("\n".join(lines) + "\n")
+        assert server.errors() == (reason or "it logged no error"), lines

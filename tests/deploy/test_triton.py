@@ -12,7 +12,7 @@ from resnet import ToolkitError
 from toolkit.files import sha256_file
 
 model_config_pb2 = pytest.importorskip(
-    "tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] is needed to parse Triton configs"
+    "tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] parses Triton configs: pip install '.[dev]'"
 )
 from google.protobuf import text_format  # noqa: E402
 
