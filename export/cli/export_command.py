@@ -126,14 +126,12 @@ def main(
 
     Exit status: 0 exported, 1 validation failed (nothing written), 2 bad input.
     """
-    from ..onnx_export import default_output_name, export_onnx  # PyTorch: imported here, so --help runs without it
+    from ..onnx_export import default_output_name, export_onnx  # PyTorch: here, so --help runs without it
 
-    # Every output is checked before any work: nothing is written unless all of them can be.
     output = output or default_output_name(model.name, precision)
     engine_files = [engine, manifest_path(engine)] if engine else []
     check_outputs(output, json_path, *engine_files, inputs=[model.weights, int8 and int8.calibration, eval_data])
-    quiet = json_path == "-"
-    try:
+    try:  # every output was checked first: nothing is written unless all of them can be
         report = export_onnx(
             model.create(),
             output,
@@ -149,15 +147,15 @@ def main(
             int8=int8,
             eval_data=eval_data,
             engine=engine,
-            progress=progress_printer(not quiet),
+            progress=progress_printer(json_path != "-"),
         )
     except ValidationFailed as failed:
         if failed.exported is not None:  # the ONNX file was written; its engine failed
-            click.echo(format_report(failed.exported), err=quiet)
+            click.echo(format_report(failed.exported), err=json_path == "-")
         return report_failure("resnet-export", failed, json_path)
     if json_path:
         write_json(json_path, report.to_dict())
-    if not quiet:
+    if json_path != "-":
         click.echo(format_report(report))
         if report.engine is not None:
             click.echo(format_build_report(report.engine))

@@ -87,3 +87,20 @@ def test_a_non_finite_output_is_a_422_not_a_500():
     answer, data = infer_answer("m", "logits", np.zeros((1, 2), np.float32), asked, {"batch_size": 1})
     assert answer["outputs"][0]["data"] == [0.0, 0.0] and data == b""
     assert shown("m" * 60_000).endswith("...") and len(shown("m" * 60_000)) == 60
+
+
+def test_a_gathered_batch_reports_the_runs_it_was_split_into(digits_files):
+    """Issue 35, item 4: a Ray answer reported the whole gathered batch as the batch it ran in, even
+    when the runtime ran it in smaller pieces. `ServedArtifact.runs` says, row by row, the size of
+    the run each row was in (padding included): the answer's `batch_size` is its first row's."""
+    from deploy.serving.served import ServedArtifact, ServingOptions
+
+    batch = np.random.default_rng(0).standard_normal((10, 3, 32, 32), dtype=np.float32)
+    limited = ServedArtifact(digits_files["fp32"], ServingOptions(max_batch=4), name="d")
+    logits, sizes = limited.runs(batch)
+    assert sizes.tolist() == [4] * 8 + [2] * 2
+    assert np.allclose(logits, limited.runtime.run(batch), atol=1e-5)
+    fixed = ServedArtifact(digits_files["static"], ServingOptions(max_batch=16), name="d")  # takes batches of 4 only
+    logits, sizes = fixed.runs(batch)
+    assert sizes.tolist() == [4] * 10 and logits.shape == (10, 10)  # the last piece of 2, padded to 4
+    assert np.allclose(logits, limited.runtime.run(batch), atol=1e-5)
