@@ -7,11 +7,9 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -61,17 +59,10 @@ def one_sentence(result, status: int, *fragments: str) -> str:
 
 
 def png_header_only(path: Path, width: int, height: int, color_type: int = 0) -> None:
-    """A PNG that declares width x height (grayscale; color type 6: RGBA) and holds no pixels
-    (PIL reads the size and mode lazily)."""
+    """A PNG file that declares width x height and holds no pixels (`crafted.png_header_only`)."""
+    from crafted import png_header_only as header_only
 
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    path.write_bytes(
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0))
-        + chunk(b"IEND", b"")
-    )
+    path.write_bytes(header_only(width, height, color_type))
 
 
 @pytest.fixture(scope="module")

@@ -156,19 +156,11 @@ def test_a_clients_bytes_are_decoded_as_jpeg_or_png_only_and_files_as_raster_for
 def test_a_bound_on_decoding_is_said_whole_not_cut_mid_word():
     """Issue 35, item 7: the bound's own sentence was wrapped as a decoding error and cut at 100
     characters ("... above the 300 MB read: scale it do)")."""
-    import struct
-    import zlib
+    from crafted import png_header_only
 
     from deploy.preprocess import EncodedImage
 
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    png = (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", struct.pack(">IIBBBBB", 99_000_000, 1, 8, 6, 0, 0, 0))
-        + chunk(b"IEND", b"")
-    )
+    png = png_header_only(99_000_000, 1, color_type=6)
     with pytest.raises(ImageError) as refused:
         preprocess(EncodedImage(png), resnet.CIFAR10)
     assert (

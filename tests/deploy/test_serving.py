@@ -19,6 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import crafted
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -376,18 +377,6 @@ def bmp(width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width x height and holds no pixels."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
-
-
 @pytest.mark.parametrize(
     "model,name,batch,message",
     [
@@ -400,7 +389,7 @@ def png_header_only(width: int, height: int) -> bytes:
         (
             "digits_images",
             "image",
-            np.array([[png_header_only(10_001, 10_000)]], dtype=object),
+            np.array([[crafted.png_header_only(10_001, 10_000)]], dtype=object),
             "too large to decode safely",
         ),
     ],
