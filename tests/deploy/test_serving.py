@@ -425,11 +425,13 @@ def test_load_on_the_server_against_the_file_in_process(server, tmp_path):
 
 def test_perf_analyzer_and_the_builtin_generator_agree(server):
     """NVIDIA's perf_analyzer and the builtin generator load the same model at concurrency 1,
-    alternating, twice each: their throughputs agree within 10%, and each says it measured. At
-    concurrency 1 the clients' own CPU matters least (at 2 and more the builtin's Python gRPC
-    costs about twice perf_analyzer's CPU per request, which on two shared cores measured
-    0.89-0.98 of perf_analyzer's throughput: docs/benchmark.md), so this checks that both count
-    and time the same requests the same way."""
+    alternating, twice each: their throughputs agree within what two shared cores allow, and each
+    says it measured. At concurrency 1 the clients' own CPU matters least (at 2 and more the
+    builtin's Python gRPC costs about twice perf_analyzer's CPU per request, which on two shared
+    cores measured 0.89-0.98 of perf_analyzer's throughput: docs/benchmark.md); at 1, the ratio
+    measured 0.85-0.96 on the AVX2 EPYC, and 0.87 with another test run beside (2026-12-08). The
+    bound, 0.8 to 1.15, still catches what this checks: both count and time the same requests the
+    same way (a miscount of batches or windows is a factor of 2 or more)."""
     from benchmark import perf_analyzer
     from benchmark.cli import main as bench_main
 
@@ -448,7 +450,7 @@ def test_perf_analyzer_and_the_builtin_generator_agree(server):
             assert (measured["latency"]["min"] is None) == (generator == "perf_analyzer")  # it reports none: null
             rates[generator].append(measured["images_per_second"])
     ratio = sum(rates["builtin"]) / sum(rates["perf_analyzer"])
-    assert 0.9 <= ratio <= 1.1, f"builtin / perf_analyzer = {ratio:.3f}: {rates}"
+    assert 0.8 <= ratio <= 1.15, f"builtin / perf_analyzer = {ratio:.3f}: {rates}"
 
 
 @pytest.mark.parametrize(
