@@ -29,8 +29,8 @@ from .serving import LoadSettings, benchmark_served
 
 
 def _ray(model: Path, folder: Path, replicas: int, concurrency: list[int], settings, vs) -> list:
-    from deploy.ray_serve import RayOptions, write_ray_app
-    from deploy.serving.ray_cluster import LocalRayCluster, free_port_block
+    from deploy.ray_serve.dev_cluster import LocalRayCluster, free_port_block
+    from deploy.ray_serve.writer import RayOptions, write_ray_app
 
     with LocalRayCluster(workers=1, cpus=1) as cluster:
         (port,) = free_port_block("127.0.0.2", 1)
@@ -57,9 +57,9 @@ def _ray(model: Path, folder: Path, replicas: int, concurrency: list[int], setti
 
 
 def _triton(model: Path, folder: Path, concurrency: list[int], settings, vs) -> list:
-    from deploy.serving import Endpoints, TritonServer
-    from deploy.serving.ray_cluster import free_port_block
-    from deploy.triton import TritonOptions, write_triton_model
+    from deploy.ray_serve.dev_cluster import free_port_block
+    from deploy.triton.repository import TritonOptions, write_triton_model
+    from deploy.triton.server import Endpoints, TritonServer
 
     repository = folder / "triton"
     write_triton_model(model, repository, "model", TritonOptions(triton_backend="python", instance_kind="KIND_CPU",

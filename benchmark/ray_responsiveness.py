@@ -104,8 +104,8 @@ def _beside_slow_clients(url: str, infer: str, body: tuple[bytes, int], count: i
 
 def measure(model: Path, concurrency: list[int], duration: float, slow: int) -> list[dict]:
     from deploy.artifacts.onnx_file import inspect_onnx
-    from deploy.ray_serve import RayOptions, write_ray_app
-    from deploy.serving.ray_cluster import LocalRayCluster, free_port_block
+    from deploy.ray_serve.dev_cluster import LocalRayCluster, free_port_block
+    from deploy.ray_serve.writer import RayOptions, write_ray_app
 
     signature = inspect_onnx(model)
     body = _binary_body(tuple(signature.input.shape[1:]), signature.input.name)

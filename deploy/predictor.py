@@ -15,11 +15,11 @@ from resnet.registry import ModelOptions
 from toolkit.errors import ArtifactError, ToolkitError
 from toolkit.numbers import check_number
 
+from .artifacts.bundle import Bundle
 from .artifacts.labels import resolve_labels
 from .artifacts.metadata import ModelInfo
-from .bundle import Bundle
 from .preprocess import ImageError, describe_image, preprocess
-from .runtimes import Runtime, RuntimeOptions, backend_of, open_runtime
+from .runtimes import Runtime, RuntimeOptions, backend_of, open_bundle, open_runtime
 from .runtimes.choices import BACKEND_CHOICES, DEVICES
 
 DEFAULT_CHUNK = 32  # images per run when the model takes any batch size
@@ -68,7 +68,7 @@ def open_model(
 
     A file runs in the backend its suffix names (`deploy.runtimes.open_runtime`); a bundle in
     its engine when TensorRT and a compatible GPU are here, else its ONNX file
-    (`Bundle.open_runtime`). ONNX Runtime and PyTorch run on CUDA when they can, else on the
+    (`deploy.runtimes.open_bundle`). ONNX Runtime and PyTorch run on CUDA when they can, else on the
     CPU. `backend` and `device` ("cpu" or "cuda") force a choice; a forced choice that can't
     be honoured is an error, not a fallback. `model` names the registered model a `.pt`/`.pth`
     checkpoint holds, for one that doesn't record it (its architecture is otherwise read from
@@ -89,7 +89,7 @@ def open_model(
         return torch_runtime(replace(model, weights=path).create(), options), None
     if path.is_dir():
         bundle = Bundle.open(path)
-        return bundle.open_runtime(backend=backend, device=device, precision=precision), bundle
+        return open_bundle(bundle, backend=backend, device=device, precision=precision), bundle
     return open_runtime(path, options, backend=backend), None
 
 

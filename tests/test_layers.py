@@ -1,9 +1,16 @@
 """The dependency rule of docs/design.md, checked on every import of every module.
 
-    toolkit  <-  resnet  <-  deploy (artifacts <- runtimes <- formats)  <-  export  <-  benchmark
+    toolkit  <-  resnet  <-  deploy  <-  export  <-  benchmark
 
-Each package imports only the layers below it (and itself); inside `deploy`, the artifacts
-import no runtime or format, and the runtimes no format. Imports inside functions count too.
+    deploy:  artifacts  <-  runtimes  <-  the rest of the foundation (inputs, Predictor, evaluation)
+                                             <-  shipping  <-  one room per target  <-  cli
+
+Each package imports only the layers below it (and itself). Inside `deploy`, the artifacts import
+no runtime, and the runtimes nothing else of deploy; the foundation imports no target and not
+`shipping`; `shipping` (what every target ships) imports the foundation only; a target
+(`bundle`, `triton`, `ray_serve`) imports the foundation, `shipping` and itself, never another
+target; `serving` holds only the old paths users' files name (shims onto the targets); the
+commands (`deploy.cli`) may import everything of deploy. Imports inside functions count too.
 `toolkit`, at the bottom, imports nothing heavier than NumPy and click, so that every `--help`
 stays fast.
 """
@@ -15,14 +22,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("toolkit", "resnet", "deploy", "export", "benchmark")
+FOUNDATION = {"deploy", "deploy.artifacts", "deploy.runtimes", "deploy.preprocess", "deploy.datasets",
+              "deploy.predictor", "deploy.evaluate"}  # fmt: skip
+TARGETS = ("deploy.bundle", "deploy.triton", "deploy.ray_serve")
 ALLOWED = {
     "toolkit": {"toolkit"},
     "resnet": {"toolkit", "resnet"},
     "deploy.artifacts": {"toolkit", "resnet", "deploy.artifacts"},
     "deploy.runtimes": {"toolkit", "resnet", "deploy.artifacts", "deploy.runtimes"},
-    "deploy": {"toolkit", "resnet", "deploy"},
-    "export": {"toolkit", "resnet", "deploy", "export"},
-    "benchmark": {"toolkit", "resnet", "deploy", "export", "benchmark"},
+    "deploy": {"toolkit", "resnet"} | FOUNDATION,
+    "deploy.shipping": {"toolkit", "resnet", "deploy.shipping"} | FOUNDATION,
+    **{target: {"toolkit", "resnet", "deploy.shipping", target} | FOUNDATION for target in TARGETS},
+    "deploy.serving": {"toolkit", "resnet", "deploy.serving", *TARGETS},
+    "deploy.cli": {"toolkit", "resnet", "deploy.*"},
+    "export": {"toolkit", "resnet", "deploy.*", "export"},
+    "benchmark": {"toolkit", "resnet", "deploy.*", "export", "benchmark"},
 }
 HEAVY = {"torch", "onnx", "onnxruntime", "tensorrt", "PIL", "matplotlib"}
 
@@ -50,6 +64,18 @@ def imports(path: Path, root: Path = ROOT) -> list[tuple[str, int]]:
     return found
 
 
+def allowed(target: str, layers: set[str]) -> bool:
+    """Whether `target` is in one of `layers`: a layer is its module and the modules below it, but
+    bare `deploy` is the package's own `__init__` (what it re-exports is the foundation) and
+    `deploy.*` is all of deploy."""
+    for layer in layers:
+        if layer == "deploy.*" and (target == "deploy" or target.startswith("deploy.")):
+            return True
+        if target == layer or (layer != "deploy" and target.startswith(layer + ".")):
+            return True
+    return False
+
+
 def layer_of(name: str) -> str | None:
     for layer in sorted(ALLOWED, key=len, reverse=True):
         if name == layer or name.startswith(layer + "."):
@@ -68,8 +94,7 @@ def violations(path: Path, root: Path = ROOT) -> list[str]:
             if own == "toolkit" and target.split(".")[0] in HEAVY:
                 found.append(f"{path.relative_to(root)}:{line} imports {target}, too heavy for the bottom layer")
             continue
-        allowed = ALLOWED[own]
-        if not any(target == a or target.startswith(a + ".") for a in allowed):
+        if not allowed(target, ALLOWED[own]):
             found.append(f"{path.relative_to(root)}:{line} ({own}) imports {target}")
     return found
 
@@ -99,6 +124,21 @@ def test_the_check_catches_an_upward_import(tmp_path):
     assert violations(tool / "heavy.py", fake_root) == [
         "toolkit/heavy.py:2 imports torch, too heavy for the bottom layer"
     ]
+
+
+def test_the_check_catches_a_target_that_imports_another_or_a_foundation_that_imports_one(tmp_path):
+    """No target imports another (the Ray writer read its artifact through Triton's module), and
+    the foundation imports no target (the Predictor imported the bundle writer's module)."""
+    for folder in ("ray_serve", "triton"):
+        (tmp_path / "deploy" / folder).mkdir(parents=True)
+    ray = tmp_path / "deploy" / "ray_serve" / "writer.py"
+    ray.write_text("from ..triton.repository import copy_artifact\nfrom ..shipping.model import read_shipped_model\n")
+    predictor = tmp_path / "deploy" / "predictor.py"
+    predictor.write_text("from .bundle import write_bundle\nfrom .artifacts.bundle import Bundle\nimport deploy\n")
+    assert violations(ray, tmp_path) == [
+        "deploy/ray_serve/writer.py:1 (deploy.ray_serve) imports deploy.triton.repository"
+    ]
+    assert violations(predictor, tmp_path) == ["deploy/predictor.py:1 (deploy) imports deploy.bundle"]
 
 
 def test_reading_what_an_artifact_says_imports_no_torch(tmp_path):

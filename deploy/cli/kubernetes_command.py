@@ -73,7 +73,7 @@ def kubernetes(
     on Triton's queue time per request), prometheus-adapter-values.yaml (the rule that defines that metric), inferenceservice.yaml
     (KServe's alternative) and a README. Nothing here runs them: they are written and checked.
     """
-    from ..kubernetes import KubernetesOptions, write_kubernetes
+    from ..triton.kubernetes import KubernetesOptions, write_kubernetes
 
     options = KubernetesOptions(
         name=name,

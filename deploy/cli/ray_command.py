@@ -30,7 +30,7 @@ def _ray_options(
     http_port,
     proxy_location,
 ):
-    from ..ray_serve import RayOptions
+    from ..ray_serve.writer import RayOptions
 
     return RayOptions(
         min_replicas=min_replicas,
@@ -166,7 +166,7 @@ def ray(model, app_dir, name, ray_options, labels, force) -> int:
     runtime on the artifact, gathers requests with serve.batch, and answers the Open Inference
     Protocol's REST form at /v2/models/NAME/infer and one encoded image at /v2/models/NAME/classify.
     """
-    from ..ray_serve import CONFIG_NAME, write_ray_app
+    from ..ray_serve.writer import CONFIG_NAME, write_ray_app
 
     folder = write_ray_app(model, app_dir, name, ray_options, labels=labels, force=force)
     click.echo(f"{folder}: " + ", ".join(sorted(p.name for p in folder.iterdir() if p.is_file())))

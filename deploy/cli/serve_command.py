@@ -17,7 +17,7 @@ from toolkit.numbers import Number
 from .options import port
 
 if TYPE_CHECKING:
-    from ..serving import TritonServer
+    from ..triton.server import TritonServer
 
 
 @click.command("serve", cls=ToolkitCommand)
@@ -87,7 +87,7 @@ def serve(
     stopped so, 1 the restarts are spent, 2 it could not start (a port in use, a model it can't
     load, ...).
     """
-    from ..serving import Endpoints, TritonServer
+    from ..triton.server import Endpoints, TritonServer
 
     if no_http and click.get_current_context().get_parameter_source("http_port").name != "DEFAULT":
         raise click.UsageError("--no-http closes the HTTP endpoint: give no --http-port")

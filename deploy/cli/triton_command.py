@@ -16,7 +16,7 @@ from ..runtimes.choices import TRITON_BACKENDS
 from .options import onnx_backend_options
 
 if TYPE_CHECKING:
-    from ..triton import TritonOptions
+    from ..triton.repository import TritonOptions
 
 
 def _serving(
@@ -35,14 +35,14 @@ def _serving(
         click.echo("resnet-deploy: --backend python is now --triton-backend python (the old spelling goes in the "
                    "next release)", err=True)  # fmt: skip
         triton_backend, backend = triton_backend or "python", None
-    from ..triton import TritonOptions
+    from ..triton.repository import TritonOptions
 
     preferred = parse_ints(preferred_batch, "--preferred-batch") if preferred_batch else ()
     measured = None
     if sla_from is not None:
         if preferred_batch or click.get_current_context().get_parameter_source("max_queue_delay_us").name != "DEFAULT":
             raise click.UsageError("--sla-from sets --preferred-batch and --max-queue-delay-us: give one or the other")
-        from ..triton_records import read_sla_record
+        from ..triton.records import read_sla_record
 
         batch, max_queue_delay_us, measured = read_sla_record(sla_from)
         preferred = (batch,)
@@ -117,8 +117,8 @@ serving_options = option_group(
 def triton(model, repository, name, serving, labels, force) -> int:
     """Write REPOSITORY/NAME/config.pbtxt and REPOSITORY/NAME/1/model.onnx (or model.plan); with
     --triton-backend python also REPOSITORY/NAME_images/ (see resnet-deploy serve)."""
-    from ..triton import images_model_name, write_triton_model
-    from ..triton_records import MARKER
+    from ..triton.records import MARKER
+    from ..triton.repository import images_model_name, write_triton_model
 
     target = write_triton_model(model, repository, name, serving, labels=labels, force=force)
     folders = [target] + (

@@ -18,7 +18,7 @@ from .onnxruntime import (
     provider_problem,
     usable_ort_providers,
 )
-from .open import BACKEND_NAMES, BACKENDS, backend_of, open_runtime
+from .open import BACKEND_NAMES, BACKENDS, backend_of, open_bundle, open_runtime
 
 __all__ = [
     "BACKENDS",
@@ -31,6 +31,7 @@ __all__ = [
     "available_ort_providers",
     "backend_of",
     "default_provider",
+    "open_bundle",
     "open_runtime",
     "provider_problem",
     "usable_ort_providers",

@@ -187,3 +187,51 @@ def _open_onnx(path: Path, options: RuntimeOptions) -> Runtime:
         outputs=options.outputs,
         layer_times=options.layer_times,
     )
+
+
+def open_bundle(
+    bundle, *, backend: str | None = None, device: str | None = None, precision: str | None = None
+) -> Runtime:
+    """The runtime for an opened bundle (`deploy.artifacts.bundle.Bundle`): its engine when
+    TensorRT and a compatible GPU are here, else its ONNX file, in the runtime the bundle names
+    (OpenVINO, in its precision), falling back to ONNX Runtime (said on stderr) where that can't
+    run here, else in ONNX Runtime.
+
+    `backend` "tensorrt" demands the engine (an error, not a fallback, when it can't run);
+    "openvino" demands OpenVINO; "onnxruntime" skips both; "auto" takes the engine where it can
+    run, else the backend `--backend auto` chooses for the ONNX file (`choose_backend`). `device`
+    ("cpu" or "cuda") is where ONNX Runtime runs; `precision` overrides the bundle's.
+    """
+    from toolkit.errors import MissingDependencyError
+    from toolkit.files import notice
+
+    from .choices import BUNDLE_BACKEND_CHOICES
+
+    if backend not in (None, *BUNDLE_BACKEND_CHOICES):
+        raise ToolkitError(
+            f"a bundle holds an ONNX file (and an engine where one was built), no PyTorch checkpoint: it runs in "
+            f"{', '.join(BUNDLE_BACKEND_CHOICES)}, not {backend}"
+        )
+    if backend in ("auto", "tensorrt") or (backend is None and bundle.engine is not None):
+        if backend == "tensorrt" and bundle.engine is None:
+            raise ArtifactError(
+                f"bundle {bundle.folder} has no engine; build one on this machine: resnet-build {bundle.onnx}"
+            )
+        if bundle.engine is not None:
+            try:
+                return open_runtime(bundle.engine, backend="tensorrt")
+            except (MissingDependencyError, ArtifactError):
+                if backend == "tensorrt":
+                    raise
+    named = bundle.runtime
+    options = RuntimeOptions(device=device, precision=precision or named.get("precision", "fp32"))
+    if backend == "auto":
+        return open_runtime(bundle.onnx, options, backend=choose_backend(bundle.onnx, options))
+    if backend == "openvino" or (backend is None and named.get("backend") == "openvino" and device != "cuda"):
+        try:
+            return open_runtime(bundle.onnx, RuntimeOptions(precision=options.precision), backend="openvino")
+        except ToolkitError as error:
+            if backend == "openvino":
+                raise
+            notice(f"the bundle names OpenVINO, which can't run here ({error}); running it in ONNX Runtime")
+    return open_runtime(bundle.onnx, RuntimeOptions(device=device), backend="onnxruntime")

@@ -1,8 +1,8 @@
-"""Serving for real: the Triton Python-backend models a `--triton-backend python` repository runs
-(`backend`) and the Triton server this toolkit starts on a repository (`server`: the one PyPI's
-`nvidia-pytriton` ships). `resnet-deploy serve` is the command; the load generator is in
-`benchmark.serving`."""
+"""Where serving lived before each target got a folder of its own: the paths written into users'
+files (`deploy.serving.backend` in a Python-backend model.py, `deploy.serving.ray_app:build` in a
+Serve config) and this package's names keep working; new code imports `deploy.triton` and
+`deploy.ray_serve`."""
 
-from .server import Endpoints, TritonServer, check_repository, server_files
+from ..triton.server import Endpoints, TritonServer, check_repository, server_files
 
 __all__ = ["Endpoints", "TritonServer", "check_repository", "server_files"]

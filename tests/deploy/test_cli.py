@@ -159,14 +159,16 @@ def test_the_spellings_before_triton_backend_still_work_and_say_the_new_one(mode
 
 
 def test_ray_stays_out_of_every_other_path():
-    """Ray is imported only inside a Ray Serve replica (deploy.serving.ray_app) and by the local
-    cluster helper: the commands, the Triton model and the benchmark load none of it."""
+    """Ray is imported only inside a Ray Serve replica (deploy.ray_serve.replica) and by the local
+    cluster helper: the commands, the Triton model, the old paths of both and the benchmark load
+    none of it."""
     import subprocess
     import sys
 
     probe = (
-        "import sys, deploy.cli, benchmark.cli, deploy.ray_serve, deploy.kubernetes, deploy.serving.backend, "
-        "deploy.serving.ray_cluster; print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+        "import sys, deploy.cli, benchmark.cli, deploy.ray_serve, deploy.triton.kubernetes, deploy.serving.backend, "
+        "deploy.triton.python_model, deploy.ray_serve.dev_cluster; "
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

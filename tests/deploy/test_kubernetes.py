@@ -135,7 +135,7 @@ def test_the_ray_application_files(digits_files, tmp_path):
     assert (app / "model.onnx").read_bytes() == digits_files["fp32"].read_bytes()
     config = yaml.safe_load((app / "serve_config.yaml").read_text())
     (application,) = config["applications"]
-    assert application["import_path"] == "deploy.serving.ray_app:build"
+    assert application["import_path"] == "deploy.ray_serve.replica:build"
     assert application["args"]["artifact"] == str((app / "model.onnx").resolve())
     (deployment,) = application["deployments"]
     assert deployment["autoscaling_config"].items() >= {"min_replicas": 2, "max_replicas": 4}.items()
@@ -342,3 +342,21 @@ def test_an_existing_empty_folder_takes_the_app_with_force(digits_files, tmp_pat
     (tmp_path / "other" / "notes.txt").write_text("mine")
     assert run("ray", digits_files["fp32"], "--app-dir", tmp_path / "other", "--force").exit_code == 2
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_an_application_folder_written_before_the_move_is_still_run_and_replaced(digits_files, tmp_path):
+    """Issue 36: serve configs written before each target got a folder name
+    `deploy.serving.ray_app:build`; that path still gives the replica's builder, and `--force`
+    still takes such a folder for the toolkit's."""
+    pytest.importorskip("ray", reason="Ray Serve is not installed (pip install '.[ray]')")
+    import deploy.ray_serve.replica as replica
+    import deploy.serving.ray_app as old
+
+    assert old.build is replica.build
+    app = tmp_path / "app"
+    assert run("ray", digits_files["fp32"], "--app-dir", app).exit_code == 0
+    config = app / "serve_config.yaml"
+    config.write_text(config.read_text().replace("deploy.ray_serve.replica:build", "deploy.serving.ray_app:build"))
+    assert "deploy.serving.ray_app:build" in config.read_text()
+    assert run("ray", digits_files["fp32"], "--app-dir", app, "--force").exit_code == 0
+    assert "deploy.ray_serve.replica:build" in config.read_text()

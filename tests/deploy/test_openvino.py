@@ -14,7 +14,7 @@ from benchmark.cli import main as bench_main
 from deploy import Predictor
 from deploy.bundle import Bundle, write_bundle
 from deploy.cli import eval_main
-from deploy.runtimes import RuntimeOptions, open_runtime
+from deploy.runtimes import RuntimeOptions, open_bundle, open_runtime
 from deploy.runtimes.cpu import CpuFeatures
 from deploy.runtimes.open import choose_backend
 from export import export_onnx
@@ -162,15 +162,15 @@ def test_a_bundle_names_openvino_and_falls_back_to_onnx_runtime(files, tmp_path,
     on_notice(said.append)
     bundle = write_bundle(files["fp32"], tmp_path / "b", backend="openvino", precision="fp32")
     assert bundle.manifest["runtime"] == {"backend": "openvino", "precision": "fp32", "fallback": "onnxruntime"}
-    assert Bundle.open(tmp_path / "b").open_runtime().backend == "openvino"
+    assert open_bundle(Bundle.open(tmp_path / "b")).backend == "openvino"
     write_bundle(files["fp32"], tmp_path / "b16", backend="openvino", precision="bf16")
     # A board whose CPU has no BF16 (the probe's result): ONNX Runtime, said on stderr.
     monkeypatch.setattr(CpuFeatures, "probe", classmethod(lambda cls: WITHOUT_BF16))
-    assert Bundle.open(tmp_path / "b16").open_runtime().backend == "onnxruntime"
+    assert open_bundle(Bundle.open(tmp_path / "b16")).backend == "onnxruntime"
     on_notice(None)
     assert any("running it in ONNX Runtime" in line for line in said)
     with pytest.raises(ToolkitError, match="native BF16"):
-        Bundle.open(tmp_path / "b16").open_runtime(backend="openvino")
+        open_bundle(Bundle.open(tmp_path / "b16"), backend="openvino")
     with pytest.raises(ToolkitError, match="add --backend openvino"):
         write_bundle(files["fp32"], tmp_path / "c", precision="bf16")
 

@@ -21,7 +21,7 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray Serve is not installed (pip install '.[ray]')")
 
-from deploy.serving.ray_cluster import LocalRayCluster, free_port_block  # noqa: E402
+from deploy.ray_serve.dev_cluster import LocalRayCluster, free_port_block  # noqa: E402
 
 MODEL = "digits"
 # Faster failure detection for the lost-node test (Ray's defaults take about 30 s to call a node
@@ -120,7 +120,7 @@ class Load:
 @pytest.fixture(scope="module")  # stopped once its tests ran: idle, it still takes CPU from the rest
 def ray_app(tmp_path_factory, digits_files):
     """The cluster, the application deployed on it, and what the tests need to reach both."""
-    from deploy.ray_serve import RayOptions, write_ray_app
+    from deploy.ray_serve.writer import RayOptions, write_ray_app
 
     started = time.monotonic()
     cluster = LocalRayCluster(workers=1, cpus=1, environment=HEALTH).start()
@@ -156,7 +156,7 @@ def ray_app(tmp_path_factory, digits_files):
         cluster.stop()
         print(f"ray_app: cluster stopped in {time.monotonic() - stopping:.1f} s")
     assert cluster.pids() == [] and all(not node.pids() for node in cluster.nodes)  # nothing of ours is left
-    from deploy.serving.ray_cluster import _bindable
+    from deploy.ray_serve.dev_cluster import _bindable
 
     busy = [p for p in ports if not (_bindable("127.0.0.2", p) or _bindable("127.0.0.3", p))]
     assert not busy, f"ports still in use after the cluster stopped: {busy}"
@@ -351,7 +351,7 @@ def test_a_lost_node_costs_failed_requests_never_wrong_answers_and_a_new_node_re
 
     import onnxruntime as ort
 
-    from deploy.serving.ray_cluster import _signal_all
+    from deploy.ray_serve.dev_cluster import _signal_all
 
     cluster = ray_app["cluster"]
     wait_for(lambda: len(replicas(cluster)) == 2, 60, "two replicas before the node is lost")

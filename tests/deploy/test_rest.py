@@ -1,4 +1,4 @@
-"""The Open Inference Protocol's REST form as the Ray application reads it (`deploy.serving.rest`),
+"""The Open Inference Protocol's REST form as the Ray application reads it (`deploy.ray_serve.rest`),
 without a cluster: every hostile request of issue 35 (items 4 and 6) is a status and one sentence,
 decided before the model runs; well-formed requests give their tensor. tests/deploy/test_ray.py
 sends the same through a real cluster."""
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from deploy.serving.rest import RequestError, infer_answer, read_infer_request, shown, split_body, whole_number
+from deploy.ray_serve.rest import RequestError, infer_answer, read_infer_request, shown, split_body, whole_number
 
 
 def request(**fields) -> bytes:
@@ -93,7 +93,7 @@ def test_a_gathered_batch_reports_the_runs_it_was_split_into(digits_files):
     """Issue 35, item 4: a Ray answer reported the whole gathered batch as the batch it ran in, even
     when the runtime ran it in smaller pieces. `ServedArtifact.runs` says, row by row, the size of
     the run each row was in (padding included): the answer's `batch_size` is its first row's."""
-    from deploy.serving.served import ServedArtifact, ServingOptions
+    from deploy.shipping.served import ServedArtifact, ServingOptions
 
     batch = np.random.default_rng(0).standard_normal((10, 3, 32, 32), dtype=np.float32)
     limited = ServedArtifact(digits_files["fp32"], ServingOptions(max_batch=4), name="d")

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "tests" / "data" / "digits"
 
 try:
-    from deploy.serving import server_files
+    from deploy.triton.server import server_files
 
     server_files()
     REASON = None
@@ -107,7 +107,8 @@ def server(tour, readme, digits_files):
     """The one server of the test run, started as the README's serving block starts it, in the tour's
     folder: its `resnet-deploy triton` (the tour's digits.onnx as resnet20_digits), then the digits
     model as FP32, FP16-I/O and INT8 files, each served with its images model (and the FP32 file
-    run by OpenVINO inside Triton), added to the same repository, then its `resnet-deploy serve`.
+    run by OpenVINO inside Triton), added to the same repository (the INT8 pair's model.py naming
+    the path releases before the move wrote, `deploy.serving.backend`), then its `resnet-deploy serve`.
     Each command must print the README's lines (numbers aside; the models line lists the README's
     models among the others). At the end, the README's `kill %1`: SIGTERM, exit 0, no process of
     the repository left, its ports free."""
@@ -138,6 +139,9 @@ def server(tour, readme, digits_files):
         ]
         result = CliRunner().invoke(deploy_main, args + ["--max-batch", "64", "--max-queue-delay-us", "2000"])
         assert result.exit_code == 0, result.output
+    for name in ("digits8", "digits8_images"):  # as written before each target got a folder (issue 36)
+        script = repository / name / "1" / "model.py"
+        script.write_text(script.read_text().replace("deploy.triton.python_model", "deploy.serving.backend"))
     ports = free_ports()
     process, printed = start_serve(Path(serve.split()[2]), ports, cwd=tour.folder)
     models = next(line for line in shown_serve if line.strip().startswith("models"))
@@ -575,7 +579,7 @@ def _bench_while(url: str, signals, report: Path, ended: str = "the server stopp
 HOLDER = r"""
 import os, sys, time
 from pathlib import Path
-from deploy.serving.supervision import ServerFolder
+from deploy.triton.supervision import ServerFolder
 folder = ServerFolder()  # as a live serve in another PID namespace holds its files
 dead = sys.argv[1]
 moved = folder.path.with_name(f"resnet-deploy-serve-{dead}-{folder.path.name.rsplit('-', 1)[1]}")
@@ -750,7 +754,7 @@ def test_serve_refuses_ports_and_hosts_it_cannot_listen_on_in_one_sentence(extra
 
 def test_the_banner_says_when_the_models_are_open_to_the_network():
     from deploy.cli.serve_command import format_serving
-    from deploy.serving import Endpoints, TritonServer
+    from deploy.triton.server import Endpoints, TritonServer
 
     for host, open_line in (
         ("0.0.0.0", "listening on every interface"),
@@ -881,7 +885,7 @@ def test_the_autoscaling_rule_reads_metrics_this_tritonserver_exports(server):
     import re
     import urllib.request
 
-    from deploy.kubernetes import METRICS, adapter_rule
+    from deploy.triton.kubernetes import METRICS, adapter_rule
 
     with urllib.request.urlopen(f"http://127.0.0.1:{server['ports'][2]}/metrics", timeout=10) as answer:
         text = answer.read().decode()
@@ -898,7 +902,7 @@ def test_the_servers_reason_is_its_errors_never_its_informational_lines(tmp_path
     """Issue 35, item 7: a restart's reason quoted Triton's INFO lines ("killed by SIGKILL: I1207
     ... Started GRPCInferenceService"). The reason is its error lines, else its warnings, else
     that it logged no error."""
-    from deploy.serving import TritonServer
+    from deploy.triton.server import TritonServer
 
     server = TritonServer(tmp_path)
     server.log = tmp_path / "tritonserver.log"

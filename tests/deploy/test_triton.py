@@ -7,7 +7,8 @@ import pytest
 
 from deploy import ArtifactError
 from deploy.artifacts.manifest import BatchRange, write_manifest
-from deploy.triton import TritonOptions, read_repository_model, write_triton_model
+from deploy.shipping.model import read_shipped_model
+from deploy.triton.repository import TritonOptions, write_triton_model
 from resnet import ToolkitError
 from toolkit.files import sha256_file
 
@@ -62,7 +63,7 @@ def test_defaults_labels_and_cpu_instances(models, tmp_path):
     assert config.max_batch_size == 64 and config.output[0].label_filename == "labels.txt"
     assert (folder / "labels.txt").read_text().splitlines() == labels
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
-    assert read_repository_model(models["files"]["cifar"]).default_name == "resnet20_cifar10"
+    assert read_shipped_model(models["files"]["cifar"]).default_name == "resnet20_cifar10"
 
 
 def test_fixed_batch_onnx_has_no_batching(models, tmp_path):
@@ -95,7 +96,7 @@ def test_engine_config_matches_the_manifest(engine, tmp_path):
     assert list(config.input[0].dims) == [3, 32, 32] and config.input[0].data_type == model_config_pb2.TYPE_FP32
     assert list(config.output[0].dims) == [10]
     assert (folder / "1" / "model.plan").read_bytes() == b"engine bytes"
-    assert read_repository_model(engine).default_name == "resnet20_cifar10"
+    assert read_shipped_model(engine).default_name == "resnet20_cifar10"
 
 
 def test_engine_limits(engine, tmp_path, engine_manifest):
@@ -137,3 +138,30 @@ def test_existing_model_folder_is_kept_unless_forced(models, tmp_path):
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["m"]
     with pytest.raises(ArtifactError, match="does not exist"):
         write_triton_model(tmp_path / "nothing.onnx", tmp_path / "repo", "x")
+
+
+def test_a_python_backend_folder_written_before_the_move_is_still_replaced(models, tmp_path):
+    """Issue 36: Python-backend models written before each target got a folder import
+    `deploy.serving.backend`; that path still gives the same models (tests/deploy/test_serving.py
+    serves one so), and `--force` still takes such a folder, as its marker records it, for the
+    toolkit's."""
+    from click.testing import CliRunner
+
+    import deploy.serving.backend as old
+    import deploy.triton.python_model as new
+    from deploy.cli import main as deploy_main
+    from deploy.triton.records import MARKER, write_marker
+
+    assert (old.LogitsModel, old.ImagesModel) == (new.LogitsModel, new.ImagesModel)
+    repository = tmp_path / "repo"
+    args = ["triton", str(models["files"]["cifar"]), "--repository", str(repository), "--triton-backend", "python"]
+    assert CliRunner().invoke(deploy_main, args + ["--name", "m"]).exit_code == 0
+    for name in ("m", "m_images"):
+        script = repository / name / "1" / "model.py"
+        script.write_text(script.read_text().replace("deploy.triton.python_model", "deploy.serving.backend"))
+        (repository / name / MARKER).unlink()
+        write_marker(repository / name, name)  # as the release that wrote it recorded it
+    assert "from deploy.serving.backend import" in (repository / "m" / "1" / "model.py").read_text()
+    result = CliRunner().invoke(deploy_main, args + ["--name", "m", "--force"])
+    assert result.exit_code == 0, result.output
+    assert "from deploy.triton.python_model import" in (repository / "m" / "1" / "model.py").read_text()

@@ -31,12 +31,13 @@ from toolkit.files import check_replaceable_folder, publish_folder
 from toolkit.numbers import LIMITS, check_number
 from toolkit.yaml_text import dump
 
-from . import kubernetes_names as names
-from .artifacts.labels import resolve_labels
-from .triton import check_model_name, copy_artifact, read_repository_model
+from ..artifacts.labels import resolve_labels
+from ..shipping import kubernetes_names as names
+from ..shipping.model import check_model_name, copy_artifact, read_shipped_model
 
 CONFIG_NAME = "serve_config.yaml"
-IMPORT_PATH = "deploy.serving.ray_app:build"
+IMPORT_PATH = "deploy.ray_serve.replica:build"
+OLD_IMPORT_PATHS = ("deploy.serving.ray_app:build",)  # what earlier releases wrote (a shim still answers it)
 DEPLOYMENT = "ResNet"
 RAY_VERSION = "2.60.0"  # the release the tests run; the image's Ray must be the cluster's
 PROXY_LOCATIONS = ("EveryNode", "HeadOnly", "Disabled")
@@ -243,7 +244,7 @@ def write_ray_app(
     """Write the application folder (see the module docstring) and return it. An existing folder
     is refused unless `force` and it is one this command wrote (it has a `serve_config.yaml`
     naming this toolkit's application)."""
-    served = read_repository_model(model)
+    served = read_shipped_model(model)
     if name is not None and not name:
         raise ToolkitError("the application name is empty; give --name a name, or leave it out for the model's own")
     name = check_model_name(name or served.default_name)
@@ -278,7 +279,8 @@ def write_ray_app(
 
 def _is_ray_app(folder: Path) -> bool:
     config = folder / CONFIG_NAME
-    return config.is_file() and IMPORT_PATH in config.read_text(encoding="utf-8", errors="replace")
+    text = config.read_text(encoding="utf-8", errors="replace") if config.is_file() else ""
+    return any(path in text for path in (IMPORT_PATH, *OLD_IMPORT_PATHS))
 
 
 def _app_py(config: dict) -> str:
@@ -293,7 +295,7 @@ on a cluster, with the replicas and autoscaling that config gives."""
 
 from pathlib import Path
 
-from deploy.serving.ray_app import build
+from deploy.ray_serve.replica import build
 
 HERE = Path(__file__).resolve().parent
 ARGS = {pprint.pformat(args, sort_dicts=False)}

@@ -34,8 +34,8 @@ from pathlib import Path
 from toolkit.errors import MissingDependencyError, ToolkitError
 from toolkit.optional import INSTALL
 
-from ..triton_api import closed_api_arguments
-from ..triton_text import model_backends
+from .api import closed_api_arguments
+from .config_text import model_backends
 from .supervision import ServerFolder, StubWatch, die_with_parent, exit_reason, process_state, remove_leftovers
 
 EXIT_TIMEOUT_S = 5
@@ -177,7 +177,7 @@ class TritonServer:
     ) -> None:
         self.repository = Path(repository)
         self.endpoints, self.timeout = endpoints, timeout
-        self.open_admin = open_admin  # else Triton's admin APIs are closed to every request (deploy.triton_api)
+        self.open_admin = open_admin  # else Triton's admin APIs are closed to every request (deploy.triton.api)
         self.process: subprocess.Popen | None = None
         self._folder: ServerFolder | None = None
         self._stubs: StubWatch | None = None
@@ -233,7 +233,7 @@ class TritonServer:
 
     def _ready_models(self, names: set[str]) -> set[str] | None:
         """Those of `names` the server says are ready (None: it doesn't answer). Each model is asked
-        through the health API: the repository index is closed (deploy.triton_api)."""
+        through the health API: the repository index is closed (deploy.triton.api)."""
         ready = set()
         for name in sorted(names):
             answer = self._model_ready(name)

@@ -9,7 +9,7 @@ wrote: `resnet-deploy kubernetes REPOSITORY -o DIR`.
 The Deployment runs `tritonserver` from NVIDIA's image on the repository (a PersistentVolumeClaim
 mounted read-only, or an object-store URI Triton reads itself), with `nvidia.com/gpu` limits,
 readiness/liveness on Triton's `/v2/health/ready` and `/v2/health/live`, and Triton's model
-repository, shared-memory, logging and trace APIs closed to every client (`deploy.triton_api`). The autoscaler scales
+repository, shared-memory, logging and trace APIs closed to every client (`deploy.triton.api`). The autoscaler scales
 on the time a request waits in Triton's queue: the rate of `nv_inference_queue_duration_us` over
 the rate of `nv_inference_request_success`, summed per pod, i.e. the queue time per request
 weighted by each model's traffic (NVIDIA's chart divides per-model deltas and averages those, on
@@ -27,10 +27,10 @@ from toolkit.files import check_replaceable_folder, publish_folder
 from toolkit.numbers import check_number
 from toolkit.yaml_text import dump, dump_all
 
-from . import kubernetes_names as names
-from .artifacts.manifest import read_manifest
-from .triton_api import closed_api_arguments
-from .triton_text import instance_kinds, repository_configs, triton_backend
+from ..artifacts.manifest import read_manifest
+from ..shipping import kubernetes_names as names
+from .api import closed_api_arguments
+from .config_text import instance_kinds, repository_configs, triton_backend
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:26.06-py3"
 QUEUE_METRIC = "nv_inference_queue_duration_us"
@@ -179,7 +179,7 @@ def _deployment(metadata: dict, labels: dict, options: KubernetesOptions, image:
         "image": image,
         "command": ["tritonserver"],
         # the models load at start; the APIs that would load others (any code), map shared memory or
-        # change logging and tracing are closed to every client of the Service (deploy.triton_api)
+        # change logging and tracing are closed to every client of the Service (deploy.triton.api)
         "args": [
             f"--model-repository={repository}",
             "--strict-readiness=true",

@@ -24,70 +24,24 @@ Those load in any Triton with a Python backend whose Python environment holds th
 
 from __future__ import annotations
 
-import json
-import re
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from toolkit.errors import ArtifactError, ToolkitError
-from toolkit.files import check_replaceable_folder, input_file, publish_folders, read_json_file
+from toolkit.files import check_replaceable_folder, publish_folders
 from toolkit.numbers import check_number
 
-from .artifacts.labels import resolve_labels
-from .artifacts.manifest import BatchRange, read_manifest
-from .artifacts.metadata import ModelInfo
-from .artifacts.onnx_file import external_data_files, inspect_onnx
-from .artifacts.tensors import TensorInfo
-from .runtimes.choices import TRITON_BACKENDS
-from .runtimes.open import backend_of
-from .triton_records import check_measured, is_written_model, write_marker
+from ..artifacts.labels import resolve_labels
+from ..runtimes.choices import TRITON_BACKENDS
+from ..shipping.model import ShippedModel, artifact_name, check_model_name, copy_artifact, read_shipped_model
+from .records import check_measured, is_written_model, write_marker
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 INT32_MAX = 2**31 - 1
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16"}
 INSTANCE_KINDS = ("KIND_GPU", "KIND_CPU")
 DEFAULT_MAX_BATCH = 64
-
-
-@dataclass(frozen=True)
-class RepositoryModel:
-    """What Triton needs to know of a model file, read once: its platform, input and output,
-    an engine's batch range, and the model's metadata (for its name)."""
-
-    path: Path
-    platform: str  # "onnxruntime_onnx" or "tensorrt_plan"
-    input: TensorInfo
-    output: TensorInfo
-    batches: BatchRange | None  # an engine's
-    info: ModelInfo | None
-    data_files: tuple[Path, ...] = ()  # an ONNX file's external weights, copied beside it
-
-    @property
-    def default_name(self) -> str:
-        """The model's name from its metadata (ONNX) or manifest (engine), else the file's stem."""
-        return self.info.name if self.info is not None else self.path.stem
-
-
-def read_repository_model(path: str | Path) -> RepositoryModel:
-    """An ONNX file or a TensorRT engine (with its manifest), as Triton will serve it."""
-    path = input_file(path, "model", "a model file (.onnx, .plan, .engine)", ArtifactError)
-    backend = backend_of(path)
-    if backend == "tensorrt":
-        manifest = read_manifest(path)
-        if manifest is None:
-            raise ArtifactError(f"engine {path} has no manifest ({path.name}.json); build it with resnet-build")
-        (inp,), (out,) = manifest.inputs, manifest.outputs
-        return RepositoryModel(path, "tensorrt_plan", inp, out, manifest.batches, manifest.model)
-    if backend == "onnxruntime":
-        signature = inspect_onnx(path)
-        data = tuple(external_data_files(signature))
-        return RepositoryModel(path, "onnxruntime_onnx", signature.input, signature.output, None, signature.info, data)
-    raise ToolkitError(
-        f"{path.name} is a PyTorch checkpoint; Triton serves the ONNX file or engine made from it (resnet-export)"
-    )
 
 
 def quoted(text: str) -> str:
@@ -211,9 +165,9 @@ class TritonOptions:
 
 
 def triton_config(
-    model: RepositoryModel, name: str, options: TritonOptions = TritonOptions(), *, labels: bool = False
+    model: ShippedModel, name: str, options: TritonOptions = TritonOptions(), *, labels: bool = False
 ) -> TritonConfig:
-    """The Triton config for a model read by `read_repository_model`: with its platform backend, or
+    """The Triton config for a model read by `read_shipped_model`: with its platform backend, or
     with the Python backend running the toolkit's runtime (`options.triton_backend == "python"`)."""
     check_model_name(name)
     python = _check_backend(model, options)
@@ -242,7 +196,7 @@ def triton_config(
     )
 
 
-def images_config(logits: TritonConfig, model: RepositoryModel, top_k: int) -> TritonConfig:
+def images_config(logits: TritonConfig, model: ShippedModel, top_k: int) -> TritonConfig:
     """The image-classification model served beside a Python-backend `logits` model: `image`, one
     encoded JPEG or PNG per batch item (TYPE_STRING), in; the `top_k` best classes out, as three
     plain tensors (`indices`, `scores`, `labels`) a client reads without Triton's classification
@@ -268,22 +222,7 @@ def images_model_name(name: str) -> str:
     return f"{name}_images"
 
 
-MAX_NAME_BYTES = 200  # a folder name (255 bytes on Linux) with room for "_images"
-
-
-def check_model_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise ToolkitError(
-            f"model name {name!r} must be letters, digits, '_', '.' or '-' (no slashes or spaces), starting with a letter or digit"
-        )
-    if len(name.encode()) > MAX_NAME_BYTES:
-        raise ToolkitError(
-            f"model name {name[:20]}... is {len(name)} characters; a model name is at most {MAX_NAME_BYTES}"
-        )
-    return name
-
-
-def _check_backend(model: RepositoryModel, options: TritonOptions) -> bool:
+def _check_backend(model: ShippedModel, options: TritonOptions) -> bool:
     """Whether the model is served by the Python backend; a platform the file can't have is an error."""
     own = "tensorrt" if model.platform == "tensorrt_plan" else "onnxruntime"
     if options.backend not in (None, own, *(("openvino",) if own == "onnxruntime" else ())):
@@ -297,19 +236,19 @@ def _check_backend(model: RepositoryModel, options: TritonOptions) -> bool:
     return False
 
 
-def _instance_kind(model: RepositoryModel, options: TritonOptions, python: bool) -> str:
+def _instance_kind(model: ShippedModel, options: TritonOptions, python: bool) -> str:
     """Where instances run: as asked; else on the GPU, but for a Python-backend ONNX model on a
     machine without one (its runtime then runs on the CPU)."""
     if options.instance_kind is not None:
         return options.instance_kind
     if python and model.platform != "tensorrt_plan":
-        from .runtimes.gpu import cuda_available
+        from ..runtimes.gpu import cuda_available
 
         return "KIND_GPU" if cuda_available() and options.backend != "openvino" else "KIND_CPU"
     return "KIND_GPU"
 
 
-def _python_parameters(model: RepositoryModel, options: TritonOptions) -> dict[str, str]:
+def _python_parameters(model: ShippedModel, options: TritonOptions) -> dict[str, str]:
     """What a Python-backend model needs, in its config: the artifact's file name, the toolkit
     and Python it was written for (the server's Python environment must have them), and the
     runtime and precision when OpenVINO runs it."""
@@ -324,11 +263,7 @@ def _python_parameters(model: RepositoryModel, options: TritonOptions) -> dict[s
     } | ({"runtime": "openvino", "precision": options.precision} if options.backend == "openvino" else {})
 
 
-def artifact_name(model: RepositoryModel) -> str:
-    return "model.plan" if model.platform == "tensorrt_plan" else "model.onnx"
-
-
-def _engine_limit(model: RepositoryModel, kind: str) -> int | None:
+def _engine_limit(model: ShippedModel, kind: str) -> int | None:
     """An engine's largest batch (None for ONNX, or a fixed batch), after checking that Triton can
     serve the engine as asked: on the GPU, from batch 1."""
     if model.platform != "tensorrt_plan":
@@ -343,7 +278,7 @@ def _engine_limit(model: RepositoryModel, kind: str) -> int | None:
     return model.batches.max if model.input.batch is None else None
 
 
-def _batching(model: RepositoryModel, options: TritonOptions, limit: int | None) -> tuple[int, list[int], list[int]]:
+def _batching(model: ShippedModel, options: TritonOptions, limit: int | None) -> tuple[int, list[int], list[int]]:
     """(max_batch_size, input dims, output dims): without the batch axis when Triton batches (a
     dynamic batch axis); the full shapes and max_batch_size 0 for a fixed batch."""
     file_name, preferred = model.path.name, options.preferred_batch
@@ -394,11 +329,11 @@ def write_triton_model(
     """Write `repository/name/` (config.pbtxt, version 1 of the model, labels) and return it; with
     the Python backend also `repository/name_images/` (see the module docstring).
 
-    `name` defaults to the model's own (`RepositoryModel.default_name`); `options` say how Triton
+    `name` defaults to the model's own (`ShippedModel.default_name`); `options` say how Triton
     serves it (`TritonOptions`). Each model folder is assembled in a hidden folder beside it and
     renamed into place; an existing model folder of that name is refused unless `force`.
     """
-    served = read_repository_model(model)
+    served = read_shipped_model(model)
     check_measured(served.path, options.measured)
     repository = Path(repository)
     if name is not None and not name:
@@ -433,7 +368,7 @@ def write_triton_model(
     return repository / name
 
 
-def _fill_model_folder(folder: Path, served: RepositoryModel, config: TritonConfig, labels: list[str] | None) -> None:
+def _fill_model_folder(folder: Path, served: ShippedModel, config: TritonConfig, labels: list[str] | None) -> None:
     """config.pbtxt, version 1 (the artifact, its external data or manifest; a Python model's
     model.py) and labels.txt."""
     version = folder / "1"
@@ -447,20 +382,6 @@ def _fill_model_folder(folder: Path, served: RepositoryModel, config: TritonConf
         (folder / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
 
 
-def copy_artifact(served: RepositoryModel, folder: Path, *, with_manifest: bool = True) -> Path:
-    """The artifact into `folder` as `model.onnx` (with its external data, named as the file
-    names it) or `model.plan` (with its manifest, renamed to match, where the toolkit's runtime
-    will open it and check it); its path there."""
-    artifact = folder / artifact_name(served)
-    shutil.copyfile(served.path, artifact)
-    for data in served.data_files:  # the model names its external data by file name
-        shutil.copyfile(data, folder / data.name)
-    if served.platform == "tensorrt_plan" and with_manifest:
-        manifest = read_json_file(f"{served.path}.json", "engine manifest", "an engine manifest", ArtifactError)
-        (folder / f"{artifact.name}.json").write_text(json.dumps({**manifest, "engine_file": artifact.name}, indent=2))
-    return artifact
-
-
 def _model_py(kind: str, parameters: dict[str, str]) -> str:
     """The model.py of a Python-backend model: the toolkit's class, imported from the server's
     Python environment (which must hold the toolkit)."""
@@ -472,7 +393,7 @@ the server's Python environment needs the toolkit (version {parameters["toolkit"
 REPOSITORY` starts a server with it (the stub of the running Python, that environment's packages).
 """
 
-from deploy.serving.backend import {kind} as TritonPythonModel  # noqa: F401
+from deploy.triton.python_model import {kind} as TritonPythonModel  # noqa: F401
 '''
 
 

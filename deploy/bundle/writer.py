@@ -1,0 +1,217 @@
+"""Deployment bundles: one self-contained folder to copy onto a board.
+
+    DIR/
+      model.onnx          the model (the engine is built from it on the board)
+      model.plan          optional: a prebuilt engine, only for a board identical to the builder
+      model.plan.json     its manifest
+      labels.txt          optional: one class name per line
+      manifest.json       input spec, precision, inputs/outputs, versions, SHA-256 of every file
+      README.md           how to build the engine on the board and run predictions
+
+Opening a bundle verifies every checksum; a missing, truncated or altered file is refused with
+a sentence naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+from toolkit.errors import ArtifactError, ToolkitError
+from toolkit.files import (
+    check_replaceable_folder,
+    input_file,
+    parse_json,
+    publish_folder,
+    sha256_file,
+)
+from toolkit.provenance import versions
+
+from ..artifacts.bundle import (
+    BUNDLE_FORMAT,
+    ENGINE_NAME,
+    LABELS_NAME,
+    MANIFEST_NAME,
+    ONNX_NAME,
+    README_NAME,
+    Bundle,
+    is_bundle,
+)
+from ..artifacts.labels import resolve_labels
+from ..artifacts.manifest import EngineManifest, manifest_path, read_manifest
+from ..artifacts.metadata import ModelInfo
+from ..artifacts.onnx_file import external_data_files, inspect_onnx
+from ..runtimes import backend_of
+
+
+def _readme(info: ModelInfo, has_engine: bool, has_labels: bool, engine_env: dict | None) -> str:
+    spec = info.input_spec
+    prebuilt = ""
+    if has_engine:
+        prebuilt = (
+            f"\n`{ENGINE_NAME}` was built on {engine_env.get('gpu_name')} (compute capability "
+            f"{engine_env.get('compute_capability')}) with TensorRT {engine_env.get('tensorrt_version')}. It runs only on "
+            "the same GPU architecture and TensorRT release; anywhere else the loader refuses it and says so. "
+            "On any other board, build the engine there (step 2) and it replaces this one.\n"
+        )
+    return f"""# {info.name} deployment bundle
+
+{info.name}: ResNet-{info.depth} for {info.dataset} ({info.num_classes} classes), {info.precision.upper()} graph,
+input `[N, {spec.channels}, {spec.height}, {spec.width}]` ({info.io_dtype}), normalised with mean {list(spec.mean)} and std
+{list(spec.std)}{f", after resizing the shorter side to {spec.resize} and centre-cropping" if spec.resize else ", after resizing the image"}.
+The toolkit reads all of this from `{MANIFEST_NAME}`; nothing needs to be repeated on the command line.
+{prebuilt}
+## On the board (e.g. a Jetson with JetPack)
+
+1. Install the toolkit where JetPack's TensorRT is visible:
+
+       python3 -m venv --system-site-packages .venv && . .venv/bin/activate
+       pip install './resnet-deploy-toolkit[cpu,images]'    # from a copy of the toolkit
+
+   This installs no PyTorch: running a bundle needs none (`[cpu]` is ONNX Runtime, `[images]`
+   Pillow; PyTorch comes only with `[export]`, for exporting). An engine built with
+   `resnet-build --version-compatible` runs where only TensorRT's lean runtime is installed.
+
+2. Build the engine **on the board itself**: engines are tied to the GPU and the TensorRT
+   release that built them.
+
+       resnet-build {ONNX_NAME} -o {ENGINE_NAME} --max-batch 8
+       resnet-deploy bundle {ONNX_NAME} --engine {ENGINE_NAME} -o ../{info.name}-board{" --labels " + LABELS_NAME if has_labels else ""}
+
+   (The second command writes a new bundle with the engine and fresh checksums.)
+
+3. Run predictions:
+
+       resnet-deploy predict . image.jpg other.png --top-k 5
+
+   It uses the engine when TensorRT and a compatible GPU are present, else the runtime that
+   `{MANIFEST_NAME}` names (OpenVINO, for a CPU board; `pip install 'resnet-deploy-toolkit[openvino]'`),
+   else ONNX Runtime.
+
+Every file is listed in `{MANIFEST_NAME}` with its SHA-256; a file changed after the bundle was
+written is refused when the bundle is opened.
+"""
+
+
+def write_bundle(
+    model: str | Path,
+    output: str | Path,
+    *,
+    engine: str | Path | None = None,
+    labels: str | Path | Sequence[str] | None = None,
+    force: bool = False,
+    backend: str | None = None,
+    precision: str = "fp32",
+) -> Bundle:
+    """Write a bundle folder for an ONNX file (and optionally its engine and labels).
+
+    `backend` "openvino" names OpenVINO (in `precision`, fp32 or bf16) as what runs its ONNX file
+    on the board, with ONNX Runtime as the fallback where OpenVINO can't run.
+
+    The folder is assembled beside `output` and renamed into place at the end, so an
+    interrupted run leaves no half-written bundle. An existing `output` is refused unless
+    `force`, which replaces it only once the new bundle is complete.
+    """
+    model, output = Path(model), Path(output)
+    named = _named_backend(backend, precision)
+    if backend_of(model) == "tensorrt":
+        raise ToolkitError(
+            f"{model.name} is an engine; a bundle is made from the ONNX file (add the engine with --engine)"
+        )
+    signature = inspect_onnx(model)
+    info = signature.info
+    if info is None:
+        raise ArtifactError(f"{model} carries no resnet-export metadata; export it with resnet-export")
+    inputs = [model] + ([engine] if engine is not None else []) + ([labels] if isinstance(labels, (str, Path)) else [])
+    check_replaceable_folder(output, force=force, is_ours=is_bundle, what="bundle", inputs=inputs)
+    replace = is_bundle if output.exists() else None  # checked again when the new bundle is complete
+    engine_manifest = _engine_of(model, engine) if engine is not None else None
+    label_list = resolve_labels(labels, info.num_classes)
+    data_files = _data_files(signature)
+    with publish_folder(output, replace=replace) as folder:
+        shutil.copyfile(model, folder / ONNX_NAME)
+        for data in data_files:  # the model names its external data by file name: they keep theirs
+            shutil.copyfile(data, folder / data.name)
+        if engine is not None:
+            shutil.copyfile(engine, folder / ENGINE_NAME)
+            shutil.copyfile(manifest_path(engine), folder / (ENGINE_NAME + ".json"))
+            _retarget_engine_manifest(folder / (ENGINE_NAME + ".json"))
+        if label_list is not None:
+            (folder / LABELS_NAME).write_text("\n".join(label_list) + "\n", encoding="utf-8")
+        environment = engine_manifest.to_dict()["environment"] if engine_manifest else None
+        (folder / README_NAME).write_text(
+            _readme(info, engine is not None, label_list is not None, environment), encoding="utf-8"
+        )
+        manifest = _manifest(folder, signature, environment) | ({"runtime": named} if named else {})
+        (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return Bundle.open(output)
+
+
+def _named_backend(backend: str | None, precision: str) -> dict | None:
+    """The bundle's "runtime" record (the manifest's key), after checking it (None: ONNX Runtime,
+    nothing to record)."""
+    if backend in (None, "onnxruntime"):
+        if precision != "fp32":
+            raise ToolkitError("--precision names OpenVINO's arithmetic: add --backend openvino")
+        return None
+    from ..runtimes.choices import OPENVINO_PRECISIONS
+
+    if backend != "openvino":
+        raise ToolkitError(f"a bundle's ONNX file runs in onnxruntime or openvino, not {backend!r}")
+    if precision not in OPENVINO_PRECISIONS:
+        raise ToolkitError(f"OpenVINO computes in {' or '.join(OPENVINO_PRECISIONS)}, not {precision}")
+    return {"backend": "openvino", "precision": precision, "fallback": "onnxruntime"}
+
+
+def _data_files(signature) -> list[Path]:
+    """The model's external data files (copied under their own names), none named like a bundle file."""
+    files = external_data_files(signature)
+    taken = [
+        f.name
+        for f in files
+        if f.name in (ONNX_NAME, ENGINE_NAME, ENGINE_NAME + ".json", LABELS_NAME, MANIFEST_NAME, README_NAME)
+    ]
+    if taken:
+        raise ArtifactError(f"{signature.path} reads weights from {taken[0]}, a name a bundle keeps for its own file")
+    return files
+
+
+def _engine_of(model: Path, engine: str | Path) -> EngineManifest:
+    """The manifest of a prebuilt engine for the bundle, after checking it was built from `model`."""
+    engine = input_file(engine, "engine file", "an engine file", ArtifactError)
+    engine_manifest = read_manifest(engine)
+    if engine_manifest is None:
+        raise ArtifactError(
+            f"engine {engine} has no manifest ({manifest_path(engine).name}); build it with resnet-build"
+        )
+    if engine_manifest.source_onnx.get("sha256") != sha256_file(model):
+        raise ArtifactError(
+            f"engine {engine.name} was built from another ONNX file than {model.name}; rebuild it from this one"
+        )
+    return engine_manifest
+
+
+def _manifest(folder: Path, signature, environment: dict | None) -> dict:
+    """`manifest.json`: the model, its inputs and outputs, the engine's environment, versions, and
+    the size and SHA-256 of every file already in `folder`."""
+    info = signature.info
+    return {
+        "format": BUNDLE_FORMAT,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": info.to_dict(),
+        "precision": info.precision,
+        "io": {"input": signature.input.to_dict(), "output": signature.output.to_dict()},
+        "engine": environment,
+        "versions": {**versions(), **info.producer},
+        "files": {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(folder.iterdir())},
+    }
+
+
+def _retarget_engine_manifest(path: Path) -> None:
+    """The copied engine manifest names the engine by its bundle file name."""
+    data = parse_json(path.read_text(), str(path), "an engine manifest", ArtifactError)
+    data["engine_file"] = ENGINE_NAME
+    path.write_text(json.dumps(data, indent=2) + "\n")
