@@ -37,7 +37,7 @@ def _ray(model: Path, folder: Path, replicas: int, concurrency: list[int], setti
         options = RayOptions(
             min_replicas=replicas,
             max_replicas=replicas,
-            max_batch=16,
+            batch_requests=16,
             http_host="127.0.0.2",
             http_port=port,
             proxy_location="HeadOnly",
@@ -63,7 +63,7 @@ def _triton(model: Path, folder: Path, concurrency: list[int], settings, vs) -> 
 
     repository = folder / "triton"
     write_triton_model(model, repository, "model", TritonOptions(triton_backend="python", instance_kind="KIND_CPU",
-                                                                 max_batch=16, max_queue_delay_us=2000))  # fmt: skip
+                                                                 max_batch_size=16, max_queue_delay_us=2000))  # fmt: skip
     http, grpc, metrics = free_port_block("127.0.0.1", 3)
     with TritonServer(repository, Endpoints("127.0.0.1", http, grpc, metrics)) as server:
         server.start()

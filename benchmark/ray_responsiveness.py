@@ -111,7 +111,7 @@ def measure(model: Path, concurrency: list[int], duration: float, slow: int) -> 
     body = _binary_body(tuple(signature.input.shape[1:]), signature.input.name)
     with tempfile.TemporaryDirectory() as folder, LocalRayCluster(workers=0, cpus=2) as cluster:
         (port,) = free_port_block("127.0.0.2", 1)
-        options = RayOptions(min_replicas=1, max_replicas=1, max_batch=8, http_host="127.0.0.2", http_port=port,
+        options = RayOptions(min_replicas=1, max_replicas=1, batch_requests=8, http_host="127.0.0.2", http_port=port,
                              proxy_location="HeadOnly")  # fmt: skip
         app = write_ray_app(model, Path(folder) / "app", "m", options)
         serve = shutil.which("serve", path=str(Path(sys.executable).parent))

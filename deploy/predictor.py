@@ -147,9 +147,8 @@ class Predictor:
         if labels is None and self.bundle is not None:
             labels = self.bundle.labels
         self.labels = resolve_labels(labels, self.spec.num_classes)
-        low, high = self.runtime.batch_range
-        self.min_batch = low
-        self.max_batch = high if high is not None else DEFAULT_CHUNK
+        high = self.runtime.batch_range[1]
+        self.images_per_run = high if high is not None else DEFAULT_CHUNK
         self._lock = threading.Lock()
         # Seconds to open the model (reading it, the runtime's session) and of the first run (the
         # runtime's own first-run work included): what a process pays before its first prediction.
@@ -173,8 +172,8 @@ class Predictor:
         if isinstance(images, (str, Path, bytes, bytearray, np.ndarray)) or not isinstance(images, Iterable):
             images = [images]
         images, predictions = list(images), []
-        for start in range(0, len(images), self.max_batch):
-            chunk = images[start : start + self.max_batch]
+        for start in range(0, len(images), self.images_per_run):
+            chunk = images[start : start + self.images_per_run]
             batch = np.stack([self.preprocess(image) for image in chunk])
             predictions += self.predict_arrays(batch, top_k=top_k, sources=[describe_image(i) for i in chunk])
         return predictions
@@ -184,8 +183,8 @@ class Predictor:
         `UnreadableImage` saying why it could not be read. Images are read and run a batch at a
         time, so memory does not grow with their number."""
         results: list[Prediction | UnreadableImage] = []
-        for start in range(0, len(images), self.max_batch):
-            chunk = images[start : start + self.max_batch]
+        for start in range(0, len(images), self.images_per_run):
+            chunk = images[start : start + self.images_per_run]
             arrays, failed = {}, {}
             for position, image in enumerate(chunk):
                 try:
@@ -243,14 +242,9 @@ class Predictor:
     def _logits(self, batch: np.ndarray) -> np.ndarray:
         outputs = []
         with self._lock:
-            for start in range(0, len(batch), self.max_batch):
-                chunk = batch[start : start + self.max_batch]
-                count = len(chunk)
-                # Below a fixed batch or an engine's smallest batch: pad, then drop the padding's outputs.
-                if count < self.min_batch:
-                    chunk = np.concatenate([chunk, np.zeros((self.min_batch - count, *chunk.shape[1:]), chunk.dtype)])
+            for piece, count in self.runtime.pieces(batch, self.images_per_run):  # padded where the runtime needs
                 started = time.perf_counter()
-                outputs.append(np.asarray(self.runtime.run(chunk), dtype=np.float32)[:count])
+                outputs.append(np.asarray(self.runtime.run(piece), dtype=np.float32)[:count])
                 self.cold_start.setdefault("first_run_s", time.perf_counter() - started)
         return np.concatenate(outputs) if outputs else np.empty((0, self.spec.num_classes), np.float32)
 

@@ -318,7 +318,7 @@ def validate_export(model: ResNet, staged: Path, precision: str, plan: Validatio
     """Run the staged file in ONNX Runtime (through `deploy.runtimes`, as it will ship) against the
     PyTorch model; `ValidationFailed` when a figure misses its threshold."""
     step(f"validating against PyTorch in ONNX Runtime (batches {', '.join(map(str, plan.batch_sizes))})")
-    options = RuntimeOptions(provider=plan.device, threads=plan.threads, max_batch=max(plan.batch_sizes))
+    options = RuntimeOptions(provider=plan.device, threads=plan.threads, buffer_rows=max(plan.batch_sizes))
     with open_runtime(staged, options) as runtime:
         criterion = criterion_for("fp32", precision, gpu=runtime.device != "cpu")  # against PyTorch FP32
         validation = validate_runtime(

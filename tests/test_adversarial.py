@@ -811,7 +811,7 @@ def test_predict_holds_one_batch_of_images_at_a_time(method, place):
         real = predictor.preprocess
         predictor.preprocess = lambda image: counted(real(image))
         results = getattr(predictor, method)(["good.png"] * 100)
-    assert len(results) == 100 and Counted.most <= 2 * predictor.max_batch
+    assert len(results) == 100 and Counted.most <= 2 * predictor.images_per_run
 
 
 def test_python_m_resnet_has_a_help_and_survives_a_closed_pipe(tmp_path):

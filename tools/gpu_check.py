@@ -213,11 +213,11 @@ def measure_onnxruntime(runs: Measurements, paths: dict[str, Path]) -> None:
     provider = "cuda" if runs.on_gpu else "cpu"
     for precision in ("fp32", "fp16"):
         for graphs in (False, True) if runs.on_gpu else (False,):
-            options = RuntimeOptions(provider=provider, cuda_graphs=graphs, max_batch=max(runs.batches))
+            options = RuntimeOptions(provider=provider, cuda_graphs=graphs, buffer_rows=max(runs.batches))
             name = f"onnxruntime {provider} {precision}" + (" cuda-graphs" if graphs else "")
             runs.measure(name, open_runtime(paths[precision], options))
     if runs.on_gpu:
-        options = RuntimeOptions(provider="cuda", cuda_graphs=True, max_batch=max(runs.batches))
+        options = RuntimeOptions(provider="cuda", cuda_graphs=True, buffer_rows=max(runs.batches))
         runs.measure("onnxruntime cuda fp16 cuda-graphs, no copies", open_runtime(paths["fp16"], options), copies=False)
 
 
@@ -263,7 +263,7 @@ def measure_pytorch(runs: Measurements, model, compile_: bool) -> None:
             channels_last=channels_last,
             cuda_graphs=graphs,
             compile=compiled,
-            max_batch=max(runs.batches),
+            buffer_rows=max(runs.batches),
         )
         words = [
             "compile" if compiled else "eager",
@@ -273,7 +273,7 @@ def measure_pytorch(runs: Measurements, model, compile_: bool) -> None:
         runs.measure(f"pytorch {precision} {' '.join(filter(None, words))}", torch_runtime(model, options))
     if runs.on_gpu:
         options = RuntimeOptions(
-            device="cuda", precision="fp16", channels_last=True, cuda_graphs=True, max_batch=max(runs.batches)
+            device="cuda", precision="fp16", channels_last=True, cuda_graphs=True, buffer_rows=max(runs.batches)
         )
         runs.measure("pytorch fp16 channels-last cuda-graphs, no copies", torch_runtime(model, options), copies=False)
 

@@ -153,16 +153,11 @@ def write_bundle(
 def _named_backend(backend: str | None, precision: str) -> dict | None:
     """The bundle's "runtime" record (the manifest's key), after checking it (None: ONNX Runtime,
     nothing to record)."""
-    if backend in (None, "onnxruntime"):
-        if precision != "fp32":
-            raise ToolkitError("--precision names OpenVINO's arithmetic: add --backend openvino")
-        return None
-    from ..runtimes.choices import OPENVINO_PRECISIONS
+    from ..runtimes.choices import ONNX_BACKENDS, check_shipped_runtime
 
-    if backend != "openvino":
-        raise ToolkitError(f"a bundle's ONNX file runs in onnxruntime or openvino, not {backend!r}")
-    if precision not in OPENVINO_PRECISIONS:
-        raise ToolkitError(f"OpenVINO computes in {' or '.join(OPENVINO_PRECISIONS)}, not {precision}")
+    check_shipped_runtime(backend, precision, "a bundle's ONNX file", accepted=ONNX_BACKENDS)
+    if backend in (None, "onnxruntime"):
+        return None
     return {"backend": "openvino", "precision": precision, "fallback": "onnxruntime"}
 
 

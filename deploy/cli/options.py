@@ -12,7 +12,7 @@ from toolkit.cli import (
 from toolkit.numbers import Number
 from toolkit.precision import TORCH_PRECISIONS
 
-from ..runtimes.choices import ALTERNATIVES, BACKEND_CHOICES, DEVICES, OPENVINO_PRECISIONS
+from ..runtimes.choices import BACKEND_CHOICES, DEVICES, ONNX_BACKENDS, OPENVINO_PRECISIONS
 
 if TYPE_CHECKING:
     pass
@@ -57,13 +57,13 @@ def onnx_backend_options(where: str, extra: tuple[str, ...] = ()) -> list:
     return [
         click.option(
             "--backend",
-            type=click.Choice(["onnxruntime", *ALTERNATIVES["onnxruntime"], *extra]),
+            type=click.Choice([*ONNX_BACKENDS, *extra]),
             default=None,
             help=f"What runs the ONNX file {where}. [default: ONNX Runtime]",
         ),
         click.option(
             "--runtime",
-            type=click.Choice(["onnxruntime", *ALTERNATIVES["onnxruntime"]]),
+            type=click.Choice(list(ONNX_BACKENDS)),
             default=None,
             hidden=True,
             callback=_deprecated_runtime,

@@ -7,8 +7,18 @@ import click
 from toolkit.cli import ToolkitCommand, option_group
 from toolkit.numbers import Number
 
-from ..runtimes.choices import OPENVINO_PRECISIONS
+from ..runtimes.choices import ONNX_BACKENDS, OPENVINO_PRECISIONS
 from .options import port
+
+
+def _renamed_max_batch(ctx, param, value):
+    """`--max-batch N`, the spelling before `--batch-requests N` (one more release): said, then taken as it."""
+    if value is not None:
+        click.echo(
+            "resnet-deploy: ray's --max-batch is now --batch-requests (the old spelling goes in the next release)",
+            err=True,
+        )
+    return value
 
 
 def _ray_options(
@@ -18,6 +28,7 @@ def _ray_options(
     upscale_delay_s,
     downscale_delay_s,
     look_back_s,
+    batch_requests,
     max_batch,
     batch_wait_ms,
     body_timeout_s,
@@ -39,7 +50,7 @@ def _ray_options(
         upscale_delay_s=upscale_delay_s,
         downscale_delay_s=downscale_delay_s,
         look_back_s=look_back_s,
-        max_batch=max_batch,
+        batch_requests=max_batch if max_batch is not None else batch_requests,
         batch_wait_ms=batch_wait_ms,
         body_timeout_s=body_timeout_s,
         stalled_bodies=stalled_bodies,
@@ -81,12 +92,20 @@ ray_options = option_group(
         "too few reports.",
     ),
     click.option(
-        "--max-batch",
+        "--batch-requests",
         type=Number(integer=True, low=1, high=4096),
         default=32,
         show_default=True,
-        help="Requests a replica gathers into one run (serve.batch).",
+        help="Requests a replica gathers into one run (serve.batch's max_batch_size; more rows than its runtime "
+        "takes run in pieces).",
     ),
+    click.option(
+        "--max-batch",
+        type=Number(integer=True, low=1, high=4096),
+        default=None,
+        hidden=True,
+        callback=_renamed_max_batch,
+    ),  # fmt: skip
     click.option(
         "--batch-wait-ms",
         type=Number(low=0, high=60_000),
@@ -119,7 +138,7 @@ ray_options = option_group(
     ),
     click.option(
         "--backend",
-        type=click.Choice(["onnxruntime", "openvino"]),
+        type=click.Choice(list(ONNX_BACKENDS)),
         default=None,
         help="What runs an ONNX file in each replica. [default: ONNX Runtime]",
     ),

@@ -47,7 +47,7 @@ def _serving(
         batch, max_queue_delay_us, measured = read_sla_record(sla_from)
         preferred = (batch,)
     return TritonOptions(
-        max_batch=max_batch,
+        max_batch_size=max_batch,
         instances=instances,
         preferred_batch=preferred,
         max_queue_delay_us=max_queue_delay_us,

@@ -17,7 +17,7 @@ OpenVINO BF16 and engines serve what was validated) and answers, under the route
 - `GET /v2/health/live`, `/v2/health/ready`, `/v2/models/NAME`, `/v2/models/NAME/ready`: health
   and the model's metadata (its tensors, as the protocol gives them).
 
-Requests of both routes are gathered into one batch by `serve.batch` (at most `max_batch`
+Requests of both routes are gathered into one batch by `serve.batch` (at most `batch_requests`
 inputs' requests, waiting `batch_wait_ms` for more). A bad request (not JSON, another tensor,
 shape or type, an unreadable or oversized image, a body over the bound) gets a 4xx with one
 sentence; the replica keeps serving.
@@ -78,9 +78,10 @@ class ResNetDeployment:
 
     def __init__(self, settings: dict) -> None:
         labels = settings.get("labels")
+        requests = int(settings.get("batch_requests", settings.get("max_batch", 32)))  # max_batch: configs before
         options = ServingOptions(
             device=settings.get("device", "cpu"),
-            max_batch=int(settings.get("max_batch", 32)),
+            largest_run=requests,
             backend=settings.get("backend"),
             precision=settings.get("precision", "fp32"),
         )
@@ -90,10 +91,10 @@ class ResNetDeployment:
         if settings.get("labels") or self.served.runtime.info is not None:
             self.served.predictor  # noqa: B018 - the recipe is read before the replica says it is ready
         self.top_k = int(settings.get("top_k", 5))
-        self._batched.set_max_batch_size(options.max_batch)
+        self._batched.set_max_batch_size(requests)
         self._batched.set_batch_wait_timeout_s(float(settings.get("batch_wait_ms", 5)) / 1000)
         runtime = self.served.runtime
-        self.tensor_bytes = options.max_batch * math.prod(runtime.input_shape[1:]) * JSON_OVERHEAD + 4096
+        self.tensor_bytes = requests * math.prod(runtime.input_shape[1:]) * JSON_OVERHEAD + 4096
         self.body_timeout_s = float(settings.get("body_timeout_s", BODY_TIMEOUT_S))
         self.stalled_bodies = int(settings.get("stalled_bodies", STALLED_BODIES))
         self.arriving: dict[int, float] = {}  # bodies arriving now: number -> when their request came
@@ -221,7 +222,7 @@ class ResNetDeployment:
 
 def build(args: dict):
     """Ray Serve's application builder: `args` are the `serve_config.yaml` application's (the
-    artifact, name, labels, backend, precision, device, max_batch, batch_wait_ms, top_k). The
+    artifact, name, labels, backend, precision, device, batch_requests, batch_wait_ms, top_k). The
     deployment's replicas, autoscaling and resources come from the config's `deployments`."""
     missing = [key for key in ("artifact", "name") if key not in args]
     if missing:

@@ -32,6 +32,7 @@ from toolkit.numbers import LIMITS, check_number
 from toolkit.yaml_text import dump
 
 from ..artifacts.labels import resolve_labels
+from ..runtimes.choices import check_shipped_runtime
 from ..shipping import kubernetes_names as names
 from ..shipping.model import check_model_name, copy_artifact, read_shipped_model
 
@@ -55,7 +56,7 @@ class RayOptions:
     upscale_delay_s: float = 30.0  # Ray's default
     downscale_delay_s: float = 600.0  # Ray's default
     look_back_s: float = 30.0  # Ray's default: the window the ongoing requests are averaged over
-    max_batch: int = 32
+    batch_requests: int = 32  # requests a replica gathers into one run (serve.batch)
     batch_wait_ms: float = 5.0
     body_timeout_s: float = 30.0  # a request's whole body arrives within this (408 after)
     stalled_bodies: int = 4  # bodies arriving slowly that may keep a replica's slot (ray_app's docstring)
@@ -77,7 +78,7 @@ class RayOptions:
         check_number(self.upscale_delay_s, "--upscale-delay-s", limit="seconds")
         check_number(self.downscale_delay_s, "--downscale-delay-s", limit="seconds")
         check_number(self.look_back_s, "--look-back-s", low=1, high=LIMITS["seconds"][1])
-        check_number(self.max_batch, "--max-batch", integer=True, low=1, high=4096)
+        check_number(self.batch_requests, "--batch-requests", integer=True, low=1, high=4096)
         check_number(self.batch_wait_ms, "--batch-wait-ms", low=0, high=60_000)
         check_number(self.body_timeout_s, "--body-timeout-s", low=0.1, high=3600)
         check_number(self.stalled_bodies, "--stalled-bodies", integer=True, low=0, high=10_000)
@@ -89,12 +90,9 @@ class RayOptions:
             raise ToolkitError(
                 f"--proxy-location must be one of {', '.join(PROXY_LOCATIONS)}, got {self.proxy_location!r}"
             )
-        if self.backend not in (None, "onnxruntime", "openvino", "tensorrt"):
-            raise ToolkitError(f"a replica runs a file in onnxruntime, openvino or tensorrt, not {self.backend!r}")
+        check_shipped_runtime(self.backend, self.precision, "a replica")
         if self.backend == "openvino" and self.gpus_per_replica:
             raise ToolkitError("OpenVINO runs on the CPU: --backend openvino takes no --gpus-per-replica")
-        if self.precision not in ("fp32", "bf16") or (self.precision != "fp32" and self.backend != "openvino"):
-            raise ToolkitError("--precision names OpenVINO's arithmetic (fp32 or bf16): add --backend openvino")
 
     @property
     def device(self) -> str:
@@ -116,7 +114,7 @@ def serve_config(name: str, artifact: str, options: RayOptions, labels: str | No
         "backend": options.backend,
         "precision": options.precision,
         "device": options.device,
-        "max_batch": options.max_batch,
+        "batch_requests": options.batch_requests,
         "batch_wait_ms": options.batch_wait_ms,
         "body_timeout_s": options.body_timeout_s,
         "stalled_bodies": options.stalled_bodies,
@@ -134,7 +132,7 @@ def serve_config(name: str, artifact: str, options: RayOptions, labels: str | No
         "name": DEPLOYMENT,
         # A replica takes more requests than its batch at once, or `serve.batch` never fills a batch;
         # and room for the slow bodies that keep their slots beside them (ray_app's docstring).
-        "max_ongoing_requests": max(options.max_batch, 2 * int(options.target_ongoing_requests) + 1)
+        "max_ongoing_requests": max(options.batch_requests, 2 * int(options.target_ongoing_requests) + 1)
         + options.stalled_bodies,
         "autoscaling_config": autoscaling,
         "ray_actor_options": {"num_cpus": options.cpus_per_replica, "num_gpus": options.gpus_per_replica},

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -59,7 +60,7 @@ class RuntimeOptions:
     )
     compile: bool = False  # PyTorch: torch.compile
     channels_last: bool = False  # PyTorch
-    max_batch: int = 256  # device runtimes (PyTorch, ONNX Runtime on CUDA): the largest batch their buffers hold
+    buffer_rows: int = 256  # device runtimes (PyTorch, ONNX Runtime on CUDA): the rows their device buffers hold
     conv_search: str = "exhaustive"  # ONNX Runtime on CUDA: cuDNN's convolution algorithm search
     prefer_nhwc: bool = True  # ONNX Runtime on CUDA: channels-last convolutions
     outputs: tuple[str, ...] = ()  # module outputs to return beside the logits (`Runtime.run_outputs`)
@@ -74,7 +75,7 @@ class RuntimeOptions:
         _one_of(self.conv_search, CONV_SEARCHES, "cuDNN search")
         if self.threads is not None:
             check_number(self.threads, "threads", integer=True, limit="threads")
-        check_number(self.max_batch, "max batch", integer=True, limit="batch")
+        check_number(self.buffer_rows, "buffer rows", integer=True, limit="batch")
         kind, colon, index = self.device.partition(":") if isinstance(self.device, str) else ("", "", "")
         numbered = index.isascii() and index.isdigit()
         if self.device is not None and (kind not in DEVICES or (colon and (kind != "cuda" or not numbered))):
@@ -190,6 +191,20 @@ class Runtime(ABC):
                 f"batch {batch_size} is outside what this {self.backend} model accepts ({self.batch_limits()})"
             )
 
+    def pieces(self, batch: np.ndarray, largest: int | None = None) -> Iterator[tuple[np.ndarray, int]]:
+        """`batch` in the pieces this runtime runs: at most `largest` rows each (default: the largest
+        batch it takes, else all), a last piece below the smallest batch it takes padded with zeros
+        up to it; each with the number of its rows that are the batch's (the padding's outputs are
+        to be dropped)."""
+        low, high = self.batch_range
+        step = largest or high or max(len(batch), 1)
+        for start in range(0, len(batch), step):
+            piece = batch[start : start + step]
+            count = len(piece)
+            if count < low:
+                piece = np.concatenate([piece, np.zeros((low - count, *piece.shape[1:]), piece.dtype)])
+            yield piece, count
+
     def check_input(self, batch: np.ndarray) -> np.ndarray:
         """`batch` in the input's element type, after checking its shape and size."""
         batch = np.asarray(batch)
@@ -273,13 +288,13 @@ class DeviceRuntime(Runtime):
     stream = None  # a torch.cuda.Stream
     _input = _output = _host_output = None  # torch tensors, made by `allocate`
 
-    def allocate(self, max_batch: int, classes: int, input_dtype, output_dtype) -> None:
-        """Device input (max_batch, C, H, W) and output (max_batch, classes) buffers of the given
+    def allocate(self, rows: int, classes: int, input_dtype, output_dtype) -> None:
+        """Device input (rows, C, H, W) and output (rows, classes) buffers of the given
         torch dtypes, on `self.device`, and a pinned host tensor for the output."""
         import torch
 
-        self._input = torch.empty((max_batch, *self.input_shape[1:]), dtype=input_dtype, device=self.device)
-        self._output = torch.empty((max_batch, classes), dtype=output_dtype, device=self.device)
+        self._input = torch.empty((rows, *self.input_shape[1:]), dtype=input_dtype, device=self.device)
+        self._output = torch.empty((rows, classes), dtype=output_dtype, device=self.device)
         self._host_output = torch.empty(self._output.shape, dtype=output_dtype, pin_memory=True)
 
     def pinned_input(self, batch: np.ndarray):

@@ -283,7 +283,7 @@ def ort_profiler_reading(path: Path, options, providers, run, batch: np.ndarray,
 class OrtCudaRuntime(DeviceRuntime):
     """An ONNX file in ONNX Runtime's CUDA provider, on device buffers (IOBinding).
 
-    The input and output live in PyTorch CUDA tensors for batches up to `max_batch` (a fixed
+    The input and output live in PyTorch CUDA tensors for batches up to `buffer_rows` (a fixed
     batch file: its batch), bound to the session with IOBinding; ONNX Runtime computes on this
     runtime's CUDA stream (`user_compute_stream`), so `copy_in`, `execute` and `copy_out` queue
     in order on one stream and the benchmark times them apart with CUDA events. Options that
@@ -307,7 +307,7 @@ class OrtCudaRuntime(DeviceRuntime):
         cuda_graphs: bool = False,
         conv_search: str = "exhaustive",
         prefer_nhwc: bool = True,
-        max_batch: int = 256,
+        buffer_rows: int = 256,
         layer_times: bool = False,
     ) -> None:
         from .gpu import require_cuda
@@ -318,8 +318,8 @@ class OrtCudaRuntime(DeviceRuntime):
         torch = require_cuda("ONNX Runtime on CUDA with device buffers (PyTorch's)")
         if conv_search not in CONV_SEARCHES:
             raise ToolkitError(f"cuDNN search must be one of {', '.join(CONV_SEARCHES)}, got {conv_search!r}")
-        if max_batch < 1:
-            raise ToolkitError(f"max batch must be at least 1, got {max_batch}")
+        if buffer_rows < 1:
+            raise ToolkitError(f"buffer rows must be at least 1, got {buffer_rows}")
         self._ort, self._torch = ort, torch
         self.path, self.device, self.layer_times = path, f"cuda:{device}", layer_times
         self.cuda_graphs, self.conv_search, self.prefer_nhwc = cuda_graphs, conv_search, prefer_nhwc
@@ -333,10 +333,10 @@ class OrtCudaRuntime(DeviceRuntime):
             raise ArtifactError(
                 f"{path} gives {signature.output.dtype} output; float32 or float16 logits are supported"
             )
-        self.max_batch = self.input_shape[0] or max_batch
+        self.buffer_rows = self.input_shape[0] or buffer_rows
         self._output_dtype = np.dtype(signature.output.dtype)
         self.allocate(
-            self.max_batch,
+            self.buffer_rows,
             signature.output.shape[-1],
             getattr(torch, self.input_dtype.name),
             getattr(torch, self._output_dtype.name),
@@ -371,7 +371,7 @@ class OrtCudaRuntime(DeviceRuntime):
     @property
     def batch_range(self) -> tuple[int, int]:
         fixed = self.input_shape[0]
-        return (fixed, fixed) if fixed else (1, self.max_batch)
+        return (fixed, fixed) if fixed else (1, self.buffer_rows)
 
     def _binding(self, n: int):
         """(session, IOBinding) of batch size n: the first n rows of the device buffers."""

@@ -84,21 +84,25 @@ def open_runtime(path, options: RuntimeOptions = RuntimeOptions(), *, backend: s
         raise ToolkitError(f"{path.name}: {refusal}")
     if kind == "onnxruntime":  # an ONNX file, in whichever backend: its INT8 parameters are sane
         _check_quantization(path)
-    if chosen == "openvino":
-        from .openvino import OpenVinoRuntime
+    return OPENERS[chosen](path, options)
 
-        return OpenVinoRuntime(
-            path,
-            precision=options.precision,
-            threads=options.threads,
-            hint=options.openvino_hint,
-            outputs=options.outputs,
-            layer_times=options.layer_times,
-        )
-    if kind == "tensorrt":
-        return _open_engine(path, options)
-    if kind == "onnxruntime":
-        return _open_onnx(path, options)
+
+def _open_openvino(path: Path, options: RuntimeOptions) -> Runtime:
+    """OpenVINO on the CPU, for an ONNX file."""
+    from .openvino import OpenVinoRuntime
+
+    return OpenVinoRuntime(
+        path,
+        precision=options.precision,
+        threads=options.threads,
+        hint=options.openvino_hint,
+        outputs=options.outputs,
+        layer_times=options.layer_times,
+    )
+
+
+def _open_checkpoint(path: Path, options: RuntimeOptions) -> Runtime:
+    """A PyTorch checkpoint: its model (the architecture read from its keys) in PyTorch."""
     from resnet.checkpoint import load_model
 
     return _open_module(load_model(path), options)
@@ -170,7 +174,7 @@ def _open_onnx(path: Path, options: RuntimeOptions) -> Runtime:
             cuda_graphs=options.cuda_graphs,
             conv_search=options.conv_search,
             prefer_nhwc=options.prefer_nhwc,
-            max_batch=options.max_batch,
+            buffer_rows=options.buffer_rows,
             layer_times=options.layer_times,
         )
     if options.cuda_graphs:
@@ -235,3 +239,12 @@ def open_bundle(
                 raise
             notice(f"the bundle names OpenVINO, which can't run here ({error}); running it in ONNX Runtime")
     return open_runtime(bundle.onnx, RuntimeOptions(device=device), backend="onnxruntime")
+
+
+# The backend chosen for a file -> what opens it (`open_runtime`).
+OPENERS = {
+    "onnxruntime": _open_onnx,
+    "openvino": _open_openvino,
+    "tensorrt": _open_engine,
+    "pytorch": _open_checkpoint,
+}

@@ -214,7 +214,7 @@ def torch_runtime(model: ResNet, options: RuntimeOptions = RuntimeOptions()) -> 
     )
     if device.startswith("cuda"):
         return TorchCudaRuntime(
-            model, device=device, cuda_graphs=options.cuda_graphs, max_batch=options.max_batch, **common
+            model, device=device, cuda_graphs=options.cuda_graphs, buffer_rows=options.buffer_rows, **common
         )
     if device != "cpu":
         raise ToolkitError(f"device must be cpu or cuda, got {device!r}")
@@ -270,7 +270,7 @@ class TorchCpuRuntime(_Capabilities, Runtime):
 
 
 class TorchCudaRuntime(_Capabilities, DeviceRuntime):
-    """A ResNet on a CUDA GPU, with static device buffers for batches up to `max_batch` and,
+    """A ResNet on a CUDA GPU, with static device buffers for batches up to `buffer_rows` and,
     when `cuda_graphs=True`, one CUDA graph captured per batch size. `outputs` and `layer_times`:
     the capabilities (hooks, which a replayed CUDA graph does not call: refused with it)."""
 
@@ -285,7 +285,7 @@ class TorchCudaRuntime(_Capabilities, DeviceRuntime):
         channels_last: bool = False,
         compile: bool = False,
         cuda_graphs: bool = False,
-        max_batch: int = 256,
+        buffer_rows: int = 256,
         outputs: Sequence[str] = (),
         layer_times: bool = False,
     ) -> None:
@@ -306,21 +306,21 @@ class TorchCudaRuntime(_Capabilities, DeviceRuntime):
         # FP16 models take FP16 from the host (half the transfer); BF16 has no NumPy type.
         self.input_dtype = np.dtype(np.float16 if precision == "fp16" else np.float32)
         self.info = ModelInfo.from_model(model, precision=precision)
-        self.max_batch = max_batch
+        self.buffer_rows = buffer_rows
         self.stream = torch.cuda.Stream(device=device)
         # The device input holds the host's dtype; the model's dtype and layout are made from it
         # inside `execute` (`_model_input`), as eager code converts on the device.
-        self.allocate(max_batch, spec.num_classes, getattr(torch, self.input_dtype.name), torch.float32)
+        self.allocate(buffer_rows, spec.num_classes, getattr(torch, self.input_dtype.name), torch.float32)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self._model_input = torch.empty(
-            (max_batch, *self.input_shape[1:]), dtype=TORCH_DTYPES[precision], device=device
+            (buffer_rows, *self.input_shape[1:]), dtype=TORCH_DTYPES[precision], device=device
         ).contiguous(memory_format=memory_format)
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self._open_capabilities(outputs, layer_times)
 
     @property
     def batch_range(self) -> tuple[int, int]:
-        return (1, self.max_batch)
+        return (1, self.buffer_rows)
 
     def _step(self, n: int) -> None:
         # Conversion to the model's dtype and layout is part of the model's work, as in eager code.

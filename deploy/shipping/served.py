@@ -20,11 +20,11 @@ from ..runtimes import RuntimeOptions, backend_of, open_runtime
 
 @dataclass(frozen=True)
 class ServingOptions:
-    """How a server opens its artifact: the device, the largest batch it gathers, and the backend
+    """How a server opens its artifact: the device, the most rows it runs at once, and the backend
     (None: the file's own; "openvino" for an ONNX file on CPU instances) with its precision."""
 
     device: str = "cpu"
-    max_batch: int = 32
+    largest_run: int = 32  # the most rows the runtime is given at once (more gathered: run in pieces)
     backend: str | None = None
     precision: str = "fp32"
 
@@ -38,10 +38,10 @@ class ServedArtifact:
         self.path, self.name, self.labels = Path(path), name, labels
         backend = options.backend or backend_of(self.path)
         runtime_options = RuntimeOptions(
-            device=options.device, max_batch=max(options.max_batch, 1), precision=options.precision
+            device=options.device, buffer_rows=max(options.largest_run, 1), precision=options.precision
         )
         self.runtime = open_runtime(self.path, runtime_options.honoured_by(backend), backend=backend)
-        self.limit = self.runtime.batch_range[1] or options.max_batch or None
+        self.limit = self.runtime.batch_range[1] or options.largest_run or None
         self._predictor: Predictor | None = None
 
     @property
@@ -73,15 +73,11 @@ class ServedArtifact:
     def runs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`logits(batch)`, and for each row the batch size of the run it was in (padding
         included): what a server reports as the batch a request ran in."""
-        step, smallest = self.limit or len(batch), self.runtime.batch_range[0]
-        pieces, sizes = [], []
-        for start in range(0, len(batch), step):
-            piece = given = batch[start : start + step]
-            if len(piece) < smallest:
-                piece = np.concatenate([piece, np.zeros((smallest - len(piece), *piece.shape[1:]), piece.dtype)])
-            pieces.append(self.runtime.run(piece)[: len(given)])
-            sizes += [len(piece)] * len(given)
-        return np.concatenate(pieces), np.array(sizes)
+        outputs, sizes = [], []
+        for piece, count in self.runtime.pieces(batch, self.limit):
+            outputs.append(self.runtime.run(piece)[:count])
+            sizes += [len(piece)] * count
+        return np.concatenate(outputs), np.array(sizes)
 
     def images(self, encoded: Sequence[bytes]) -> np.ndarray:
         """Encoded JPEG or PNG images as the model's input batch (the artifact's recipe; an empty,

@@ -84,7 +84,7 @@ class _PythonBackendModel:
             )
         options = ServingOptions(
             device=device,
-            max_batch=max(self.config["max_batch_size"], 1),  # device buffers, where the backend has them
+            largest_run=max(self.config["max_batch_size"], 1),  # Triton's batches, whole
             backend=parameters.get("runtime"),  # "openvino", or None: the file's own backend
             precision=parameters.get("precision", "fp32"),
         )

@@ -34,7 +34,7 @@ from toolkit.files import check_replaceable_folder, publish_folders
 from toolkit.numbers import check_number
 
 from ..artifacts.labels import resolve_labels
-from ..runtimes.choices import TRITON_BACKENDS
+from ..runtimes.choices import TRITON_BACKENDS, check_shipped_runtime
 from ..shipping.model import ShippedModel, artifact_name, check_model_name, copy_artifact, read_shipped_model
 from .records import check_measured, is_written_model, write_marker
 
@@ -122,7 +122,7 @@ class TritonOptions:
     run, and the dynamic batcher (preferred sizes, longest wait). What `resnet-deploy triton`'s
     options say."""
 
-    max_batch: int | None = None  # None: an engine's largest batch, else 64
+    max_batch_size: int | None = None  # Triton's; None: an engine's largest batch, else 64
     instances: int = 1
     preferred_batch: tuple[int, ...] = ()
     max_queue_delay_us: int = 100
@@ -141,8 +141,8 @@ class TritonOptions:
         # Within the ranges of Triton's ModelConfig fields (int32; uint64 for the queue delay).
         check_number(self.instances, "--instances", integer=True, low=1, high=INT32_MAX)
         check_number(self.max_queue_delay_us, "--max-queue-delay-us", integer=True, limit="uint64")
-        if self.max_batch is not None:
-            check_number(self.max_batch, "--max-batch", low=1, high=2**31 - 1, integer=True)
+        if self.max_batch_size is not None:
+            check_number(self.max_batch_size, "--max-batch", low=1, high=2**31 - 1, integer=True)
         for size in self.preferred_batch:
             check_number(size, "--preferred-batch", integer=True, limit="int32")
         if self.instance_kind is not None and self.instance_kind not in INSTANCE_KINDS:
@@ -152,16 +152,11 @@ class TritonOptions:
                 f"Triton backend must be one of {', '.join(TRITON_BACKENDS)}, got {self.triton_backend!r}"
             )
         object.__setattr__(self, "preferred_batch", tuple(self.preferred_batch))
-        if self.backend not in (None, "onnxruntime", "openvino", "tensorrt"):
-            raise ToolkitError(
-                f"the Python backend runs a file in onnxruntime, openvino or tensorrt, not {self.backend!r}"
-            )
+        check_shipped_runtime(self.backend, self.precision, "the Python backend")
         if self.backend == "openvino" and self.triton_backend != "python":
             raise ToolkitError("--backend openvino runs inside Triton's Python backend: add --triton-backend python")
         if self.backend == "openvino" and self.instance_kind == "KIND_GPU":
             raise ToolkitError("OpenVINO runs on the CPU: --backend openvino takes CPU instances (--cpu)")
-        if self.precision not in ("fp32", "bf16") or (self.precision != "fp32" and self.backend != "openvino"):
-            raise ToolkitError("--precision names OpenVINO's arithmetic (fp32 or bf16): add --backend openvino")
 
 
 def triton_config(
@@ -285,7 +280,7 @@ def _batching(model: ShippedModel, options: TritonOptions, limit: int | None) ->
     in_shape = [-1 if d is None else d for d in model.input.shape]
     out_shape = [-1 if d is None else d for d in model.output.shape]
     if model.input.batch is not None:  # a fixed batch: Triton sees the full shape and does no batching of its own
-        if options.max_batch not in (None, 0):
+        if options.max_batch_size not in (None, 0):
             raise ToolkitError(
                 f"{file_name} has a fixed batch of {in_shape[0]}, so Triton can't batch it; drop --max-batch "
                 "or export with --dynamic-batch"
@@ -298,7 +293,7 @@ def _batching(model: ShippedModel, options: TritonOptions, limit: int | None) ->
             )
             raise ToolkitError(f"{file_name} has a fixed batch of {in_shape[0]}; {given} needs a dynamic batch axis")
         return 0, in_shape, out_shape
-    max_batch_size = options.max_batch if options.max_batch is not None else (limit or DEFAULT_MAX_BATCH)
+    max_batch_size = options.max_batch_size if options.max_batch_size is not None else (limit or DEFAULT_MAX_BATCH)
     if max_batch_size < 1:
         raise ToolkitError(f"--max-batch must be at least 1, got {max_batch_size}")
     if limit is not None and max_batch_size > limit:

@@ -126,7 +126,7 @@ def test_a_python_backend_repository_is_refused_for_nvidias_container(digits_fil
 
 def test_the_ray_application_files(digits_files, tmp_path):
     result = run("ray", digits_files["fp32"], "--app-dir", tmp_path / "app", "--name", "digits", "--min-replicas", 2,
-                 "--max-replicas", 4, "--max-batch", 8, "--http-port", 9100)  # fmt: skip
+                 "--max-replicas", 4, "--batch-requests", 8, "--http-port", 9100)  # fmt: skip
     assert result.exit_code == 0, result.output
     app = tmp_path / "app"
     assert sorted(p.name for p in app.iterdir()) == [
@@ -360,3 +360,14 @@ def test_an_application_folder_written_before_the_move_is_still_run_and_replaced
     assert "deploy.serving.ray_app:build" in config.read_text()
     assert run("ray", digits_files["fp32"], "--app-dir", app, "--force").exit_code == 0
     assert "deploy.ray_serve.replica:build" in config.read_text()
+
+
+def test_the_old_spelling_of_batch_requests_still_works_and_says_so(digits_files, tmp_path):
+    """Issue 36: `resnet-deploy ray --max-batch` meant requests gathered into one run, unlike
+    every other --max-batch (rows); it is `--batch-requests` now, the old spelling taken for one
+    more release with a note. An app folder's config written before (`max_batch` in its args) is
+    still read by the replica (deploy.ray_serve.replica)."""
+    result = run("ray", digits_files["fp32"], "--app-dir", tmp_path / "app", "--max-batch", 8)
+    assert result.exit_code == 0 and "--max-batch is now --batch-requests" in result.output, result.output
+    config = yaml.safe_load((tmp_path / "app" / "serve_config.yaml").read_text())
+    assert config["applications"][0]["args"]["batch_requests"] == 8

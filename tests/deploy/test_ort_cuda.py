@@ -44,7 +44,7 @@ def test_without_cuda_the_automatic_choice_is_the_cpu(files):
 @needs_ort_cuda
 @pytest.mark.parametrize("kind,min_cosine", [("fp32", 0.99999), ("fp16", 0.999), ("fixed", 0.99999)])
 def test_device_buffers_give_the_cpus_logits(kind, min_cosine, files):
-    with OrtCudaRuntime(files[kind], max_batch=16) as gpu, OrtRuntime(files["fp32"], provider="cpu") as cpu:
+    with OrtCudaRuntime(files[kind], buffer_rows=16) as gpu, OrtRuntime(files["fp32"], provider="cpu") as cpu:
         assert gpu.device.startswith("cuda") and "CUDAExecutionProvider" in gpu.describe()
         n = 4 if kind == "fixed" else 7
         x = gpu.random_input(n, seed=3)
@@ -55,7 +55,7 @@ def test_device_buffers_give_the_cpus_logits(kind, min_cosine, files):
 
 @needs_ort_cuda
 def test_the_three_steps_are_the_round_trip(files):
-    with OrtCudaRuntime(files["fp16"], max_batch=8) as runtime:
+    with OrtCudaRuntime(files["fp16"], buffer_rows=8) as runtime:
         x = runtime.random_input(5)
         n = runtime.copy_in(x)
         runtime.execute(n)
@@ -69,8 +69,8 @@ def test_the_three_steps_are_the_round_trip(files):
 @needs_ort_cuda
 def test_cuda_graphs_give_the_same_logits(files):
     with (
-        OrtCudaRuntime(files["fp16"], max_batch=8) as plain,
-        OrtCudaRuntime(files["fp16"], max_batch=8, cuda_graphs=True) as graphed,
+        OrtCudaRuntime(files["fp16"], buffer_rows=8) as plain,
+        OrtCudaRuntime(files["fp16"], buffer_rows=8, cuda_graphs=True) as graphed,
     ):
         assert graphed.settings()["cuda_graphs"] and "CUDA graphs" in graphed.describe()
         for n in (1, 4, 8, 4, 1):

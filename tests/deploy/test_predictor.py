@@ -41,7 +41,7 @@ def test_predictions_match_pytorch(kind, spec_name, models, images):
 def test_fixed_batch_models_pad_the_last_chunk(models, images):
     paths = [images[name] for name in IMAGE_NAMES[:6]]  # 6 images through a batch-4 model: 4 + 2 (+2 padding)
     with Predictor(models["files"]["cifar_b4"]) as fixed, Predictor(models["files"]["cifar"]) as dynamic:
-        assert (fixed.min_batch, fixed.max_batch) == (4, 4)
+        assert fixed.runtime.batch_range == (4, 4) and fixed.images_per_run == 4
         a, b = fixed.predict(paths), dynamic.predict(paths)
     assert [p.indices for p in a] == [p.indices for p in b]
     assert np.allclose([p.scores for p in a], [p.scores for p in b], atol=1e-6)

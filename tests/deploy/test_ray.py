@@ -133,7 +133,7 @@ def ray_app(tmp_path_factory, digits_files):
             target_ongoing_requests=2,
             upscale_delay_s=1,
             look_back_s=3,
-            max_batch=16,
+            batch_requests=16,
             batch_wait_ms=5,
             body_timeout_s=3,
             http_host="127.0.0.2",

@@ -96,11 +96,11 @@ def test_a_gathered_batch_reports_the_runs_it_was_split_into(digits_files):
     from deploy.shipping.served import ServedArtifact, ServingOptions
 
     batch = np.random.default_rng(0).standard_normal((10, 3, 32, 32), dtype=np.float32)
-    limited = ServedArtifact(digits_files["fp32"], ServingOptions(max_batch=4), name="d")
+    limited = ServedArtifact(digits_files["fp32"], ServingOptions(largest_run=4), name="d")
     logits, sizes = limited.runs(batch)
     assert sizes.tolist() == [4] * 8 + [2] * 2
     assert np.allclose(logits, limited.runtime.run(batch), atol=1e-5)
-    fixed = ServedArtifact(digits_files["static"], ServingOptions(max_batch=16), name="d")  # takes batches of 4 only
+    fixed = ServedArtifact(digits_files["static"], ServingOptions(largest_run=16), name="d")  # takes batches of 4 only
     logits, sizes = fixed.runs(batch)
     assert sizes.tolist() == [4] * 10 and logits.shape == (10, 10)  # the last piece of 2, padded to 4
     assert np.allclose(logits, limited.runtime.run(batch), atol=1e-5)

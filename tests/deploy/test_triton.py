@@ -37,7 +37,7 @@ def onnx_io(path):
 @pytest.mark.parametrize("kind", ["cifar", "cifar_fp16", "cifar_fp16_io", "imagenet"])
 def test_onnx_config_matches_the_file(kind, models, tmp_path):
     path = models["files"][kind]
-    options = TritonOptions(max_batch=32, instances=2, preferred_batch=[8, 16], max_queue_delay_us=250)
+    options = TritonOptions(max_batch_size=32, instances=2, preferred_batch=[8, 16], max_queue_delay_us=250)
     folder = write_triton_model(path, tmp_path / "repo", "m", options)
     config = parse(folder)
     (in_name, in_type, in_dims), (out_name, out_type, out_dims) = onnx_io(path)
@@ -71,7 +71,7 @@ def test_fixed_batch_onnx_has_no_batching(models, tmp_path):
     assert config.max_batch_size == 0 and list(config.input[0].dims) == [4, 3, 32, 32]
     assert not config.HasField("dynamic_batching")
     with pytest.raises(ToolkitError, match="fixed batch of 4, so Triton can't batch it"):
-        write_triton_model(models["files"]["cifar_b4"], tmp_path / "repo2", "fixed", TritonOptions(max_batch=8))
+        write_triton_model(models["files"]["cifar_b4"], tmp_path / "repo2", "fixed", TritonOptions(max_batch_size=8))
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_engine_config_matches_the_manifest(engine, tmp_path):
 
 def test_engine_limits(engine, tmp_path, engine_manifest):
     with pytest.raises(ToolkitError, match="--max-batch 64 is above engine r20.plan's largest batch 48"):
-        write_triton_model(engine, tmp_path / "repo", "trt", TritonOptions(max_batch=64))
+        write_triton_model(engine, tmp_path / "repo", "trt", TritonOptions(max_batch_size=64))
     with pytest.raises(ToolkitError, match="runs on the GPU"):
         write_triton_model(engine, tmp_path / "repo", "trt", TritonOptions(instance_kind="KIND_CPU"))
     write_manifest(
@@ -119,8 +119,8 @@ def test_engine_limits(engine, tmp_path, engine_manifest):
         ("a/b", {}, "must be letters, digits"),
         ("m", dict(preferred_batch=[128]), "between 1 and max batch 64"),
         ("m", dict(instances=0), "--instances must be at least 1"),
-        ("m", dict(max_batch=0), "--max-batch must be at least 1"),
-        ("m", dict(max_batch=-3), "--max-batch must be at least 1"),
+        ("m", dict(max_batch_size=0), "--max-batch must be at least 1"),
+        ("m", dict(max_batch_size=-3), "--max-batch must be at least 1"),
     ],
 )
 def test_bad_options(name, options, message, models, tmp_path):
