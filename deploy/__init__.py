@@ -1,17 +1,21 @@
 """Running and shipping artifacts.
 
-Two layers, each in a room of its own:
+The foundation every stage runs on (export and benchmark build on it):
 
-- `deploy.artifacts`: what artifacts say about themselves (ONNX metadata, engine manifests,
-  tensor descriptions, labels);
-- `deploy.runtimes`: one runtime interface over ONNX Runtime, TensorRT and PyTorch, and
-  `open_runtime`, which picks the backend a file needs;
+- `deploy.artifacts`: what artifacts say about themselves (ONNX metadata, engine manifests, tensor
+  descriptions, labels, bundles read and verified);
+- `deploy.runtimes`: one runtime interface over ONNX Runtime, OpenVINO, TensorRT and PyTorch, and
+  `open_runtime` (and `open_bundle`), which picks the backend a file needs;
+- images to inputs (`deploy.preprocess`), image folders (`deploy.datasets`), the `Predictor` (images
+  in, classes out) and accuracy on labelled images (`deploy.evaluate`);
 
-and on top of them the deployment formats: the `Predictor` (images in, classes out), bundles
-for boards (`deploy.bundle`), Triton model repositories (`deploy.triton`), and `resnet-deploy`.
+then what every deployment target ships (`deploy.shipping`), and one room per target: bundles
+for boards (`deploy.bundle`), Triton (`deploy.triton`: repositories, the server `nvidia-pytriton`
+ships, Kubernetes manifests of NVIDIA's container), Ray Serve (`deploy.ray_serve`); the commands
+`resnet-deploy` and `resnet-eval` (`deploy.cli`). No target imports another.
 
-Imports `resnet` and `toolkit` only. Optional dependencies (onnxruntime, tensorrt, PIL) are
-imported inside the functions that need them.
+Imports `resnet` and `toolkit` only. Optional dependencies (onnxruntime, openvino, tensorrt, PIL,
+tritonclient, ray) are imported inside the functions that need them.
 """
 
 from toolkit.errors import ArtifactError, MissingDependencyError

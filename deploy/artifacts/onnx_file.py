@@ -38,7 +38,12 @@ def inspect_onnx(path: str | Path) -> OnnxSignature:
     even for large files. Raises `ArtifactError` for a missing or unreadable file, or one that is
     not a single-input, single-output model taking (N, C, H, W) with fixed C, H and W.
     """
-    path = input_file(path, "ONNX file", "an ONNX file", ArtifactError)
+    return read_signature(input_file(path, "ONNX file", "an ONNX file", ArtifactError))
+
+
+def read_signature(path: Path) -> OnnxSignature:
+    """`inspect_onnx` of a path already checked (`toolkit.files.input_file`) by the caller: a
+    command checks its model's path once."""
     facts = read_onnx_facts(path)
     if not facts.inputs and not facts.outputs:
         raise ArtifactError(f"{path} is not a readable ONNX file (it has no graph)")

@@ -17,7 +17,7 @@ from toolkit.files import input_file, read_json_file
 
 from ..artifacts.manifest import BatchRange, read_manifest
 from ..artifacts.metadata import ModelInfo
-from ..artifacts.onnx_file import external_data_files, inspect_onnx
+from ..artifacts.onnx_file import external_data_files, read_signature
 from ..artifacts.tensors import TensorInfo
 from ..runtimes.open import backend_of
 
@@ -56,7 +56,7 @@ def read_shipped_model(path: str | Path) -> ShippedModel:
         (inp,), (out,) = manifest.inputs, manifest.outputs
         return ShippedModel(path, "tensorrt_plan", inp, out, manifest.batches, manifest.model)
     if backend == "onnxruntime":
-        signature = inspect_onnx(path)
+        signature = read_signature(path)  # the path was checked above
         data = tuple(external_data_files(signature))
         return ShippedModel(path, "onnxruntime_onnx", signature.input, signature.output, None, signature.info, data)
     raise ToolkitError(
