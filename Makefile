@@ -6,20 +6,27 @@ PY := $(VENV)/bin/python
 # environment, CUDA build or not, is kept as it is), so that the `export` extra's `torch>=2.1`
 # never makes pip choose a release by itself.
 TORCH := torch==2.13.0
+# The demo needs PyTorch and ONNX Runtime only; the tests add the other runtimes, the Triton server,
+# Ray, perf_analyzer and the checkers.
+DEMO_EXTRAS := export,cpu
 EXTRAS := export,cpu,openvino,images,plot,dev,serve,ray
 
 .PHONY: demo test clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.demo-installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[$(DEMO_EXTRAS)]'
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.demo-installed
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	$(PY) -m benchmark.perf_analyzer install || echo "perf_analyzer not installed: resnet-bench --triton uses its builtin load generator"
 	touch $@
 
 DEMO := demo-output
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.demo-installed
 	mkdir -p $(DEMO)
 	$(PY) -m resnet
 	@echo
