@@ -2,6 +2,7 @@
 FP16 overflow named by module. Real models, real files, real ONNX Runtime."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -317,16 +318,17 @@ def test_keep_float_names_that_match_nothing_are_refused(digits, tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
-def test_the_readme_block_runs_as_shown(tour, readme):
-    """The README's resnet-compare block, in the tour's folder after the tour (it starts from the
-    tour's two exports): each command prints the lines shown (numbers aside); resnet-compare exits 1
-    when it names a layer."""
+def test_the_docs_block_runs_as_shown(tour, readme):
+    """docs/export.md's resnet-compare block, in the tour's folder after the README's tour (it starts
+    from the tour's two exports): each command prints the lines shown (numbers aside);
+    resnet-compare exits 1 when it names a layer."""
     # Which layer first leaves the threshold, and which blocks the search keeps, depend on the
     # calibration and the quantizer's rounding: those two lines are checked for what they are, the
     # rest as shown. (The "cpu" form's logits are the same with and without VNNI: test_int8.py.)
     outcome = ("  finding     ", "  keep float  ")
     assert all(done.returncode == 0 for _, _, done in tour.steps)
-    for command, shown in readme.console(2):
+    page = type(readme)((Path(__file__).resolve().parents[2] / "docs" / "export.md").read_text())
+    for command, shown in page.console(0):
         done = tour.run(command)
         compare = command.startswith("resnet-compare layers tour/digits.onnx")
         assert done.returncode in ((0, 1) if compare else (0,)), f"{command}\n{done.stderr}"
