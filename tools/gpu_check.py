@@ -19,6 +19,9 @@ Steps (each says how long it took; the whole aims at 5 minutes on an H100/H200):
    replaying a CUDA graph); the harness (without copies) must be within 5% of each;
 5. `resnet-bench --profile` of the FP16 file on ONNX Runtime CUDA at batch 1 and 32 (each layer
    from ONNX Runtime's profiler on a CUDA session with the runtime's options): stages and gap;
+5b. the board's GPU path with PyTorch unimportable (`tools/board_gpu_path.py`): the driver's probe,
+   the CUDA runtime's device memory through ctypes, ONNX Runtime's CUDA provider on host arrays and,
+   with TensorRT, the engine through `TensorRTHostRuntime`, each against the CPU;
 6. the targets: ONNX Runtime CUDA FP16 at least 10,500 img/s at batch 256 and at most 0.75 ms at
    batch 1, copies included.
 
@@ -44,6 +47,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from board_gpu_path import board_targets, run_board_path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmark" / "results"
@@ -390,9 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     results["fidelity"] = fidelity(runs, paths, model, args.smoke)
     steps.start("resnet-bench --profile on ONNX Runtime" + (" CUDA" if on_gpu else " CPU (no GPU: smoke)"))
     results["profiles"] = profile_onnxruntime(paths, on_gpu, args.smoke)
+    steps.start("the board's GPU path, PyTorch unimportable" + ("" if on_gpu else " (no GPU: its CPU half)"))
+    results["board"] = run_board_path(paths, on_gpu)
     steps.finish()
     results.update(
-        targets=targets(runs, results["fidelity"]),
+        targets=targets(runs, results["fidelity"]) + board_targets(results["board"], on_gpu),
         steps=steps.seconds,
         runs=[{k: r[k] for k in ("name", "run")} for r in runs.runs],
         reference_dle_a100_tensorrt_fp16={
@@ -446,6 +452,7 @@ def markdown(results: dict, runs: list[dict]) -> str:
         f"| {f['backend']} | {f['batch']} | {f['harness_ms']:.3f} | {f['bare_ms']:.3f} | {f['difference']:+.1%} |"
         for f in results["fidelity"]
     ]
+    lines += ["", "## The board's GPU path, PyTorch unimportable", "", f"`{json.dumps(results['board'])}`"]
     lines += ["", "## Targets", "", "| target | value | limit | met |", "|---|---:|---|---|"]
     lines += [
         f"| {t['what']} | {t['value']:.4g} | {t['limit']} | {'yes' if t['met'] else 'NO'} |" for t in results["targets"]

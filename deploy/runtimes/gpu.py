@@ -25,7 +25,13 @@ def cuda_available() -> bool:
 
 
 def torch_installed() -> bool:
-    return "torch" in sys.modules or importlib.util.find_spec("torch") is not None
+    """Whether PyTorch can be imported here (a board may not have it)."""
+    if "torch" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a finder that refuses it, or a half-removed module
+        return False
 
 
 def require_cuda(what: str = "TensorRT engines"):

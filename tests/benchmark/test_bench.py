@@ -319,6 +319,10 @@ def test_the_gpu_check_script_runs_its_steps(tmp_path):
     assert len(data["targets"]) >= len(data["fidelity"])
     assert "## The harness against bare loops" in written.with_suffix(".md").read_text()
     # resnet-bench --profile on ONNX Runtime (on CUDA where there is a GPU): per batch, the stages
+    # the board's path, in a process where PyTorch can't be imported (its CPU half where there's no GPU)
+    board = data["board"]
+    assert board["torch_imported"] is False and (board["cuda_available"] or board["onnxruntime_cpu"]), board
+    assert "board's GPU path" in written.with_suffix(".md").read_text()
     assert [p["batch"] for p in data["profiles"]] == [1, 2]
     assert all("ONNX Runtime's profiler" in p["profiler"] and "layer3" in p["stages"] for p in data["profiles"])
 
