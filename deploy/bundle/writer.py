@@ -1,15 +1,7 @@
-"""Deployment bundles: one self-contained folder to copy onto a board.
-
-    DIR/
-      model.onnx          the model (the engine is built from it on the board)
-      model.plan          optional: a prebuilt engine, only for a board identical to the builder
-      model.plan.json     its manifest
-      labels.txt          optional: one class name per line
-      manifest.json       input spec, precision, inputs/outputs, versions, SHA-256 of every file
-      README.md           how to build the engine on the board and run predictions
-
-Opening a bundle verifies every checksum; a missing, truncated or altered file is refused with
-a sentence naming it.
+"""Writing a bundle for a board (`write_bundle`): the folder `deploy.artifacts.bundle` describes and
+reads (the model, an engine where one was built, labels, a manifest with every file's SHA-256, a
+README for the board), staged beside its destination and published whole; `--force` replaces only
+a bundle this toolkit wrote.
 """
 
 from __future__ import annotations
