@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 
-from deploy.runtimes.cpu import CpuFeatures
+from deploy.runtimes.cpu import CpuFeatures, cpu_model
 from deploy.runtimes.gpu import cuda_available, describe_gpu, torch_installed
 from toolkit.provenance import versions
 
@@ -28,17 +27,6 @@ class MachineInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def library_versions() -> dict[str, str]:

@@ -42,7 +42,9 @@ def choose_backend(path: Path, options: RuntimeOptions) -> str:
     the CPU computes the asked arithmetic natively in it (INT8 files on a CPU with VNNI; BF16 on
     one with AVX512_BF16 or AMX: ONNX Runtime has no BF16 on CPUs), and in ONNX Runtime otherwise
     (FP32 and FP16 files: OpenVINO FP32 measured level with it). Measured on the 2-core EPYC:
-    docs/benchmark.md."""
+    docs/benchmark.md. On ARM no CPU qualifies (VNNI and those BF16 flags are x86's): ONNX Runtime,
+    whose ARM INT8 kernels are exact on every ARMv8 CPU (`cpu` module), and OpenVINO's ARM plugin was
+    never measured here."""
     import importlib.util
 
     from .cpu import CpuFeatures

@@ -45,8 +45,8 @@ def check_openvino_precision(precision: str, features: CpuFeatures) -> str:
         raise ToolkitError(f"OpenVINO computes in {' or '.join(OPENVINO_PRECISIONS)}, not {precision}")
     if precision == "bf16" and not features.bf16:
         raise ToolkitError(
-            f"BF16 in OpenVINO needs a CPU with native BF16 arithmetic ({' or '.join(BF16_FLAGS)}); this one has "
-            f"{features.describe()}: run the model in FP32 here"
+            f"BF16 in OpenVINO needs an x86 CPU with native BF16 arithmetic ({' or '.join(BF16_FLAGS)}); this one "
+            f"({features.machine}) has {features.describe()}: run the model in FP32 here"
         )
     return precision
 

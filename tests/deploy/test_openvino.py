@@ -118,7 +118,7 @@ def test_bad_input_gets_the_same_sentences_as_onnx_runtime(files):
 def test_bf16_is_refused_on_a_cpu_without_it(files):
     from deploy.runtimes.openvino import OpenVinoRuntime
 
-    refused = "BF16 in OpenVINO needs a CPU with native BF16 .*this one has avx2, avx512f.*: run the model in FP32 here"
+    refused = "BF16 in OpenVINO needs an x86 CPU with native BF16 .*this one .x86_64. has avx2, avx512f.*: run the model in FP32 here"
     with pytest.raises(ToolkitError, match=refused):
         OpenVinoRuntime(files["fp32"], precision="bf16", features=WITHOUT_BF16)
     with pytest.raises(ToolkitError, match="OpenVINO computes in fp32 or bf16, not fp16"):
