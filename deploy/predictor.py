@@ -88,7 +88,7 @@ def open_model(
 
         return torch_runtime(replace(model, weights=path).create(), options), None
     if path.is_dir():
-        bundle = Bundle.open(path)
+        bundle = Bundle.open(path, verify_models=False)  # the model file that runs: while it loads
         return open_bundle(bundle, backend=backend, device=device, precision=precision), bundle
     return open_runtime(path, options, backend=backend), None
 

@@ -2,14 +2,19 @@
 
     DIR/
       model.onnx          the model (the engine is built from it on the board)
+      model.ort           optional: the model in ONNX Runtime's format, optimized for the board's
+                          platform (manifest "ort_format"; `deploy.runtimes.ort_format`)
       model.plan          optional: a prebuilt engine, only for a board identical to the builder
       model.plan.json     its manifest
       labels.txt          optional: one class name per line
       manifest.json       input spec, precision, inputs/outputs, versions, SHA-256 of every file
-      README.md           how to build the engine on the board and run predictions
+      README.md           how to install and run it on the board (and build the engine, for a GPU)
+      wheels/, board-requirements.txt   optional: the board's install (`deploy.bundle.wheelhouse`)
 
-Opening a bundle verifies every checksum; a missing, truncated or altered file is refused with
-a sentence naming it. Which runtime runs it is the runtimes' choice (`deploy.runtimes.open_bundle`).
+Opening a bundle verifies every checksum (or, `verify_models=False`, every one but the model
+files', which `Bundle.verify` checks for the one that runs); a missing, truncated or altered file is
+refused with a sentence naming it. Which runtime runs it is the runtimes' choice
+(`deploy.runtimes.open_bundle`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import hashlib
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import ArtifactError
@@ -30,13 +35,15 @@ from .metadata import ModelInfo
 from .onnx_file import inspect_onnx
 
 BUNDLE_FORMAT = "resnet-bundle/1"
-ONNX_NAME, ENGINE_NAME, LABELS_NAME, MANIFEST_NAME, README_NAME = (
+ONNX_NAME, ORT_NAME, ENGINE_NAME, LABELS_NAME, MANIFEST_NAME, README_NAME = (
     "model.onnx",
+    "model.ort",
     "model.plan",
     "labels.txt",
     "manifest.json",
     "README.md",
 )
+MODEL_FILES = (ONNX_NAME, ORT_NAME, ENGINE_NAME)  # the model's forms: checksums verified when one runs
 
 
 @dataclass
@@ -49,11 +56,18 @@ class Bundle:
     onnx: Path
     engine: Path | None
     labels: list[str] | None
+    reads: dict[str, tuple[str, ...]] = field(default_factory=dict)  # a model file -> the files it reads
+    verified: set[str] = field(default_factory=set)  # the files whose checksums were verified
 
     @classmethod
-    def open(cls, folder: str | Path) -> Bundle:
+    def open(cls, folder: str | Path, *, verify_models: bool = True) -> Bundle:
         """Read `manifest.json` and verify every file it lists: a regular file inside the folder
-        (a symbolic link is refused, even to a file inside), of the listed size and SHA-256."""
+        (a symbolic link is refused, even to a file inside), of the listed size and SHA-256.
+
+        `verify_models` False leaves the model files' checksums (`MODEL_FILES` and the ONNX file's
+        external data; their sizes are checked) to `verify`, called for the one that runs, while
+        its runtime loads it (`deploy.runtimes.open_bundle`): a bundle carries the model in two
+        or three forms, and hashing them all is a board's cold start spent on files it never reads."""
         folder = Path(folder)
         manifest_file = folder / MANIFEST_NAME
         if not folder.is_dir() or not (manifest_file.exists() or manifest_file.is_symlink()):
@@ -70,19 +84,53 @@ class Bundle:
             raise ArtifactError(
                 f"{manifest_file} has format {manifest.get('format')!r}; this toolkit reads {BUNDLE_FORMAT!r}"
             )
-        for name, entry in files.items():
-            _verify_member(folder, name, entry)
         if ONNX_NAME not in files:
             raise ArtifactError(f"{manifest_file} lists no {ONNX_NAME}")
-        for location in inspect_onnx(folder / ONNX_NAME).external_data:
+        for name, entry in files.items():  # names, kinds and sizes first: checksums below
+            _verify_member(folder, name, entry, checksum=False)
+        try:  # its structure (which external data it reads), before its checksum is verified
+            data = inspect_onnx(folder / ONNX_NAME).external_data
+        except ArtifactError:
+            _verify_member(folder, ONNX_NAME, files[ONNX_NAME])  # an altered file: that is the reason
+            raise
+        for location in data:
             if location not in files or location == MANIFEST_NAME:
                 raise ArtifactError(
                     f"bundle {ONNX_NAME} reads its weights from {location}, which the manifest does not list: "
                     "no checksum covers it"
                 )
+        small = [name for name in files if name not in MODEL_FILES and name not in data]
+        for name in small:  # before any is read
+            _verify_member(folder, name, files[name])
         labels = resolve_labels(folder / LABELS_NAME, info.num_classes) if LABELS_NAME in files else None
         engine = folder / ENGINE_NAME if ENGINE_NAME in files else None
-        return cls(folder, manifest, info, folder / ONNX_NAME, engine, labels)
+        bundle = cls(folder, manifest, info, folder / ONNX_NAME, engine, labels, verified=set(small))
+        bundle.reads = {ONNX_NAME: (ONNX_NAME, *data), ORT_NAME: (ORT_NAME,), ENGINE_NAME: (ENGINE_NAME,)}
+        if verify_models:
+            bundle.verify(*MODEL_FILES)
+        return bundle
+
+    def verify(self, *models: str) -> None:
+        """The checksums of these model files (`MODEL_FILES` names) and of the files each reads (an
+        ONNX file's external data), where listed and not verified yet."""
+        self._verify([name for model in models for name in self.reads.get(model, ())])
+
+    def _verify(self, names: list[str]) -> None:
+        for name in names:
+            if name in self.manifest["files"] and name not in self.verified:
+                _verify_member(self.folder, name, self.manifest["files"][name])
+                self.verified.add(name)
+
+    @property
+    def ort(self) -> Path | None:
+        """`model.ort`, where the bundle carries one (and its manifest says for what: `ort_format`)."""
+        return self.folder / ORT_NAME if ORT_NAME in self.manifest["files"] else None
+
+    @property
+    def ort_format(self) -> dict:
+        """The manifest's record of `model.ort`: platform, ONNX Runtime release, x86-64 flags."""
+        record = self.manifest.get("ort_format")
+        return record if isinstance(record, dict) else {}
 
     @property
     def runtime(self) -> dict:
@@ -130,8 +178,9 @@ def _read_member(path: Path) -> bytes:
     return data
 
 
-def _verify_member(folder: Path, name, entry) -> None:
-    """A listed file: a plain name in the folder, a regular file (no link), of the listed size and checksum."""
+def _verify_member(folder: Path, name, entry, checksum: bool = True) -> None:
+    """A listed file: a plain name in the folder, a regular file (no link), of the listed size and
+    (`checksum`) SHA-256."""
     manifest_file = folder / MANIFEST_NAME
     if not isinstance(name, str) or not name or Path(name).name != name or name in (".", "..", MANIFEST_NAME):
         raise ArtifactError(f"{manifest_file} lists {name!r}, which is not a file of the bundle folder")
@@ -147,6 +196,8 @@ def _verify_member(folder: Path, name, entry) -> None:
             raise ArtifactError(
                 f"bundle file {path} has {actual} bytes, the manifest says {size}: truncated or replaced"
             )
+        if not checksum:
+            return
         digest = hashlib.sha256()
         while block := stream.read(1 << 20):
             digest.update(block)

@@ -246,7 +246,8 @@ class OrtRuntime(Runtime):
         return {"provider": self.provider, "threads": self.threads}
 
     def describe(self) -> str:
-        return super().describe() + f" ({self.session.get_providers()[0]})"
+        form = f", ONNX Runtime's format: {self.path.name}" if self.path.suffix == ".ort" else ""
+        return super().describe() + f" ({self.session.get_providers()[0]}{form})"
 
     def close(self) -> None:
         if self._folder is not None:

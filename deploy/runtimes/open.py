@@ -21,6 +21,7 @@ from pathlib import Path
 from toolkit.errors import ArtifactError, ToolkitError
 from toolkit.files import input_file
 
+from ..artifacts.bundle import ENGINE_NAME, ONNX_NAME, ORT_NAME
 from .base import Runtime, RuntimeOptions
 from .choices import ALTERNATIVES, BACKEND_CHOICES, BACKEND_NAMES, BACKENDS  # noqa: F401 - the tables, re-exported
 
@@ -201,7 +202,8 @@ def open_bundle(
     """The runtime for an opened bundle (`deploy.artifacts.bundle.Bundle`): its engine when
     TensorRT and a compatible GPU are here, else its ONNX file, in the runtime the bundle names
     (OpenVINO, in its precision), falling back to ONNX Runtime (said on stderr) where that can't
-    run here, else in ONNX Runtime.
+    run here, else in ONNX Runtime: on the CPU, its `model.ort` where it carries one written for
+    this machine.
 
     `backend` "tensorrt" demands the engine (an error, not a fallback, when it can't run);
     "openvino" demands OpenVINO; "onnxruntime" skips both; "auto" takes the engine where it can
@@ -224,6 +226,7 @@ def open_bundle(
                 f"bundle {bundle.folder} has no engine; build one on this machine: resnet-build {bundle.onnx}"
             )
         if bundle.engine is not None:
+            bundle.verify(ENGINE_NAME)  # an altered engine is refused, never passed over for the ONNX file
             try:
                 return open_runtime(bundle.engine, backend="tensorrt")
             except (MissingDependencyError, ArtifactError):
@@ -232,15 +235,66 @@ def open_bundle(
     named = bundle.runtime
     options = RuntimeOptions(device=device, precision=precision or named.get("precision", "fp32"))
     if backend == "auto":
-        return open_runtime(bundle.onnx, options, backend=choose_backend(bundle.onnx, options))
+        chosen = choose_backend(bundle.onnx, options)
+        return _verified_while(bundle, ONNX_NAME, lambda: open_runtime(bundle.onnx, options, backend=chosen))
     if backend == "openvino" or (backend is None and named.get("backend") == "openvino" and device != "cuda"):
         try:
-            return open_runtime(bundle.onnx, RuntimeOptions(precision=options.precision), backend="openvino")
+            return _verified_while(
+                bundle,
+                ONNX_NAME,
+                lambda: open_runtime(bundle.onnx, RuntimeOptions(precision=options.precision), backend="openvino"),
+            )
         except ToolkitError as error:
-            if backend == "openvino":
+            if backend == "openvino" or ONNX_NAME not in bundle.verified:
                 raise
             notice(f"the bundle names OpenVINO, which can't run here ({error}); running it in ONNX Runtime")
-    return open_runtime(bundle.onnx, RuntimeOptions(device=device), backend="onnxruntime")
+    if _runs_ort_format(bundle, device):
+        return _verified_while(bundle, ORT_NAME, lambda: _open_onnx(bundle.ort, RuntimeOptions(device="cpu")))
+    return _verified_while(
+        bundle, ONNX_NAME, lambda: open_runtime(bundle.onnx, RuntimeOptions(device=device), backend="onnxruntime")
+    )
+
+
+def _runs_ort_format(bundle, device: str | None) -> bool:
+    """Whether the bundle's `model.ort` runs here: it carries one, written for this machine
+    (`ort_format.ort_format_problem`), and ONNX Runtime runs on the CPU (on a GPU its ONNX file
+    runs: model.ort was optimized for the CPU)."""
+    if bundle.ort is None:
+        return False
+    from .onnxruntime import default_provider
+    from .ort_format import ort_format_problem
+
+    return (device or default_provider()) == "cpu" and ort_format_problem(bundle.ort_format) is None
+
+
+def _verified_while(bundle, model: str, opening) -> Runtime:
+    """`opening()`, the runtime of the bundle's `model` file, while a thread verifies the checksums
+    of that file and of what it reads (hashing lets go of the GIL: it overlaps the runtime's
+    loading, on a board's second core); a file that fails is refused, and the runtime closed."""
+    import threading
+
+    failed: list[BaseException] = []
+
+    def verify() -> None:
+        try:
+            bundle.verify(model)
+        except BaseException as error:  # noqa: BLE001 - handed to the opening thread
+            failed.append(error)
+
+    checking = threading.Thread(target=verify, name="bundle-checksums", daemon=True)
+    checking.start()
+    try:
+        runtime = opening()
+    except BaseException:
+        checking.join()
+        if failed:  # the file was altered: that is the reason, not what the runtime made of it
+            raise failed[0] from None
+        raise
+    checking.join()
+    if failed:
+        runtime.close()
+        raise failed[0]
+    return runtime
 
 
 # The backend chosen for a file -> what opens it (`open_runtime`).

@@ -89,8 +89,16 @@ def test_evaluation_benchmark_and_bundles_run_on_the_board(board, digits_files, 
     assert measured["iterations"] == 5 and measured["images_per_second"] > 0
     board_run(board, "resnet-deploy", "bundle", digits_files["fp32"], "-o", board["folder"] / "b32")
     here = write_bundle(digits_files["fp32"], tmp_path / "b32")
-    written = json.loads((board["folder"] / "b32" / "manifest.json").read_text())
-    assert written["files"] == here.manifest["files"]  # the same files, byte for byte
+    written = json.loads((board["folder"] / "b32" / "manifest.json").read_text())["files"]
+    # The same files, byte for byte, but model.ort: ONNX Runtime's writer is not byte-reproducible
+    # (two writes of one model differ in ~500 bytes), so it is compared by size and answers.
+    ort_format = written.pop("model.ort"), here.manifest["files"]["model.ort"]
+    assert written == {k: v for k, v in here.manifest["files"].items() if k != "model.ort"}
+    assert ort_format[0]["bytes"] == ort_format[1]["bytes"]
+    with Predictor(board["folder"] / "b32") as there, Predictor(here.folder) as ours:
+        batch = np.stack([ours.preprocess(image) for image in IMAGES])
+        assert there.runtime.path.name == ours.runtime.path.name == "model.ort"
+        assert np.array_equal(there.runtime.run(batch), ours.runtime.run(batch))
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from deploy import ArtifactError
@@ -34,7 +35,9 @@ def test_round_trip(bundle, models, images):
         assert entry["sha256"] == sha256_file(folder / name) and entry["bytes"] == (folder / name).stat().st_size
     assert (folder / "model.onnx").read_bytes() == models["files"]["cifar_fp16"].read_bytes()
     readme = (folder / "README.md").read_text()
-    assert "resnet-build model.onnx" in readme and "on the board itself" in readme and "resnet-deploy predict" in readme
+    assert (
+        "resnet-build model.onnx" in readme and "on the Jetson itself" in readme and "resnet-deploy predict" in readme
+    )
     reopened = Bundle.open(folder)
     assert reopened.labels == LABELS and reopened.engine is None and reopened.info.precision == "fp16"
     with Predictor(folder) as predictor:
@@ -157,3 +160,82 @@ def test_a_bundle_engine_that_cannot_run_here_falls_back_to_onnx_runtime(models,
         assert len(predictor.predict([images["red"]])) == 1
     with pytest.raises(MissingDependencyError, match="tensorrt"):
         Predictor(folder, backend="tensorrt")  # forced: an error, not a fallback
+
+
+@pytest.fixture
+def cpu_bundle(models, tmp_path):
+    """A CPU board's bundle (an FP32 graph): it carries model.ort, written for this machine."""
+    return write_bundle(models["files"]["cifar"], tmp_path / "cpu-bundle")
+
+
+def test_a_cpu_bundle_runs_its_ort_format_file_with_the_onnx_files_answers(cpu_bundle, images):
+    from deploy.runtimes.cpu import CpuFeatures, architecture
+    from deploy.runtimes.onnxruntime import OrtRuntime
+
+    record = cpu_bundle.manifest["ort_format"]
+    assert "model.ort" in cpu_bundle.manifest["files"] and record["platform"] == architecture()
+    if record["platform"] == "x86_64":  # the NCHWc layout of this CPU
+        assert record["target"] == "amd64"
+        assert record["nchwc_flags"] == [f for f in ("avx2", "avx512f") if f in CpuFeatures.probe().flags]
+    with Predictor(cpu_bundle.folder) as predictor:
+        assert predictor.runtime.path.name == "model.ort" and "model.ort" in predictor.backend
+        batch = np.stack([predictor.preprocess(image) for image in images.values() if image.suffix == ".png"])
+        from_ort = predictor.runtime.run(batch)
+    from_onnx = OrtRuntime(cpu_bundle.folder / "model.onnx", provider="cpu").run(batch)
+    assert np.array_equal(from_ort, from_onnx)  # the same optimized graph: bit for bit
+    readme = (cpu_bundle.folder / "README.md").read_text()
+    assert "model.ort" in readme and "TensorRT" not in readme and "resnet-build" not in readme
+
+
+def test_an_ort_format_file_runs_only_where_it_was_written_for(cpu_bundle):
+    from deploy.runtimes.cpu import CpuFeatures
+    from deploy.runtimes.ort_format import ort_format_problem
+
+    record = dict(cpu_bundle.manifest["ort_format"], platform="x86_64", nchwc_flags=["avx2"])
+    assert ort_format_problem(record, CpuFeatures(("avx2",), "x86_64")) is None
+    other = ort_format_problem(record, CpuFeatures(("avx2", "avx512f"), "x86_64"))
+    assert "NCHWc layout is for a CPU with avx2" in other and "avx2, avx512f" in other
+    assert "written for x86_64, this machine is aarch64" in ort_format_problem(
+        record, CpuFeatures(("asimd",), "aarch64")
+    )
+    older = ort_format_problem(dict(record, onnxruntime="1.0.0"), CpuFeatures(("avx2",), "x86_64"))
+    assert "written by ONNX Runtime 1.0.0" in older
+    arm = dict(record, platform="aarch64", target="arm", nchwc_flags=None)
+    assert ort_format_problem(arm, CpuFeatures(("asimd", "asimddp"), "aarch64")) is None
+    manifest = json.loads((cpu_bundle.folder / "manifest.json").read_text())
+    manifest["ort_format"]["platform"] = "aarch64"  # a Pi's bundle, opened here: its ONNX file runs
+    (cpu_bundle.folder / "manifest.json").write_text(json.dumps(manifest))
+    with Predictor(cpu_bundle.folder) as predictor:
+        assert predictor.runtime.path.name == "model.onnx"
+
+
+@pytest.mark.parametrize("altered", ["model.ort", "model.onnx"])
+def test_the_model_file_that_runs_is_verified_while_it_loads(cpu_bundle, altered):
+    """Predictor checks the checksums of what it runs (model.ort here), while ONNX Runtime loads it;
+    the model file it does not run is not read (`Bundle.open` alone verifies every file)."""
+    path = cpu_bundle.folder / altered
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=f"{altered} does not match its checksum"):
+        Bundle.open(cpu_bundle.folder)
+    if altered == "model.ort":
+        with pytest.raises(ArtifactError, match="model.ort does not match its checksum"):
+            Predictor(cpu_bundle.folder)
+    else:
+        with Predictor(cpu_bundle.folder) as predictor:
+            assert predictor.runtime.path.name == "model.ort"
+
+
+def test_gpu_and_openvino_bundles_carry_no_ort_format_file(bundle, models, tmp_path):
+    assert "model.ort" not in bundle.manifest["files"] and "ort_format" not in bundle.manifest  # FP16: a Jetson's
+    named = write_bundle(models["files"]["cifar"], tmp_path / "ov", backend="openvino")
+    assert "model.ort" not in named.manifest["files"]
+
+
+def test_a_wheelhouse_for_an_unknown_board_is_refused_before_anything_is_written(models, tmp_path):
+    with pytest.raises(ToolkitError, match="--wheels takes aarch64 or x86_64"):
+        write_bundle(models["files"]["cifar"], tmp_path / "b", wheels="armv7l")
+    with pytest.raises(ToolkitError, match=r"--python takes the board's Python as 3\.N"):
+        write_bundle(models["files"]["cifar"], tmp_path / "b", wheels="aarch64", python="three")
+    assert not (tmp_path / "b").exists()
