@@ -11,7 +11,7 @@ TORCH := torch==2.13.0
 DEMO_EXTRAS := export,cpu
 EXTRAS := export,cpu,openvino,images,plot,dev,serve,ray
 
-.PHONY: demo test clean
+.PHONY: demo test board-check clean
 
 $(VENV)/.demo-installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ test: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
+
+# The aarch64 board check alone (it runs in `make test` too): an emulated Cortex-A76 and A72
+# (tools/board-aarch64; Debian's qemu-user-static and debootstrap, installed with apt as root).
+board-check: $(VENV)/.installed
+	$(PY) -m pytest -q tests/deploy/test_board_aarch64.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) build *.egg-info .pytest_cache
