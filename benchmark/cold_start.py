@@ -9,9 +9,12 @@ the code it checks) imports onnxruntime, NumPy and Pillow, creates the session, 
 image with the model's recipe (the sizes, mean and std are read from the file before the timed
 runs and given to it) and runs it once. Each run's wall time (process start to exit) and peak RSS
 (the child's `ru_maxrss`) are measured; the medians and their ratios are printed, with the
-toolkit's own split of its first prediction (`predict --json`: import, open, first run). The
-targets on the 2-core development machines (docs/deploy.md): time and peak RSS within 1.3x of the
-bare script's. Exit status 1 when a target is missed.
+toolkit's own split of its first prediction (`predict --json`: import, open, first run). A bundle
+for this machine runs its `model.ort` (ONNX Runtime's own format), the bare script the `.onnx`.
+The targets (docs/deploy.md): no slower than the bare script, in less memory. Exit status 1 when a
+target is missed. Measure the board's install (`--command BOARD_VENV/bin/resnet-deploy --python
+BOARD_VENV/bin/python`, a `pip install '.[cpu,images]'`): an editable install's import hook costs
+~20 ms more at every start.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ else:
 x = ((np.asarray(image, dtype=np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None]
 print(int(session.run(None, {session.get_inputs()[0].name: x})[0].argmax()))
 """
-TARGET_RATIO = 1.3
+TARGET_TIME, TARGET_RSS = 1.0, 1.0  # at most the bare script's time; less than its peak RSS
 
 
 def _timed(command: list[str]) -> tuple[float, float, str]:
@@ -71,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", type=Path, help="a bundle folder or an ONNX file")
     parser.add_argument("image", type=Path)
     parser.add_argument("--runs", type=int, default=7, help="runs of each, alternating")
-    parser.add_argument("--command", default=shutil.which("resnet-deploy") or "resnet-deploy")
+    beside = Path(sys.executable).parent / "resnet-deploy"  # this environment's, activated or not
+    parser.add_argument("--command", default=str(beside) if beside.is_file() else shutil.which("resnet-deploy"))
     parser.add_argument("--python", default=sys.executable, help="the Python that runs the bare script")
     args = parser.parse_args(argv)
 
@@ -107,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         + ")"
     )
     time_ratio, rss_ratio = ours_s / bare_s, ours_mb / bare_mb
-    print(f"  ratio         time {time_ratio:.2f}x, peak RSS {rss_ratio:.2f}x (targets <= {TARGET_RATIO}x)")
-    return 0 if time_ratio <= TARGET_RATIO and rss_ratio <= TARGET_RATIO else 1
+    targets = f"targets: time <= {TARGET_TIME}x, RSS < {TARGET_RSS}x"
+    print(f"  ratio         time {time_ratio:.2f}x, peak RSS {rss_ratio:.2f}x ({targets})")
+    return 0 if time_ratio <= TARGET_TIME and rss_ratio < TARGET_RSS else 1
 
 
 if __name__ == "__main__":

@@ -5,25 +5,50 @@ parses its options, calls one library function (`Predictor.predict_each`, `write
 `write_triton_model`, `write_ray_app`, `write_kubernetes`, `evaluate_model`) and prints what it
 returns.
 
-Each command imports what it runs (bundles, Triton, the server, Ray, evaluation) when it runs, so
-that `resnet-deploy predict`, a board's cold start, loads only the Predictor."""
+Each command's module is imported when the command runs, and imports what it runs (bundles, Triton,
+the server, Ray, evaluation) then, so that `resnet-deploy predict`, a board's cold start, loads only
+the Predictor."""
 
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from toolkit.cli import ToolkitGroup
 
-from .bundle_command import bundle
-from .eval_command import eval_main, format_evaluation
-from .kubernetes_command import kubernetes
-from .predict_command import cold_start_figures, format_prediction, predict, printable
-from .ray_command import ray
-from .serve_command import format_serving, serve
-from .triton_command import triton
+# Each command's module, imported when the command runs (or its help is shown).
+COMMANDS = {
+    "predict": "predict_command",
+    "bundle": "bundle_command",
+    "triton": "triton_command",
+    "serve": "serve_command",
+    "ray": "ray_command",
+    "kubernetes": "kubernetes_command",
+}
+# What else the package offers, from its command modules, imported on first use.
+EXPORTS = {
+    "cold_start_figures": "predict_command",
+    "format_prediction": "predict_command",
+    "printable": "predict_command",
+    "eval_main": "eval_command",
+    "format_evaluation": "eval_command",
+    "format_serving": "serve_command",
+}
 
 
-@click.group("resnet-deploy", cls=ToolkitGroup)
+class _Commands(ToolkitGroup):
+    """The group of `COMMANDS`, each module imported only when its command is asked for."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name: str):
+        module = COMMANDS.get(name)
+        return getattr(importlib.import_module(f".{module}", __name__), name) if module else None
+
+
+@click.group("resnet-deploy", cls=_Commands)
 def main() -> None:
     """Run exported models on images, package them for a board, or serve them (Triton, Ray Serve, Kubernetes).
 
@@ -37,18 +62,13 @@ def main() -> None:
     """
 
 
-for _command in (predict, bundle, triton, serve, ray, kubernetes):
-    main.add_command(_command)
+def __getattr__(name: str):
+    if name in EXPORTS:
+        return getattr(importlib.import_module(f".{EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 if __name__ == "__main__":
     main()
 
-__all__ = [
-    "cold_start_figures",
-    "eval_main",
-    "format_evaluation",
-    "format_prediction",
-    "format_serving",
-    "main",
-    "printable",
-]
+__all__ = ["main", *EXPORTS]

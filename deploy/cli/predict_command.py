@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
 
 import click
 
-from toolkit.cli import (
-    ToolkitCommand,
-)
+from toolkit.cli import ToolkitCommand
 from toolkit.numbers import Number
 
 from ..predictor import Prediction, Predictor, UnreadableImage
 from .options import backend_options
-
-if TYPE_CHECKING:
-    pass
 
 
 @click.command("predict", cls=ToolkitCommand)
