@@ -15,6 +15,12 @@ from toolkit.files import sha256_file
 LABELS = [f"class-{i}" for i in range(10)]
 
 
+def flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 @pytest.fixture
 def bundle(models, tmp_path):
     return write_bundle(models["files"]["cifar_fp16"], tmp_path / "bundle", labels=LABELS)
@@ -72,9 +78,7 @@ def test_manifest_describes_the_file_it_holds(kind, io, models, tmp_path):
 @pytest.mark.parametrize("name", ["model.onnx", "labels.txt", "README.md"])
 def test_an_altered_file_is_refused_by_name(bundle, name):
     path = bundle.folder / name
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    flip_a_byte(path)
     with pytest.raises(ArtifactError, match=f"bundle file .*{name} does not match its checksum"):
         Bundle.open(bundle.folder)
 
@@ -214,9 +218,7 @@ def test_the_model_file_that_runs_is_verified_while_it_loads(cpu_bundle, altered
     """Predictor checks the checksums of what it runs (model.ort here), while ONNX Runtime loads it;
     the model file it does not run is not read (`Bundle.open` alone verifies every file)."""
     path = cpu_bundle.folder / altered
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    flip_a_byte(path)
     with pytest.raises(ArtifactError, match=f"{altered} does not match its checksum"):
         Bundle.open(cpu_bundle.folder)
     if altered == "model.ort":
