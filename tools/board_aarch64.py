@@ -24,6 +24,8 @@ runs this on every `make test`.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import os
 import re
@@ -76,11 +78,39 @@ def mirror() -> str:
     return found.group(1) if found else "http://deb.debian.org/debian"
 
 
+@contextlib.contextmanager
+def cache_lock(wait_s: float = 1800):
+    """The cache's lock (a `flock` on its `.lock`), held while the cache is changed: what is built,
+    installed or pruned there is the holder's; another run waits for it, at most `wait_s`."""
+    cache().mkdir(parents=True, exist_ok=True)
+    with open(cache() / ".lock", "a") as lock:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BoardError(f"another run has held {cache() / '.lock'} for {wait_s:.0f} s") from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def ensure_rootfs() -> Path:
     """The arm64 userland, built once into the cache (a folder renamed into place when whole)."""
     root = cache() / f"{SUITE}-rootfs"
     if (root / ".complete").is_file():
         return root
+    with cache_lock():
+        if (root / ".complete").is_file():  # built by the run that held the lock before
+            return root
+        return _build_rootfs(root)
+
+
+def _build_rootfs(root: Path) -> Path:
     ensure_tools()
     building = root.with_name(root.name + ".building")
     shutil.rmtree(building, ignore_errors=True)
@@ -119,11 +149,18 @@ class Board:
         requirements = bundle / "board-requirements.txt"
         if not requirements.is_file():
             raise BoardError(f"{bundle} carries no wheelhouse: write it with resnet-deploy bundle ... --wheels aarch64")
-        if site is None:
+        if site is None:  # the cache's: changed under its lock
             site = cache() / "sites" / hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
-            _prune(site.parent, keep=site)
+            with cache_lock():
+                _prune(site.parent, keep=site)
+                return self._install(bundle, requirements, site)
+        return self._install(bundle, requirements, site)
+
+    def _install(self, bundle: Path, requirements: Path, site: Path) -> Path:
         if not (site / ".complete").is_file():
-            shutil.rmtree(site, ignore_errors=True)
+            if site.exists() and site.parent != cache() / "sites":
+                raise BoardError(f"{site} exists and holds no install of this tool: give a new folder")
+            shutil.rmtree(site, ignore_errors=True)  # a broken install of the cache's (under its lock)
             pip = next((bundle / "wheels").glob("pip-*.whl"), None)
             if pip is None:
                 raise BoardError(f"{bundle}/wheels has no wheel of pip to install with")

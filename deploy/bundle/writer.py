@@ -217,10 +217,7 @@ def write_bundle(
         if label_list is not None:
             (folder / LABELS_NAME).write_text("\n".join(label_list) + "\n", encoding="utf-8")
         environment = engine_manifest.to_dict()["environment"] if engine_manifest else None
-        house = write_wheelhouse(folder, wheels, python, board_extras(named)) if wheels is not None else None
-        ort_format = None
-        if not for_gpu(info, engine is not None) and named is None:  # a CPU board, ONNX Runtime
-            ort_format = write_ort_format(folder / ONNX_NAME, folder / ORT_NAME, wheels or architecture())
+        house, ort_format = _for_the_board(folder, info, engine is not None, named, wheels, python)
         (folder / README_NAME).write_text(
             _readme(info, engine is not None, label_list is not None, environment, house, ort_format), encoding="utf-8"
         )
@@ -228,6 +225,16 @@ def write_bundle(
         manifest |= ({"wheelhouse": house} if house else {}) | ({"ort_format": ort_format} if ort_format else {})
         (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return Bundle.open(output)
+
+
+def _for_the_board(folder: Path, info: ModelInfo, has_engine: bool, named: dict | None, wheels, python):
+    """The board's install (`wheels`, for that machine) and, for a CPU board running ONNX Runtime,
+    `model.ort` for its platform: their manifest records (None where not written)."""
+    house = write_wheelhouse(folder, wheels, python, board_extras(named)) if wheels is not None else None
+    ort_format = None
+    if not for_gpu(info, has_engine) and named is None:
+        ort_format = write_ort_format(folder / ONNX_NAME, folder / ORT_NAME, wheels or architecture())
+    return house, ort_format
 
 
 def _named_backend(backend: str | None, precision: str) -> dict | None:
